@@ -1,0 +1,1 @@
+"""Thin Cloud Functions entrypoints: parse, call one core function, map the outcome."""

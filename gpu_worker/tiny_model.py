@@ -1,0 +1,533 @@
+"""A tiny, randomly initialised Qwen3-TTS model directory, built fully offline.
+
+This is plumbing only. The model it writes has the exact on-disk layout of a real
+``Qwen/Qwen3-TTS-12Hz-1.7B-*`` snapshot (config, generation config, BPE text tokenizer,
+safetensors weights and a 12 Hz speech tokenizer) and loads through the real
+``qwen_tts.Qwen3TTSModel.from_pretrained(path)``, but every layer is a few dozen units wide
+and its weights are random, so what it "speaks" is noise. It exists so that tests and
+``make run MODEL=tiny`` exercise the whole worker path (load, validation of speakers and
+languages, instruct, voice design, voice cloning, decode to 24 kHz float32 audio) on a CPU
+in well under a second per request, without downloading gigabytes of weights.
+
+What is faithful to the real checkpoints:
+
+* the nine CustomVoice speakers and their dialects (``spk_id`` / ``spk_is_dialect``, keyed
+  lower-case as in the real config; ``qwen_tts`` lower-cases the name it is given);
+* the ten languages plus the two Chinese dialect tags (``codec_language_id``);
+* the relative layout of the codec control tokens (pad, bos, eos, think, language and
+  speaker ids), shifted down so that they sit just above a 64-entry codebook;
+* ``tts_model_size == "1b7"``, so CustomVoice honours ``instruct`` (``qwen_tts`` drops
+  ``instruct`` for any size string that is a substring of ``"0b6"``);
+* a 12.5 Hz speech tokenizer (1920 samples per frame at 24 kHz) with 16 code groups.
+
+Build cost is a couple of seconds on two CPU cores; the directory is about a megabyte.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import pathlib
+import tempfile
+from typing import TYPE_CHECKING, Any, Final, Literal
+
+if TYPE_CHECKING:
+    import torch
+
+TinyModelType = Literal["custom_voice", "voice_design", "base"]
+
+_BUILDER_VERSION: Final = 1
+_MARKER: Final = "tiny_model.json"
+
+CODEBOOK_SIZE: Final = 64
+"""Entries per codebook (the real models have 2048)."""
+NUM_CODE_GROUPS: Final = 16
+"""Code groups per 12.5 Hz frame, as in the real models."""
+SAMPLE_RATE: Final = 24000
+SAMPLES_PER_FRAME: Final = 1920
+
+# Real talker vocab is 3072 = 2048 codes + 1024 control ids; keep the 1024 control ids and
+# shift every real control id down by the difference in codebook size.
+_TALKER_VOCAB: Final = CODEBOOK_SIZE + 1024
+_SHIFT: Final = 2048 - CODEBOOK_SIZE
+
+_CODEC_IDS: Final[dict[str, int]] = {
+    "codec_pad_id": 2148 - _SHIFT,
+    "codec_bos_id": 2149 - _SHIFT,
+    "codec_eos_token_id": 2150 - _SHIFT,
+    "codec_think_id": 2154 - _SHIFT,
+    "codec_nothink_id": 2155 - _SHIFT,
+    "codec_think_bos_id": 2156 - _SHIFT,
+    "codec_think_eos_id": 2157 - _SHIFT,
+}
+_LANGUAGE_IDS: Final[dict[str, int]] = {
+    "chinese": 2055 - _SHIFT,
+    "english": 2050 - _SHIFT,
+    "german": 2053 - _SHIFT,
+    "italian": 2070 - _SHIFT,
+    "portuguese": 2071 - _SHIFT,
+    "spanish": 2054 - _SHIFT,
+    "japanese": 2058 - _SHIFT,
+    "korean": 2064 - _SHIFT,
+    "french": 2061 - _SHIFT,
+    "russian": 2069 - _SHIFT,
+    "beijing_dialect": 2074 - _SHIFT,
+    "sichuan_dialect": 2062 - _SHIFT,
+}
+_SPEAKER_IDS: Final[dict[str, int]] = {
+    "serena": 3066 - _SHIFT,
+    "vivian": 3065 - _SHIFT,
+    "uncle_fu": 3010 - _SHIFT,
+    "ryan": 3061 - _SHIFT,
+    "aiden": 2861 - _SHIFT,
+    "ono_anna": 2873 - _SHIFT,
+    "sohee": 2864 - _SHIFT,
+    "eric": 2875 - _SHIFT,
+    "dylan": 2878 - _SHIFT,
+}
+_SPEAKER_DIALECTS: Final[dict[str, str | bool]] = {
+    "serena": False,
+    "vivian": False,
+    "uncle_fu": False,
+    "ryan": False,
+    "aiden": False,
+    "ono_anna": False,
+    "sohee": False,
+    "eric": "sichuan_dialect",
+    "dylan": "beijing_dialect",
+}
+
+# Text side: a byte-level BPE with Qwen2's pre-tokenizer split and Qwen's special tokens.
+_QWEN2_SPLIT: Final = (
+    r"(?i:'s|'t|'re|'ve|'m|'ll|'d)|[^\r\n\p{L}\p{N}]?\p{L}+|\p{N}"
+    r"| ?[^\s\p{L}\p{N}]+[\r\n]*|\s*[\r\n]+|\s+(?!\S)|\s+"
+)
+_MERGED_WORDS: Final = ("assistant", "user", "system")
+_SPECIAL_TOKENS: Final = (
+    "<|endoftext|>",
+    "<|im_start|>",
+    "<|im_end|>",
+    "<|tts_pad|>",
+    "<|tts_text_bos|>",
+    "<|tts_text_eod|>",
+)
+
+_TALKER_HIDDEN: Final = 32
+_GENERATION_DEFAULTS: Final[dict[str, Any]] = {
+    "do_sample": True,
+    "top_k": 50,
+    "top_p": 1.0,
+    "temperature": 0.9,
+    "repetition_penalty": 1.05,
+    "subtalker_dosample": True,
+    "subtalker_top_k": 50,
+    "subtalker_top_p": 1.0,
+    "subtalker_temperature": 0.9,
+    # Noise has no natural end; about 1/65 of sampled steps emit EOS, and this caps the rest.
+    "max_new_tokens": 256,
+}
+
+_TOP_FILES: Final = (
+    "config.json",
+    "generation_config.json",
+    "model.safetensors",
+    "tokenizer.json",
+    "tokenizer_config.json",
+    "vocab.json",
+    "merges.txt",
+    "speech_tokenizer/config.json",
+    "speech_tokenizer/model.safetensors",
+    "speech_tokenizer/preprocessor_config.json",
+)
+
+
+def build_tiny_model(
+    target_dir: pathlib.Path,
+    *,
+    model_type: TinyModelType = "custom_voice",
+    seed: int = 0,
+) -> pathlib.Path:
+    """Write a tiny random Qwen3-TTS model of ``model_type`` into ``target_dir``.
+
+    The result loads with ``Qwen3TTSModel.from_pretrained(str(path))`` and supports the
+    generate method matching its type (``generate_custom_voice``, ``generate_voice_design``,
+    or ``create_voice_clone_prompt`` + ``generate_voice_clone``). The output is audible noise.
+
+    The build is deterministic for a given ``seed`` and leaves global RNG state untouched.
+    If ``target_dir`` already holds a complete tiny model of the same type and seed it is
+    returned as is; otherwise the model files are (re)written there, each one atomically,
+    with the marker file written last.
+    """
+    if model_type not in ("custom_voice", "voice_design", "base"):
+        raise ValueError(f"unknown tiny model type: {model_type!r}")
+    target = pathlib.Path(target_dir)
+    marker = _marker(model_type, seed)
+    if _is_complete(target, marker):
+        return target
+
+    files = _render(model_type, seed)
+    files[_MARKER] = _json_bytes(marker)
+    for name, payload in files.items():
+        _atomic_write(target / name, payload)
+    return target
+
+
+def _marker(model_type: TinyModelType, seed: int) -> dict[str, Any]:
+    return {
+        "builder": "gpu_worker.tiny_model",
+        "version": _BUILDER_VERSION,
+        "model_type": model_type,
+        "seed": seed,
+    }
+
+
+def _is_complete(target: pathlib.Path, marker: dict[str, Any]) -> bool:
+    try:
+        found = json.loads((target / _MARKER).read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return False
+    return found == marker and all((target / name).is_file() for name in _TOP_FILES)
+
+
+def _atomic_write(path: pathlib.Path, payload: bytes) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "wb") as handle:
+            handle.write(payload)
+        os.replace(tmp, path)
+    except BaseException:
+        pathlib.Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def _json_bytes(obj: Any) -> bytes:
+    return (json.dumps(obj, indent=2, ensure_ascii=False) + "\n").encode("utf-8")
+
+
+def _render(model_type: TinyModelType, seed: int) -> dict[str, bytes]:
+    """Every file of the model directory, keyed by its relative path."""
+    import torch
+
+    files: dict[str, bytes] = {}
+    tokenizer_files, special_ids, text_vocab_size = _text_tokenizer_files()
+    files.update(tokenizer_files)
+
+    config = _model_config(model_type, special_ids, text_vocab_size)
+    speech_config = _speech_tokenizer_config()
+    files["config.json"] = _json_bytes(config)
+    files["generation_config.json"] = _json_bytes(_GENERATION_DEFAULTS)
+    files["speech_tokenizer/config.json"] = _json_bytes(speech_config)
+    files["speech_tokenizer/preprocessor_config.json"] = _json_bytes(
+        {
+            "feature_extractor_type": "EncodecFeatureExtractor",
+            "feature_size": 1,
+            "sampling_rate": SAMPLE_RATE,
+            "padding_side": "right",
+            "padding_value": 0.0,
+            "return_attention_mask": True,
+            "chunk_length_s": None,
+            "overlap": None,
+        }
+    )
+
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(seed)
+        files["model.safetensors"] = _model_weights(config)
+        files["speech_tokenizer/model.safetensors"] = _speech_tokenizer_weights(speech_config)
+    return files
+
+
+def _model_config(
+    model_type: TinyModelType, special_ids: dict[str, int], text_vocab_size: int
+) -> dict[str, Any]:
+    custom = model_type == "custom_voice"
+    head_dim = 16
+    return {
+        "architectures": ["Qwen3TTSForConditionalGeneration"],
+        "model_type": "qwen3_tts",
+        "tokenizer_type": "qwen3_tts_tokenizer_12hz",
+        "tts_model_size": "1b7",
+        "tts_model_type": model_type,
+        "im_start_token_id": special_ids["<|im_start|>"],
+        "im_end_token_id": special_ids["<|im_end|>"],
+        "tts_pad_token_id": special_ids["<|tts_pad|>"],
+        "tts_bos_token_id": special_ids["<|tts_text_bos|>"],
+        "tts_eos_token_id": special_ids["<|tts_text_eod|>"],
+        "speaker_encoder_config": {
+            "mel_dim": 128,
+            "enc_dim": _TALKER_HIDDEN,
+            "enc_channels": [32, 32, 32, 32, 96],
+            "enc_kernel_sizes": [5, 3, 3, 3, 1],
+            "enc_dilations": [1, 2, 3, 4, 1],
+            "enc_attention_channels": 16,
+            "enc_res2net_scale": 4,
+            "enc_se_channels": 16,
+            "sample_rate": SAMPLE_RATE,
+        },
+        "talker_config": {
+            "vocab_size": _TALKER_VOCAB,
+            "text_vocab_size": text_vocab_size,
+            "hidden_size": _TALKER_HIDDEN,
+            "text_hidden_size": _TALKER_HIDDEN,
+            "intermediate_size": 64,
+            "num_hidden_layers": 2,
+            "num_attention_heads": 2,
+            "num_key_value_heads": 1,
+            "head_dim": head_dim,
+            "hidden_act": "silu",
+            "max_position_embeddings": 32768,
+            "rms_norm_eps": 1e-06,
+            "rope_theta": 1000000,
+            "rope_scaling": {
+                "interleaved": True,
+                "mrope_section": [4, 2, 2],
+                "rope_type": "default",
+                "type": "default",
+            },
+            "attention_bias": False,
+            "attention_dropout": 0.0,
+            "use_cache": True,
+            "use_sliding_window": False,
+            "tie_word_embeddings": False,
+            "initializer_range": 0.02,
+            "num_code_groups": NUM_CODE_GROUPS,
+            "position_id_per_seconds": 13,
+            **_CODEC_IDS,
+            "codec_language_id": dict(_LANGUAGE_IDS),
+            "spk_id": dict(_SPEAKER_IDS) if custom else {},
+            "spk_is_dialect": dict(_SPEAKER_DIALECTS) if custom else {},
+            "code_predictor_config": {
+                "vocab_size": CODEBOOK_SIZE,
+                "hidden_size": 16,
+                "intermediate_size": 32,
+                "num_hidden_layers": 1,
+                "num_attention_heads": 2,
+                "num_key_value_heads": 1,
+                "head_dim": 8,
+                "hidden_act": "silu",
+                "max_position_embeddings": 65536,
+                "rms_norm_eps": 1e-06,
+                "rope_theta": 1000000,
+                "rope_scaling": None,
+                "attention_bias": False,
+                "attention_dropout": 0.0,
+                "use_cache": True,
+                "use_sliding_window": False,
+                "sliding_window": None,
+                "max_window_layers": 28,
+                "layer_types": ["full_attention"],
+                "tie_word_embeddings": False,
+                "initializer_range": 0.02,
+                "num_code_groups": NUM_CODE_GROUPS,
+            },
+        },
+    }
+
+
+def _speech_tokenizer_config() -> dict[str, Any]:
+    return {
+        "architectures": ["Qwen3TTSTokenizerV2Model"],
+        "model_type": "qwen3_tts_tokenizer_12hz",
+        "encoder_valid_num_quantizers": NUM_CODE_GROUPS,
+        "input_sample_rate": SAMPLE_RATE,
+        "output_sample_rate": SAMPLE_RATE,
+        "decode_upsample_rate": SAMPLES_PER_FRAME,
+        "encode_downsample_rate": SAMPLES_PER_FRAME,
+        "encoder_config": {
+            "sampling_rate": SAMPLE_RATE,
+            "frame_rate": 12.5,
+            "audio_channels": 1,
+            "hidden_size": 16,
+            "num_filters": 4,
+            "num_residual_layers": 1,
+            "upsampling_ratios": [8, 6, 5, 4],
+            "kernel_size": 7,
+            "last_kernel_size": 3,
+            "residual_kernel_size": 3,
+            "dilation_growth_rate": 2,
+            "use_causal_conv": True,
+            "pad_mode": "constant",
+            "compress": 2,
+            "trim_right_ratio": 1.0,
+            "codebook_size": CODEBOOK_SIZE,
+            "codebook_dim": 16,
+            "num_quantizers": 2 * NUM_CODE_GROUPS,
+            "num_semantic_quantizers": 1,
+            "vector_quantization_hidden_dimension": 16,
+            "upsample_groups": 16,
+            "num_hidden_layers": 1,
+            "intermediate_size": 32,
+            "num_attention_heads": 2,
+            "num_key_value_heads": 2,
+            "head_dim": 8,
+            "hidden_act": "gelu",
+            "max_position_embeddings": 8000,
+            "sliding_window": 250,
+            "rope_theta": 10000.0,
+            "norm_eps": 1e-05,
+            "layer_scale_initial_scale": 0.01,
+            "use_cache": False,
+            "use_streaming": False,
+        },
+        "decoder_config": {
+            "codebook_size": CODEBOOK_SIZE,
+            "codebook_dim": 16,
+            "hidden_size": 16,
+            "latent_dim": 16,
+            "intermediate_size": 32,
+            "num_hidden_layers": 1,
+            "num_attention_heads": 2,
+            "num_key_value_heads": 2,
+            "head_dim": 8,
+            "hidden_act": "silu",
+            "max_position_embeddings": 8000,
+            "rope_theta": 10000,
+            "sliding_window": 72,
+            "attention_bias": False,
+            "attention_dropout": 0.0,
+            "layer_scale_initial_scale": 0.01,
+            "rms_norm_eps": 1e-05,
+            "num_quantizers": NUM_CODE_GROUPS,
+            "upsample_rates": [8, 5, 4, 3],
+            "upsampling_ratios": [2, 2],
+            "decoder_dim": 32,
+        },
+    }
+
+
+def _text_tokenizer_files() -> tuple[dict[str, bytes], dict[str, int], int]:
+    """Byte-level BPE text tokenizer files, the special-token ids and the embedding rows."""
+    from tokenizers import (
+        AddedToken,
+        Regex,
+        Tokenizer,
+        decoders,
+        models,
+        normalizers,
+        pre_tokenizers,
+        processors,
+    )
+
+    alphabet = pre_tokenizers.ByteLevel.alphabet()
+    byte_chars = sorted(alphabet, key=_byte_of)
+    vocab: dict[str, int] = {char: index for index, char in enumerate(byte_chars)}
+    merges: list[tuple[str, str]] = []
+    for word in _MERGED_WORDS:
+        left = word[0]
+        for char in word[1:]:
+            merged = left + char
+            if merged not in vocab:
+                merges.append((left, char))
+                vocab[merged] = len(vocab)
+            left = merged
+
+    tokenizer = Tokenizer(
+        models.BPE(vocab=vocab, merges=merges, fuse_unk=False, byte_fallback=False)
+    )
+    tokenizer.normalizer = normalizers.NFC()
+    tokenizer.pre_tokenizer = pre_tokenizers.Sequence(
+        [
+            pre_tokenizers.Split(Regex(_QWEN2_SPLIT), behavior="isolated", invert=False),
+            pre_tokenizers.ByteLevel(add_prefix_space=False, trim_offsets=False, use_regex=False),
+        ]
+    )
+    tokenizer.decoder = decoders.ByteLevel()
+    tokenizer.post_processor = processors.ByteLevel(trim_offsets=False)
+    tokenizer.add_special_tokens(
+        [AddedToken(tok, special=True, normalized=False) for tok in _SPECIAL_TOKENS]
+    )
+    special_ids = {tok: _require_id(tokenizer.token_to_id(tok), tok) for tok in _SPECIAL_TOKENS}
+    total = tokenizer.get_vocab_size(with_added_tokens=True)
+    text_vocab_size = -(-total // 64) * 64
+
+    tokenizer_config = {
+        "tokenizer_class": "Qwen2Tokenizer",
+        "model_max_length": 131072,
+        "errors": "replace",
+        "bos_token": None,
+        "eos_token": "<|im_end|>",
+        "pad_token": "<|endoftext|>",
+        "unk_token": None,
+        "clean_up_tokenization_spaces": False,
+        "split_special_tokens": False,
+        "add_prefix_space": False,
+        "added_tokens_decoder": {
+            str(special_ids[tok]): {
+                "content": tok,
+                "lstrip": False,
+                "normalized": False,
+                "rstrip": False,
+                "single_word": False,
+                "special": True,
+            }
+            for tok in _SPECIAL_TOKENS
+        },
+        "additional_special_tokens": list(_SPECIAL_TOKENS[1:]),
+    }
+    files = {
+        "tokenizer.json": tokenizer.to_str(pretty=True).encode("utf-8") + b"\n",
+        "tokenizer_config.json": _json_bytes(tokenizer_config),
+        "vocab.json": (json.dumps(vocab, ensure_ascii=False) + "\n").encode("utf-8"),
+        "merges.txt": ("#version: 0.2\n" + "".join(f"{a} {b}\n" for a, b in merges)).encode(
+            "utf-8"
+        ),
+    }
+    return files, special_ids, text_vocab_size
+
+
+def _byte_of(char: str) -> int:
+    """Inverse of GPT-2's bytes_to_unicode for one printable stand-in character."""
+    code = ord(char)
+    printable = (
+        list(range(ord("!"), ord("~") + 1))
+        + list(range(ord("¡"), ord("¬") + 1))
+        + list(range(ord("®"), ord("ÿ") + 1))
+    )
+    if code in printable:
+        return code
+    return [b for b in range(256) if b not in printable][code - 256]
+
+
+def _require_id(token_id: int | None, token: str) -> int:
+    if token_id is None:
+        raise RuntimeError(f"tokenizer lost special token {token}")
+    return token_id
+
+
+def _model_weights(config: dict[str, Any]) -> bytes:
+    from qwen_tts.core.models import Qwen3TTSConfig, Qwen3TTSForConditionalGeneration
+
+    model = Qwen3TTSForConditionalGeneration(Qwen3TTSConfig(**config)).eval()
+    return _safetensors_bytes(model.state_dict())
+
+
+def _speech_tokenizer_weights(speech_config: dict[str, Any]) -> bytes:
+    import torch
+    from qwen_tts.core import Qwen3TTSTokenizerV2Config, Qwen3TTSTokenizerV2Model
+    from qwen_tts.core.tokenizer_12hz.modeling_qwen3_tts_tokenizer_v2 import EuclideanCodebook
+    from torch import nn
+
+    model = Qwen3TTSTokenizerV2Model(Qwen3TTSTokenizerV2Config(**speech_config)).eval()
+    with torch.no_grad():
+        # Zero codebooks and tiny init would decode every code to the same near-silence.
+        for module in model.decoder.modules():
+            if isinstance(module, (nn.Conv1d, nn.ConvTranspose1d, nn.Linear)):
+                module.reset_parameters()
+            elif isinstance(module, EuclideanCodebook):
+                module.embedding_sum.normal_(0.0, 1.0)
+                module.cluster_usage.fill_(1.0)
+        for name, buffer in model.encoder.named_buffers():
+            if name.endswith("embed_sum"):
+                buffer.normal_(0.0, 1.0)
+    return _safetensors_bytes(model.state_dict())
+
+
+def _safetensors_bytes(state_dict: dict[str, torch.Tensor]) -> bytes:
+    from safetensors.torch import save
+
+    tensors = {
+        name: tensor.detach().to("cpu").contiguous().clone()
+        for name, tensor in sorted(state_dict.items())
+    }
+    return save(tensors, metadata={"format": "pt"})

@@ -1,0 +1,57 @@
+"""Build Google clients from Settings: real ones in the cloud, emulator-bound ones locally.
+
+The Pub/Sub and Firestore libraries find their emulators through the standard
+``PUBSUB_EMULATOR_HOST`` / ``FIRESTORE_EMULATOR_HOST`` variables; storage needs anonymous
+credentials and an endpoint, and a throwaway key to sign URLs (the emulator checks none).
+"""
+
+from __future__ import annotations
+
+from google.auth.credentials import AnonymousCredentials
+from google.cloud import firestore, storage
+from google.oauth2 import service_account
+
+from shared.adapters.gcs import GcsBlobStore
+from shared.settings import Settings
+
+
+def firestore_client(settings: Settings) -> firestore.Client:
+    return firestore.Client(project=settings.project_id)
+
+
+def blob_store(settings: Settings) -> GcsBlobStore:
+    host = settings.storage_emulator_host
+    if host is None:
+        return GcsBlobStore(storage.Client(project=settings.project_id), bucket=settings.bucket)
+    endpoint = host if host.startswith("http") else f"http://{host}"
+    client = storage.Client(
+        project=settings.project_id,
+        credentials=AnonymousCredentials(),  # type: ignore[no-untyped-call]
+        client_options={"api_endpoint": endpoint},
+    )
+    return GcsBlobStore(
+        client,
+        bucket=settings.bucket,
+        signing_credentials=_throwaway_signer(),
+        api_access_endpoint=endpoint,
+    )
+
+
+def _throwaway_signer() -> service_account.Credentials:
+    from cryptography.hazmat.primitives import serialization
+    from cryptography.hazmat.primitives.asymmetric import rsa
+
+    key = rsa.generate_private_key(public_exponent=65537, key_size=2048)
+    pem = key.private_bytes(
+        serialization.Encoding.PEM,
+        serialization.PrivateFormat.PKCS8,
+        serialization.NoEncryption(),
+    ).decode()
+    return service_account.Credentials.from_service_account_info(  # type: ignore[no-untyped-call]
+        {
+            "type": "service_account",
+            "client_email": "emulator@local.invalid",
+            "private_key": pem,
+            "token_uri": "http://127.0.0.1/unused",
+        }
+    )

@@ -1,0 +1,97 @@
+"""Firestore-backed job, API-key and backend stores."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping
+from enum import Enum
+from typing import Any
+
+from google.api_core import exceptions as gexc
+from google.cloud import firestore
+
+from shared.adapters.errors import translated
+from shared.auth import ApiKey
+from shared.backends import BackendHeartbeat
+from shared.errors import NotFound
+from shared.jobs import Job
+
+
+def to_document(value: Any) -> Any:
+    """Pydantic ``python`` dumps hold enums, tuples and frozensets; Firestore wants plain values.
+
+    Datetimes stay native so they are stored as timestamps and can be queried by range.
+    """
+    if isinstance(value, Mapping):
+        return {str(to_document(k)): to_document(v) for k, v in value.items()}
+    if isinstance(value, list | tuple | set | frozenset):
+        items = [to_document(v) for v in value]
+        return sorted(items) if isinstance(value, set | frozenset) else items
+    if isinstance(value, Enum):
+        return value.value
+    return value
+
+
+class FirestoreJobStore:
+    def __init__(self, client: firestore.Client, *, collection: str = "jobs") -> None:
+        self._client = client
+        self._jobs = client.collection(collection)
+
+    def create(self, job: Job) -> tuple[Job, bool]:
+        ref = self._jobs.document(job.id)
+        with translated("create job"):
+            try:
+                ref.create(to_document(job.model_dump()))
+            except gexc.AlreadyExists:
+                existing = self.get(job.id)
+                if existing is None:  # deleted between the two calls
+                    raise NotFound(f"job {job.id} vanished during create") from None
+                return existing, False
+        return job, True
+
+    def get(self, job_id: str) -> Job | None:
+        with translated("read job"):
+            snap = self._jobs.document(job_id).get()
+        return Job.model_validate(snap.to_dict()) if snap.exists else None
+
+    def update(self, job_id: str, change: Callable[[Job], Job]) -> Job:
+        ref = self._jobs.document(job_id)
+
+        @firestore.transactional
+        def apply(transaction: firestore.Transaction) -> Job:
+            snap = ref.get(transaction=transaction)
+            if not snap.exists:
+                raise NotFound(f"no job {job_id!r}")
+            updated = change(Job.model_validate(snap.to_dict()))
+            transaction.set(ref, to_document(updated.model_dump()))
+            return updated
+
+        with translated("update job"):
+            return apply(self._client.transaction())
+
+
+class FirestoreApiKeyStore:
+    def __init__(self, client: firestore.Client, *, collection: str = "api_keys") -> None:
+        self._keys = client.collection(collection)
+
+    def get(self, key_hash: str) -> ApiKey | None:
+        with translated("read api key"):
+            snap = self._keys.document(key_hash).get()
+        return ApiKey.model_validate(snap.to_dict()) if snap.exists else None
+
+    def put(self, key: ApiKey) -> None:
+        with translated("write api key"):
+            self._keys.document(key.key_hash).set(to_document(key.model_dump()))
+
+
+class FirestoreBackendStore:
+    def __init__(self, client: firestore.Client, *, collection: str = "backends") -> None:
+        self._backends = client.collection(collection)
+
+    def heartbeat(self, beat: BackendHeartbeat) -> None:
+        with translated("write heartbeat"):
+            self._backends.document(beat.id).set(to_document(beat.model_dump()))
+
+    def get(self, backend_id: str) -> BackendHeartbeat | None:
+        with translated("read backend"):
+            snap = self._backends.document(backend_id).get()
+        return BackendHeartbeat.model_validate(snap.to_dict()) if snap.exists else None

@@ -1,0 +1,37 @@
+"""Pub/Sub publisher."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+
+from google.api_core import exceptions as gexc
+from google.cloud import pubsub_v1
+
+from shared.adapters.errors import translated
+from shared.errors import BackendUnavailable, TransientError
+
+
+def low_latency_publisher() -> pubsub_v1.PublisherClient:
+    # One job per message: waiting to fill a batch only adds latency to every submit.
+    return pubsub_v1.PublisherClient(
+        batch_settings=pubsub_v1.types.BatchSettings(max_messages=1),
+    )
+
+
+class PubSubPublisher:
+    def __init__(
+        self, client: pubsub_v1.PublisherClient, *, project_id: str, timeout_s: float = 30.0
+    ) -> None:
+        self._client = client
+        self._project_id = project_id
+        self._timeout_s = timeout_s
+
+    def publish(self, topic: str, data: bytes, *, attributes: Mapping[str, str]) -> str:
+        path = self._client.topic_path(self._project_id, topic)
+        with translated(f"publish to {topic}", transient=BackendUnavailable):
+            try:
+                future = self._client.publish(path, data, **attributes)
+                message_id: str = future.result(timeout=self._timeout_s)
+            except gexc.NotFound as exc:
+                raise TransientError(f"topic {topic} does not exist") from exc
+        return message_id

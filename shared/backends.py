@@ -1,0 +1,63 @@
+"""Backends: the GPU workers a job can be routed to, as configured and as last seen."""
+
+from __future__ import annotations
+
+from datetime import datetime
+from enum import StrEnum
+
+from pydantic import BaseModel, ConfigDict, Field
+
+
+class BackendKind(StrEnum):
+    HOME_GPU = "home_gpu"
+    RUNPOD = "runpod"
+
+
+class BackendConfig(BaseModel):
+    """A backend the deployment declares (settings). Routing never invents one."""
+
+    model_config = ConfigDict(frozen=True)
+
+    id: str = Field(pattern=r"^[a-z0-9][a-z0-9-]{0,62}$")
+    kind: BackendKind
+    priority: int = 100
+    """Lower runs first."""
+    modes: tuple[str, ...] = ("custom_voice",)
+
+
+class BackendStatus(StrEnum):
+    ONLINE = "online"
+    DRAINING = "draining"
+    OFFLINE = "offline"
+
+
+class Capabilities(BaseModel):
+    model_config = ConfigDict(frozen=True)
+
+    api_version: int
+    modes: tuple[str, ...]
+    models: tuple[str, ...]
+
+
+class GpuTelemetry(BaseModel):
+    model_config = ConfigDict(frozen=True)
+
+    device: str
+    memory_allocated_bytes: int = 0
+    memory_total_bytes: int = 0
+
+
+class BackendHeartbeat(BaseModel):
+    """``backends/{id}``: what a worker last said about itself."""
+
+    model_config = ConfigDict(frozen=True)
+
+    id: str
+    kind: BackendKind
+    worker_id: str
+    status: BackendStatus
+    capabilities: Capabilities
+    last_heartbeat: datetime
+    jobs_in_hand: int = 0
+    jobs_done: int = 0
+    gpu: GpuTelemetry | None = None

@@ -1,0 +1,51 @@
+"""Build the core's dependencies from Settings. Each process's ``bootstrap()`` calls this once;
+tests pass fakes (or emulator-bound adapters) through the same function."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+from functools import cache
+
+from google.cloud import firestore
+
+from shared.adapters import clients
+from shared.adapters.firestore import (
+    FirestoreApiKeyStore,
+    FirestoreBackendStore,
+    FirestoreJobStore,
+)
+from shared.adapters.pubsub import PubSubPublisher, low_latency_publisher
+from shared.ports import ApiKeyStore, BackendStore, BlobStore, Clock, JobStore, Publisher
+from shared.service import Gateway
+from shared.settings import Settings
+
+
+def utc_now() -> datetime:
+    return datetime.now(UTC)
+
+
+def build_gateway(
+    settings: Settings,
+    *,
+    jobs: JobStore | None = None,
+    blobs: BlobStore | None = None,
+    publisher: Publisher | None = None,
+    keys: ApiKeyStore | None = None,
+    backends: BackendStore | None = None,
+    clock: Clock | None = None,
+) -> Gateway:
+    @cache
+    def db() -> firestore.Client:
+        return clients.firestore_client(settings)
+
+    prefix = settings.collection_prefix
+    return Gateway(
+        settings=settings,
+        jobs=jobs or FirestoreJobStore(db(), collection=f"{prefix}jobs"),
+        blobs=blobs or clients.blob_store(settings),
+        publisher=publisher
+        or PubSubPublisher(low_latency_publisher(), project_id=settings.project_id),
+        keys=keys or FirestoreApiKeyStore(db(), collection=f"{prefix}api_keys"),
+        backends=backends or FirestoreBackendStore(db(), collection=f"{prefix}backends"),
+        clock=clock or utc_now,
+    )

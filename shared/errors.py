@@ -1,0 +1,98 @@
+"""One exception hierarchy for the whole gateway.
+
+Every error is either *permanent* (retrying cannot help: bad input, unknown job) or *transient*
+(a dependency is down; retry later). Third-party exceptions are translated into these at the
+adapter boundary with ``raise ... from``; entrypoints map them to HTTP status or ack/nack.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+
+
+class GatewayError(Exception):
+    """Base of every error the gateway raises on purpose."""
+
+    code = "internal"
+    retryable = False
+
+    def __init__(
+        self,
+        message: str,
+        *,
+        field: str | None = None,
+        details: Mapping[str, object] | None = None,
+    ) -> None:
+        super().__init__(message)
+        self.message = message
+        self.field = field
+        self.details: dict[str, object] = dict(details or {})
+
+
+class PermanentError(GatewayError):
+    """Retrying the same thing gives the same failure."""
+
+
+class TransientError(GatewayError):
+    """A dependency failed; the same request may succeed later."""
+
+    code = "unavailable"
+    retryable = True
+
+
+class InvalidRequest(PermanentError):
+    code = "invalid_request"
+
+
+class PayloadTooLarge(PermanentError):
+    code = "payload_too_large"
+
+
+class Unauthenticated(PermanentError):
+    code = "unauthenticated"
+
+
+class Forbidden(PermanentError):
+    code = "forbidden"
+
+
+class NotFound(PermanentError):
+    code = "not_found"
+
+
+class Conflict(PermanentError):
+    """The resource exists but is not in a state that allows the operation."""
+
+    code = "conflict"
+
+
+class InvalidTransition(Conflict):
+    """A job state change that the state machine forbids."""
+
+    code = "invalid_transition"
+
+
+class SynthesisFailed(PermanentError):
+    """The model rejected the input or produced unusable audio."""
+
+    code = "synthesis_failed"
+
+
+class NoBackendAvailable(TransientError):
+    """No configured backend can run this job right now."""
+
+    code = "no_backend"
+
+
+class BackendUnavailable(TransientError):
+    code = "backend_unavailable"
+
+
+class StorageUnavailable(TransientError):
+    code = "storage_unavailable"
+
+
+class ModelLoadError(PermanentError):
+    """The configured model cannot be loaded; the worker must not start."""
+
+    code = "model_load_failed"

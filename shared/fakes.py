@@ -1,0 +1,126 @@
+"""In-memory implementations of the ports, for unit tests and for wiring checks.
+
+They keep the same contracts as the Google adapters (atomic ``update``, create-if-absent), so
+a test that passes against a fake exercises the same core code as production.
+"""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
+
+from shared.auth import ApiKey
+from shared.backends import BackendHeartbeat
+from shared.errors import NotFound, TransientError
+from shared.jobs import Job
+from shared.ports import StoredBlob
+
+
+class InMemoryJobStore:
+    def __init__(self) -> None:
+        self._jobs: dict[str, Job] = {}
+        self._lock = threading.Lock()
+
+    def create(self, job: Job) -> tuple[Job, bool]:
+        with self._lock:
+            if job.id in self._jobs:
+                return self._jobs[job.id], False
+            self._jobs[job.id] = job
+            return job, True
+
+    def get(self, job_id: str) -> Job | None:
+        with self._lock:
+            return self._jobs.get(job_id)
+
+    def update(self, job_id: str, change: Callable[[Job], Job]) -> Job:
+        with self._lock:
+            current = self._jobs.get(job_id)
+            if current is None:
+                raise NotFound(f"no job {job_id!r}")
+            updated = change(current)
+            self._jobs[job_id] = updated
+            return updated
+
+    def all(self) -> list[Job]:
+        with self._lock:
+            return list(self._jobs.values())
+
+
+class InMemoryBlobStore:
+    def __init__(self, bucket: str = "fake-bucket") -> None:
+        self.bucket = bucket
+        self.objects: dict[str, tuple[bytes, str]] = {}
+        self.downloads = 0
+
+    def put(self, path: str, data: bytes, *, content_type: str) -> StoredBlob:
+        self.objects[path] = (data, content_type)
+        return StoredBlob(uri=f"gs://{self.bucket}/{path}", size=len(data), generation=1)
+
+    def get(self, path: str) -> bytes:
+        self.downloads += 1
+        try:
+            return self.objects[path][0]
+        except KeyError:
+            raise NotFound(f"no object {path!r}") from None
+
+    def signed_url(self, path: str, *, ttl_s: int, method: str = "GET") -> str:
+        return f"https://signed.invalid/{self.bucket}/{path}?method={method}&ttl={ttl_s}"
+
+
+@dataclass(frozen=True, slots=True)
+class PublishedMessage:
+    topic: str
+    data: bytes
+    attributes: Mapping[str, str]
+
+
+@dataclass
+class RecordingPublisher:
+    """Keeps what was published; ``failures`` makes the next N publishes fail transiently."""
+
+    messages: list[PublishedMessage] = field(default_factory=list)
+    failures: int = 0
+
+    def publish(self, topic: str, data: bytes, *, attributes: Mapping[str, str]) -> str:
+        if self.failures > 0:
+            self.failures -= 1
+            raise TransientError("publisher is down (fake)")
+        self.messages.append(PublishedMessage(topic, data, dict(attributes)))
+        return str(len(self.messages))
+
+
+class InMemoryApiKeyStore:
+    def __init__(self) -> None:
+        self._keys: dict[str, ApiKey] = {}
+
+    def get(self, key_hash: str) -> ApiKey | None:
+        return self._keys.get(key_hash)
+
+    def put(self, key: ApiKey) -> None:
+        self._keys[key.key_hash] = key
+
+
+class InMemoryBackendStore:
+    def __init__(self) -> None:
+        self.beats: dict[str, BackendHeartbeat] = {}
+
+    def heartbeat(self, beat: BackendHeartbeat) -> None:
+        self.beats[beat.id] = beat
+
+    def get(self, backend_id: str) -> BackendHeartbeat | None:
+        return self.beats.get(backend_id)
+
+
+class FakeClock:
+    """A clock that only moves when told to."""
+
+    def __init__(self, start: datetime | None = None) -> None:
+        self.now = start or datetime(2026, 1, 1, tzinfo=UTC)
+
+    def __call__(self) -> datetime:
+        return self.now
+
+    def advance(self, seconds: float) -> None:
+        self.now += timedelta(seconds=seconds)

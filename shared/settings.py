@@ -1,0 +1,79 @@
+"""One typed Settings object, read from the environment once per process at bootstrap.
+
+Nothing else in the code reads ``os.environ``. Variables are prefixed ``TTS_``; nested groups use
+``__`` (``TTS_WORKER__MODEL``). The Google emulator hosts keep their standard names because the
+client libraries read them too.
+"""
+
+from __future__ import annotations
+
+from pydantic import AliasChoices, BaseModel, ConfigDict, Field, model_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+from shared.backends import BackendConfig, BackendKind
+
+DEFAULT_MODEL = "Qwen/Qwen3-TTS-12Hz-1.7B-CustomVoice"
+
+
+class ApiSettings(BaseModel):
+    model_config = ConfigDict(frozen=True)
+
+    max_body_bytes: int = Field(default=1_048_576, gt=0)
+    max_text_chars: int = Field(default=5_000, gt=0, le=100_000)
+    signed_url_ttl_s: int = Field(default=900, gt=0, le=3600)
+    """Signed URLs live at most an hour (design invariant 6)."""
+    publish_attempts: int = Field(default=3, ge=1, le=10)
+
+
+class WorkerSettings(BaseModel):
+    model_config = ConfigDict(frozen=True)
+
+    backend_id: str = "home-4090"
+    worker_id: str = "home-4090-1"
+    subscription: str = "tts-jobs-home-4090"
+    model: str = DEFAULT_MODEL
+    """A Hugging Face id or a local directory."""
+    device: str = "auto"
+    """``auto`` picks ``cuda:0`` when present, else ``cpu``."""
+    dtype: str = "auto"
+    """``auto``: bfloat16 on CUDA, float32 on CPU."""
+    lease_s: float = Field(default=120.0, gt=1)
+    heartbeat_s: float = Field(default=15.0, gt=0)
+    shutdown_grace_s: float = Field(default=300.0, gt=0)
+    max_new_tokens: int = Field(default=2048, gt=0)
+
+
+class Settings(BaseSettings):
+    model_config = SettingsConfigDict(
+        env_prefix="TTS_", env_nested_delimiter="__", frozen=True, extra="ignore"
+    )
+
+    project_id: str = Field(
+        default="local-project",
+        validation_alias=AliasChoices("TTS_PROJECT_ID", "GOOGLE_CLOUD_PROJECT"),
+    )
+    bucket: str = "tts-gateway-local"
+    audio_prefix: str = "audio/"
+    jobs_topic: str = "tts-jobs"
+    collection_prefix: str = ""
+    """Prefixes every Firestore collection; lets tests share one emulator without clashing."""
+    backends: tuple[BackendConfig, ...] = (
+        BackendConfig(id="home-4090", kind=BackendKind.HOME_GPU, priority=10),
+    )
+    api: ApiSettings = ApiSettings()
+    worker: WorkerSettings = WorkerSettings()
+
+    storage_emulator_host: str | None = Field(
+        default=None,
+        validation_alias=AliasChoices("TTS_STORAGE_EMULATOR_HOST", "STORAGE_EMULATOR_HOST"),
+    )
+
+    @model_validator(mode="after")
+    def _backends_unique(self) -> Settings:
+        ids = [b.id for b in self.backends]
+        if len(ids) != len(set(ids)):
+            raise ValueError(f"backend ids must be unique, got {ids}")
+        return self
+
+    def backend(self, backend_id: str) -> BackendConfig | None:
+        return next((b for b in self.backends if b.id == backend_id), None)
