@@ -505,22 +505,53 @@ def _model_weights(config: dict[str, Any]) -> bytes:
 def _speech_tokenizer_weights(speech_config: dict[str, Any]) -> bytes:
     import torch
     from qwen_tts.core import Qwen3TTSTokenizerV2Config, Qwen3TTSTokenizerV2Model
-    from qwen_tts.core.tokenizer_12hz.modeling_qwen3_tts_tokenizer_v2 import EuclideanCodebook
-    from torch import nn
 
     model = Qwen3TTSTokenizerV2Model(Qwen3TTSTokenizerV2Config(**speech_config)).eval()
     with torch.no_grad():
-        # Zero codebooks and tiny init would decode every code to the same near-silence.
-        for module in model.decoder.modules():
-            if isinstance(module, (nn.Conv1d, nn.ConvTranspose1d, nn.Linear)):
-                module.reset_parameters()
-            elif isinstance(module, EuclideanCodebook):
-                module.embedding_sum.normal_(0.0, 1.0)
-                module.cluster_usage.fill_(1.0)
+        _randomise_decoder(model.decoder)
+        # Mimi's codebooks start at zero, which would encode every reference clip to code 0.
         for name, buffer in model.encoder.named_buffers():
             if name.endswith("embed_sum"):
                 buffer.normal_(0.0, 1.0)
     return _safetensors_bytes(model.state_dict())
+
+
+def _randomise_decoder(decoder: torch.nn.Module) -> None:
+    """Make the code-to-wave decoder turn different codes into different, audible noise.
+
+    Its stock init (zero codebooks, small weights, biases that dominate) decodes every code
+    sequence to the same faint pattern. Variance-preserving weights, zero biases and random
+    codebooks fix that; the last convolution is then scaled so the output RMS is about 0.2.
+    """
+    import torch
+    from qwen_tts.core.tokenizer_12hz.modeling_qwen3_tts_tokenizer_v2 import EuclideanCodebook
+    from torch import nn
+
+    for module in decoder.modules():
+        if isinstance(module, nn.Conv1d):
+            fan_in = module.in_channels // module.groups * module.kernel_size[0]
+        elif isinstance(module, nn.ConvTranspose1d):
+            fan_in = module.in_channels * module.kernel_size[0] // module.stride[0]
+        elif isinstance(module, nn.Linear):
+            fan_in = module.in_features
+        else:
+            if isinstance(module, EuclideanCodebook):
+                module.embedding_sum.normal_(0.0, 1.0)
+                module.cluster_usage.fill_(1.0)
+            continue
+        module.weight.normal_(0.0, fan_in**-0.5)
+        if module.bias is not None:
+            module.bias.zero_()
+
+    last = decoder.decoder[-1].conv
+    captured: list[torch.Tensor] = []
+    hook = last.register_forward_hook(lambda _m, _i, out: captured.append(out))
+    try:
+        codes = torch.randint(0, CODEBOOK_SIZE, (1, NUM_CODE_GROUPS, 16))
+        decoder(codes)
+    finally:
+        hook.remove()
+    last.weight.mul_(0.2 / float(captured[0].std()))
 
 
 def _safetensors_bytes(state_dict: dict[str, torch.Tensor]) -> bytes:

@@ -1,4 +1,4 @@
-"""The small interfaces the core talks through. Google adapters and in-memory fakes implement them."""
+"""The small interfaces the core talks through, implemented by adapters and fakes."""
 
 from __future__ import annotations
 

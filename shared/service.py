@@ -129,11 +129,6 @@ def audio_url(gw: Gateway, *, principal: Principal, job_id: str) -> str:
     return gw.blobs.signed_url(path, ttl_s=gw.settings.api.signed_url_ttl_s)
 
 
-def audio_path(settings: Settings, job: Job, *, extension: str) -> str:
-    """Where a job's audio lives in the bucket: one object per job, overwritten on retry."""
-    return f"{settings.audio_prefix}{job.id}.{extension}"
-
-
 def _job_id(gw: Gateway, *, owner: str, idempotency_key: str | None) -> str:
     if idempotency_key is None:
         return gw.new_id()

@@ -1,0 +1,39 @@
+"""``python -m gpu_worker``: run the home-GPU subscriber until SIGTERM / Ctrl-C."""
+
+from __future__ import annotations
+
+import logging
+import signal
+import sys
+import threading
+from types import FrameType
+
+from gpu_worker.bootstrap import bootstrap
+from shared.errors import ModelLoadError
+from shared.logs import configure_logging
+
+log = logging.getLogger("gpu_worker")
+
+
+def main() -> int:
+    configure_logging()
+    try:
+        worker = bootstrap()
+    except ModelLoadError as exc:
+        log.error("worker cannot start: %s", exc.message)
+        return 2
+    stop = threading.Event()
+
+    def request_stop(signum: int, _frame: FrameType | None) -> None:
+        log.info("signal %s: finishing the job in hand, then stopping", signum)
+        stop.set()
+
+    signal.signal(signal.SIGTERM, request_stop)
+    signal.signal(signal.SIGINT, request_stop)
+    log.info("worker ready")
+    worker.subscriber.serve(stop)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,95 @@
+"""The worker's heartbeat into ``backends/{id}``: capabilities, API version, load, GPU."""
+
+from __future__ import annotations
+
+import logging
+import threading
+
+import torch
+
+from shared import API_VERSION
+from shared.backends import (
+    BackendHeartbeat,
+    BackendKind,
+    BackendStatus,
+    Capabilities,
+    GpuTelemetry,
+)
+from shared.errors import TransientError
+from shared.ports import BackendStore, Clock
+
+log = logging.getLogger(__name__)
+
+
+def gpu_telemetry(device: str) -> GpuTelemetry:
+    if not device.startswith("cuda") or not torch.cuda.is_available():
+        return GpuTelemetry(device=device)
+    index = torch.device(device).index or 0
+    return GpuTelemetry(
+        device=torch.cuda.get_device_name(index),
+        memory_allocated_bytes=torch.cuda.memory_allocated(index),
+        memory_total_bytes=torch.cuda.get_device_properties(index).total_memory,
+    )
+
+
+class Heartbeat:
+    def __init__(
+        self,
+        *,
+        store: BackendStore,
+        backend_id: str,
+        kind: BackendKind,
+        worker_id: str,
+        modes: tuple[str, ...],
+        models: tuple[str, ...],
+        device: str,
+        clock: Clock,
+        interval_s: float,
+    ) -> None:
+        self._store = store
+        self._backend_id = backend_id
+        self._kind = kind
+        self._worker_id = worker_id
+        self._capabilities = Capabilities(api_version=API_VERSION, modes=modes, models=models)
+        self._device = device
+        self._clock = clock
+        self._interval_s = interval_s
+        self._lock = threading.Lock()
+        self.jobs_in_hand = 0
+        self.jobs_done = 0
+
+    def job_started(self) -> None:
+        with self._lock:
+            self.jobs_in_hand += 1
+
+    def job_ended(self) -> None:
+        with self._lock:
+            self.jobs_in_hand -= 1
+            self.jobs_done += 1
+
+    def beat(self, status: BackendStatus = BackendStatus.ONLINE) -> None:
+        with self._lock:
+            in_hand, done = self.jobs_in_hand, self.jobs_done
+        self._store.heartbeat(
+            BackendHeartbeat(
+                id=self._backend_id,
+                kind=self._kind,
+                worker_id=self._worker_id,
+                status=status,
+                capabilities=self._capabilities,
+                last_heartbeat=self._clock(),
+                jobs_in_hand=in_hand,
+                jobs_done=done,
+                gpu=gpu_telemetry(self._device),
+            )
+        )
+
+    def run(self, stop: threading.Event) -> None:
+        """Beat every interval until ``stop`` is set. A failed beat is logged, not fatal."""
+        while True:
+            try:
+                self.beat()
+            except TransientError as exc:
+                log.warning("heartbeat failed", extra={"error": exc.message})
+            if stop.wait(self._interval_s):
+                return

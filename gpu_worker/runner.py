@@ -1,0 +1,187 @@
+"""The job runner: claim, synthesize, store, finish. Both worker entrypoints call ``run``.
+
+Every delivery of a job message ends in one ``RunResult``; the entrypoint only turns it into
+an ack or a nack. A message for a job that cannot be claimed (finished, leased by a live
+worker, routed elsewhere) is acked with no work, which makes duplicate delivery harmless.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+from dataclasses import dataclass
+from enum import StrEnum
+from types import TracebackType
+
+from shared.audio import encode
+from shared.errors import InvalidTransition, NotFound, PermanentError, TransientError
+from shared.jobs import AudioResult, Job, JobError
+from shared.messages import JobMessage
+from shared.ports import BlobStore, Clock, JobStore, Synthesizer
+
+log = logging.getLogger(__name__)
+
+
+class Outcome(StrEnum):
+    SUCCEEDED = "succeeded"
+    FAILED = "failed"
+    SKIPPED = "skipped"
+    """Not ours to run: duplicate, stale, or already finished. Ack, do nothing."""
+    RETRY = "retry"
+    """A transient failure; the job went back to ``queued``. Nack so it is redelivered."""
+
+
+@dataclass(frozen=True, slots=True)
+class RunResult:
+    job_id: str
+    outcome: Outcome
+    reason: str = ""
+
+    @property
+    def ack(self) -> bool:
+        return self.outcome is not Outcome.RETRY
+
+
+@dataclass(frozen=True, kw_only=True)
+class RunnerConfig:
+    worker_id: str
+    backend_id: str
+    lease_s: float
+    max_attempts: int = 3
+
+
+class JobRunner:
+    def __init__(
+        self,
+        *,
+        jobs: JobStore,
+        blobs: BlobStore,
+        synthesizer: Synthesizer,
+        clock: Clock,
+        config: RunnerConfig,
+        bucket_prefix: str,
+    ) -> None:
+        self._jobs = jobs
+        self._blobs = blobs
+        self._synthesizer = synthesizer
+        self._clock = clock
+        self._config = config
+        self._audio_prefix = bucket_prefix
+
+    def run(self, message: JobMessage) -> RunResult:
+        job_id = message.job_id
+        cfg = self._config
+        try:
+            job = self._jobs.update(
+                job_id,
+                lambda j: j.claim(
+                    cfg.worker_id, backend=cfg.backend_id, now=self._clock(), lease_s=cfg.lease_s
+                ),
+            )
+        except NotFound:
+            return self._skip(job_id, "unknown job")
+        except InvalidTransition as exc:
+            return self._skip(job_id, exc.message)
+
+        log.info("job claimed", extra={"job_id": job_id, "attempt": job.attempts})
+        try:
+            with _LeaseKeeper(self._jobs, job_id, config=cfg, clock=self._clock):
+                result = self._synthesize_and_store(job)
+        except PermanentError as exc:
+            return self._finish_failed(job, exc.code, exc.message)
+        except TransientError as exc:
+            if job.attempts >= cfg.max_attempts:
+                return self._finish_failed(
+                    job, exc.code, f"gave up after {job.attempts} attempts: {exc.message}"
+                )
+            return self._release(job, exc)
+        return self._finish_succeeded(job, result)
+
+    # -- steps ------------------------------------------------------------------------------
+
+    def _synthesize_and_store(self, job: Job) -> AudioResult:
+        wave = self._synthesizer.synthesize(job.request)
+        audio = encode(wave, fmt=job.request.format)
+        path = f"{self._audio_prefix}{job.id}.{audio.extension}"
+        stored = self._blobs.put(path, audio.data, content_type=audio.content_type)
+        return AudioResult(
+            uri=stored.uri,
+            format=audio.format,
+            content_type=audio.content_type,
+            sample_rate=audio.sample_rate,
+            duration_s=audio.duration_s,
+            bytes=stored.size,
+        )
+
+    def _finish_succeeded(self, job: Job, result: AudioResult) -> RunResult:
+        worker = self._config.worker_id
+        try:
+            self._jobs.update(job.id, lambda j: j.succeed(worker, result=result, now=self._clock()))
+        except InvalidTransition as exc:
+            # Another worker took the job over after our lease ran out; its result stands.
+            return self._skip(job.id, f"lost the lease before finishing: {exc.message}")
+        log.info("job succeeded", extra={"job_id": job.id, "duration_s": result.duration_s})
+        return RunResult(job.id, Outcome.SUCCEEDED)
+
+    def _finish_failed(self, job: Job, code: str, message: str) -> RunResult:
+        worker = self._config.worker_id
+        error = JobError(code=code, message=message)
+        try:
+            self._jobs.update(job.id, lambda j: j.fail(worker, error=error, now=self._clock()))
+        except InvalidTransition as exc:
+            return self._skip(job.id, f"lost the lease before failing: {exc.message}")
+        log.warning("job failed", extra={"job_id": job.id, "code": code, "error": message})
+        return RunResult(job.id, Outcome.FAILED, message)
+
+    def _release(self, job: Job, exc: TransientError) -> RunResult:
+        worker = self._config.worker_id
+        error = JobError(code=exc.code, message=exc.message, retryable=True)
+        try:
+            self._jobs.update(job.id, lambda j: j.release(worker, error=error, now=self._clock()))
+        except InvalidTransition as lost:
+            return self._skip(job.id, f"lost the lease before releasing: {lost.message}")
+        log.warning("job released for retry", extra={"job_id": job.id, "error": exc.message})
+        return RunResult(job.id, Outcome.RETRY, exc.message)
+
+    def _skip(self, job_id: str, reason: str) -> RunResult:
+        log.info("job message skipped", extra={"job_id": job_id, "reason": reason})
+        return RunResult(job_id, Outcome.SKIPPED, reason)
+
+
+class _LeaseKeeper:
+    """Extends the job's lease every third of its length while the GPU works."""
+
+    def __init__(self, jobs: JobStore, job_id: str, *, config: RunnerConfig, clock: Clock) -> None:
+        self._jobs = jobs
+        self._job_id = job_id
+        self._config = config
+        self._clock = clock
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._loop, name=f"lease-{job_id}", daemon=True)
+
+    def __enter__(self) -> _LeaseKeeper:
+        self._thread.start()
+        return self
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self._stop.set()
+        self._thread.join()
+
+    def _loop(self) -> None:
+        cfg = self._config
+        while not self._stop.wait(cfg.lease_s / 3):
+            try:
+                self._jobs.update(
+                    self._job_id,
+                    lambda j: j.extend_lease(cfg.worker_id, now=self._clock(), lease_s=cfg.lease_s),
+                )
+            except InvalidTransition as exc:
+                log.warning("lease lost", extra={"job_id": self._job_id, "reason": exc.message})
+                return
+            except TransientError as exc:
+                log.warning("lease extension failed", extra={"error": exc.message})

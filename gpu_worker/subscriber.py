@@ -1,0 +1,99 @@
+"""The home 4090's entrypoint: a streaming-pull subscriber, one job at a time.
+
+Flow control of one message keeps the rest of the queue available to others; the client
+library extends the Pub/Sub ack deadline while the callback runs, and the runner extends the
+job's Firestore lease. On shutdown it stops pulling, lets the job in hand finish, then returns.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+from concurrent.futures import TimeoutError as FutureTimeout
+
+from google.cloud import pubsub_v1
+from google.cloud.pubsub_v1.subscriber.message import Message
+
+from gpu_worker.heartbeat import Heartbeat
+from gpu_worker.runner import JobRunner
+from shared.backends import BackendStatus
+from shared.errors import InvalidRequest
+from shared.messages import JobMessage
+
+log = logging.getLogger(__name__)
+
+
+class HomeSubscriber:
+    def __init__(
+        self,
+        *,
+        client: pubsub_v1.SubscriberClient,
+        subscription_path: str,
+        runner: JobRunner,
+        heartbeat: Heartbeat,
+        max_lease_s: float,
+        shutdown_grace_s: float,
+    ) -> None:
+        self._client = client
+        self._subscription_path = subscription_path
+        self._runner = runner
+        self._heartbeat = heartbeat
+        self._max_lease_s = max_lease_s
+        self._shutdown_grace_s = shutdown_grace_s
+
+    def handle(self, message: Message) -> None:
+        """One delivery: decode, run, ack or nack. The outermost boundary of a job."""
+        try:
+            job_message = JobMessage.decode(message.data)
+        except InvalidRequest as exc:
+            # Redelivery cannot fix a malformed body; nack it onto the dead-letter path.
+            log.error(
+                "malformed job message",
+                extra={"error": exc.message, "message_id": message.message_id},
+            )
+            message.nack()
+            return
+        self._heartbeat.job_started()
+        try:
+            result = self._runner.run(job_message)
+        except Exception:  # the outermost boundary: a bug must not kill the stream
+            log.exception("job run crashed", extra={"job_id": job_message.job_id})
+            message.nack()
+            return
+        finally:
+            self._heartbeat.job_ended()
+        if result.ack:
+            message.ack()
+        else:
+            message.nack()
+
+    def serve(self, stop: threading.Event) -> None:
+        """Pull and run jobs until ``stop`` is set, then drain the job in hand."""
+        beats = threading.Thread(
+            target=self._heartbeat.run, args=(stop,), name="heartbeat", daemon=True
+        )
+        beats.start()
+        future = self._client.subscribe(
+            self._subscription_path,
+            callback=self.handle,
+            flow_control=pubsub_v1.types.FlowControl(
+                max_messages=1, max_lease_duration=self._max_lease_s
+            ),
+            await_callbacks_on_shutdown=True,
+        )
+        log.info("subscribed", extra={"subscription": self._subscription_path})
+        try:
+            while not stop.wait(1.0):
+                if future.done():
+                    future.result()  # surfaces a dead stream as an exception
+        finally:
+            future.cancel()
+            try:
+                future.result(timeout=self._shutdown_grace_s)
+            except FutureTimeout:
+                log.error("shutdown grace ran out with a job in hand; its lease will expire")
+            except Exception:
+                log.exception("streaming pull ended with an error")
+            beats.join(timeout=5)
+            self._heartbeat.beat(BackendStatus.OFFLINE)
+            log.info("subscriber stopped")
