@@ -7,6 +7,8 @@ credentials and an endpoint, and a throwaway key to sign URLs (the emulator chec
 
 from __future__ import annotations
 
+from cryptography.hazmat.primitives import serialization
+from cryptography.hazmat.primitives.asymmetric import rsa
 from google.auth.credentials import AnonymousCredentials
 from google.cloud import firestore, storage
 from google.oauth2 import service_account
@@ -19,16 +21,29 @@ def firestore_client(settings: Settings) -> firestore.Client:
     return firestore.Client(project=settings.project_id)
 
 
-def blob_store(settings: Settings) -> GcsBlobStore:
+def storage_endpoint(settings: Settings) -> str | None:
     host = settings.storage_emulator_host
     if host is None:
-        return GcsBlobStore(storage.Client(project=settings.project_id), bucket=settings.bucket)
-    endpoint = host if host.startswith("http") else f"http://{host}"
-    client = storage.Client(
+        return None
+    return host if host.startswith("http") else f"http://{host}"
+
+
+def storage_client(settings: Settings) -> storage.Client:
+    endpoint = storage_endpoint(settings)
+    if endpoint is None:
+        return storage.Client(project=settings.project_id)
+    return storage.Client(
         project=settings.project_id,
         credentials=AnonymousCredentials(),  # type: ignore[no-untyped-call]
         client_options={"api_endpoint": endpoint},
     )
+
+
+def blob_store(settings: Settings) -> GcsBlobStore:
+    endpoint = storage_endpoint(settings)
+    client = storage_client(settings)
+    if endpoint is None:
+        return GcsBlobStore(client, bucket=settings.bucket)
     return GcsBlobStore(
         client,
         bucket=settings.bucket,
@@ -38,9 +53,6 @@ def blob_store(settings: Settings) -> GcsBlobStore:
 
 
 def _throwaway_signer() -> service_account.Credentials:
-    from cryptography.hazmat.primitives import serialization
-    from cryptography.hazmat.primitives.asymmetric import rsa
-
     key = rsa.generate_private_key(public_exponent=65537, key_size=2048)
     pem = key.private_bytes(
         serialization.Encoding.PEM,

@@ -1,0 +1,1 @@
+"""The declarative topology and the code that applies it, locally and in the cloud."""

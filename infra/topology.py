@@ -1,0 +1,120 @@
+"""Typed view of ``topology.yaml`` and an idempotent ``apply`` using the Google clients."""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+
+import yaml
+from google.api_core import exceptions as gexc
+from google.cloud import pubsub_v1, storage
+from google.protobuf import duration_pb2
+from pydantic import BaseModel, ConfigDict
+
+log = logging.getLogger(__name__)
+
+TOPOLOGY_FILE = Path(__file__).with_name("topology.yaml")
+
+
+class _Model(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class Topic(_Model):
+    name: str
+
+
+class DeadLetter(_Model):
+    topic: str
+    max_delivery_attempts: int
+
+
+class Retry(_Model):
+    minimum_backoff_s: int
+    maximum_backoff_s: int
+
+
+class Subscription(_Model):
+    name: str
+    topic: str
+    filter: str = ""
+    ack_deadline_s: int = 60
+    message_retention_s: int = 604800
+    dead_letter: DeadLetter | None = None
+    retry: Retry | None = None
+
+
+class Bucket(_Model):
+    name_setting: str
+    location: str
+
+
+class Function(_Model):
+    name: str
+    source: str
+    entry_point: str
+    trigger: str
+    memory: str = "512Mi"
+    timeout_s: int = 60
+
+
+class Topology(_Model):
+    topics: tuple[Topic, ...]
+    subscriptions: tuple[Subscription, ...]
+    bucket: Bucket
+    functions: tuple[Function, ...]
+
+    def subscription(self, name: str) -> Subscription:
+        return next(s for s in self.subscriptions if s.name == name)
+
+
+def load(path: Path = TOPOLOGY_FILE) -> Topology:
+    return Topology.model_validate(yaml.safe_load(path.read_text()))
+
+
+def apply(
+    topology: Topology,
+    *,
+    project_id: str,
+    bucket: str,
+    publisher: pubsub_v1.PublisherClient,
+    subscriber: pubsub_v1.SubscriberClient,
+    storage_client: storage.Client,
+) -> None:
+    """Create whatever is missing. Existing resources are left as they are."""
+    for topic in topology.topics:
+        path = publisher.topic_path(project_id, topic.name)
+        try:
+            publisher.create_topic(name=path)
+            log.info("created topic %s", topic.name)
+        except gexc.AlreadyExists:
+            pass
+    for sub in topology.subscriptions:
+        request: dict[str, object] = {
+            "name": subscriber.subscription_path(project_id, sub.name),
+            "topic": publisher.topic_path(project_id, sub.topic),
+            "ack_deadline_seconds": sub.ack_deadline_s,
+            "message_retention_duration": duration_pb2.Duration(seconds=sub.message_retention_s),
+        }
+        if sub.filter:
+            request["filter"] = sub.filter
+        if sub.dead_letter:
+            request["dead_letter_policy"] = {
+                "dead_letter_topic": publisher.topic_path(project_id, sub.dead_letter.topic),
+                "max_delivery_attempts": sub.dead_letter.max_delivery_attempts,
+            }
+        if sub.retry:
+            request["retry_policy"] = {
+                "minimum_backoff": duration_pb2.Duration(seconds=sub.retry.minimum_backoff_s),
+                "maximum_backoff": duration_pb2.Duration(seconds=sub.retry.maximum_backoff_s),
+            }
+        try:
+            subscriber.create_subscription(request=request)
+            log.info("created subscription %s", sub.name)
+        except gexc.AlreadyExists:
+            pass
+    try:
+        storage_client.create_bucket(bucket, location=topology.bucket.location)
+        log.info("created bucket %s", bucket)
+    except gexc.Conflict:
+        pass
