@@ -16,7 +16,7 @@ import tempfile
 import time
 import urllib.error
 import urllib.request
-from contextlib import ExitStack
+from contextlib import suppress
 from dataclasses import dataclass, field
 from pathlib import Path
 from types import TracebackType
@@ -56,10 +56,8 @@ class Emulator:
             os.killpg(self.process.pid, signal.SIGTERM)
             self.process.wait(timeout=10)
         except (ProcessLookupError, subprocess.TimeoutExpired):
-            try:
+            with suppress(ProcessLookupError):
                 os.killpg(self.process.pid, signal.SIGKILL)
-            except ProcessLookupError:
-                pass
             self.process.wait(timeout=10)
 
 
@@ -114,7 +112,6 @@ class Emulators:
     project_id: str = "local-project"
     log_dir: Path | None = None
     running: list[Emulator] = field(default_factory=list)
-    _stack: ExitStack = field(default_factory=ExitStack)
 
     @property
     def env(self) -> dict[str, str]:

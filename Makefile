@@ -1,0 +1,45 @@
+# One-command set-up: `make test` and `make run` create the virtualenv and install everything.
+SHELL := /bin/bash
+PYTHON ?= $(shell command -v python3.11 || command -v python3)
+VENV := .venv
+PY := $(VENV)/bin/python
+STAMP := $(VENV)/.installed
+REQUIREMENTS := requirements.txt gpu_worker/requirements.txt gpu_worker/constraints.txt requirements-dev.txt
+MODEL ?=
+PORT ?= 8080
+
+export PYTHONPATH := $(CURDIR)
+
+.PHONY: venv test test-unit test-integration lint typecheck run bench clean
+
+venv: $(STAMP)
+
+$(STAMP): $(REQUIREMENTS)
+	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install --quiet --upgrade pip
+	$(PY) -m pip install --quiet -r requirements-dev.txt
+	@touch $@
+
+## The whole suite: lint, types, unit, integration (emulators) and end-to-end.
+test: venv lint typecheck
+	$(PY) -m pytest
+
+test-unit: venv
+	$(PY) -m pytest tests/unit
+
+lint: venv
+	$(VENV)/bin/ruff check .
+	$(VENV)/bin/ruff format --check .
+
+typecheck: venv
+	$(VENV)/bin/mypy
+
+## The local stack. MODEL=tiny uses the offline plumbing-only model (noise).
+run: venv
+	$(PY) -m infra.devstack --model "$(MODEL)" --port $(PORT)
+
+bench: venv
+	$(PY) bench/routing_overhead.py
+
+clean:
+	rm -rf $(VENV) .cache .pytest_cache .mypy_cache .ruff_cache

@@ -1,0 +1,224 @@
+"""The whole gateway on one machine: emulators, topology, the API function, the 4090 worker.
+
+``make run`` runs this module; the end-to-end tests use ``DevStack`` directly. Everything it
+starts runs in its own process group and is stopped on exit, Ctrl-C included.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+import urllib.error
+import urllib.request
+from dataclasses import dataclass, field
+from pathlib import Path
+from types import TracebackType
+
+from infra.emulators import Emulator, EmulatorError, Emulators, free_port
+
+REPO_ROOT = Path(__file__).resolve().parent.parent
+TINY_MODEL_DIR = REPO_ROOT / ".cache" / "tiny-model"
+READY_TIMEOUT_S = 120.0
+
+
+@dataclass
+class DevStack:
+    model: str
+    """Worker model source: a Hugging Face id or a local directory."""
+    api_port: int | None = None
+    extra_env: dict[str, str] = field(default_factory=dict)
+    run_dir: Path = field(default_factory=lambda: Path(tempfile.mkdtemp(prefix="tts-dev-")))
+    emulators: Emulators = field(init=False)
+    processes: list[Emulator] = field(default_factory=list)
+    api_key: str = ""
+    base_url: str = ""
+
+    def __post_init__(self) -> None:
+        self.emulators = Emulators(log_dir=self.run_dir)
+
+    @property
+    def env(self) -> dict[str, str]:
+        env = dict(os.environ)
+        env.update(self.emulators.env)
+        env["PYTHONPATH"] = str(REPO_ROOT)
+        env["TTS_WORKER__MODEL"] = self.model
+        env.update(self.extra_env)
+        return env
+
+    def start(self) -> DevStack:
+        try:
+            self.emulators.start()
+            self._python("-m", "infra", "apply")
+            self.api_key = self._python("-m", "functions.keys", "create", "--owner", "dev").strip()
+            port = self.api_port or free_port()
+            self.base_url = f"http://127.0.0.1:{port}"
+            api = self._spawn(
+                "api",
+                [str(Path(sys.executable).with_name("functions-framework")),
+                 "--source", str(REPO_ROOT / "functions" / "main.py"), "--target", "api",
+                 "--host", "127.0.0.1", "--port", str(port)],
+            )  # fmt: skip
+            worker = self._spawn("worker", [sys.executable, "-m", "gpu_worker"])
+            self._wait_http(api, f"{self.base_url}/healthz")
+            self._wait_log(worker, '"worker ready"')
+        except BaseException:
+            self.stop()
+            raise
+        return self
+
+    def stop(self) -> None:
+        for process in reversed(self.processes):
+            process.stop()
+        self.processes.clear()
+        self.emulators.stop()
+
+    def process(self, name: str) -> Emulator:
+        return next(p for p in self.processes if p.name == name)
+
+    def __enter__(self) -> DevStack:
+        return self.start()
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self.stop()
+
+    # -- helpers ----------------------------------------------------------------------------
+
+    def _python(self, *args: str) -> str:
+        done = subprocess.run(
+            [sys.executable, *args], env=self.env, capture_output=True, text=True, check=False
+        )
+        if done.returncode != 0:
+            raise EmulatorError(f"python {' '.join(args)} failed:\n{done.stderr[-3000:]}")
+        return done.stdout
+
+    def _spawn(self, name: str, argv: list[str]) -> Emulator:
+        log_path = self.run_dir / f"{name}.log"
+        with log_path.open("wb") as log:
+            process = subprocess.Popen(
+                argv,
+                env=self.env,
+                stdout=log,
+                stderr=subprocess.STDOUT,
+                stdin=subprocess.DEVNULL,
+                start_new_session=True,
+                cwd=REPO_ROOT,
+            )
+        handle = Emulator(name, "", "", process, log_path)
+        self.processes.append(handle)
+        return handle
+
+    def _wait_http(self, process: Emulator, url: str) -> None:
+        deadline = time.monotonic() + READY_TIMEOUT_S
+        while time.monotonic() < deadline:
+            self._check_alive(process)
+            try:
+                with urllib.request.urlopen(url, timeout=2):  # noqa: S310 - loopback only
+                    return
+            except (urllib.error.URLError, OSError):
+                time.sleep(0.2)
+        raise EmulatorError(f"{process.name} did not become ready:\n{process.log_tail()}")
+
+    def _wait_log(self, process: Emulator, needle: str) -> None:
+        deadline = time.monotonic() + READY_TIMEOUT_S
+        while time.monotonic() < deadline:
+            self._check_alive(process)
+            if needle in process.log_path.read_text(errors="replace"):
+                return
+            time.sleep(0.2)
+        raise EmulatorError(f"{process.name} did not become ready:\n{process.log_tail()}")
+
+    @staticmethod
+    def _check_alive(process: Emulator) -> None:
+        if process.process.poll() is not None:
+            raise EmulatorError(
+                f"{process.name} exited with {process.process.returncode}:\n{process.log_tail(30)}"
+            )
+
+
+def _model_source(model: str) -> str:
+    if model != "tiny":
+        return model
+    from gpu_worker.tiny_model import build_tiny_model
+
+    return str(build_tiny_model(TINY_MODEL_DIR / "custom_voice", model_type="custom_voice"))
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(prog="python -m infra.devstack")
+    parser.add_argument("--model", default="", help="HF id or directory; 'tiny' for offline noise")
+    parser.add_argument("--port", type=int, default=8080)
+    args = parser.parse_args()
+    from shared.settings import DEFAULT_MODEL
+
+    model = _model_source(args.model or DEFAULT_MODEL)
+    port = args.port if _port_free(args.port) else free_port()
+    stack = DevStack(model=model, api_port=port)
+    signal.signal(signal.SIGTERM, _interrupt)
+    try:
+        stack.start()
+    except EmulatorError as exc:
+        sys.stderr.write(f"\nmake run failed:\n{exc}\n")
+        return 1
+    except KeyboardInterrupt:
+        return 130
+    body = '{"text": "Hello from the gateway.", "speaker": "Vivian", "language": "english"}'
+    auth = f"Authorization: Bearer {stack.api_key}"
+    lines = [
+        "",
+        f"API base URL : {stack.base_url}",
+        f"API key (dev): {stack.api_key}",
+        f"logs         : {stack.run_dir}",
+        "",
+        "Submit, wait, and fetch a WAV:",
+        f"  JOB=$(curl -s -X POST {stack.base_url}/v1/tts/jobs -H '{auth}' "
+        f"-H 'Content-Type: application/json' -d '{body}' | python3 -c 'import json,sys; "
+        "print(json.load(sys.stdin)[\"id\"])')",
+        f"  until curl -s {stack.base_url}/v1/jobs/$JOB -H '{auth}' | grep -q '\"succeeded\"'; "
+        "do sleep 0.5; done",
+        f"  curl -sL {stack.base_url}/v1/jobs/$JOB/audio -H '{auth}' -o hello.wav",
+        "",
+        "Ctrl-C stops everything.",
+    ]
+    sys.stdout.write("\n".join(lines) + "\n")
+    sys.stdout.flush()
+    try:
+        while True:
+            for process in stack.processes:
+                DevStack._check_alive(process)
+            time.sleep(1)
+    except KeyboardInterrupt:
+        sys.stdout.write("\nstopping...\n")
+        return 0
+    except EmulatorError as exc:
+        sys.stderr.write(f"\n{exc}\n")
+        return 1
+    finally:
+        stack.stop()
+
+
+def _interrupt(_signum: int, _frame: object) -> None:
+    raise KeyboardInterrupt
+
+
+def _port_free(port: int) -> bool:
+    with socket.socket() as sock:
+        try:
+            sock.bind(("127.0.0.1", port))
+        except OSError:
+            return False
+        return True
+
+
+if __name__ == "__main__":
+    sys.exit(main())

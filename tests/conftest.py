@@ -1,0 +1,79 @@
+"""Fixtures shared by every layer: a gateway built from fakes through the real bootstrap."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import pytest
+from flask.testing import FlaskClient
+
+from functions.api.app import create_api
+from shared.auth import Scope, new_api_key
+from shared.bootstrap import build_gateway
+from shared.fakes import (
+    FakeClock,
+    InMemoryApiKeyStore,
+    InMemoryBackendStore,
+    InMemoryBlobStore,
+    InMemoryJobStore,
+    RecordingPublisher,
+)
+from shared.service import Gateway
+from shared.settings import Settings
+
+
+@dataclass
+class Fakes:
+    jobs: InMemoryJobStore
+    blobs: InMemoryBlobStore
+    publisher: RecordingPublisher
+    keys: InMemoryApiKeyStore
+    backends: InMemoryBackendStore
+    clock: FakeClock
+
+
+@pytest.fixture
+def fakes() -> Fakes:
+    return Fakes(
+        jobs=InMemoryJobStore(),
+        blobs=InMemoryBlobStore("test-bucket"),
+        publisher=RecordingPublisher(),
+        keys=InMemoryApiKeyStore(),
+        backends=InMemoryBackendStore(),
+        clock=FakeClock(),
+    )
+
+
+@pytest.fixture
+def settings() -> Settings:
+    return Settings(bucket="test-bucket")
+
+
+@pytest.fixture
+def gateway(settings: Settings, fakes: Fakes) -> Gateway:
+    return build_gateway(
+        settings,
+        jobs=fakes.jobs,
+        blobs=fakes.blobs,
+        publisher=fakes.publisher,
+        keys=fakes.keys,
+        backends=fakes.backends,
+        clock=fakes.clock,
+    )
+
+
+def issue_key(gw: Gateway, owner: str, *, admin: bool = False) -> dict[str, str]:
+    scopes = frozenset({Scope.USER, Scope.ADMIN} if admin else {Scope.USER})
+    secret, record = new_api_key(owner=owner, scopes=scopes, now=gw.clock())
+    gw.keys.put(record)
+    return {"Authorization": f"Bearer {secret}"}
+
+
+@pytest.fixture
+def alice(gateway: Gateway) -> dict[str, str]:
+    return issue_key(gateway, "alice")
+
+
+@pytest.fixture
+def client(gateway: Gateway) -> FlaskClient:
+    return create_api(gateway).test_client()
