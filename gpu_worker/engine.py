@@ -24,8 +24,8 @@ from shared.synthesis import CustomVoiceRequest, SynthesisRequest
 
 log = logging.getLogger(__name__)
 
-CODEC_FRAME_RATE_HZ = 12
-"""Qwen3-TTS's 12 Hz speech tokenizer: one generated token per 1/12 s of audio."""
+CODEC_FRAME_RATE_HZ = 12.5
+"""The "12 Hz" speech tokenizer emits 12.5 frames a second: one generated token per frame."""
 MIN_BUDGET_S = 4.0
 SECONDS_PER_CHAR = 0.35
 """Generous for Chinese (about 4 characters a second) and very generous for alphabetic text."""

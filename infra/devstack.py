@@ -183,7 +183,7 @@ def main() -> int:
         "Submit, wait, and fetch a WAV:",
         f"  JOB=$(curl -s -X POST {stack.base_url}/v1/tts/jobs -H '{auth}' "
         f"-H 'Content-Type: application/json' -d '{body}' | python3 -c 'import json,sys; "
-        "print(json.load(sys.stdin)[\"id\"])')",
+        'print(json.load(sys.stdin)["id"])\')',
         f"  until curl -s {stack.base_url}/v1/jobs/$JOB -H '{auth}' | grep -q '\"succeeded\"'; "
         "do sleep 0.5; done",
         f"  curl -sL {stack.base_url}/v1/jobs/$JOB/audio -H '{auth}' -o hello.wav",

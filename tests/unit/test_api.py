@@ -69,7 +69,11 @@ def test_submit_stores_the_job_before_publishing_it(
     [message] = fakes.publisher.messages
     assert message.topic == "tts-jobs"
     assert JobMessage.model_validate_json(message.data).job_id == body["id"]
-    assert message.attributes == {"backend": "home-4090", "mode": "custom_voice", "api_version": "1"}
+    assert message.attributes == {
+        "backend": "home-4090",
+        "mode": "custom_voice",
+        "api_version": "1",
+    }
 
 
 def test_names_are_normalised(client: FlaskClient, alice: dict[str, str], fakes: Fakes) -> None:

@@ -1,0 +1,191 @@
+"""The job runner over fakes: claim rules, outcomes, and the ack each one implies."""
+
+from __future__ import annotations
+
+import io
+import threading
+
+import numpy as np
+import pytest
+import soundfile as sf
+
+from gpu_worker.runner import JobRunner, Outcome, RunnerConfig
+from shared.audio import Waveform
+from shared.auth import Principal, Scope
+from shared.errors import BackendUnavailable, SynthesisFailed
+from shared.jobs import JobState
+from shared.messages import JobMessage
+from shared.service import Gateway, submit_job
+from shared.synthesis import CustomVoiceRequest, SynthesisRequest
+from tests.conftest import Fakes
+
+ALICE = Principal(owner="alice", scopes=frozenset({Scope.USER}))
+
+
+class CountingSynth:
+    """Returns a 0.5 s tone; optionally raises; counts calls."""
+
+    def __init__(self, error: Exception | None = None) -> None:
+        self.calls = 0
+        self.error = error
+        self.entered = threading.Event()
+        self.release = threading.Event()
+        self.release.set()
+
+    def synthesize(self, request: SynthesisRequest) -> Waveform:
+        self.calls += 1
+        self.entered.set()
+        self.release.wait(10)
+        if self.error is not None:
+            raise self.error
+        t = np.arange(12000, dtype=np.float32) / 24000
+        return Waveform(
+            samples=(0.3 * np.sin(2 * np.pi * 220 * t)).astype(np.float32), sample_rate=24000
+        )
+
+
+def make_runner(
+    gateway: Gateway, synth: CountingSynth, *, worker: str = "w1", lease_s: float = 60
+) -> JobRunner:
+    return JobRunner(
+        jobs=gateway.jobs,
+        blobs=gateway.blobs,
+        synthesizer=synth,
+        clock=gateway.clock,
+        config=RunnerConfig(worker_id=worker, backend_id="home-4090", lease_s=lease_s),
+        bucket_prefix="audio/",
+    )
+
+
+def new_job(gateway: Gateway) -> JobMessage:
+    job = submit_job(
+        gateway, principal=ALICE, request=CustomVoiceRequest(text="Hello.", speaker="Ryan")
+    )
+    return JobMessage(job_id=job.id)
+
+
+def test_success_stores_a_wav_and_finishes_the_job(gateway: Gateway, fakes: Fakes) -> None:
+    message = new_job(gateway)
+    result = make_runner(gateway, CountingSynth()).run(message)
+    assert (result.outcome, result.ack) == (Outcome.SUCCEEDED, True)
+
+    job = fakes.jobs.get(message.job_id)
+    assert job is not None
+    assert job.state is JobState.SUCCEEDED
+    assert job.result is not None
+    data, content_type = fakes.blobs.objects[f"audio/{job.id}.wav"]
+    assert content_type == "audio/wav"
+    samples, rate = sf.read(io.BytesIO(data))
+    assert rate == job.result.sample_rate == 24000
+    assert job.result.duration_s == pytest.approx(len(samples) / rate) == 0.5
+    assert job.result.bytes == len(data)
+
+
+def test_duplicate_delivery_synthesizes_once(gateway: Gateway) -> None:
+    message = new_job(gateway)
+    synth = CountingSynth()
+    runner = make_runner(gateway, synth)
+    first = runner.run(message)
+    second = runner.run(message)
+    assert first.outcome is Outcome.SUCCEEDED
+    assert (second.outcome, second.ack) == (Outcome.SKIPPED, True)
+    assert synth.calls == 1
+
+
+def test_a_message_for_a_job_in_hand_elsewhere_is_acked_without_work(gateway: Gateway) -> None:
+    message = new_job(gateway)
+    busy = CountingSynth()
+    busy.release.clear()
+    worker = threading.Thread(target=make_runner(gateway, busy, worker="w1").run, args=(message,))
+    worker.start()
+    assert busy.entered.wait(5)
+    other = CountingSynth()
+    result = make_runner(gateway, other, worker="w2").run(message)
+    busy.release.set()
+    worker.join()
+    assert result.outcome is Outcome.SKIPPED
+    assert "leased by w1" in result.reason
+    assert other.calls == 0
+
+
+def test_unknown_job_is_skipped(gateway: Gateway) -> None:
+    result = make_runner(gateway, CountingSynth()).run(JobMessage(job_id="ghost"))
+    assert (result.outcome, result.ack) == (Outcome.SKIPPED, True)
+
+
+def test_a_permanent_error_fails_the_job_and_acks(gateway: Gateway, fakes: Fakes) -> None:
+    message = new_job(gateway)
+    result = make_runner(gateway, CountingSynth(SynthesisFailed("no such voice"))).run(message)
+    assert (result.outcome, result.ack) == (Outcome.FAILED, True)
+    job = fakes.jobs.get(message.job_id)
+    assert job is not None
+    assert job.state is JobState.FAILED
+    assert job.error is not None
+    assert (job.error.code, job.error.message) == ("synthesis_failed", "no such voice")
+
+
+def test_a_transient_error_requeues_and_nacks_until_attempts_run_out(
+    gateway: Gateway, fakes: Fakes
+) -> None:
+    message = new_job(gateway)
+    synth = CountingSynth(BackendUnavailable("GPU out of memory"))
+    runner = make_runner(gateway, synth)
+    for _ in range(2):
+        result = runner.run(message)
+        assert (result.outcome, result.ack) == (Outcome.RETRY, False)
+        job = fakes.jobs.get(message.job_id)
+        assert job is not None
+        assert job.state is JobState.QUEUED
+    final = runner.run(message)
+    assert (final.outcome, final.ack) == (Outcome.FAILED, True)
+    job = fakes.jobs.get(message.job_id)
+    assert job is not None
+    assert job.state is JobState.FAILED
+    assert job.attempts == 3
+    assert "gave up after 3 attempts" in job.error.message  # type: ignore[union-attr]
+
+
+def test_a_worker_that_outlived_its_lease_does_not_overwrite_the_new_holder(
+    gateway: Gateway, fakes: Fakes
+) -> None:
+    message = new_job(gateway)
+    slow = CountingSynth()
+    slow.release.clear()
+    worker = threading.Thread(target=make_runner(gateway, slow, worker="w1").run, args=(message,))
+    worker.start()
+    assert slow.entered.wait(5)
+    fakes.clock.advance(120)  # w1's lease is long gone
+    takeover = make_runner(gateway, CountingSynth(), worker="w2").run(message)
+    assert takeover.outcome is Outcome.SUCCEEDED
+    slow.release.set()
+    worker.join()
+    job = fakes.jobs.get(message.job_id)
+    assert job is not None
+    assert job.state is JobState.SUCCEEDED
+    assert job.attempts == 2
+
+
+def test_the_lease_is_extended_while_the_gpu_works(gateway: Gateway, fakes: Fakes) -> None:
+    message = new_job(gateway)
+    slow = CountingSynth()
+    slow.release.clear()
+    runner = make_runner(gateway, slow, lease_s=1.5)  # extends every 0.5 s
+    worker = threading.Thread(target=runner.run, args=(message,))
+    worker.start()
+    assert slow.entered.wait(5)
+    first = fakes.jobs.get(message.job_id)
+    assert first is not None
+    assert first.lease is not None
+    fakes.clock.advance(10)
+    deadline = threading.Event()
+    for _ in range(40):
+        current = fakes.jobs.get(message.job_id)
+        assert current is not None
+        assert current.lease is not None
+        if current.lease.expires_at > first.lease.expires_at:
+            break
+        deadline.wait(0.1)
+    else:
+        pytest.fail("the lease was never extended")
+    slow.release.set()
+    worker.join()
