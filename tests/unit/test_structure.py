@@ -80,7 +80,10 @@ def test_shared_imports_no_entrypoint_code() -> None:
     offenders = []
     for path in (ROOT / "shared").rglob("*.py"):
         for node in ast.walk(ast.parse(path.read_text())):
-            if isinstance(node, ast.ImportFrom) and node.module:
-                if node.module.split(".")[0] in {"functions", "gpu_worker", "infra"}:
-                    offenders.append(f"{path.relative_to(ROOT)}: {node.module}")
+            if (
+                isinstance(node, ast.ImportFrom)
+                and node.module
+                and node.module.split(".")[0] in {"functions", "gpu_worker", "infra"}
+            ):
+                offenders.append(f"{path.relative_to(ROOT)}: {node.module}")
     assert offenders == []
