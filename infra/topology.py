@@ -90,31 +90,41 @@ def apply(
         except gexc.AlreadyExists:
             pass
     for sub in topology.subscriptions:
-        request: dict[str, object] = {
-            "name": subscriber.subscription_path(project_id, sub.name),
-            "topic": publisher.topic_path(project_id, sub.topic),
-            "ack_deadline_seconds": sub.ack_deadline_s,
-            "message_retention_duration": duration_pb2.Duration(seconds=sub.message_retention_s),
-        }
-        if sub.filter:
-            request["filter"] = sub.filter
-        if sub.dead_letter:
-            request["dead_letter_policy"] = {
-                "dead_letter_topic": publisher.topic_path(project_id, sub.dead_letter.topic),
-                "max_delivery_attempts": sub.dead_letter.max_delivery_attempts,
-            }
-        if sub.retry:
-            request["retry_policy"] = {
-                "minimum_backoff": duration_pb2.Duration(seconds=sub.retry.minimum_backoff_s),
-                "maximum_backoff": duration_pb2.Duration(seconds=sub.retry.maximum_backoff_s),
-            }
-        try:
-            subscriber.create_subscription(request=request)
-            log.info("created subscription %s", sub.name)
-        except gexc.AlreadyExists:
-            pass
+        create_subscription(sub, project_id=project_id, publisher=publisher, subscriber=subscriber)
     try:
         storage_client.create_bucket(bucket, location=topology.bucket.location)
         log.info("created bucket %s", bucket)
     except gexc.Conflict:
+        pass
+
+
+def create_subscription(
+    sub: Subscription,
+    *,
+    project_id: str,
+    publisher: pubsub_v1.PublisherClient,
+    subscriber: pubsub_v1.SubscriberClient,
+) -> None:
+    request: dict[str, object] = {
+        "name": subscriber.subscription_path(project_id, sub.name),
+        "topic": publisher.topic_path(project_id, sub.topic),
+        "ack_deadline_seconds": sub.ack_deadline_s,
+        "message_retention_duration": duration_pb2.Duration(seconds=sub.message_retention_s),
+    }
+    if sub.filter:
+        request["filter"] = sub.filter
+    if sub.dead_letter:
+        request["dead_letter_policy"] = {
+            "dead_letter_topic": publisher.topic_path(project_id, sub.dead_letter.topic),
+            "max_delivery_attempts": sub.dead_letter.max_delivery_attempts,
+        }
+    if sub.retry:
+        request["retry_policy"] = {
+            "minimum_backoff": duration_pb2.Duration(seconds=sub.retry.minimum_backoff_s),
+            "maximum_backoff": duration_pb2.Duration(seconds=sub.retry.maximum_backoff_s),
+        }
+    try:
+        subscriber.create_subscription(request=request)
+        log.info("created subscription %s", sub.name)
+    except gexc.AlreadyExists:
         pass

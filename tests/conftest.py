@@ -77,3 +77,11 @@ def alice(gateway: Gateway) -> dict[str, str]:
 @pytest.fixture
 def client(gateway: Gateway) -> FlaskClient:
     return create_api(gateway).test_client()
+
+
+@pytest.fixture(scope="session")
+def tiny_model_dir(tmp_path_factory: pytest.TempPathFactory) -> str:
+    """A random custom-voice Qwen3-TTS model, built offline: real code path, noise for audio."""
+    from gpu_worker.tiny_model import build_tiny_model
+
+    return str(build_tiny_model(tmp_path_factory.mktemp("tiny") / "custom_voice"))

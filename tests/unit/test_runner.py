@@ -189,3 +189,23 @@ def test_the_lease_is_extended_while_the_gpu_works(gateway: Gateway, fakes: Fake
         pytest.fail("the lease was never extended")
     slow.release.set()
     worker.join()
+
+
+def test_a_message_for_a_job_routed_to_another_backend_is_acked_without_work(
+    gateway: Gateway,
+) -> None:
+    """The Pub/Sub emulator ignores subscription filters; this check keeps workers honest."""
+    message = new_job(gateway)
+    synth = CountingSynth()
+    runner = JobRunner(
+        jobs=gateway.jobs,
+        blobs=gateway.blobs,
+        synthesizer=synth,
+        clock=gateway.clock,
+        config=RunnerConfig(worker_id="rp", backend_id="runpod", lease_s=60),
+        bucket_prefix="audio/",
+    )
+    result = runner.run(message)
+    assert (result.outcome, result.ack) == (Outcome.SKIPPED, True)
+    assert "routed to home-4090" in result.reason
+    assert synth.calls == 0

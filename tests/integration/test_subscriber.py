@@ -1,0 +1,150 @@
+"""The 4090 subscriber on the emulators with the real engine on the tiny model."""
+
+from __future__ import annotations
+
+import io
+import threading
+import time
+import uuid
+from collections.abc import Callable, Iterator
+from typing import Any
+
+import pytest
+import soundfile as sf
+from google.cloud import pubsub_v1
+from pytest_mock import MockerFixture
+
+from gpu_worker.bootstrap import Worker, bootstrap
+from gpu_worker.engine import QwenEngine
+from infra import topology
+from shared.auth import Principal, Scope
+from shared.backends import BackendStatus
+from shared.jobs import JobState
+from shared.messages import JobMessage, job_attributes
+from shared.service import Gateway, submit_job
+from shared.settings import Settings, WorkerSettings
+from shared.synthesis import CustomVoiceRequest
+from tests.integration.test_firestore_jobs import as_json
+from tests.support.contracts import validate_schema
+
+ALICE = Principal(owner="alice", scopes=frozenset({Scope.USER}))
+
+
+@pytest.fixture(scope="module")
+def engine(tiny_model_dir: str) -> QwenEngine:
+    engine = QwenEngine(model_source=tiny_model_dir, device="cpu", max_new_tokens=2048)
+    engine.load()
+    return engine
+
+
+@pytest.fixture
+def worker(cloud_settings: Settings, cloud_gateway: Gateway, engine: QwenEngine) -> Worker:
+    # A subscription of its own per test, declared like the real one: the emulator keeps
+    # delivering to a closed stream until the ack deadline, which would leak between tests.
+    declared = topology.load().subscription("tts-jobs-home-4090")
+    own = declared.model_copy(update={"name": f"home-{uuid.uuid4().hex[:8]}"})
+    topology.create_subscription(
+        own,
+        project_id=cloud_settings.project_id,
+        publisher=pubsub_v1.PublisherClient(),
+        subscriber=pubsub_v1.SubscriberClient(),
+    )
+    settings = cloud_settings.model_copy(
+        update={
+            "worker": WorkerSettings(
+                model="tiny", subscription=own.name, heartbeat_s=0.5, shutdown_grace_s=30
+            )
+        }
+    )
+    return bootstrap(settings, gateway=cloud_gateway, engine=engine)
+
+
+@pytest.fixture
+def serving(worker: Worker) -> Iterator[threading.Event]:
+    stop = threading.Event()
+    thread = threading.Thread(target=worker.subscriber.serve, args=(stop,), daemon=True)
+    thread.start()
+    yield stop
+    stop.set()
+    thread.join(timeout=60)
+    assert not thread.is_alive()
+
+
+def wait_for(predicate: Callable[[], Any], timeout: float = 60) -> Any:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        value = predicate()
+        if value:
+            return value
+        time.sleep(0.1)
+    raise AssertionError("timed out waiting")
+
+
+def test_a_duplicated_job_message_is_synthesized_once(
+    worker: Worker,
+    cloud_gateway: Gateway,
+    cloud_settings: Settings,
+    engine: QwenEngine,
+    mocker: MockerFixture,
+    serving: threading.Event,
+) -> None:
+    spy = mocker.spy(engine, "generate_custom_voice")
+    job = submit_job(
+        cloud_gateway,
+        principal=ALICE,
+        request=CustomVoiceRequest(text="Hello there.", speaker="Ryan", language="en"),
+    )
+    # At-least-once delivery: the same message arrives a second time.
+    cloud_gateway.publisher.publish(
+        cloud_settings.jobs_topic,
+        JobMessage(job_id=job.id).encode(),
+        attributes=job_attributes(backend=job.backend, mode=job.request.mode),
+    )
+    wait_for(lambda: worker.heartbeat.jobs_done >= 2)
+    done = cloud_gateway.jobs.get(job.id)
+    assert done is not None
+    assert done.state is JobState.SUCCEEDED
+    assert spy.call_count == 1
+
+    assert done.result is not None
+    data = cloud_gateway.blobs.get(f"audio/{job.id}.wav")
+    samples, rate = sf.read(io.BytesIO(data))
+    assert rate == done.result.sample_rate == 24000
+    assert done.result.duration_s == pytest.approx(len(samples) / rate, abs=1e-6)
+
+    beat = cloud_gateway.backends.get("home-4090")
+    assert beat is not None
+    assert beat.status is BackendStatus.ONLINE
+    assert beat.capabilities.modes == ("custom_voice",)
+    assert beat.capabilities.api_version == 1
+    validate_schema("backend-document.schema.json", as_json(beat.model_dump(mode="json")))
+
+
+def test_shutdown_finishes_the_job_in_hand(
+    worker: Worker,
+    cloud_gateway: Gateway,
+    engine: QwenEngine,
+    mocker: MockerFixture,
+) -> None:
+    stop = threading.Event()
+    real = engine.generate_custom_voice
+
+    def stop_mid_job(**kwargs: Any) -> Any:
+        stop.set()  # SIGTERM arrives while the GPU works
+        time.sleep(1.5)
+        return real(**kwargs)
+
+    mocker.patch.object(engine, "generate_custom_voice", side_effect=stop_mid_job)
+    job = submit_job(
+        cloud_gateway, principal=ALICE, request=CustomVoiceRequest(text="Bye.", speaker="Eric")
+    )
+    thread = threading.Thread(target=worker.subscriber.serve, args=(stop,))
+    thread.start()
+    thread.join(timeout=90)
+    assert not thread.is_alive()
+    done = cloud_gateway.jobs.get(job.id)
+    assert done is not None
+    assert done.state is JobState.SUCCEEDED
+    beat = cloud_gateway.backends.get("home-4090")
+    assert beat is not None
+    assert beat.status is BackendStatus.OFFLINE
