@@ -7,6 +7,7 @@ starts runs in its own process group and is stopped on exit, Ctrl-C included.
 from __future__ import annotations
 
 import argparse
+import json
 import os
 import signal
 import socket
@@ -140,10 +141,22 @@ class DevStack:
 
     @staticmethod
     def _check_alive(process: Emulator) -> None:
-        if process.process.poll() is not None:
-            raise EmulatorError(
-                f"{process.name} exited with {process.process.returncode}:\n{process.log_tail(30)}"
-            )
+        if process.process.poll() is None:
+            return
+        reason = _last_error(process.log_path) or process.log_tail(30)
+        raise EmulatorError(f"{process.name} exited with {process.process.returncode}: {reason}")
+
+
+def _last_error(log_path: Path) -> str | None:
+    """The message of the last ERROR line a process logged (the workers log JSON lines)."""
+    for line in reversed(log_path.read_text(errors="replace").splitlines()):
+        try:
+            entry = json.loads(line)
+        except ValueError:
+            continue
+        if isinstance(entry, dict) and entry.get("severity") == "ERROR":
+            return str(entry.get("message"))
+    return None
 
 
 def _model_source(model: str) -> str:
