@@ -6,12 +6,14 @@ module reads no environment and opens no connection.
 
 from __future__ import annotations
 
+import io
 from functools import cache
 
 import flask
 import functions_framework
+from werkzeug.exceptions import RequestEntityTooLarge
 
-from functions.api.app import create_api
+from functions.api.app import BODY_TOO_LARGE, create_api
 from functions.bootstrap import bootstrap
 
 
@@ -24,5 +26,17 @@ def _api_app() -> flask.Flask:
 def api(request: flask.Request) -> flask.Response:
     """HTTPS ingress: the whole REST API behind one function."""
     app = _api_app()
-    with app.request_context(request.environ):
+    environ = dict(request.environ)
+    # functions-framework re-reads the body after we answer, so read it here, once, through the
+    # framework's request (which caches it) under our size limit, and hand the bytes inward.
+    request.max_content_length = app.config["MAX_CONTENT_LENGTH"]
+    try:
+        body = request.get_data()
+    except RequestEntityTooLarge:
+        request.max_content_length = None  # let the framework drain it; the platform caps it
+        body = b""
+        environ[BODY_TOO_LARGE] = True
+    environ["wsgi.input"] = io.BytesIO(body)
+    environ["CONTENT_LENGTH"] = str(len(body))
+    with app.request_context(environ):
         return app.full_dispatch_request()

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from google.cloud import pubsub_v1
+import google.cloud.pubsub_v1 as pubsub_v1
 
 from gpu_worker.engine import QwenEngine
 from gpu_worker.heartbeat import Heartbeat

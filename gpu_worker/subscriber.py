@@ -11,7 +11,7 @@ import logging
 import threading
 from concurrent.futures import TimeoutError as FutureTimeout
 
-from google.cloud import pubsub_v1
+import google.cloud.pubsub_v1 as pubsub_v1
 from google.cloud.pubsub_v1.subscriber.message import Message
 
 from gpu_worker.heartbeat import Heartbeat

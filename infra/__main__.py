@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 import logging
 
-from google.cloud import pubsub_v1
+import google.cloud.pubsub_v1 as pubsub_v1
 
 from infra import topology
 from shared.adapters.clients import storage_client

@@ -5,9 +5,10 @@ from __future__ import annotations
 import logging
 from pathlib import Path
 
+import google.cloud.pubsub_v1 as pubsub_v1
+import google.cloud.storage as storage
 import yaml
 from google.api_core import exceptions as gexc
-from google.cloud import pubsub_v1, storage
 from google.protobuf import duration_pb2
 from pydantic import BaseModel, ConfigDict
 

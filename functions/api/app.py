@@ -10,12 +10,14 @@ from pydantic import ValidationError
 from functions.api import errors as api_errors
 from shared import service
 from shared.auth import Principal, authenticate
-from shared.errors import InvalidRequest
+from shared.errors import InvalidRequest, PayloadTooLarge
 from shared.service import Gateway
 from shared.synthesis import SynthesisRequest
 from shared.views import JobView
 
 PUBLIC_ENDPOINTS = frozenset({"healthz"})
+BODY_TOO_LARGE = "tts.body_too_large"
+"""Set in the WSGI environ by the entry point when the body exceeded the limit unread."""
 
 
 def create_api(gw: Gateway) -> Flask:
@@ -29,6 +31,9 @@ def create_api(gw: Gateway) -> Flask:
         if request.endpoint in PUBLIC_ENDPOINTS:
             return
         g.principal = authenticate(request.headers.get("Authorization"), keys=gw.keys)
+        if request.environ.get(BODY_TOO_LARGE):
+            limit = gw.settings.api.max_body_bytes
+            raise PayloadTooLarge(f"the body exceeds {limit} bytes", details={"max_bytes": limit})
 
     @app.get("/healthz")
     def healthz() -> Response:

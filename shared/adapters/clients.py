@@ -7,10 +7,11 @@ credentials and an endpoint, and a throwaway key to sign URLs (the emulator chec
 
 from __future__ import annotations
 
+import google.cloud.storage as storage
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import rsa
 from google.auth.credentials import AnonymousCredentials
-from google.cloud import firestore, storage
+from google.cloud import firestore
 from google.oauth2 import service_account
 
 from shared.adapters.gcs import GcsBlobStore
@@ -59,11 +60,13 @@ def _throwaway_signer() -> service_account.Credentials:
         serialization.PrivateFormat.PKCS8,
         serialization.NoEncryption(),
     ).decode()
-    return service_account.Credentials.from_service_account_info(  # type: ignore[no-untyped-call]
-        {
-            "type": "service_account",
-            "client_email": "emulator@local.invalid",
-            "private_key": pem,
-            "token_uri": "http://127.0.0.1/unused",
-        }
+    info = {
+        "type": "service_account",
+        "client_email": "emulator@local.invalid",
+        "private_key": pem,
+        "token_uri": "http://127.0.0.1/unused",
+    }
+    signer: service_account.Credentials = (
+        service_account.Credentials.from_service_account_info(info)  # type: ignore[no-untyped-call]
     )
+    return signer

@@ -66,7 +66,8 @@ class FirestoreJobStore:
             return updated
 
         with translated("update job"):
-            return apply(self._client.transaction())
+            updated: Job = apply(self._client.transaction())
+        return updated
 
 
 class FirestoreApiKeyStore:

@@ -5,8 +5,8 @@ from __future__ import annotations
 from datetime import timedelta
 
 import google.auth.transport.requests
+import google.cloud.storage as storage
 from google.auth.credentials import Credentials
-from google.cloud import storage
 
 from shared.adapters.errors import translated
 from shared.errors import NotFound, PayloadTooLarge
