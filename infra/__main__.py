@@ -1,31 +1,57 @@
-"""``python -m infra apply``: create the topology in the project the environment points at."""
+"""``python -m infra apply|deploy``: create the topology, deploy the functions."""
 
 from __future__ import annotations
 
 import argparse
 import logging
+import tempfile
+from pathlib import Path
 
 import google.cloud.pubsub_v1 as pubsub_v1
 
-from infra import topology
+from infra import deploy, topology
 from shared.adapters.clients import storage_client
 from shared.settings import Settings
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(prog="python -m infra")
-    parser.add_argument("command", choices=["apply"])
-    parser.parse_args()
+    sub = parser.add_subparsers(dest="command", required=True)
+    sub.add_parser("apply", help="create missing topics, subscriptions and the bucket")
+    deploy_parser = sub.add_parser("deploy", help="stage and deploy the functions")
+    deploy_parser.add_argument("--region", required=True)
+    deploy_parser.add_argument("--dry-run", action="store_true", help="print, do not run")
+    args = parser.parse_args()
     logging.basicConfig(level=logging.INFO, format="%(message)s")
     settings = Settings()
-    topology.apply(
-        topology.load(),
-        project_id=settings.project_id,
-        bucket=settings.bucket,
-        publisher=pubsub_v1.PublisherClient(),
-        subscriber=pubsub_v1.SubscriberClient(),
-        storage_client=storage_client(settings),
+    declared = topology.load()
+
+    if args.command == "apply":
+        topology.apply(
+            declared,
+            project_id=settings.project_id,
+            bucket=settings.bucket,
+            publisher=pubsub_v1.PublisherClient(),
+            subscriber=pubsub_v1.SubscriberClient(),
+            storage_client=storage_client(settings),
+        )
+        return
+
+    source = deploy.stage(
+        Path(tempfile.mkdtemp(prefix="tts-functions-")) / "src", functions=declared.functions
     )
+    commands = deploy.deploy_commands(
+        declared,
+        source=source,
+        project_id=settings.project_id,
+        region=args.region,
+        env={"TTS_PROJECT_ID": settings.project_id, "TTS_BUCKET": settings.bucket},
+    )
+    if args.dry_run:
+        for command in commands:
+            print(" ".join(command))  # noqa: T201
+        return
+    deploy.run(commands)
 
 
 if __name__ == "__main__":
