@@ -49,7 +49,7 @@ def main() -> None:
     )
     if args.dry_run:
         for command in commands:
-            print(" ".join(command))  # noqa: T201
+            print(" ".join(command))
         return
     deploy.run(commands)
 

@@ -15,6 +15,7 @@ from shared.adapters.firestore import (
     FirestoreJobStore,
 )
 from shared.adapters.pubsub import PubSubPublisher, low_latency_publisher
+from shared.keycache import CachedApiKeyStore
 from shared.ports import ApiKeyStore, BackendStore, BlobStore, Clock, JobStore, Publisher
 from shared.service import Gateway
 from shared.settings import Settings
@@ -45,7 +46,11 @@ def build_gateway(
         blobs=blobs or clients.blob_store(settings),
         publisher=publisher
         or PubSubPublisher(low_latency_publisher(), project_id=settings.project_id),
-        keys=keys or FirestoreApiKeyStore(db(), collection=f"{prefix}api_keys"),
+        keys=keys
+        or CachedApiKeyStore(
+            FirestoreApiKeyStore(db(), collection=f"{prefix}api_keys"),
+            ttl_s=settings.api.key_cache_ttl_s,
+        ),
         backends=backends or FirestoreBackendStore(db(), collection=f"{prefix}backends"),
         clock=clock or utc_now,
     )

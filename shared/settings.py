@@ -23,6 +23,8 @@ class ApiSettings(BaseModel):
     signed_url_ttl_s: int = Field(default=900, gt=0, le=3600)
     """Signed URLs live at most an hour (design invariant 6)."""
     publish_attempts: int = Field(default=3, ge=1, le=10)
+    key_cache_ttl_s: float = Field(default=30.0, ge=0)
+    """How long a verified API key is trusted before it is read again (revocation delay)."""
 
 
 class WorkerSettings(BaseModel):

@@ -7,10 +7,11 @@ credentials and an endpoint, and a throwaway key to sign URLs (the emulator chec
 
 from __future__ import annotations
 
+import google.auth
 import google.cloud.storage as storage
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import rsa
-from google.auth.credentials import AnonymousCredentials
+from google.auth.credentials import AnonymousCredentials, Credentials
 from google.cloud import firestore
 from google.oauth2 import service_account
 
@@ -29,10 +30,10 @@ def storage_endpoint(settings: Settings) -> str | None:
     return host if host.startswith("http") else f"http://{host}"
 
 
-def storage_client(settings: Settings) -> storage.Client:
+def storage_client(settings: Settings, *, credentials: Credentials | None = None) -> storage.Client:
     endpoint = storage_endpoint(settings)
     if endpoint is None:
-        return storage.Client(project=settings.project_id)
+        return storage.Client(project=settings.project_id, credentials=credentials)
     return storage.Client(
         project=settings.project_id,
         credentials=AnonymousCredentials(),  # type: ignore[no-untyped-call]
@@ -42,11 +43,15 @@ def storage_client(settings: Settings) -> storage.Client:
 
 def blob_store(settings: Settings) -> GcsBlobStore:
     endpoint = storage_endpoint(settings)
-    client = storage_client(settings)
     if endpoint is None:
-        return GcsBlobStore(client, bucket=settings.bucket)
+        credentials, _ = google.auth.default()
+        return GcsBlobStore(
+            storage_client(settings, credentials=credentials),
+            bucket=settings.bucket,
+            token_credentials=credentials,
+        )
     return GcsBlobStore(
-        client,
+        storage_client(settings),
         bucket=settings.bucket,
         signing_credentials=_throwaway_signer(),
         api_access_endpoint=endpoint,

@@ -19,6 +19,7 @@ _TRANSIENT = (
     gexc.GatewayTimeout,
     gexc.RetryError,
     auth_exc.TransportError,
+    auth_exc.RefreshError,
     ConnectionError,
     TimeoutError,
 )

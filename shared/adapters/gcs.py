@@ -16,8 +16,8 @@ MAX_DOWNLOAD_BYTES = 64 * 1024 * 1024
 
 
 class GcsBlobStore:
-    """``signing_credentials`` signs URLs locally (a key); without it, URLs are signed through
-    the IAM signBlob API with the runtime service account, as on Cloud Functions."""
+    """Signs URLs either locally with a key (``signing_credentials``) or, on Cloud Functions
+    where the runtime account has no key, through IAM signBlob with ``token_credentials``."""
 
     def __init__(
         self,
@@ -25,11 +25,15 @@ class GcsBlobStore:
         *,
         bucket: str,
         signing_credentials: Credentials | None = None,
+        token_credentials: Credentials | None = None,
         api_access_endpoint: str | None = None,
     ) -> None:
+        if signing_credentials is None and token_credentials is None:
+            raise ValueError("GcsBlobStore needs signing or token credentials to sign URLs")
         self._client = client
         self._bucket = client.bucket(bucket)
         self._signing_credentials = signing_credentials
+        self._token_credentials = token_credentials
         self._endpoint = api_access_endpoint
 
     def put(self, path: str, data: bytes, *, content_type: str) -> StoredBlob:
@@ -59,13 +63,14 @@ class GcsBlobStore:
         }
         if self._endpoint:
             options["api_access_endpoint"] = self._endpoint
-        if self._signing_credentials is not None:
-            options["credentials"] = self._signing_credentials
-        else:
-            credentials = self._client._credentials
-            credentials.refresh(google.auth.transport.requests.Request())
-            options["service_account_email"] = credentials.service_account_email
-            options["access_token"] = credentials.token
         with translated(f"sign {path}"):
+            if self._signing_credentials is not None:
+                options["credentials"] = self._signing_credentials
+            elif self._token_credentials is not None:
+                credentials = self._token_credentials
+                if not credentials.valid:
+                    credentials.refresh(google.auth.transport.requests.Request())  # type: ignore[no-untyped-call]
+                options["service_account_email"] = credentials.service_account_email  # type: ignore[attr-defined]
+                options["access_token"] = credentials.token
             url: str = blob.generate_signed_url(**options)
         return url

@@ -1,0 +1,59 @@
+from __future__ import annotations
+
+from datetime import UTC, datetime
+
+from shared.auth import ApiKey, hash_key
+from shared.fakes import InMemoryApiKeyStore
+from shared.keycache import CachedApiKeyStore
+
+
+class CountingStore(InMemoryApiKeyStore):
+    def __init__(self) -> None:
+        super().__init__()
+        self.reads = 0
+
+    def get(self, key_hash: str) -> ApiKey | None:
+        self.reads += 1
+        return super().get(key_hash)
+
+
+def key(name: str, *, disabled: bool = False) -> ApiKey:
+    return ApiKey(
+        key_hash=hash_key(name), owner=name, created_at=datetime(2026, 1, 1, tzinfo=UTC),
+        disabled=disabled,
+    )  # fmt: skip
+
+
+def test_hits_skip_the_store_until_the_ttl_runs_out() -> None:
+    now = [0.0]
+    inner = CountingStore()
+    inner.put(key("a"))
+    cache = CachedApiKeyStore(inner, ttl_s=30, monotonic=lambda: now[0])
+    assert cache.get(hash_key("a")) == cache.get(hash_key("a")) == key("a")
+    assert inner.reads == 1
+    inner.put(key("a", disabled=True))
+    now[0] = 31
+    refreshed = cache.get(hash_key("a"))
+    assert refreshed is not None
+    assert refreshed.disabled
+    assert inner.reads == 2
+
+
+def test_missing_keys_are_not_cached_so_new_keys_work_at_once() -> None:
+    inner = CountingStore()
+    cache = CachedApiKeyStore(inner)
+    assert cache.get(hash_key("new")) is None
+    inner.put(key("new"))
+    assert cache.get(hash_key("new")) == key("new")
+
+
+def test_the_cache_is_bounded() -> None:
+    inner = CountingStore()
+    cache = CachedApiKeyStore(inner, max_entries=2)
+    for name in "abc":
+        inner.put(key(name))
+        cache.get(hash_key(name))
+    inner.reads = 0
+    cache.get(hash_key("a"))  # evicted: read again
+    cache.get(hash_key("c"))  # still cached
+    assert inner.reads == 1
