@@ -24,8 +24,11 @@ class JsonFormatter(logging.Formatter):
 
 
 def configure_logging(level: int = logging.INFO) -> None:
+    """Add one JSON handler to the root logger; calling it again changes nothing."""
+    root = logging.getLogger()
+    root.setLevel(level)
+    if any(isinstance(h.formatter, JsonFormatter) for h in root.handlers):
+        return
     handler = logging.StreamHandler(sys.stderr)
     handler.setFormatter(JsonFormatter())
-    root = logging.getLogger()
-    root.handlers[:] = [handler]
-    root.setLevel(level)
+    root.addHandler(handler)
