@@ -7,7 +7,6 @@ starts runs in its own process group and is stopped on exit, Ctrl-C included.
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import signal
 import socket
@@ -21,7 +20,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from types import TracebackType
 
-from infra.emulators import Emulator, EmulatorError, Emulators, free_port
+from infra.emulators import Emulators
+from infra.processes import ManagedProcess, ProcessError, free_port, spawn
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 TINY_MODEL_DIR = REPO_ROOT / ".cache" / "tiny-model"
@@ -36,7 +36,7 @@ class DevStack:
     extra_env: dict[str, str] = field(default_factory=dict)
     run_dir: Path = field(default_factory=lambda: Path(tempfile.mkdtemp(prefix="tts-dev-")))
     emulators: Emulators = field(init=False)
-    processes: list[Emulator] = field(default_factory=list)
+    processes: list[ManagedProcess] = field(default_factory=list)
     api_key: str = ""
     base_url: str = ""
 
@@ -79,7 +79,7 @@ class DevStack:
         self.processes.clear()
         self.emulators.stop()
 
-    def process(self, name: str) -> Emulator:
+    def process(self, name: str) -> ManagedProcess:
         return next(p for p in self.processes if p.name == name)
 
     def __enter__(self) -> DevStack:
@@ -100,63 +100,33 @@ class DevStack:
             [sys.executable, *args], env=self.env, capture_output=True, text=True, check=False
         )
         if done.returncode != 0:
-            raise EmulatorError(f"python {' '.join(args)} failed:\n{done.stderr[-3000:]}")
+            raise ProcessError(f"python {' '.join(args)} failed:\n{done.stderr[-3000:]}")
         return done.stdout
 
-    def _spawn(self, name: str, argv: list[str]) -> Emulator:
-        log_path = self.run_dir / f"{name}.log"
-        with log_path.open("wb") as log:
-            process = subprocess.Popen(
-                argv,
-                env=self.env,
-                stdout=log,
-                stderr=subprocess.STDOUT,
-                stdin=subprocess.DEVNULL,
-                start_new_session=True,
-                cwd=REPO_ROOT,
-            )
-        handle = Emulator(name, "", "", process, log_path)
+    def _spawn(self, name: str, argv: list[str]) -> ManagedProcess:
+        handle = spawn(name, argv, log_dir=self.run_dir, env=self.env, cwd=REPO_ROOT)
         self.processes.append(handle)
         return handle
 
-    def _wait_http(self, process: Emulator, url: str) -> None:
+    def _wait_http(self, process: ManagedProcess, url: str) -> None:
         deadline = time.monotonic() + READY_TIMEOUT_S
         while time.monotonic() < deadline:
-            self._check_alive(process)
+            process.check_alive()
             try:
                 with urllib.request.urlopen(url, timeout=2):  # noqa: S310 - loopback only
                     return
             except (urllib.error.URLError, OSError):
                 time.sleep(0.2)
-        raise EmulatorError(f"{process.name} did not become ready:\n{process.log_tail()}")
+        raise ProcessError(f"{process.name} did not become ready:\n{process.log_tail()}")
 
-    def _wait_log(self, process: Emulator, needle: str) -> None:
+    def _wait_log(self, process: ManagedProcess, needle: str) -> None:
         deadline = time.monotonic() + READY_TIMEOUT_S
         while time.monotonic() < deadline:
-            self._check_alive(process)
+            process.check_alive()
             if needle in process.log_path.read_text(errors="replace"):
                 return
             time.sleep(0.2)
-        raise EmulatorError(f"{process.name} did not become ready:\n{process.log_tail()}")
-
-    @staticmethod
-    def _check_alive(process: Emulator) -> None:
-        if process.process.poll() is None:
-            return
-        reason = _last_error(process.log_path) or process.log_tail(30)
-        raise EmulatorError(f"{process.name} exited with {process.process.returncode}: {reason}")
-
-
-def _last_error(log_path: Path) -> str | None:
-    """The message of the last ERROR line a process logged (the workers log JSON lines)."""
-    for line in reversed(log_path.read_text(errors="replace").splitlines()):
-        try:
-            entry = json.loads(line)
-        except ValueError:
-            continue
-        if isinstance(entry, dict) and entry.get("severity") == "ERROR":
-            return str(entry.get("message"))
-    return None
+        raise ProcessError(f"{process.name} did not become ready:\n{process.log_tail()}")
 
 
 def _model_source(model: str) -> str:
@@ -180,7 +150,7 @@ def main() -> int:
     signal.signal(signal.SIGTERM, _interrupt)
     try:
         stack.start()
-    except EmulatorError as exc:
+    except ProcessError as exc:
         sys.stderr.write(f"\nmake run failed:\n{exc}\n")
         return 1
     except KeyboardInterrupt:
@@ -208,12 +178,12 @@ def main() -> int:
     try:
         while True:
             for process in stack.processes:
-                DevStack._check_alive(process)
+                process.check_alive()
             time.sleep(1)
     except KeyboardInterrupt:
         sys.stdout.write("\nstopping...\n")
         return 0
-    except EmulatorError as exc:
+    except ProcessError as exc:
         sys.stderr.write(f"\n{exc}\n")
         return 1
     finally:

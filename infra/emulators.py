@@ -1,64 +1,34 @@
 """Start the Pub/Sub, Firestore and GCS emulators on free loopback ports, and stop them.
 
-Used by the test suite and by ``make run``. Each emulator runs in its own process group so
-stopping kills the Java child that ``gcloud`` spawns too.
+Used by the test suite, ``make run`` and the benchmarks.
 """
 
 from __future__ import annotations
 
-import os
 import shutil
-import signal
-import socket
-import subprocess
 import sys
 import tempfile
 import time
 import urllib.error
 import urllib.request
-from contextlib import suppress
 from dataclasses import dataclass, field
 from pathlib import Path
 from types import TracebackType
 
+from infra.processes import ManagedProcess, ProcessError, free_port, spawn
+
 START_TIMEOUT_S = 90.0
 
 
-class EmulatorError(RuntimeError):
+class EmulatorError(ProcessError):
     pass
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port: int = sock.getsockname()[1]
-        return port
 
 
 @dataclass
 class Emulator:
-    name: str
     env_var: str
     host: str
-    process: subprocess.Popen[bytes]
-    log_path: Path
-
-    def log_tail(self, lines: int = 20) -> str:
-        try:
-            return "\n".join(self.log_path.read_text(errors="replace").splitlines()[-lines:])
-        except OSError:
-            return ""
-
-    def stop(self) -> None:
-        if self.process.poll() is not None:
-            return
-        try:
-            os.killpg(self.process.pid, signal.SIGTERM)
-            self.process.wait(timeout=10)
-        except (ProcessLookupError, subprocess.TimeoutExpired):
-            with suppress(ProcessLookupError):
-                os.killpg(self.process.pid, signal.SIGKILL)
-            self.process.wait(timeout=10)
+    handle: ManagedProcess
 
 
 def _require_gcloud() -> str:
@@ -71,37 +41,24 @@ def _require_gcloud() -> str:
     return gcloud
 
 
-def _launch(name: str, env_var: str, argv: list[str], port: int, log_dir: Path) -> Emulator:
-    log_path = log_dir / f"{name}.log"
-    with log_path.open("wb") as log:
-        process = subprocess.Popen(
-            argv,
-            stdout=log,
-            stderr=subprocess.STDOUT,
-            stdin=subprocess.DEVNULL,
-            start_new_session=True,
-        )
-    return Emulator(name, env_var, f"127.0.0.1:{port}", process, log_path)
-
-
 def _wait_ready(emulator: Emulator, deadline: float) -> None:
-    url = f"http://{emulator.host}/"
+    handle = emulator.handle
     while time.monotonic() < deadline:
-        if emulator.process.poll() is not None:
+        if not handle.alive:
             raise EmulatorError(
-                f"the {emulator.name} emulator exited with {emulator.process.returncode}:\n"
-                f"{emulator.log_tail()}"
+                f"the {handle.name} emulator exited with {handle.process.returncode}:\n"
+                f"{handle.log_tail()}"
             )
         try:
-            with urllib.request.urlopen(url, timeout=2):
+            with urllib.request.urlopen(f"http://{emulator.host}/", timeout=2):
                 return
         except urllib.error.HTTPError:
             return  # it answers HTTP: it is up
         except OSError:
             time.sleep(0.2)
     raise EmulatorError(
-        f"the {emulator.name} emulator did not answer on {emulator.host} within "
-        f"{START_TIMEOUT_S:.0f}s:\n{emulator.log_tail()}"
+        f"the {handle.name} emulator did not answer on {emulator.host} within "
+        f"{START_TIMEOUT_S:.0f}s:\n{handle.log_tail()}"
     )
 
 
@@ -148,7 +105,8 @@ class Emulators:
         ]  # fmt: skip
         try:
             for name, env_var, argv in plans:
-                self.running.append(_launch(name, env_var, argv, ports[name], log_dir))
+                handle = spawn(name, argv, log_dir=log_dir)
+                self.running.append(Emulator(env_var, f"127.0.0.1:{ports[name]}", handle))
             deadline = time.monotonic() + START_TIMEOUT_S
             for emulator in self.running:
                 _wait_ready(emulator, deadline)
@@ -159,7 +117,7 @@ class Emulators:
 
     def stop(self) -> None:
         for emulator in reversed(self.running):
-            emulator.stop()
+            emulator.handle.stop()
         self.running.clear()
 
     def __enter__(self) -> Emulators:
