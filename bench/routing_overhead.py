@@ -104,7 +104,7 @@ def run(jobs: int, warmup: int) -> tuple[list[float], list[float]]:
         synthesizer=StampingSynth(),
         clock=gw.clock,
         config=RunnerConfig(worker_id="bench", backend_id="home-4090", lease_s=60),
-        bucket_prefix="audio/",
+        audio_prefix="audio/",
     )
     beat = Heartbeat(
         store=gw.backends,

@@ -55,8 +55,13 @@ def bootstrap(
         blobs=gw.blobs,
         synthesizer=synthesizer,
         clock=gw.clock,
-        config=RunnerConfig(worker_id=w.worker_id, backend_id=backend.id, lease_s=w.lease_s),
-        bucket_prefix=settings.audio_prefix,
+        config=RunnerConfig(
+            worker_id=w.worker_id,
+            backend_id=backend.id,
+            lease_s=w.lease_s,
+            max_attempts=w.max_attempts,
+        ),
+        audio_prefix=settings.audio_prefix,
     )
     heartbeat = Heartbeat(
         store=gw.backends,

@@ -59,14 +59,14 @@ class JobRunner:
         synthesizer: Synthesizer,
         clock: Clock,
         config: RunnerConfig,
-        bucket_prefix: str,
+        audio_prefix: str,
     ) -> None:
         self._jobs = jobs
         self._blobs = blobs
         self._synthesizer = synthesizer
         self._clock = clock
         self._config = config
-        self._audio_prefix = bucket_prefix
+        self._audio_prefix = audio_prefix
 
     def run(self, message: JobMessage) -> RunResult:
         job_id = message.job_id

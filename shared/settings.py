@@ -43,6 +43,8 @@ class WorkerSettings(BaseModel):
     heartbeat_s: float = Field(default=15.0, gt=0)
     shutdown_grace_s: float = Field(default=300.0, gt=0)
     max_new_tokens: int = Field(default=2048, gt=0)
+    max_attempts: int = Field(default=3, ge=1, le=10)
+    """Transient failures a job may have on this backend before it fails for good."""
 
 
 class Settings(BaseSettings):

@@ -53,7 +53,7 @@ def make_runner(
         synthesizer=synth,
         clock=gateway.clock,
         config=RunnerConfig(worker_id=worker, backend_id="home-4090", lease_s=lease_s),
-        bucket_prefix="audio/",
+        audio_prefix="audio/",
     )
 
 
@@ -203,7 +203,7 @@ def test_a_message_for_a_job_routed_to_another_backend_is_acked_without_work(
         synthesizer=synth,
         clock=gateway.clock,
         config=RunnerConfig(worker_id="rp", backend_id="runpod", lease_s=60),
-        bucket_prefix="audio/",
+        audio_prefix="audio/",
     )
     result = runner.run(message)
     assert (result.outcome, result.ack) == (Outcome.SKIPPED, True)
