@@ -5,6 +5,7 @@ in its own process, the 4090 worker in its own process, the tiny model. One synt
 from __future__ import annotations
 
 import io
+import signal
 import time
 from collections.abc import Iterator
 from typing import Any
@@ -75,3 +76,19 @@ def test_bad_input_over_http_is_a_clear_4xx(stack: DevStack) -> None:
     response = call(stack, "POST", "/v1/tts/jobs", json={"text": "Hi", "speaker": "Nobody"})
     assert response.status_code == 422
     assert response.json()["error"]["field"] == "speaker"
+
+
+def test_sigterm_lets_the_worker_finish_the_job_in_hand(stack: DevStack) -> None:
+    """Runs last in this module: it stops the stack's worker for good."""
+    job_id = call(
+        stack, "POST", "/v1/tts/jobs", json={"text": "One last line.", "speaker": "Aiden"}
+    ).json()["id"]
+    worker = stack.process("worker")
+    deadline = time.monotonic() + 60
+    while call(stack, "GET", f"/v1/jobs/{job_id}").json()["state"] == "queued":
+        assert time.monotonic() < deadline, "the job was never picked up"
+        time.sleep(0.005)
+    worker.process.send_signal(signal.SIGTERM)
+    assert worker.process.wait(timeout=60) == 0
+    assert call(stack, "GET", f"/v1/jobs/{job_id}").json()["state"] == "succeeded"
+    assert '"subscriber stopped"' in worker.log_path.read_text()
