@@ -20,8 +20,10 @@ def low_latency_publisher() -> pubsub_v1.PublisherClient:
 
 class PubSubPublisher:
     def __init__(
-        self, client: pubsub_v1.PublisherClient, *, project_id: str, timeout_s: float = 30.0
+        self, client: pubsub_v1.PublisherClient, *, project_id: str, timeout_s: float = 5.0
     ) -> None:
+        # A caller waits for the publish inside an HTTP request: give up early and let the
+        # core retry or leave the job queued, rather than hold the request for minutes.
         self._client = client
         self._project_id = project_id
         self._timeout_s = timeout_s
@@ -30,7 +32,7 @@ class PubSubPublisher:
         path = self._client.topic_path(self._project_id, topic)
         with translated(f"publish to {topic}", transient=BackendUnavailable):
             try:
-                future = self._client.publish(path, data, **attributes)
+                future = self._client.publish(path, data, timeout=self._timeout_s, **attributes)
                 message_id: str = future.result(timeout=self._timeout_s)
             except gexc.NotFound as exc:
                 raise TransientError(f"topic {topic} does not exist") from exc
