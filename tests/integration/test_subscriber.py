@@ -9,9 +9,10 @@ import uuid
 from collections.abc import Callable, Iterator
 from typing import Any
 
+import google.cloud.pubsub_v1 as pubsub_v1
 import pytest
 import soundfile as sf
-from google.cloud import pubsub_v1
+from google.cloud import firestore
 from pytest_mock import MockerFixture
 
 from gpu_worker.bootstrap import Worker, bootstrap
@@ -111,6 +112,16 @@ def test_a_duplicated_job_message_is_synthesized_once(
     samples, rate = sf.read(io.BytesIO(data))
     assert rate == done.result.sample_rate == 24000
     assert done.result.duration_s == pytest.approx(len(samples) / rate, abs=1e-6)
+
+    raw = (
+        firestore.Client(project=cloud_settings.project_id)
+        .collection(f"{cloud_settings.collection_prefix}jobs")
+        .document(job.id)
+        .get()
+        .to_dict()
+    )
+    validate_schema("job-document.schema.json", as_json(raw))
+    assert raw["result"]["duration_s"] == done.result.duration_s
 
     beat = cloud_gateway.backends.get("home-4090")
     assert beat is not None
