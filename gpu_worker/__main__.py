@@ -9,7 +9,7 @@ import threading
 from types import FrameType
 
 from gpu_worker.bootstrap import bootstrap
-from shared.errors import ModelLoadError
+from shared.errors import ConfigurationError
 from shared.logs import configure_logging
 
 log = logging.getLogger("gpu_worker")
@@ -19,7 +19,7 @@ def main() -> int:
     configure_logging()
     try:
         worker = bootstrap()
-    except ModelLoadError as exc:
+    except ConfigurationError as exc:
         log.error("worker cannot start: %s", exc.message)
         return 2
     stop = threading.Event()

@@ -12,7 +12,7 @@ from gpu_worker.runner import JobRunner, RunnerConfig
 from gpu_worker.subscriber import HomeSubscriber
 from shared.backends import BackendKind
 from shared.bootstrap import build_gateway
-from shared.errors import ModelLoadError
+from shared.errors import ConfigurationError
 from shared.ports import Synthesizer
 from shared.service import Gateway
 from shared.settings import Settings
@@ -46,7 +46,7 @@ def bootstrap(
     w = settings.worker
     backend = settings.backend(w.backend_id)
     if backend is None:
-        raise ModelLoadError(f"worker backend {w.backend_id!r} is not declared in TTS_BACKENDS")
+        raise ConfigurationError(f"worker backend {w.backend_id!r} is not declared in TTS_BACKENDS")
     gw = gateway or build_gateway(settings)
     engine = engine or load_engine(settings)
     synthesizer: Synthesizer = engine

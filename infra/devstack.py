@@ -16,6 +16,7 @@ import tempfile
 import time
 import urllib.error
 import urllib.request
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from types import TracebackType
@@ -66,8 +67,10 @@ class DevStack:
                  "--host", "127.0.0.1", "--port", str(port)],
             )  # fmt: skip
             worker = self._spawn("worker", [sys.executable, "-m", "gpu_worker"])
-            self._wait_http(api, f"{self.base_url}/healthz")
-            self._wait_log(worker, '"worker ready"')
+            self._wait(api, lambda: _answers(f"{self.base_url}/healthz"))
+            self._wait(
+                worker, lambda: '"worker ready"' in worker.log_path.read_text(errors="replace")
+            )
         except BaseException:
             self.stop()
             raise
@@ -108,25 +111,23 @@ class DevStack:
         self.processes.append(handle)
         return handle
 
-    def _wait_http(self, process: ManagedProcess, url: str) -> None:
+    @staticmethod
+    def _wait(process: ManagedProcess, ready: Callable[[], bool]) -> None:
         deadline = time.monotonic() + READY_TIMEOUT_S
         while time.monotonic() < deadline:
             process.check_alive()
-            try:
-                with urllib.request.urlopen(url, timeout=2):  # noqa: S310 - loopback only
-                    return
-            except (urllib.error.URLError, OSError):
-                time.sleep(0.2)
-        raise ProcessError(f"{process.name} did not become ready:\n{process.log_tail()}")
-
-    def _wait_log(self, process: ManagedProcess, needle: str) -> None:
-        deadline = time.monotonic() + READY_TIMEOUT_S
-        while time.monotonic() < deadline:
-            process.check_alive()
-            if needle in process.log_path.read_text(errors="replace"):
+            if ready():
                 return
             time.sleep(0.2)
         raise ProcessError(f"{process.name} did not become ready:\n{process.log_tail()}")
+
+
+def _answers(url: str) -> bool:
+    try:
+        with urllib.request.urlopen(url, timeout=2):  # noqa: S310 - loopback only
+            return True
+    except OSError:  # URLError is an OSError
+        return False
 
 
 def _model_source(model: str) -> str:

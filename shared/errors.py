@@ -92,7 +92,13 @@ class StorageUnavailable(TransientError):
     code = "storage_unavailable"
 
 
-class ModelLoadError(PermanentError):
-    """The configured model cannot be loaded; the worker must not start."""
+class ConfigurationError(PermanentError):
+    """The process is misconfigured and must not start."""
+
+    code = "misconfigured"
+
+
+class ModelLoadError(ConfigurationError):
+    """The configured model cannot be loaded."""
 
     code = "model_load_failed"

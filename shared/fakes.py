@@ -52,14 +52,12 @@ class InMemoryBlobStore:
     def __init__(self, bucket: str = "fake-bucket") -> None:
         self.bucket = bucket
         self.objects: dict[str, tuple[bytes, str]] = {}
-        self.downloads = 0
 
     def put(self, path: str, data: bytes, *, content_type: str) -> StoredBlob:
         self.objects[path] = (data, content_type)
         return StoredBlob(uri=f"gs://{self.bucket}/{path}", size=len(data), generation=1)
 
     def get(self, path: str) -> bytes:
-        self.downloads += 1
         try:
             return self.objects[path][0]
         except KeyError:

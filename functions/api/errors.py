@@ -11,19 +11,6 @@ from shared import errors
 
 log = logging.getLogger(__name__)
 
-# Most specific first: the first matching class decides the status.
-STATUS: tuple[tuple[type[errors.GatewayError], int], ...] = (
-    (errors.PayloadTooLarge, 413),
-    (errors.Unauthenticated, 401),
-    (errors.Forbidden, 403),
-    (errors.NotFound, 404),
-    (errors.Conflict, 409),
-    (errors.InvalidRequest, 422),
-    (errors.NoBackendAvailable, 503),
-    (errors.TransientError, 503),
-    (errors.PermanentError, 400),
-)
-
 
 class MalformedBody(errors.InvalidRequest):
     """The body is not the JSON object the route expects."""
@@ -35,13 +22,22 @@ class UnsupportedMediaType(errors.InvalidRequest):
     code = "unsupported_media_type"
 
 
-_EXTRA_STATUS = {MalformedBody: 400, UnsupportedMediaType: 415}
+# Most specific first: the first matching class decides the status.
+STATUS: tuple[tuple[type[errors.GatewayError], int], ...] = (
+    (MalformedBody, 400),
+    (UnsupportedMediaType, 415),
+    (errors.PayloadTooLarge, 413),
+    (errors.Unauthenticated, 401),
+    (errors.Forbidden, 403),
+    (errors.NotFound, 404),
+    (errors.Conflict, 409),
+    (errors.InvalidRequest, 422),
+    (errors.TransientError, 503),
+    (errors.PermanentError, 400),
+)
 
 
 def status_of(exc: errors.GatewayError) -> int:
-    for cls, status in _EXTRA_STATUS.items():
-        if isinstance(exc, cls):
-            return status
     return next((status for cls, status in STATUS if isinstance(exc, cls)), 500)
 
 

@@ -4,9 +4,6 @@ from __future__ import annotations
 
 import threading
 from datetime import datetime
-from typing import Any
-
-from google.cloud import firestore
 
 from shared.auth import Principal, Scope
 from shared.errors import InvalidTransition
@@ -15,18 +12,9 @@ from shared.service import Gateway, submit_job
 from shared.settings import Settings
 from shared.synthesis import CustomVoiceRequest
 from tests.support.contracts import validate_schema
+from tests.support.firestore import as_json, stored_job
 
 ALICE = Principal(owner="alice", scopes=frozenset({Scope.USER}))
-
-
-def as_json(value: Any) -> Any:
-    if isinstance(value, dict):
-        return {k: as_json(v) for k, v in value.items()}
-    if isinstance(value, list):
-        return [as_json(v) for v in value]
-    if isinstance(value, datetime):
-        return value.isoformat()
-    return value
 
 
 def test_submitted_job_round_trips_and_matches_its_schema(
@@ -36,13 +24,7 @@ def test_submitted_job_round_trips_and_matches_its_schema(
     job = submit_job(cloud_gateway, principal=ALICE, request=request, idempotency_key="k1")
     assert cloud_gateway.jobs.get(job.id) == job
 
-    raw = (
-        firestore.Client(project=cloud_settings.project_id)
-        .collection(f"{cloud_settings.collection_prefix}jobs")
-        .document(job.id)
-        .get()
-        .to_dict()
-    )
+    raw = stored_job(cloud_settings, job.id)
     validate_schema("job-document.schema.json", as_json(raw))
     assert isinstance(raw["created_at"], datetime)  # stored as a timestamp, queryable by range
 

@@ -12,7 +12,6 @@ from typing import Any
 import google.cloud.pubsub_v1 as pubsub_v1
 import pytest
 import soundfile as sf
-from google.cloud import firestore
 from pytest_mock import MockerFixture
 
 from gpu_worker.bootstrap import Worker, bootstrap
@@ -25,8 +24,8 @@ from shared.messages import JobMessage, job_attributes
 from shared.service import Gateway, submit_job
 from shared.settings import Settings, WorkerSettings
 from shared.synthesis import CustomVoiceRequest
-from tests.integration.test_firestore_jobs import as_json
 from tests.support.contracts import validate_schema
+from tests.support.firestore import as_json, stored_job
 
 ALICE = Principal(owner="alice", scopes=frozenset({Scope.USER}))
 
@@ -113,13 +112,7 @@ def test_a_duplicated_job_message_is_synthesized_once(
     assert rate == done.result.sample_rate == 24000
     assert done.result.duration_s == pytest.approx(len(samples) / rate, abs=1e-6)
 
-    raw = (
-        firestore.Client(project=cloud_settings.project_id)
-        .collection(f"{cloud_settings.collection_prefix}jobs")
-        .document(job.id)
-        .get()
-        .to_dict()
-    )
+    raw = stored_job(cloud_settings, job.id)
     validate_schema("job-document.schema.json", as_json(raw))
     assert raw["result"]["duration_s"] == done.result.duration_s
 

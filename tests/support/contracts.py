@@ -40,15 +40,6 @@ def validate_schema(name: str, instance: object) -> None:
     validator.validate(instance)
 
 
-def validate_openapi_component(component: str, instance: object) -> None:
-    validator = Draft202012Validator(
-        {"$ref": f"openapi.yaml#/components/schemas/{component}"},
-        registry=_registry(),
-        format_checker=FormatChecker(),
-    )
-    validator.validate(instance)
-
-
 def _operation(method: str, path: str) -> tuple[str, dict[str, Any]]:
     for template, item in openapi()["paths"].items():
         pattern = "^" + re.sub(r"\{[^}]+\}", "[^/]+", template) + "$"

@@ -64,6 +64,20 @@ def new_job(gateway: Gateway) -> JobMessage:
     return JobMessage(job_id=job.id)
 
 
+def start_held_run(
+    gateway: Gateway, message: JobMessage, *, worker: str
+) -> tuple[threading.Thread, CountingSynth]:
+    """Start a run on a thread and hold it inside the synthesizer until ``release`` is set."""
+    synth = CountingSynth()
+    synth.release.clear()
+    thread = threading.Thread(
+        target=make_runner(gateway, synth, worker=worker).run, args=(message,)
+    )
+    thread.start()
+    assert synth.entered.wait(5)
+    return thread, synth
+
+
 def test_success_stores_a_wav_and_finishes_the_job(gateway: Gateway, fakes: Fakes) -> None:
     message = new_job(gateway)
     result = make_runner(gateway, CountingSynth()).run(message)
@@ -94,11 +108,7 @@ def test_duplicate_delivery_synthesizes_once(gateway: Gateway) -> None:
 
 def test_a_message_for_a_job_in_hand_elsewhere_is_acked_without_work(gateway: Gateway) -> None:
     message = new_job(gateway)
-    busy = CountingSynth()
-    busy.release.clear()
-    worker = threading.Thread(target=make_runner(gateway, busy, worker="w1").run, args=(message,))
-    worker.start()
-    assert busy.entered.wait(5)
+    worker, busy = start_held_run(gateway, message, worker="w1")
     other = CountingSynth()
     result = make_runner(gateway, other, worker="w2").run(message)
     busy.release.set()
@@ -149,11 +159,7 @@ def test_a_worker_that_outlived_its_lease_does_not_overwrite_the_new_holder(
     gateway: Gateway, fakes: Fakes
 ) -> None:
     message = new_job(gateway)
-    slow = CountingSynth()
-    slow.release.clear()
-    worker = threading.Thread(target=make_runner(gateway, slow, worker="w1").run, args=(message,))
-    worker.start()
-    assert slow.entered.wait(5)
+    worker, slow = start_held_run(gateway, message, worker="w1")
     fakes.clock.advance(120)  # w1's lease is long gone
     takeover = make_runner(gateway, CountingSynth(), worker="w2").run(message)
     assert takeover.outcome is Outcome.SUCCEEDED
