@@ -102,3 +102,19 @@ class ModelLoadError(ConfigurationError):
     """The configured model cannot be loaded."""
 
     code = "model_load_failed"
+
+
+class InvalidVoiceFile(PermanentError):
+    """A voice prompt file that must not be used: its ``reason`` says why (quarantine record)."""
+
+    code = "invalid_voice_file"
+
+    def __init__(self, message: str, *, reason: str) -> None:
+        super().__init__(message, details={"reason": reason})
+        self.reason = reason
+
+
+class SynthesisRunaway(SynthesisFailed):
+    """The model did not stop: the audio is far longer than the text could need."""
+
+    code = "synthesis_runaway"
