@@ -6,14 +6,15 @@ from dataclasses import dataclass
 
 import google.cloud.pubsub_v1 as pubsub_v1
 
-from gpu_worker.engine import QwenEngine
+from gpu_worker.engine import ModelSet, QwenEngine
 from gpu_worker.heartbeat import Heartbeat
+from gpu_worker.prompt_cache import PromptCache
 from gpu_worker.runner import JobRunner, RunnerConfig
 from gpu_worker.subscriber import HomeSubscriber
+from gpu_worker.tasks import TaskExecutor
 from shared.backends import BackendKind
 from shared.bootstrap import build_gateway
 from shared.errors import ConfigurationError
-from shared.ports import Synthesizer
 from shared.service import Gateway
 from shared.settings import Settings
 
@@ -26,20 +27,23 @@ class Worker:
     subscriber: HomeSubscriber
 
 
-def load_engine(settings: Settings) -> QwenEngine:
+def load_models(settings: Settings) -> ModelSet:
     w = settings.worker
-    engine = QwenEngine(
-        model_source=w.model, device=w.device, dtype=w.dtype, max_new_tokens=w.max_new_tokens
-    )
-    engine.load()
-    return engine
+    engines = []
+    for source in w.models:
+        engine = QwenEngine(
+            model_source=source, device=w.device, dtype=w.dtype, max_new_tokens=w.max_new_tokens
+        )
+        engine.load()
+        engines.append(engine)
+    return ModelSet(engines)
 
 
 def bootstrap(
     settings: Settings | None = None,
     *,
     gateway: Gateway | None = None,
-    engine: QwenEngine | None = None,
+    models: ModelSet | None = None,
     subscriber_client: pubsub_v1.SubscriberClient | None = None,
 ) -> Worker:
     settings = settings or Settings()
@@ -48,12 +52,21 @@ def bootstrap(
     if backend is None:
         raise ConfigurationError(f"worker backend {w.backend_id!r} is not declared in TTS_BACKENDS")
     gw = gateway or build_gateway(settings)
-    engine = engine or load_engine(settings)
-    synthesizer: Synthesizer = engine
+    models = models or load_models(settings)
+    executor = TaskExecutor(
+        gateway=gw,
+        models=models,
+        prompts=PromptCache(
+            blobs=gw.blobs,
+            max_bytes=w.prompt_cache_bytes,
+            max_file_bytes=settings.voices.max_prompt_bytes,
+        ),
+        max_chunk_chars=w.max_chunk_chars,
+    )
     runner = JobRunner(
         jobs=gw.jobs,
         blobs=gw.blobs,
-        synthesizer=synthesizer,
+        executor=executor,
         clock=gw.clock,
         config=RunnerConfig(
             worker_id=w.worker_id,
@@ -68,9 +81,9 @@ def bootstrap(
         backend_id=backend.id,
         kind=BackendKind(backend.kind),
         worker_id=w.worker_id,
-        modes=engine.modes,
-        models=(w.model,),
-        device=engine.device,
+        modes=models.modes,
+        models=models.sources,
+        device=models.device,
         clock=gw.clock,
         interval_s=w.heartbeat_s,
     )

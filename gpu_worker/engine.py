@@ -1,4 +1,5 @@
-"""The Qwen3-TTS engine: one model, loaded once, called with keyword-only typed arguments.
+"""The Qwen3-TTS engines: each wraps one model, loaded once, called with keyword-only typed
+arguments; a ``ModelSet`` holds the models one worker serves.
 
 Keyword-only methods make v1's argument-order and bytes-vs-base64 bugs (review 2.1, 2.3)
 impossible to write: every value is named, and typed as what it is.
@@ -10,17 +11,23 @@ import logging
 import math
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 
 import numpy as np
 import torch
-from qwen_tts import Qwen3TTSModel
+from qwen_tts import Qwen3TTSModel, VoiceClonePromptItem
+from shared.voice_file import PromptItem, VoicePromptFile
 
 from shared.audio import Waveform
 from shared.catalog import Language
-from shared.errors import ModelLoadError, SynthesisFailed, TransientError
-from shared.synthesis import CustomVoiceRequest, SynthesisRequest
+from shared.errors import (
+    ConfigurationError,
+    ModelLoadError,
+    SynthesisFailed,
+    SynthesisRunaway,
+    TransientError,
+)
 
 log = logging.getLogger(__name__)
 
@@ -34,7 +41,7 @@ SECONDS_PER_CHAR = 0.35
 MODES_BY_MODEL_TYPE: dict[str, tuple[str, ...]] = {
     "custom_voice": ("custom_voice",),
     "voice_design": ("voice_design",),
-    "base": ("voice_clone", "clone_prompt"),
+    "base": ("voice_clone", "clone_prompt", "create_voice"),
 }
 
 
@@ -120,35 +127,138 @@ class QwenEngine:
     def modes(self) -> tuple[str, ...]:
         return MODES_BY_MODEL_TYPE.get(self.model_type, ())
 
-    # -- synthesis --------------------------------------------------------------------------
-
-    def synthesize(self, request: SynthesisRequest) -> Waveform:
-        if request.mode not in self.modes:
-            raise SynthesisFailed(
-                f"this worker's model ({self.model_type}) cannot run mode {request.mode!r}"
-            )
-        match request:
-            case CustomVoiceRequest():
-                return self.generate_custom_voice(
-                    text=request.text,
-                    speaker=request.speaker,
-                    language=request.language,
-                    instruct=request.instruct,
-                )
+    # -- generation ---------------------------------------------------------------------------
 
     def generate_custom_voice(
-        self, *, text: str, speaker: str, language: Language, instruct: str | None = None
+        self,
+        *,
+        text: str,
+        speaker: str,
+        language: Language,
+        instruct: str | None = None,
+        seed: int | None = None,
     ) -> Waveform:
+        return self._generate(
+            "generate_custom_voice",
+            text=text,
+            seed=seed,
+            speaker=speaker,
+            language=_model_language(language),
+            instruct=instruct,
+        )
+
+    def generate_voice_design(
+        self, *, text: str, instruct: str, language: Language, seed: int | None = None
+    ) -> Waveform:
+        return self._generate(
+            "generate_voice_design",
+            text=text,
+            seed=seed,
+            instruct=instruct,
+            language=_model_language(language),
+        )
+
+    def generate_voice_clone(
+        self,
+        *,
+        text: str,
+        language: Language,
+        reference: Waveform,
+        ref_text: str | None,
+        x_vector_only: bool,
+        seed: int | None = None,
+    ) -> Waveform:
+        return self._generate(
+            "generate_voice_clone",
+            text=text,
+            seed=seed,
+            language=_model_language(language),
+            ref_audio=(reference.samples, reference.sample_rate),
+            ref_text=ref_text,
+            x_vector_only_mode=x_vector_only,
+        )
+
+    def generate_from_prompt(
+        self, *, text: str, language: Language, prompt: VoicePromptFile, seed: int | None = None
+    ) -> Waveform:
+        # A file may hold several items (a batch); one voice speaks with its first.
+        item = VoiceClonePromptItem(**prompt.items[0].as_kwargs())
+        return self._generate(
+            "generate_voice_clone",
+            text=text,
+            seed=seed,
+            language=_model_language(language),
+            voice_clone_prompt=[item],
+        )
+
+    def create_voice_prompt(
+        self, *, reference: Waveform, ref_text: str | None, x_vector_only: bool
+    ) -> tuple[PromptItem, ...]:
         model = self.model
         with self._generate_lock, _translated_generation_errors():
-            wavs, sample_rate = model.generate_custom_voice(
-                text=text,
-                speaker=speaker,
-                language=_model_language(language),
-                instruct=instruct,
-                max_new_tokens=token_budget(text, cap=self._max_new_tokens),
+            items = model.create_voice_clone_prompt(
+                ref_audio=(reference.samples, reference.sample_rate),
+                ref_text=ref_text,
+                x_vector_only_mode=x_vector_only,
             )
-        return _single(wavs, sample_rate)
+        return tuple(PromptItem.from_fields(item) for item in items)
+
+    def _generate(self, method: str, *, text: str, seed: int | None, **kwargs: object) -> Waveform:
+        model = self.model
+        budget = token_budget(text, cap=self._max_new_tokens)
+        with self._generate_lock, _translated_generation_errors():
+            if seed is not None:
+                # Under the lock: nothing else draws from the generator between seed and sample.
+                torch.manual_seed(seed)
+            wavs, sample_rate = getattr(model, method)(text=text, max_new_tokens=budget, **kwargs)
+        wave = _single(wavs, sample_rate)
+        frames = wave.duration_s * CODEC_FRAME_RATE_HZ
+        if frames >= budget - 1:
+            raise SynthesisRunaway(
+                f"the model did not stop: {wave.duration_s:.1f} s of audio for {len(text)} "
+                f"characters reached the {budget}-frame bound set for that text",
+                details={"duration_s": round(wave.duration_s, 3), "chars": len(text)},
+            )
+        return wave
+
+
+class ModelSet:
+    """The models one worker serves, at most one per model type; modes follow from them."""
+
+    def __init__(self, engines: Sequence[QwenEngine]) -> None:
+        by_type: dict[str, QwenEngine] = {}
+        for engine in engines:
+            if engine.model_type in by_type:
+                raise ConfigurationError(
+                    f"two {engine.model_type} models configured: "
+                    f"{by_type[engine.model_type].model_source} and {engine.model_source}"
+                )
+            by_type[engine.model_type] = engine
+        self._by_type = by_type
+
+    @property
+    def modes(self) -> tuple[str, ...]:
+        offered = {mode for t in self._by_type for mode in MODES_BY_MODEL_TYPE.get(t, ())}
+        if {"voice_design", "base"} <= self._by_type.keys():
+            offered.add("design_voice")
+        offered.add("normalize")
+        return tuple(sorted(offered))
+
+    @property
+    def sources(self) -> tuple[str, ...]:
+        return tuple(e.model_source for e in self._by_type.values())
+
+    @property
+    def device(self) -> str:
+        return next(iter(self._by_type.values())).device
+
+    def of_type(self, model_type: str) -> QwenEngine:
+        try:
+            return self._by_type[model_type]
+        except KeyError:
+            raise SynthesisFailed(
+                f"this worker has no {model_type} model (it has {sorted(self._by_type)})"
+            ) from None
 
 
 def _model_language(language: Language) -> str:

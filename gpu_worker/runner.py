@@ -12,12 +12,17 @@ import threading
 from dataclasses import dataclass
 from enum import StrEnum
 from types import TracebackType
+from typing import TYPE_CHECKING, Protocol
 
 from shared.audio import encode
+from shared.audio_formats import AudioFormat
 from shared.errors import InvalidTransition, NotFound, PermanentError, TransientError
 from shared.jobs import AudioResult, Job, JobError
 from shared.messages import JobMessage
-from shared.ports import BlobStore, Clock, JobStore, Synthesizer
+from shared.ports import BlobStore, Clock, JobStore
+
+if TYPE_CHECKING:
+    from gpu_worker.tasks import TaskOutput
 
 log = logging.getLogger(__name__)
 
@@ -42,6 +47,12 @@ class RunResult:
         return self.outcome is not Outcome.RETRY
 
 
+class Executor(Protocol):
+    """Does a job's work (``gpu_worker.tasks.TaskExecutor``; fakes in tests)."""
+
+    def execute(self, job: Job) -> TaskOutput: ...
+
+
 @dataclass(frozen=True, kw_only=True)
 class RunnerConfig:
     worker_id: str
@@ -56,14 +67,14 @@ class JobRunner:
         *,
         jobs: JobStore,
         blobs: BlobStore,
-        synthesizer: Synthesizer,
+        executor: Executor,
         clock: Clock,
         config: RunnerConfig,
         audio_prefix: str,
     ) -> None:
         self._jobs = jobs
         self._blobs = blobs
-        self._synthesizer = synthesizer
+        self._executor = executor
         self._clock = clock
         self._config = config
         self._audio_prefix = audio_prefix
@@ -86,7 +97,8 @@ class JobRunner:
         log.info("job claimed", extra={"job_id": job_id, "attempt": job.attempts})
         try:
             with _LeaseKeeper(self._jobs, job_id, config=cfg, clock=self._clock):
-                result = self._synthesize_and_store(job)
+                output = self._executor.execute(job)
+                result = self._store_audio(job, output)
         except PermanentError as exc:
             return self._finish_failed(job, exc.code, exc.message)
         except TransientError as exc:
@@ -95,13 +107,15 @@ class JobRunner:
                     job, exc.code, f"gave up after {job.attempts} attempts: {exc.message}"
                 )
             return self._release(job, exc)
-        return self._finish_succeeded(job, result)
+        return self._finish_succeeded(job, result, voice_id=output.voice_id)
 
     # -- steps ------------------------------------------------------------------------------
 
-    def _synthesize_and_store(self, job: Job) -> AudioResult:
-        wave = self._synthesizer.synthesize(job.request)
-        audio = encode(wave, fmt=job.request.format)
+    def _store_audio(self, job: Job, output: TaskOutput) -> AudioResult | None:
+        if output.audio is None:
+            return None
+        fmt: AudioFormat = getattr(job.request, "format", AudioFormat.WAV)
+        audio = encode(output.audio, fmt=fmt)
         path = f"{self._audio_prefix}{job.id}.{audio.extension}"
         stored = self._blobs.put(path, audio.data, content_type=audio.content_type)
         return AudioResult(
@@ -113,14 +127,27 @@ class JobRunner:
             bytes=stored.size,
         )
 
-    def _finish_succeeded(self, job: Job, result: AudioResult) -> RunResult:
+    def _finish_succeeded(
+        self, job: Job, result: AudioResult | None, *, voice_id: str | None
+    ) -> RunResult:
         worker = self._config.worker_id
         try:
-            self._jobs.update(job.id, lambda j: j.succeed(worker, result=result, now=self._clock()))
+            self._jobs.update(
+                job.id,
+                lambda j: j.succeed(worker, result=result, voice_id=voice_id, now=self._clock()),
+            )
         except InvalidTransition as exc:
             # Another worker took the job over after our lease ran out; its result stands.
             return self._skip(job.id, f"lost the lease before finishing: {exc.message}")
-        log.info("job succeeded", extra={"job_id": job.id, "duration_s": result.duration_s})
+        log.info(
+            "job succeeded",
+            extra={
+                "job_id": job.id,
+                "duration_s": result.duration_s if result else None,
+                "voice_id": voice_id,
+            },
+        )
+        self._report_to_parent(job, succeeded=True)
         return RunResult(job.id, Outcome.SUCCEEDED)
 
     def _finish_failed(self, job: Job, code: str, message: str) -> RunResult:
@@ -131,7 +158,25 @@ class JobRunner:
         except InvalidTransition as exc:
             return self._skip(job.id, f"lost the lease before failing: {exc.message}")
         log.warning("job failed", extra={"job_id": job.id, "code": code, "error": message})
+        self._report_to_parent(job, succeeded=False)
         return RunResult(job.id, Outcome.FAILED, message)
+
+    def _report_to_parent(self, job: Job, *, succeeded: bool) -> None:
+        parent_id: str | None = getattr(job.request, "parent_id", None)
+        if parent_id is None:
+            return
+        try:
+            self._jobs.update(
+                parent_id,
+                lambda p: p.child_finished(job.id, succeeded=succeeded, now=self._clock()),
+            )
+        except InvalidTransition:
+            pass  # counted already (a redelivery); counting is idempotent by child id
+        except (NotFound, TransientError) as exc:
+            log.warning(
+                "parent not updated",
+                extra={"job_id": job.id, "parent_id": parent_id, "error": exc.message},
+            )
 
     def _release(self, job: Job, exc: TransientError) -> RunResult:
         worker = self._config.worker_id

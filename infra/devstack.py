@@ -7,6 +7,7 @@ starts runs in its own process group and is stopped on exit, Ctrl-C included.
 from __future__ import annotations
 
 import argparse
+import json
 import os
 import signal
 import socket
@@ -31,8 +32,8 @@ READY_TIMEOUT_S = 120.0
 
 @dataclass
 class DevStack:
-    model: str
-    """Worker model source: a Hugging Face id or a local directory."""
+    models: tuple[str, ...]
+    """Worker model sources: Hugging Face ids or local directories, one per model type."""
     api_port: int | None = None
     extra_env: dict[str, str] = field(default_factory=dict)
     run_dir: Path = field(default_factory=lambda: Path(tempfile.mkdtemp(prefix="tts-dev-")))
@@ -49,7 +50,7 @@ class DevStack:
         env = dict(os.environ)
         env.update(self.emulators.env)
         env["PYTHONPATH"] = str(REPO_ROOT)
-        env["TTS_WORKER__MODEL"] = self.model
+        env["TTS_WORKER__MODELS"] = json.dumps(list(self.models))
         env.update(self.extra_env)
         return env
 
@@ -130,24 +131,30 @@ def _answers(url: str) -> bool:
         return False
 
 
-def _model_source(model: str) -> str:
-    if model != "tiny":
-        return model
+def _model_sources(models: str) -> tuple[str, ...]:
+    """``tiny``: one offline tiny model of each type; else comma-separated ids or directories."""
+    if models != "tiny":
+        return tuple(m.strip() for m in models.split(",") if m.strip())
     from gpu_worker.tiny_model import build_tiny_model
 
-    return str(build_tiny_model(TINY_MODEL_DIR / "custom_voice", model_type="custom_voice"))
+    return tuple(
+        str(build_tiny_model(TINY_MODEL_DIR / model_type, model_type=model_type))
+        for model_type in ("custom_voice", "voice_design", "base")
+    )
 
 
 def main() -> int:
     parser = argparse.ArgumentParser(prog="python -m infra.devstack")
-    parser.add_argument("--model", default="", help="HF id or directory; 'tiny' for offline noise")
+    parser.add_argument(
+        "--model", default="", help="HF ids or directories, comma-separated; 'tiny' for noise"
+    )
     parser.add_argument("--port", type=int, default=8080)
     args = parser.parse_args()
     from shared.settings import DEFAULT_MODEL
 
-    model = _model_source(args.model or DEFAULT_MODEL)
+    models = _model_sources(args.model or DEFAULT_MODEL)
     port = args.port if _port_free(args.port) else free_port()
-    stack = DevStack(model=model, api_port=port)
+    stack = DevStack(models=models, api_port=port)
     signal.signal(signal.SIGTERM, _interrupt)
     try:
         stack.start()

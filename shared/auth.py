@@ -56,6 +56,13 @@ class Principal(BaseModel):
     def may_see(self, owner: str) -> bool:
         return self.admin or owner == self.owner
 
+    def may_see_voice(self, owner: str | None) -> bool:
+        """Voices without an owner form the shared library everyone may use."""
+        return owner is None or self.may_see(owner)
+
+    def may_change_voice(self, owner: str | None) -> bool:
+        return self.admin or (owner is not None and owner == self.owner)
+
     def require(self, scope: Scope) -> None:
         if scope not in self.scopes:
             raise Forbidden(f"this key lacks the {scope} scope")

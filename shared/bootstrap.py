@@ -13,10 +13,19 @@ from shared.adapters.firestore import (
     FirestoreApiKeyStore,
     FirestoreBackendStore,
     FirestoreJobStore,
+    FirestoreVoiceStore,
 )
 from shared.adapters.pubsub import PubSubPublisher, low_latency_publisher
 from shared.keycache import CachedApiKeyStore
-from shared.ports import ApiKeyStore, BackendStore, BlobStore, Clock, JobStore, Publisher
+from shared.ports import (
+    ApiKeyStore,
+    BackendStore,
+    BlobStore,
+    Clock,
+    JobStore,
+    Publisher,
+    VoiceStore,
+)
 from shared.service import Gateway
 from shared.settings import Settings
 
@@ -33,6 +42,7 @@ def build_gateway(
     publisher: Publisher | None = None,
     keys: ApiKeyStore | None = None,
     backends: BackendStore | None = None,
+    voices: VoiceStore | None = None,
     clock: Clock | None = None,
 ) -> Gateway:
     @cache
@@ -52,5 +62,6 @@ def build_gateway(
             ttl_s=settings.api.key_cache_ttl_s,
         ),
         backends=backends or FirestoreBackendStore(db(), collection=f"{prefix}backends"),
+        voices=voices or FirestoreVoiceStore(db(), collection=f"{prefix}voices"),
         clock=clock or utc_now,
     )

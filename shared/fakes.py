@@ -6,16 +6,19 @@ a test that passes against a fake exercises the same core code as production.
 
 from __future__ import annotations
 
+import itertools
 import threading
+from collections import Counter
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 
 from shared.auth import ApiKey
 from shared.backends import BackendHeartbeat
-from shared.errors import NotFound, TransientError
+from shared.errors import NotFound, PayloadTooLarge, TransientError
 from shared.jobs import Job
 from shared.ports import StoredBlob
+from shared.voices import Voice
 
 
 class InMemoryJobStore:
@@ -49,19 +52,44 @@ class InMemoryJobStore:
 
 
 class InMemoryBlobStore:
+    """Objects with GCS-like generations; ``downloads`` counts ``get`` calls per path."""
+
     def __init__(self, bucket: str = "fake-bucket") -> None:
         self.bucket = bucket
         self.objects: dict[str, tuple[bytes, str]] = {}
+        self.generations: dict[str, int] = {}
+        self.downloads: Counter[str] = Counter()
+        self._next_generation = itertools.count(1_700_000_000_000_000)
 
     def put(self, path: str, data: bytes, *, content_type: str) -> StoredBlob:
         self.objects[path] = (data, content_type)
-        return StoredBlob(uri=f"gs://{self.bucket}/{path}", size=len(data), generation=1)
+        self.generations[path] = next(self._next_generation)
+        return StoredBlob(
+            uri=f"gs://{self.bucket}/{path}", size=len(data), generation=self.generations[path]
+        )
 
-    def get(self, path: str) -> bytes:
+    def get(self, path: str, *, max_bytes: int | None = None) -> bytes:
         try:
-            return self.objects[path][0]
+            data = self.objects[path][0]
         except KeyError:
             raise NotFound(f"no object {path!r}") from None
+        if max_bytes is not None and len(data) > max_bytes:
+            raise PayloadTooLarge(f"{path} is {len(data)} bytes; the limit is {max_bytes}")
+        self.downloads[path] += 1
+        return data
+
+    def copy(self, source: str, destination: str) -> StoredBlob:
+        try:
+            data, content_type = self.objects[source]
+        except KeyError:
+            raise NotFound(f"no object {source!r}") from None
+        return self.put(destination, data, content_type=content_type)
+
+    def delete(self, path: str, *, if_generation: int | None = None) -> bool:
+        if if_generation is not None and self.generations.get(path) != if_generation:
+            return False
+        self.generations.pop(path, None)
+        return self.objects.pop(path, None) is not None
 
     def signed_url(self, path: str, *, ttl_s: int, method: str = "GET") -> str:
         return f"https://signed.invalid/{self.bucket}/{path}?method={method}&ttl={ttl_s}"
@@ -109,6 +137,48 @@ class InMemoryBackendStore:
 
     def get(self, backend_id: str) -> BackendHeartbeat | None:
         return self.beats.get(backend_id)
+
+
+class InMemoryVoiceStore:
+    def __init__(self) -> None:
+        self._voices: dict[str, Voice] = {}
+        self._lock = threading.Lock()
+
+    def get(self, voice_id: str) -> Voice | None:
+        with self._lock:
+            return self._voices.get(voice_id)
+
+    def update(self, voice_id: str, change: Callable[[Voice | None], Voice | None]) -> Voice | None:
+        with self._lock:
+            current = self._voices.get(voice_id)
+            updated = change(current)
+            if updated is None:
+                return current
+            self._voices[voice_id] = updated
+            return updated
+
+    def delete(self, voice_id: str) -> None:
+        with self._lock:
+            self._voices.pop(voice_id, None)
+
+    def query(
+        self,
+        *,
+        character: str | None = None,
+        emotion: str | None = None,
+        tag: str | None = None,
+        limit: int,
+    ) -> list[Voice]:
+        with self._lock:
+            found = [
+                v
+                for v in self._voices.values()
+                if v.active
+                and (character is None or v.traits.character == character)
+                and (emotion is None or v.traits.emotion == emotion)
+                and (tag is None or tag in v.traits.tags)
+            ]
+        return sorted(found, key=lambda v: v.id)[:limit]
 
 
 class FakeClock:

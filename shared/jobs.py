@@ -15,7 +15,7 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from shared.audio_formats import AudioFormat
 from shared.errors import InvalidTransition
-from shared.synthesis import SynthesisRequest
+from shared.synthesis import JobRequest
 
 
 class JobState(StrEnum):
@@ -71,14 +71,18 @@ class Job(BaseModel):
     id: str
     owner: str
     kind: str = "synthesis"
-    request: SynthesisRequest
+    request: JobRequest
     state: JobState = JobState.QUEUED
     backend: str
     attempts: int = 0
     lease: Lease | None = None
     idempotency_key: str | None = None
     result: AudioResult | None = None
+    voice_id: str | None = None
+    """The voice a ``create_voice`` or ``design_voice`` job registered."""
     error: JobError | None = None
+    children_done: dict[str, bool] = Field(default_factory=dict)
+    """A cast parent: which children finished, and whether each succeeded."""
     created_at: datetime
     updated_at: datetime
     state_times: dict[JobState, datetime] = Field(default_factory=dict)
@@ -117,9 +121,18 @@ class Job(BaseModel):
             }
         )
 
-    def succeed(self, worker: str, *, result: AudioResult, now: datetime) -> Job:
+    def succeed(
+        self,
+        worker: str,
+        *,
+        result: AudioResult | None,
+        voice_id: str | None = None,
+        now: datetime,
+    ) -> Job:
         self._require_holder(worker)
-        return self._moved(JobState.SUCCEEDED, now=now, lease=None, result=result, error=None)
+        return self._moved(
+            JobState.SUCCEEDED, now=now, lease=None, result=result, voice_id=voice_id, error=None
+        )
 
     def fail(self, worker: str, *, error: JobError, now: datetime) -> Job:
         self._require_holder(worker)
@@ -134,6 +147,27 @@ class Job(BaseModel):
         if self.state is not JobState.RUNNING or self.lease is None or self.lease.live(now):
             raise InvalidTransition("job has no expired lease")
         return self._moved(JobState.QUEUED, now=now, lease=None)
+
+    def child_finished(self, child_id: str, *, succeeded: bool, now: datetime) -> Job:
+        """A cast parent hears that one child is done; the last one settles the parent."""
+        children = getattr(self.request, "children", ())
+        if child_id not in children:
+            raise InvalidTransition(f"{child_id} is not a child of job {self.id}")
+        if self.state.terminal or child_id in self.children_done:
+            raise InvalidTransition(f"job {self.id} already counted {child_id}")
+        done = {**self.children_done, child_id: succeeded}
+        if len(done) < len(children):
+            if self.state is JobState.RUNNING:
+                return self.model_copy(update={"children_done": done, "updated_at": now})
+            return self._moved(JobState.RUNNING, now=now, children_done=done)
+        failed = sorted(c for c, ok in done.items() if not ok)
+        if not failed:
+            return self._moved(JobState.SUCCEEDED, now=now, children_done=done)
+        error = JobError(
+            code="children_failed",
+            message=f"{len(failed)} of {len(children)} items failed: {', '.join(failed)}",
+        )
+        return self._moved(JobState.FAILED, now=now, children_done=done, error=error)
 
     def cancel(self, *, now: datetime) -> Job:
         if self.state.terminal:

@@ -5,15 +5,12 @@ from __future__ import annotations
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from datetime import datetime
-from typing import TYPE_CHECKING, Protocol
+from typing import Protocol
 
 from shared.auth import ApiKey
 from shared.backends import BackendHeartbeat
 from shared.jobs import Job
-from shared.synthesis import SynthesisRequest
-
-if TYPE_CHECKING:
-    from shared.audio import Waveform
+from shared.voices import Voice
 
 Clock = Callable[[], datetime]
 
@@ -44,7 +41,15 @@ class StoredBlob:
 class BlobStore(Protocol):
     def put(self, path: str, data: bytes, *, content_type: str) -> StoredBlob: ...
 
-    def get(self, path: str) -> bytes: ...
+    def get(self, path: str, *, max_bytes: int | None = None) -> bytes:
+        """Raise ``NotFound`` when absent, ``PayloadTooLarge`` when over ``max_bytes``."""
+        ...
+
+    def copy(self, source: str, destination: str) -> StoredBlob: ...
+
+    def delete(self, path: str, *, if_generation: int | None = None) -> bool:
+        """Delete the object (only that generation, if given); return whether it existed."""
+        ...
 
     def signed_url(self, path: str, *, ttl_s: int, method: str = "GET") -> str: ...
 
@@ -67,5 +72,26 @@ class BackendStore(Protocol):
     def get(self, backend_id: str) -> BackendHeartbeat | None: ...
 
 
-class Synthesizer(Protocol):
-    def synthesize(self, request: SynthesisRequest) -> Waveform: ...
+class VoiceStore(Protocol):
+    def get(self, voice_id: str) -> Voice | None: ...
+
+    def update(self, voice_id: str, change: Callable[[Voice | None], Voice | None]) -> Voice | None:
+        """Apply ``change`` to the current voice (or ``None``) atomically.
+
+        ``change`` returns the voice to store, or ``None`` to leave the record as it is. Returns
+        the stored voice afterwards.
+        """
+        ...
+
+    def delete(self, voice_id: str) -> None: ...
+
+    def query(
+        self,
+        *,
+        character: str | None = None,
+        emotion: str | None = None,
+        tag: str | None = None,
+        limit: int,
+    ) -> list[Voice]:
+        """Active voices matching every given equality filter, at most ``limit``."""
+        ...

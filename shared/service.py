@@ -12,14 +12,43 @@ import uuid
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
+from shared.audio_input import CONTENT_TYPES, AudioContainer, sniff_container
 from shared.auth import Principal
-from shared.errors import Conflict, InvalidRequest, NotFound, TransientError
+from shared.bodies import (
+    CastBody,
+    ClonePromptBody,
+    CreateVoiceBody,
+    NormalizeBody,
+    SpeechBody,
+    VoiceCloneBody,
+)
+from shared.casting import cast_instruct
+from shared.errors import Conflict, InvalidRequest, NotFound, PayloadTooLarge, TransientError
 from shared.jobs import Job, JobState
 from shared.messages import JobMessage, job_attributes
-from shared.ports import ApiKeyStore, BackendStore, BlobStore, Clock, JobStore, Publisher
+from shared.ports import (
+    ApiKeyStore,
+    BackendStore,
+    BlobStore,
+    Clock,
+    JobStore,
+    Publisher,
+    VoiceStore,
+)
 from shared.routing import choose_backend
 from shared.settings import Settings
-from shared.synthesis import SynthesisRequest
+from shared.synthesis import (
+    AudioRef,
+    CastRequest,
+    ClonePromptRequest,
+    CreateVoiceRequest,
+    DesignVoiceRequest,
+    JobRequest,
+    NormalizeRequest,
+    VoiceCloneRequest,
+    VoiceTraits,
+)
+from shared.voices import REFERENCE_SUFFIX, Voice, prompt_object_name, voice_id_for
 
 log = logging.getLogger(__name__)
 
@@ -40,6 +69,7 @@ class Gateway:
     publisher: Publisher
     keys: ApiKeyStore
     backends: BackendStore
+    voices: VoiceStore
     clock: Clock
     new_id: Callable[[], str] = field(default=_random_id)
 
@@ -48,14 +78,10 @@ def submit_job(
     gw: Gateway,
     *,
     principal: Principal,
-    request: SynthesisRequest,
+    request: SpeechBody,
     idempotency_key: str | None = None,
 ) -> Job:
-    """Persist a job, then route and publish it. The job exists before anyone hears 'accepted'.
-
-    A failed publish does not lose the job: it stays ``queued`` and the monitor re-publishes
-    queued jobs that no worker picked up.
-    """
+    """Turn a speech body into a job: store its reference audio, resolve its voice, submit."""
     limit = gw.settings.api.max_text_chars
     if len(request.text) > limit:
         raise InvalidRequest(
@@ -63,35 +89,224 @@ def submit_job(
             field="text",
             details={"max_chars": limit},
         )
-    backend = choose_backend(gw.settings.backends, mode=request.mode)
-    now = gw.clock()
     job_id = _job_id(gw, owner=principal.owner, idempotency_key=idempotency_key)
-    candidate = Job(
-        id=job_id,
-        owner=principal.owner,
-        request=request,
-        backend=backend.id,
-        idempotency_key=idempotency_key,
-        created_at=now,
-        updated_at=now,
-        state_times={JobState.QUEUED: now},
+    stored: JobRequest
+    match request:
+        case VoiceCloneBody():
+            fields = request.model_dump(exclude={"mode", "ref_audio"})
+            reference = _store_upload(
+                gw, request.ref_audio, path=f"{_upload_dir(gw, job_id)}reference", field="ref_audio"
+            )
+            stored = VoiceCloneRequest(**fields, reference=reference)
+        case ClonePromptBody():
+            voice = find_voice(gw, principal=principal, ref=request.voice)
+            fields = request.model_dump(exclude={"mode", "voice"})
+            stored = ClonePromptRequest(**fields, voice_id=voice.id)
+        case _:
+            stored = request
+    return _submit(gw, job_id=job_id, principal=principal, request=stored, key=idempotency_key)
+
+
+def create_voice(
+    gw: Gateway,
+    *,
+    principal: Principal,
+    body: CreateVoiceBody,
+    audio: bytes | None = None,
+    idempotency_key: str | None = None,
+) -> Job:
+    """Accept reference audio; a worker builds the clone prompt and registers the voice."""
+    data = body.ref_audio if body.ref_audio is not None else audio
+    if data is None:
+        raise InvalidRequest(
+            "send the reference audio as ref_audio or a file part", field="ref_audio"
+        )
+    job_id = _job_id(gw, owner=principal.owner, idempotency_key=idempotency_key)
+    stem = job_id
+    prefix = gw.settings.voices.prefix
+    reference = _store_upload(gw, data, path=f"{prefix}{stem}{REFERENCE_SUFFIX}", field="ref_audio")
+    request = CreateVoiceRequest(
+        voice_id=voice_id_for(
+            bucket=gw.settings.bucket, object_name=prompt_object_name(prefix=prefix, stem=stem)
+        ),
+        name=body.name,
+        reference=reference,
+        ref_text=body.ref_text,
+        x_vector_only=body.x_vector_only,
+        traits=body.traits(),
+    )
+    return _submit(gw, job_id=job_id, principal=principal, request=request, key=idempotency_key)
+
+
+def normalize_audio(
+    gw: Gateway,
+    *,
+    principal: Principal,
+    body: NormalizeBody,
+    idempotency_key: str | None = None,
+) -> Job:
+    job_id = _job_id(gw, owner=principal.owner, idempotency_key=idempotency_key)
+    source = _store_upload(gw, body.audio, path=f"{_upload_dir(gw, job_id)}source", field="audio")
+    request = NormalizeRequest(
+        source=source, target_lufs=body.target_lufs, peak_dbfs=body.peak_dbfs, format=body.format
+    )
+    return _submit(gw, job_id=job_id, principal=principal, request=request, key=idempotency_key)
+
+
+def cast_voices(
+    gw: Gateway,
+    *,
+    principal: Principal,
+    body: CastBody,
+    idempotency_key: str | None = None,
+) -> Job:
+    """Design one voice per emotion / intensity and lock each as a registered clone prompt.
+
+    One parent job (no worker runs it) and one ``design_voice`` job per item; each child
+    reports into the parent when it finishes, so the parent shows the progress.
+    """
+    limit = gw.settings.voices.max_cast_items
+    if len(body.items) > limit:
+        raise InvalidRequest(
+            f"a cast has at most {limit} items", field="items", details={"max_items": limit}
+        )
+    parent_id = _job_id(gw, owner=principal.owner, idempotency_key=idempotency_key)
+    prefix = gw.settings.voices.prefix
+    children: list[DesignVoiceRequest] = []
+    for index, item in enumerate(body.items):
+        stem = f"{parent_id}-{index}"
+        children.append(
+            DesignVoiceRequest(
+                text=item.text or body.text,
+                language=body.language,
+                seed=None if body.seed is None else body.seed + index,
+                instruct=cast_instruct(
+                    body.base_description, emotion=item.emotion, intensity=item.intensity
+                ),
+                voice_id=voice_id_for(
+                    bucket=gw.settings.bucket,
+                    object_name=prompt_object_name(prefix=prefix, stem=stem),
+                ),
+                name=f"{body.character} ({item.emotion}, {item.intensity})",
+                traits=VoiceTraits(
+                    character=body.character,
+                    emotion=item.emotion,
+                    intensity=item.intensity,
+                    description=body.base_description,
+                    tags=body.tags,
+                ),
+                parent_id=parent_id,
+            )
+        )
+    child_ids = tuple(f"{parent_id}-{i}" for i in range(len(children)))
+    # Route every child before storing anything: a cast no backend can run is refused whole.
+    backends = [choose_backend(gw.settings.backends, mode=c.mode) for c in children]
+    parent = _new_job(
+        gw,
+        job_id=parent_id,
+        principal=principal,
+        request=CastRequest(character=body.character, children=child_ids),
+        backend="",
+        key=idempotency_key,
+    )
+    parent, created = gw.jobs.create(parent)
+    if not created:
+        return _existing(parent, request=parent.request)
+    for child_id, request, backend in zip(child_ids, children, backends, strict=True):
+        child = _new_job(
+            gw, job_id=child_id, principal=principal, request=request, backend=backend.id, key=None
+        )
+        child, _ = gw.jobs.create(child)
+        if child.state is JobState.QUEUED:
+            publish_job(gw, child)
+    return parent
+
+
+def _submit(
+    gw: Gateway, *, job_id: str, principal: Principal, request: JobRequest, key: str | None
+) -> Job:
+    """Persist a job, then route and publish it. The job exists before anyone hears 'accepted'.
+
+    A failed publish does not lose the job: it stays ``queued`` and the monitor re-publishes
+    queued jobs that no worker picked up.
+    """
+    backend = choose_backend(gw.settings.backends, mode=request.mode)
+    candidate = _new_job(
+        gw, job_id=job_id, principal=principal, request=request, backend=backend.id, key=key
     )
     job, created = gw.jobs.create(candidate)
     if not created:
-        if job.request != request:
-            raise Conflict(
-                "Idempotency-Key was already used for a different request",
-                field="Idempotency-Key",
-                details={"job_id": job.id},
-            )
+        job = _existing(job, request=request)
         if job.state is not JobState.QUEUED:
             return job
     publish_job(gw, job)
     return job
 
 
+def _new_job(
+    gw: Gateway,
+    *,
+    job_id: str,
+    principal: Principal,
+    request: JobRequest,
+    backend: str,
+    key: str | None,
+) -> Job:
+    now = gw.clock()
+    return Job(
+        id=job_id,
+        owner=principal.owner,
+        request=request,
+        backend=backend,
+        idempotency_key=key,
+        created_at=now,
+        updated_at=now,
+        state_times={JobState.QUEUED: now},
+    )
+
+
+def _existing(job: Job, *, request: JobRequest) -> Job:
+    if job.request != request:
+        raise Conflict(
+            "Idempotency-Key was already used for a different request",
+            field="Idempotency-Key",
+            details={"job_id": job.id},
+        )
+    return job
+
+
+def _upload_dir(gw: Gateway, job_id: str) -> str:
+    return f"{gw.settings.voices.upload_prefix}{job_id}/"
+
+
+def _store_upload(gw: Gateway, data: bytes, *, path: str, field: str) -> AudioRef:
+    """Check an uploaded clip's size and container, and store it as ``<path>.<ext>``."""
+    limit = gw.settings.voices.max_audio_bytes
+    if len(data) > limit:
+        raise PayloadTooLarge(
+            f"{field} is {len(data)} bytes; the limit is {limit}",
+            field=field,
+            details={"max_bytes": limit},
+        )
+    container = sniff_container(data)
+    if container is None:
+        raise InvalidRequest(
+            f"{field} is not audio in an accepted format",
+            field=field,
+            details={"accepted": [c.value for c in AudioContainer]},
+        )
+    stored = gw.blobs.put(f"{path}.{container.value}", data, content_type=CONTENT_TYPES[container])
+    return AudioRef(
+        path=stored.uri.removeprefix(f"gs://{gw.settings.bucket}/"),
+        container=container,
+        bytes=len(data),
+    )
+
+
 def publish_job(gw: Gateway, job: Job) -> bool:
     """Tell the job's backend about it. Returns whether the message went out."""
+    if not job.backend:
+        return False  # a cast parent: bookkeeping only, never routed
     data = JobMessage(job_id=job.id).encode()
     attributes = job_attributes(backend=job.backend, mode=job.request.mode)
     attempts = gw.settings.api.publish_attempts
@@ -115,6 +330,28 @@ def get_job(gw: Gateway, *, principal: Principal, job_id: str) -> Job:
     if job is None or not principal.may_see(job.owner):
         raise NotFound(f"no job {job_id!r}")
     return job
+
+
+def find_voice(gw: Gateway, *, principal: Principal, ref: str) -> Voice:
+    """The active voice ``ref`` names, by id or else by (case-insensitive) name."""
+    voice = gw.voices.get(ref) if ref.isalnum() and len(ref) <= 64 else None
+    if voice is not None and voice.active and principal.may_see_voice(voice.owner):
+        return voice
+    wanted = ref.casefold()
+    named = [
+        v
+        for v in gw.voices.query(limit=gw.settings.voices.max_list)
+        if v.name.casefold() == wanted and principal.may_see_voice(v.owner)
+    ]
+    if not named:
+        raise NotFound(f"no voice {ref!r}", field="voice")
+    if len(named) > 1:
+        raise Conflict(
+            f"{len(named)} voices are named {ref!r}; use a voice id",
+            field="voice",
+            details={"voice_ids": sorted(v.id for v in named)},
+        )
+    return named[0]
 
 
 def audio_url(gw: Gateway, *, principal: Principal, job_id: str) -> str:

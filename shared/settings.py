@@ -18,7 +18,8 @@ DEFAULT_MODEL = "Qwen/Qwen3-TTS-12Hz-1.7B-CustomVoice"
 class ApiSettings(BaseModel):
     model_config = ConfigDict(frozen=True)
 
-    max_body_bytes: int = Field(default=1_048_576, gt=0)
+    max_body_bytes: int = Field(default=16 * 1024 * 1024, gt=0, le=32 * 1024 * 1024)
+    """Room for a base64 reference clip; Cloud Functions caps requests at 32 MB."""
     max_text_chars: int = Field(default=5_000, gt=0, le=100_000)
     signed_url_ttl_s: int = Field(default=900, gt=0, le=3600)
     """Signed URLs live at most an hour (design invariant 6)."""
@@ -27,14 +28,33 @@ class ApiSettings(BaseModel):
     """How long a verified API key is trusted before it is read again (revocation delay)."""
 
 
+class VoiceSettings(BaseModel):
+    model_config = ConfigDict(frozen=True)
+
+    prefix: str = "voice-prompts/"
+    """Where prompt files live; a ``.pt`` finalized here is validated and registered."""
+    quarantine_prefix: str = "quarantine/"
+    upload_prefix: str = "uploads/"
+    max_prompt_bytes: int = Field(default=16 * 1024 * 1024, gt=0, le=64 * 1024 * 1024)
+    max_sidecar_bytes: int = Field(default=64 * 1024, gt=0)
+    max_audio_bytes: int = Field(default=10 * 1024 * 1024, gt=0, le=32 * 1024 * 1024)
+    """Uploaded audio: reference clips and clips to normalise."""
+    max_reference_s: float = Field(default=60.0, gt=0, le=600)
+    max_normalize_s: float = Field(default=1800.0, gt=0)
+    max_list: int = Field(default=5000, gt=0)
+    """Most voices one listing query reads before filtering and paging."""
+    max_cast_items: int = Field(default=20, gt=0, le=100)
+
+
 class WorkerSettings(BaseModel):
     model_config = ConfigDict(frozen=True)
 
     backend_id: str = "home-4090"
     worker_id: str = "home-4090-1"
     subscription: str = "tts-jobs-home-4090"
-    model: str = DEFAULT_MODEL
-    """A Hugging Face id or a local directory."""
+    models: tuple[str, ...] = Field(default=(DEFAULT_MODEL,), min_length=1, max_length=3)
+    """Hugging Face ids or local directories, at most one per model type (custom_voice,
+    voice_design, base); the modes the worker offers follow from the types loaded."""
     device: str = "auto"
     """``auto`` picks ``cuda:0`` when present, else ``cpu``."""
     dtype: str = "auto"
@@ -43,6 +63,10 @@ class WorkerSettings(BaseModel):
     heartbeat_s: float = Field(default=15.0, gt=0)
     shutdown_grace_s: float = Field(default=300.0, gt=0)
     max_new_tokens: int = Field(default=2048, gt=0)
+    max_chunk_chars: int = Field(default=300, ge=20, le=5000)
+    """Longer text is split at sentence boundaries and synthesized chunk by chunk."""
+    prompt_cache_bytes: int = Field(default=256 * 1024 * 1024, ge=0)
+    """Voice prompts kept in memory, keyed by GCS generation."""
     max_attempts: int = Field(default=3, ge=1, le=10)
     """Transient failures a job may have on this backend before it fails for good."""
 
@@ -65,6 +89,7 @@ class Settings(BaseSettings):
         BackendConfig(id="home-4090", kind=BackendKind.HOME_GPU, priority=10),
     )
     api: ApiSettings = ApiSettings()
+    voices: VoiceSettings = VoiceSettings()
     worker: WorkerSettings = WorkerSettings()
 
     storage_emulator_host: str | None = Field(

@@ -1,44 +1,83 @@
-"""What a caller may ask the model to say: validated, typed synthesis requests.
+"""What a job asks a worker to do: validated, typed requests, one model per mode.
 
-The same model travels from the HTTP body into the job document and on to the worker, so a
-request that was valid at the door is exactly what the engine receives.
+A job carries exactly one of these, discriminated on ``mode``. The speech modes produce audio;
+``create_voice`` and ``design_voice`` produce a registered voice (``design_voice`` also keeps
+the designed line as audio); ``normalize`` rewrites an uploaded clip. Uploaded audio never
+travels inside a job: it is stored first and referenced by ``AudioRef``.
 """
 
 from __future__ import annotations
 
-from typing import Annotated, Literal
+from typing import Annotated, Literal, Self
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 from shared.audio_formats import AudioFormat
+from shared.audio_input import AudioContainer
 from shared.catalog import Language, parse_language, parse_speaker
 
 MAX_INSTRUCT_CHARS = 1000
+MAX_REF_TEXT_CHARS = 2000
 HARD_MAX_TEXT_CHARS = 100_000
 """An absolute ceiling; the configured ``max_text_chars`` is the limit callers meet."""
+MAX_SEED = 2**32 - 1
+
+Text = Annotated[str, Field(min_length=1, max_length=HARD_MAX_TEXT_CHARS)]
+Instruct = Annotated[str, Field(min_length=1, max_length=MAX_INSTRUCT_CHARS)]
+RefText = Annotated[str, Field(min_length=1, max_length=MAX_REF_TEXT_CHARS)]
+Seed = Annotated[int, Field(ge=0, le=MAX_SEED)]
+VoiceId = Annotated[str, Field(pattern=r"^[a-z0-9]{8,64}$")]
 
 
-class CustomVoiceRequest(BaseModel):
-    """Speak ``text`` with one of the model's built-in speakers."""
-
+class _Model(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True, str_strip_whitespace=True)
 
-    mode: Literal["custom_voice"] = "custom_voice"
-    text: Annotated[str, Field(min_length=1, max_length=HARD_MAX_TEXT_CHARS)]
-    speaker: str
-    language: Language = Language.AUTO
-    instruct: Annotated[str, Field(max_length=MAX_INSTRUCT_CHARS)] | None = None
-    format: AudioFormat = AudioFormat.WAV
 
-    @field_validator("speaker", mode="before")
-    @classmethod
-    def _canonical_speaker(cls, value: object) -> object:
-        return parse_speaker(value) if isinstance(value, str) else value
+class AudioRef(_Model):
+    """Uploaded audio, stored in the bucket before the job exists."""
+
+    path: str
+    """Object path inside the gateway's bucket."""
+    container: AudioContainer
+    bytes: int = Field(gt=0)
+
+
+class VoiceTraits(_Model):
+    """How a voice is found again: who speaks, in what mood, and free-form tags."""
+
+    character: Annotated[str, Field(max_length=100)] | None = None
+    emotion: Annotated[str, Field(max_length=50)] | None = None
+    intensity: Annotated[str, Field(max_length=50)] | None = None
+    description: Annotated[str, Field(max_length=MAX_INSTRUCT_CHARS)] | None = None
+    tags: Annotated[
+        tuple[Annotated[str, Field(min_length=1, max_length=50)], ...], Field(max_length=20)
+    ] = ()
+
+
+class SpeechFields(_Model):
+    text: Text
+    language: Language = Language.AUTO
+    format: AudioFormat = AudioFormat.WAV
+    seed: Seed | None = None
+    """Same request, same seed, same backend: the same audio."""
 
     @field_validator("language", mode="before")
     @classmethod
     def _canonical_language(cls, value: object) -> object:
         return parse_language(value) if isinstance(value, str) else value
+
+
+class CustomVoiceRequest(SpeechFields):
+    """Speak with one of the model's built-in speakers."""
+
+    mode: Literal["custom_voice"] = "custom_voice"
+    speaker: str
+    instruct: Annotated[str, Field(max_length=MAX_INSTRUCT_CHARS)] | None = None
+
+    @field_validator("speaker", mode="before")
+    @classmethod
+    def _canonical_speaker(cls, value: object) -> object:
+        return parse_speaker(value) if isinstance(value, str) else value
 
     @field_validator("instruct")
     @classmethod
@@ -46,5 +85,98 @@ class CustomVoiceRequest(BaseModel):
         return value or None
 
 
-SynthesisRequest = CustomVoiceRequest
-"""Every mode a job can carry; later modes join this as a union discriminated on ``mode``."""
+class VoiceDesignRequest(SpeechFields):
+    """Speak with a voice described in words (``instruct``)."""
+
+    mode: Literal["voice_design"] = "voice_design"
+    instruct: Instruct
+
+
+class VoiceCloneRequest(SpeechFields):
+    """Speak with the voice of a reference clip: with its transcript, or x-vector only."""
+
+    mode: Literal["voice_clone"] = "voice_clone"
+    reference: AudioRef
+    ref_text: RefText | None = None
+    x_vector_only: bool = False
+
+    @model_validator(mode="after")
+    def _transcript_unless_x_vector(self) -> Self:
+        if self.ref_text is None and not self.x_vector_only:
+            raise ValueError("ref_text is required unless x_vector_only is true")
+        return self
+
+
+class ClonePromptRequest(SpeechFields):
+    """Speak with a registered voice (a saved clone prompt)."""
+
+    mode: Literal["clone_prompt"] = "clone_prompt"
+    voice_id: VoiceId
+
+
+class CreateVoiceRequest(_Model):
+    """Build a clone prompt from reference audio and register it as ``voice_id``."""
+
+    mode: Literal["create_voice"] = "create_voice"
+    voice_id: VoiceId
+    name: Annotated[str, Field(min_length=1, max_length=100)]
+    reference: AudioRef
+    ref_text: RefText | None = None
+    x_vector_only: bool = False
+    traits: VoiceTraits = VoiceTraits()
+
+    @model_validator(mode="after")
+    def _transcript_unless_x_vector(self) -> Self:
+        if self.ref_text is None and not self.x_vector_only:
+            raise ValueError("ref_text is required unless x_vector_only is true")
+        return self
+
+
+class DesignVoiceRequest(SpeechFields):
+    """Casting: design a line from a description, then lock that voice as a clone prompt."""
+
+    mode: Literal["design_voice"] = "design_voice"
+    instruct: Instruct
+    voice_id: VoiceId
+    name: Annotated[str, Field(min_length=1, max_length=100)]
+    traits: VoiceTraits = VoiceTraits()
+    parent_id: str | None = None
+
+
+class NormalizeRequest(_Model):
+    """Loudness-normalise an uploaded clip."""
+
+    mode: Literal["normalize"] = "normalize"
+    source: AudioRef
+    target_lufs: float = Field(default=-18.0, ge=-70.0, le=-5.0)
+    peak_dbfs: float = Field(default=-1.0, ge=-20.0, le=0.0)
+    format: AudioFormat = AudioFormat.WAV
+
+
+class CastRequest(_Model):
+    """The parent of a casting call: no worker runs it; its children report into it."""
+
+    mode: Literal["cast"] = "cast"
+    character: Annotated[str, Field(min_length=1, max_length=100)]
+    children: tuple[str, ...]
+
+
+SpeechRequest = CustomVoiceRequest | VoiceDesignRequest | VoiceCloneRequest | ClonePromptRequest
+"""The modes that turn text into audio."""
+
+JobRequest = Annotated[
+    CustomVoiceRequest
+    | VoiceDesignRequest
+    | VoiceCloneRequest
+    | ClonePromptRequest
+    | CreateVoiceRequest
+    | DesignVoiceRequest
+    | NormalizeRequest
+    | CastRequest,
+    Field(discriminator="mode"),
+]
+"""Everything a job can carry."""
+
+SPEECH_MODES = ("custom_voice", "voice_design", "voice_clone", "clone_prompt")
+WORKER_MODES = (*SPEECH_MODES, "create_voice", "design_voice", "normalize")
+"""Modes a worker runs; ``cast`` is bookkeeping and never routed."""

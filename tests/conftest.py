@@ -16,6 +16,7 @@ from shared.fakes import (
     InMemoryBackendStore,
     InMemoryBlobStore,
     InMemoryJobStore,
+    InMemoryVoiceStore,
     RecordingPublisher,
 )
 from shared.service import Gateway
@@ -29,6 +30,7 @@ class Fakes:
     publisher: RecordingPublisher
     keys: InMemoryApiKeyStore
     backends: InMemoryBackendStore
+    voices: InMemoryVoiceStore
     clock: FakeClock
 
 
@@ -40,6 +42,7 @@ def fakes() -> Fakes:
         publisher=RecordingPublisher(),
         keys=InMemoryApiKeyStore(),
         backends=InMemoryBackendStore(),
+        voices=InMemoryVoiceStore(),
         clock=FakeClock(),
     )
 
@@ -58,6 +61,7 @@ def gateway(settings: Settings, fakes: Fakes) -> Gateway:
         publisher=fakes.publisher,
         keys=fakes.keys,
         backends=fakes.backends,
+        voices=fakes.voices,
         clock=fakes.clock,
     )
 

@@ -1,4 +1,4 @@
-"""Firestore-backed job, API-key and backend stores."""
+"""Firestore-backed job, voice, API-key and backend stores."""
 
 from __future__ import annotations
 
@@ -14,6 +14,7 @@ from shared.auth import ApiKey
 from shared.backends import BackendHeartbeat
 from shared.errors import NotFound
 from shared.jobs import Job
+from shared.voices import Voice, VoiceState
 
 
 def to_document(value: Any) -> Any:
@@ -96,3 +97,57 @@ class FirestoreBackendStore:
         with translated("read backend"):
             snap = self._backends.document(backend_id).get()
         return BackendHeartbeat.model_validate(snap.to_dict()) if snap.exists else None
+
+
+class FirestoreVoiceStore:
+    def __init__(self, client: firestore.Client, *, collection: str = "voices") -> None:
+        self._client = client
+        self._voices = client.collection(collection)
+
+    def get(self, voice_id: str) -> Voice | None:
+        with translated("read voice"):
+            snap = self._voices.document(voice_id).get()
+        return Voice.model_validate(snap.to_dict()) if snap.exists else None
+
+    def update(self, voice_id: str, change: Callable[[Voice | None], Voice | None]) -> Voice | None:
+        ref = self._voices.document(voice_id)
+
+        @firestore.transactional
+        def apply(transaction: firestore.Transaction) -> Voice | None:
+            snap = ref.get(transaction=transaction)
+            current = Voice.model_validate(snap.to_dict()) if snap.exists else None
+            updated = change(current)
+            if updated is None:
+                return current
+            transaction.set(ref, to_document(updated.model_dump()))
+            return updated
+
+        with translated("update voice"):
+            stored: Voice | None = apply(self._client.transaction())
+        return stored
+
+    def delete(self, voice_id: str) -> None:
+        with translated("delete voice"):
+            self._voices.document(voice_id).delete()
+
+    def query(
+        self,
+        *,
+        character: str | None = None,
+        emotion: str | None = None,
+        tag: str | None = None,
+        limit: int,
+    ) -> list[Voice]:
+        query = self._voices.where(
+            filter=firestore.FieldFilter("state", "==", VoiceState.ACTIVE.value)
+        )
+        for field, op, value in (
+            ("traits.character", "==", character),
+            ("traits.emotion", "==", emotion),
+            ("traits.tags", "array_contains", tag),
+        ):
+            if value is not None:
+                query = query.where(filter=firestore.FieldFilter(field, op, value))
+        with translated("query voices"):
+            snaps = list(query.limit(limit).stream())
+        return sorted((Voice.model_validate(s.to_dict()) for s in snaps), key=lambda v: v.id)

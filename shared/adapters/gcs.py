@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from datetime import timedelta
 
+import google.api_core.exceptions
 import google.auth.transport.requests
 import google.cloud.storage as storage
 from google.auth.credentials import Credentials
@@ -44,15 +45,40 @@ class GcsBlobStore:
             uri=f"gs://{self._bucket.name}/{path}", size=len(data), generation=blob.generation
         )
 
-    def get(self, path: str) -> bytes:
+    def get(self, path: str, *, max_bytes: int | None = None) -> bytes:
+        limit = min(max_bytes or MAX_DOWNLOAD_BYTES, MAX_DOWNLOAD_BYTES)
         with translated(f"download {path}"):
             blob = self._bucket.get_blob(path)
             if blob is None:
                 raise NotFound(f"no object {path!r}")
-            if (blob.size or 0) > MAX_DOWNLOAD_BYTES:
-                raise PayloadTooLarge(f"{path} is {blob.size} bytes")
-            data: bytes = blob.download_as_bytes()
+            if (blob.size or 0) > limit:
+                raise PayloadTooLarge(f"{path} is {blob.size} bytes; the limit is {limit}")
+            # Pin the generation we sized, so a concurrent overwrite cannot slip a bigger body in.
+            data: bytes = blob.download_as_bytes(if_generation_match=blob.generation)
             return data
+
+    def copy(self, source: str, destination: str) -> StoredBlob:
+        with translated(f"copy {source} to {destination}"):
+            blob = self._bucket.get_blob(source)
+            if blob is None:
+                raise NotFound(f"no object {source!r}")
+            copied = self._bucket.copy_blob(blob, self._bucket, destination)
+        return StoredBlob(
+            uri=f"gs://{self._bucket.name}/{destination}",
+            size=copied.size or 0,
+            generation=copied.generation,
+        )
+
+    def delete(self, path: str, *, if_generation: int | None = None) -> bool:
+        with translated(f"delete {path}"):
+            try:
+                self._bucket.delete_blob(path, if_generation_match=if_generation)
+            except (
+                google.api_core.exceptions.NotFound,
+                google.api_core.exceptions.PreconditionFailed,
+            ):
+                return False
+        return True
 
     def signed_url(self, path: str, *, ttl_s: int, method: str = "GET") -> str:
         blob = self._bucket.blob(path)

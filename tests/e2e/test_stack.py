@@ -22,7 +22,7 @@ pytestmark = pytest.mark.e2e
 
 @pytest.fixture(scope="module")
 def stack(tiny_model_dir: str) -> Iterator[DevStack]:
-    with DevStack(model=tiny_model_dir, extra_env={"TTS_WORKER__HEARTBEAT_S": "1"}) as running:
+    with DevStack(models=(tiny_model_dir,), extra_env={"TTS_WORKER__HEARTBEAT_S": "1"}) as running:
         yield running
 
 

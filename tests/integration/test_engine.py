@@ -11,7 +11,6 @@ import pytest
 from gpu_worker.engine import QwenEngine, token_budget
 from shared.catalog import Language
 from shared.errors import ModelLoadError, SynthesisFailed
-from shared.synthesis import CustomVoiceRequest
 
 
 @pytest.fixture(scope="module")
@@ -33,9 +32,8 @@ def test_custom_voice_produces_24khz_float_audio(engine: QwenEngine) -> None:
     assert wave.duration_s == len(wave.samples) / 24000
 
 
-def test_synthesize_dispatches_a_stored_request(engine: QwenEngine) -> None:
-    wave = engine.synthesize(CustomVoiceRequest(text="Bonjour.", speaker="serena", language="fr"))
-    assert wave.sample_rate == 24000
+def test_a_custom_voice_model_offers_only_its_mode(engine: QwenEngine) -> None:
+    assert engine.model_type == "custom_voice"
     assert engine.modes == ("custom_voice",)
 
 

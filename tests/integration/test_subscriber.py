@@ -15,7 +15,7 @@ import soundfile as sf
 from pytest_mock import MockerFixture
 
 from gpu_worker.bootstrap import Worker, bootstrap
-from gpu_worker.engine import QwenEngine
+from gpu_worker.engine import ModelSet, QwenEngine
 from infra import topology
 from shared.auth import Principal, Scope
 from shared.backends import BackendStatus
@@ -52,11 +52,11 @@ def worker(cloud_settings: Settings, cloud_gateway: Gateway, engine: QwenEngine)
     settings = cloud_settings.model_copy(
         update={
             "worker": WorkerSettings(
-                model="tiny", subscription=own.name, heartbeat_s=0.5, shutdown_grace_s=30
+                models=("tiny",), subscription=own.name, heartbeat_s=0.5, shutdown_grace_s=30
             )
         }
     )
-    return bootstrap(settings, gateway=cloud_gateway, engine=engine)
+    return bootstrap(settings, gateway=cloud_gateway, models=ModelSet([engine]))
 
 
 @pytest.fixture

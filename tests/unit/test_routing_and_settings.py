@@ -29,13 +29,13 @@ def test_no_capable_backend_is_a_transient_refusal_with_the_reason() -> None:
 
 def test_settings_come_from_the_environment(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("TTS_BUCKET", "b1")
-    monkeypatch.setenv("TTS_WORKER__MODEL", "/models/x")
+    monkeypatch.setenv("TTS_WORKER__MODELS", '["/models/x", "/models/y"]')
     monkeypatch.setenv(
         "TTS_BACKENDS", '[{"id": "home-4090", "kind": "home_gpu"}, {"id": "rp", "kind": "runpod"}]'
     )
     settings = Settings()
     assert settings.bucket == "b1"
-    assert settings.worker.model == "/models/x"
+    assert settings.worker.models == ("/models/x", "/models/y")
     assert [b.id for b in settings.backends] == ["home-4090", "rp"]
 
 

@@ -10,13 +10,14 @@ import pytest
 import soundfile as sf
 
 from gpu_worker.runner import JobRunner, Outcome, RunnerConfig
+from gpu_worker.tasks import TaskOutput
 from shared.audio import Waveform
 from shared.auth import Principal, Scope
 from shared.errors import BackendUnavailable, SynthesisFailed
-from shared.jobs import JobState
+from shared.jobs import Job, JobState
 from shared.messages import JobMessage
 from shared.service import Gateway, submit_job
-from shared.synthesis import CustomVoiceRequest, SynthesisRequest
+from shared.synthesis import CustomVoiceRequest
 from tests.conftest import Fakes
 
 ALICE = Principal(owner="alice", scopes=frozenset({Scope.USER}))
@@ -32,16 +33,15 @@ class CountingSynth:
         self.release = threading.Event()
         self.release.set()
 
-    def synthesize(self, request: SynthesisRequest) -> Waveform:
+    def execute(self, job: Job) -> TaskOutput:
         self.calls += 1
         self.entered.set()
         self.release.wait(10)
         if self.error is not None:
             raise self.error
         t = np.arange(12000, dtype=np.float32) / 24000
-        return Waveform(
-            samples=(0.3 * np.sin(2 * np.pi * 220 * t)).astype(np.float32), sample_rate=24000
-        )
+        tone = (0.3 * np.sin(2 * np.pi * 220 * t)).astype(np.float32)
+        return TaskOutput(audio=Waveform(samples=tone, sample_rate=24000))
 
 
 def make_runner(
@@ -50,7 +50,7 @@ def make_runner(
     return JobRunner(
         jobs=gateway.jobs,
         blobs=gateway.blobs,
-        synthesizer=synth,
+        executor=synth,
         clock=gateway.clock,
         config=RunnerConfig(worker_id=worker, backend_id="home-4090", lease_s=lease_s),
         audio_prefix="audio/",
@@ -206,7 +206,7 @@ def test_a_message_for_a_job_routed_to_another_backend_is_acked_without_work(
     runner = JobRunner(
         jobs=gateway.jobs,
         blobs=gateway.blobs,
-        synthesizer=synth,
+        executor=synth,
         clock=gateway.clock,
         config=RunnerConfig(worker_id="rp", backend_id="runpod", lease_s=60),
         audio_prefix="audio/",

@@ -1,0 +1,59 @@
+"""What reference audio users may upload, recognised from its first bytes.
+
+Kept free of numpy and soundfile so the HTTP functions can reject an upload that is not audio
+before it is stored or queued; the worker decodes it with :mod:`shared.audio_ops`.
+"""
+
+from __future__ import annotations
+
+from enum import StrEnum
+
+
+class AudioContainer(StrEnum):
+    WAV = "wav"
+    FLAC = "flac"
+    OGG = "ogg"
+    MP3 = "mp3"
+
+
+CONTENT_TYPES: dict[AudioContainer, str] = {
+    AudioContainer.WAV: "audio/wav",
+    AudioContainer.FLAC: "audio/flac",
+    AudioContainer.OGG: "audio/ogg",
+    AudioContainer.MP3: "audio/mpeg",
+}
+
+ACCEPTED = ", ".join(AudioContainer)
+"""For error messages: the formats a user can send instead."""
+
+MIN_SAMPLE_RATE = 8_000
+MAX_SAMPLE_RATE = 192_000
+"""Outside this range a header is corrupt or hostile, not a recording of a voice."""
+
+MAX_CHANNELS = 8
+"""Bounds decode memory: frames are capped by duration, but a header can claim 1024 channels."""
+
+
+def sniff_container(data: bytes) -> AudioContainer | None:
+    """The container the magic bytes announce, or None; says nothing about the codec inside."""
+    if len(data) >= 12 and data[:4] == b"RIFF" and data[8:12] == b"WAVE":
+        return AudioContainer.WAV
+    if data[:4] == b"fLaC":
+        return AudioContainer.FLAC
+    if data[:4] == b"OggS":
+        return AudioContainer.OGG
+    if data[:3] == b"ID3" or _is_mpeg_audio_frame(data[:4]):
+        return AudioContainer.MP3
+    return None
+
+
+def _is_mpeg_audio_frame(header: bytes) -> bool:
+    # 11 sync bits alone match too much (AAC/ADTS shares them with layer bits 00), so the
+    # reserved values of version, layer, bitrate and sample rate must be absent as well.
+    if len(header) < 4 or header[0] != 0xFF or header[1] & 0xE0 != 0xE0:
+        return False
+    version = (header[1] >> 3) & 0b11
+    layer = (header[1] >> 1) & 0b11
+    bitrate = header[2] >> 4
+    sample_rate = (header[2] >> 2) & 0b11
+    return version != 0b01 and layer != 0b00 and bitrate != 0b1111 and sample_rate != 0b11

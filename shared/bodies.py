@@ -1,0 +1,172 @@
+"""Wire models for request bodies: what callers send, before the core turns it into a job.
+
+They differ from the stored requests in ``shared.synthesis`` where the caller hands us
+something we store first (audio arrives as base64 and becomes an ``AudioRef``) or resolve
+first (a voice named by id *or* name becomes a ``voice_id``).
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+from typing import Annotated, Any, Literal, Self
+
+from pydantic import (
+    BaseModel,
+    BeforeValidator,
+    ConfigDict,
+    Discriminator,
+    Field,
+    Tag,
+    model_validator,
+)
+
+from shared.audio_formats import AudioFormat
+from shared.catalog import Language
+from shared.synthesis import (
+    MAX_INSTRUCT_CHARS,
+    CustomVoiceRequest,
+    Instruct,
+    RefText,
+    SpeechFields,
+    VoiceDesignRequest,
+    VoiceTraits,
+)
+
+MAX_BASE64_CHARS = 48 * 1024 * 1024
+
+
+def _decode_base64(value: object) -> object:
+    if not isinstance(value, str):
+        return value
+    if len(value) > MAX_BASE64_CHARS:
+        raise ValueError("audio is too large")
+    # Tolerate a data: URL prefix, which browsers produce; reject anything that is not base64.
+    payload = value.split(",", 1)[1] if value.startswith("data:") else value
+    try:
+        return base64.b64decode(payload, validate=True)
+    except binascii.Error as exc:
+        raise ValueError("must be base64-encoded audio") from exc
+
+
+Base64Audio = Annotated[bytes, BeforeValidator(_decode_base64), Field(min_length=1)]
+Name = Annotated[str, Field(min_length=1, max_length=100)]
+
+
+class _Body(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True, str_strip_whitespace=True)
+
+
+class VoiceCloneBody(SpeechFields):
+    mode: Literal["voice_clone"] = "voice_clone"
+    ref_audio: Base64Audio
+    ref_text: RefText | None = None
+    x_vector_only: bool = False
+
+    @model_validator(mode="after")
+    def _transcript_unless_x_vector(self) -> Self:
+        if self.ref_text is None and not self.x_vector_only:
+            raise ValueError("ref_text is required unless x_vector_only is true")
+        return self
+
+
+class ClonePromptBody(SpeechFields):
+    mode: Literal["clone_prompt"] = "clone_prompt"
+    voice: Annotated[str, Field(min_length=1, max_length=100)]
+    """A voice id or a voice name."""
+
+
+def _mode_of(value: Any) -> str | None:
+    # ``mode`` may be omitted: built-in speakers were the only mode before the others existed.
+    if isinstance(value, dict):
+        mode = value.get("mode", "custom_voice")
+        return mode if isinstance(mode, str) else None
+    return getattr(value, "mode", None)
+
+
+SpeechBody = Annotated[
+    Annotated[CustomVoiceRequest, Tag("custom_voice")]
+    | Annotated[VoiceDesignRequest, Tag("voice_design")]
+    | Annotated[VoiceCloneBody, Tag("voice_clone")]
+    | Annotated[ClonePromptBody, Tag("clone_prompt")],
+    Discriminator(_mode_of),
+]
+
+
+class VoiceFields(_Body):
+    """Name and traits of a voice, flat as callers write them."""
+
+    name: Name
+    character: Annotated[str, Field(max_length=100)] | None = None
+    emotion: Annotated[str, Field(max_length=50)] | None = None
+    intensity: Annotated[str, Field(max_length=50)] | None = None
+    description: Annotated[str, Field(max_length=MAX_INSTRUCT_CHARS)] | None = None
+    tags: Annotated[
+        tuple[Annotated[str, Field(min_length=1, max_length=50)], ...], Field(max_length=20)
+    ] = ()
+
+    def traits(self) -> VoiceTraits:
+        return VoiceTraits(
+            character=self.character,
+            emotion=self.emotion,
+            intensity=self.intensity,
+            description=self.description,
+            tags=self.tags,
+        )
+
+
+class CreateVoiceBody(VoiceFields):
+    ref_audio: Base64Audio | None = None
+    """Absent when the audio comes as a multipart file part."""
+    ref_text: RefText | None = None
+    x_vector_only: bool = False
+
+    @model_validator(mode="after")
+    def _transcript_unless_x_vector(self) -> Self:
+        if self.ref_text is None and not self.x_vector_only:
+            raise ValueError("ref_text is required unless x_vector_only is true")
+        return self
+
+
+class VoicePatch(_Body):
+    """Only the fields present change; ``null`` clears a trait."""
+
+    name: Name | None = None
+    character: Annotated[str, Field(max_length=100)] | None = None
+    emotion: Annotated[str, Field(max_length=50)] | None = None
+    intensity: Annotated[str, Field(max_length=50)] | None = None
+    description: Annotated[str, Field(max_length=MAX_INSTRUCT_CHARS)] | None = None
+    tags: (
+        Annotated[
+            tuple[Annotated[str, Field(min_length=1, max_length=50)], ...], Field(max_length=20)
+        ]
+        | None
+    ) = None
+
+
+class CastItem(_Body):
+    emotion: Annotated[str, Field(min_length=1, max_length=50)]
+    intensity: Literal["low", "medium", "high"] = "medium"
+    text: Annotated[str, Field(min_length=1, max_length=500)] | None = None
+    """The line to design; defaults to the cast's ``text``."""
+
+
+class CastBody(_Body):
+    character: Annotated[str, Field(min_length=1, max_length=100)]
+    base_description: Instruct
+    """Who the character is: age, timbre, accent. Emotion presets are added per item."""
+    text: Annotated[str, Field(min_length=1, max_length=500)]
+    """The line each designed voice speaks (it becomes the voice's reference)."""
+    language: Language = Language.AUTO
+    items: Annotated[tuple[CastItem, ...], Field(min_length=1, max_length=100)]
+    tags: Annotated[
+        tuple[Annotated[str, Field(min_length=1, max_length=50)], ...], Field(max_length=20)
+    ] = ()
+    seed: Annotated[int, Field(ge=0, le=2**32 - 1)] | None = None
+
+
+class NormalizeBody(_Body):
+    audio: Base64Audio
+    target_lufs: float = Field(default=-18.0, ge=-70.0, le=-5.0)
+    peak_dbfs: float = Field(default=-1.0, ge=-20.0, le=0.0)
+    format: AudioFormat = AudioFormat.WAV
