@@ -54,7 +54,9 @@ def decode(data: bytes, *, max_duration_s: float, target_rate: int | None = None
             samples, rate = _read_mono(source, max_duration_s=max_duration_s)
     except sf.LibsndfileError as exc:
         # The message embeds the BytesIO's repr; error_string is libsndfile's own reason.
-        raise _bad(f"the {container} audio is corrupt or truncated", reason=exc.error_string) from exc
+        raise _bad(
+            f"the {container} audio is corrupt or truncated", reason=exc.error_string
+        ) from exc
     except sf.SoundFileError as exc:
         raise _bad(f"the {container} audio is corrupt or truncated", reason=str(exc)) from exc
     if not np.isfinite(samples).all():
@@ -128,13 +130,13 @@ def join_waves(waves: Sequence[Waveform], *, gap_s: float = 0.15) -> Waveform:
     last = len(waves) - 1
     for i, wave in enumerate(waves):
         clip = wave.samples.astype(np.float32, copy=True)
+        # The ramp reaches 0 at the joint, so the silence starts and ends without a step.
         n = min(fade, len(clip) // 2)
+        ramp = np.arange(n, dtype=np.float32) / max(n, 1)
         if n and i > 0:
-            clip[:n] *= np.linspace(0.0, 1.0, n, endpoint=False, dtype=np.float32)
+            clip[:n] *= ramp
         if n and i < last:
-            clip[-n:] *= np.linspace(1.0, 0.0, n, endpoint=False, dtype=np.float32)[::-1] * 0 + (
-                np.arange(n, 0, -1, dtype=np.float32) / n
-            )
+            clip[-n:] *= ramp[::-1]
         parts.append(clip)
         if i < last:
             parts.append(gap)

@@ -7,6 +7,8 @@ from enum import StrEnum
 
 from pydantic import BaseModel, ConfigDict, Field
 
+from shared.synthesis import WORKER_MODES
+
 
 class BackendKind(StrEnum):
     HOME_GPU = "home_gpu"
@@ -22,7 +24,8 @@ class BackendConfig(BaseModel):
     kind: BackendKind
     priority: int = 100
     """Lower runs first."""
-    modes: tuple[str, ...] = ("custom_voice",)
+    modes: tuple[str, ...] = WORKER_MODES
+    """What this backend may run; its heartbeat narrows it to what its models allow."""
 
 
 class BackendStatus(StrEnum):

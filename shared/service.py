@@ -14,6 +14,7 @@ from dataclasses import dataclass, field
 
 from shared.audio_input import CONTENT_TYPES, AudioContainer, sniff_container
 from shared.auth import Principal
+from shared.backends import BackendConfig
 from shared.bodies import (
     CastBody,
     ClonePromptBody,
@@ -200,7 +201,7 @@ def cast_voices(
         )
     child_ids = tuple(f"{parent_id}-{i}" for i in range(len(children)))
     # Route every child before storing anything: a cast no backend can run is refused whole.
-    backends = [choose_backend(gw.settings.backends, mode=c.mode) for c in children]
+    backend = route(gw, mode="design_voice")
     parent = _new_job(
         gw,
         job_id=parent_id,
@@ -212,7 +213,7 @@ def cast_voices(
     parent, created = gw.jobs.create(parent)
     if not created:
         return _existing(parent, request=parent.request)
-    for child_id, request, backend in zip(child_ids, children, backends, strict=True):
+    for child_id, request in zip(child_ids, children, strict=True):
         child = _new_job(
             gw, job_id=child_id, principal=principal, request=request, backend=backend.id, key=None
         )
@@ -230,7 +231,7 @@ def _submit(
     A failed publish does not lose the job: it stays ``queued`` and the monitor re-publishes
     queued jobs that no worker picked up.
     """
-    backend = choose_backend(gw.settings.backends, mode=request.mode)
+    backend = route(gw, mode=request.mode)
     candidate = _new_job(
         gw, job_id=job_id, principal=principal, request=request, backend=backend.id, key=key
     )
@@ -241,6 +242,13 @@ def _submit(
             return job
     publish_job(gw, job)
     return job
+
+
+def route(gw: Gateway, *, mode: str) -> BackendConfig:
+    configured = gw.settings.backends
+    return choose_backend(
+        configured, mode=mode, seen={b.id: gw.backends.get(b.id) for b in configured}
+    )
 
 
 def _new_job(

@@ -89,3 +89,15 @@ def tiny_model_dir(tmp_path_factory: pytest.TempPathFactory) -> str:
     from gpu_worker.tiny_model import build_tiny_model
 
     return str(build_tiny_model(tmp_path_factory.mktemp("tiny") / "custom_voice"))
+
+
+@pytest.fixture(scope="session")
+def tiny_models_dir(tmp_path_factory: pytest.TempPathFactory) -> dict[str, str]:
+    """One tiny model of each type (custom_voice, voice_design, base), by type."""
+    from gpu_worker.tiny_model import build_tiny_model
+
+    root = tmp_path_factory.mktemp("tiny-all")
+    return {
+        model_type: str(build_tiny_model(root / model_type, model_type=model_type))
+        for model_type in ("custom_voice", "voice_design", "base")
+    }

@@ -1,16 +1,26 @@
 from __future__ import annotations
 
+from datetime import UTC, datetime
 from pathlib import Path
 
 import pytest
 from pydantic import ValidationError
 
-from shared.backends import BackendConfig, BackendKind
+from shared import API_VERSION
+from shared.backends import (
+    BackendConfig,
+    BackendHeartbeat,
+    BackendKind,
+    BackendStatus,
+    Capabilities,
+)
 from shared.errors import NoBackendAvailable
 from shared.routing import choose_backend
 from shared.settings import ApiSettings, Settings
 
-HOME = BackendConfig(id="home-4090", kind=BackendKind.HOME_GPU, priority=10)
+HOME = BackendConfig(
+    id="home-4090", kind=BackendKind.HOME_GPU, priority=10, modes=("custom_voice",)
+)
 RUNPOD = BackendConfig(
     id="runpod", kind=BackendKind.RUNPOD, priority=20, modes=("custom_voice", "voice_design")
 )
@@ -19,6 +29,35 @@ RUNPOD = BackendConfig(
 def test_lowest_priority_number_with_the_mode_wins() -> None:
     assert choose_backend([RUNPOD, HOME], mode="custom_voice") == HOME
     assert choose_backend([RUNPOD, HOME], mode="voice_design") == RUNPOD
+
+
+def test_a_heartbeat_narrows_what_a_backend_is_trusted_with() -> None:
+    everything = BackendConfig(id="home-4090", kind=BackendKind.HOME_GPU, priority=10)
+    beat = heartbeat(modes=("custom_voice",))
+    assert choose_backend([everything], mode="voice_design") == everything  # never reported
+    with pytest.raises(NoBackendAvailable):
+        choose_backend([everything], mode="voice_design", seen={"home-4090": beat})
+    assert choose_backend([everything, RUNPOD], mode="voice_design", seen={"home-4090": beat}) == (
+        RUNPOD
+    )
+
+
+def test_a_backend_on_another_api_version_is_never_chosen() -> None:
+    """Review 4.7: v1 routed to workers whose handler spoke another contract."""
+    beat = heartbeat(modes=("custom_voice",), api_version=API_VERSION + 1)
+    with pytest.raises(NoBackendAvailable):
+        choose_backend([HOME], mode="custom_voice", seen={"home-4090": beat})
+
+
+def heartbeat(*, modes: tuple[str, ...], api_version: int = API_VERSION) -> BackendHeartbeat:
+    return BackendHeartbeat(
+        id="home-4090",
+        kind=BackendKind.HOME_GPU,
+        worker_id="w",
+        status=BackendStatus.ONLINE,
+        capabilities=Capabilities(api_version=api_version, modes=modes, models=()),
+        last_heartbeat=datetime(2026, 1, 1, tzinfo=UTC),
+    )
 
 
 def test_no_capable_backend_is_a_transient_refusal_with_the_reason() -> None:

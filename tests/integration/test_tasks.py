@@ -1,0 +1,237 @@
+"""Every job mode through the real qwen-tts code path on the tiny models (stores are fakes)."""
+
+from __future__ import annotations
+
+import base64
+import inspect
+import io
+
+import numpy as np
+import pytest
+import soundfile as sf
+from pytest_mock import MockerFixture
+
+from gpu_worker.engine import ModelSet, QwenEngine
+from gpu_worker.prompt_cache import PromptCache
+from gpu_worker.runner import JobRunner, Outcome, RunnerConfig
+from gpu_worker.tasks import TaskExecutor
+from shared import library
+from shared.auth import Principal, Scope
+from shared.bodies import (
+    CastBody,
+    CastItem,
+    ClonePromptBody,
+    CreateVoiceBody,
+    NormalizeBody,
+    VoiceCloneBody,
+)
+from shared.catalog import Language
+from shared.errors import SynthesisRunaway
+from shared.jobs import Job, JobState
+from shared.messages import JobMessage
+from shared.service import Gateway, cast_voices, create_voice, normalize_audio, submit_job
+from shared.synthesis import CustomVoiceRequest, VoiceDesignRequest
+from shared.voices import VoiceState
+from tests.conftest import Fakes
+
+ALICE = Principal(owner="alice", scopes=frozenset({Scope.USER}))
+
+
+@pytest.fixture(scope="module")
+def models(tiny_models_dir: dict[str, str]) -> ModelSet:
+    engines = [
+        QwenEngine(model_source=source, device="cpu", max_new_tokens=2048)
+        for source in tiny_models_dir.values()
+    ]
+    for engine in engines:
+        engine.load()
+    return ModelSet(engines)
+
+
+@pytest.fixture
+def executor(gateway: Gateway, models: ModelSet) -> TaskExecutor:
+    prompts = PromptCache(blobs=gateway.blobs, max_bytes=1 << 20, max_file_bytes=1 << 20)
+    return TaskExecutor(gateway=gateway, models=models, prompts=prompts, max_chunk_chars=60)
+
+
+@pytest.fixture
+def runner(gateway: Gateway, executor: TaskExecutor) -> JobRunner:
+    return JobRunner(
+        jobs=gateway.jobs,
+        blobs=gateway.blobs,
+        executor=executor,
+        clock=gateway.clock,
+        config=RunnerConfig(worker_id="w1", backend_id="home-4090", lease_s=60),
+        audio_prefix="audio/",
+    )
+
+
+def run(gateway: Gateway, runner: JobRunner, job: Job) -> Job:
+    result = runner.run(JobMessage(job_id=job.id))
+    done = gateway.jobs.get(job.id)
+    assert done is not None
+    assert result.outcome is Outcome.SUCCEEDED, done.error
+    return done
+
+
+def tone(seconds: float = 2.0, *, fmt: str = "WAV", level: float = 0.1) -> bytes:
+    t = np.arange(int(24000 * seconds), dtype=np.float32) / 24000
+    rng = np.random.default_rng(0)
+    signal = level * np.sin(2 * np.pi * 180 * t) + 0.01 * rng.standard_normal(len(t))
+    buffer = io.BytesIO()
+    sf.write(buffer, signal.astype(np.float32), 24000, format=fmt)
+    return buffer.getvalue()
+
+
+def audio_of(fakes: Fakes, job: Job) -> tuple[np.ndarray, int]:
+    assert job.result is not None
+    path = job.result.uri.removeprefix(f"gs://{fakes.blobs.bucket}/")
+    samples, rate = sf.read(io.BytesIO(fakes.blobs.objects[path][0]), dtype="float32")
+    return samples, rate
+
+
+def test_the_worker_offers_every_mode_its_models_allow(models: ModelSet) -> None:
+    assert set(models.modes) == {
+        "custom_voice", "voice_design", "voice_clone", "clone_prompt", "create_voice",
+        "design_voice", "normalize",
+    }  # fmt: skip
+
+
+def test_voice_design(gateway: Gateway, runner: JobRunner, fakes: Fakes) -> None:
+    job = submit_job(
+        gateway,
+        principal=ALICE,
+        request=VoiceDesignRequest(text="Ahoy.", instruct="a gravelly old sailor", seed=1),
+    )
+    done = run(gateway, runner, job)
+    samples, rate = audio_of(fakes, done)
+    assert rate == 24000
+    assert len(samples) > 0
+
+
+def test_voice_clone_from_reference_audio(
+    gateway: Gateway, runner: JobRunner, fakes: Fakes
+) -> None:
+    for body in (
+        {"ref_text": "A reference line."},
+        {"x_vector_only": True},
+    ):
+        request = VoiceCloneBody.model_validate(
+            {"text": "Hello.", "ref_audio": base64.b64encode(tone(fmt="FLAC")).decode(), **body}
+        )
+        done = run(gateway, runner, submit_job(gateway, principal=ALICE, request=request))
+        assert done.result is not None
+        assert done.result.duration_s > 0
+
+
+def test_create_a_voice_then_speak_with_it_twice_with_one_download(
+    gateway: Gateway, runner: JobRunner, fakes: Fakes
+) -> None:
+    body = CreateVoiceBody(name="Captain", ref_text="Ahoy there.", character="captain")
+    created = run(gateway, runner, create_voice(gateway, principal=ALICE, body=body, audio=tone()))
+    assert created.voice_id is not None
+    voice = gateway.voices.get(created.voice_id)
+    assert voice is not None
+    assert (voice.state, voice.owner, voice.name) == (VoiceState.ACTIVE, "alice", "Captain")
+    assert voice.reference_path is not None
+    assert voice.reference_path in fakes.blobs.objects  # the reference is kept beside it
+
+    for _ in range(2):
+        request = ClonePromptBody(text="Speak, captain.", voice="captain")
+        run(gateway, runner, submit_job(gateway, principal=ALICE, request=request))
+    assert fakes.blobs.downloads[voice.object_name] == 1  # the second use hit the cache
+
+    name, package = library.package_voice(gateway, principal=ALICE, voice_id=voice.id)
+    assert name == "Captain.zip"
+    assert len(package) > 0
+
+
+def test_a_seed_makes_the_audio_repeatable(
+    gateway: Gateway, runner: JobRunner, fakes: Fakes
+) -> None:
+    def speak(seed: int) -> np.ndarray:
+        request = CustomVoiceRequest(text="Same words.", speaker="ryan", seed=seed)
+        done = run(gateway, runner, submit_job(gateway, principal=ALICE, request=request))
+        return audio_of(fakes, done)[0]
+
+    first, again, other = speak(7), speak(7), speak(8)
+    assert np.array_equal(first, again)
+    assert not (len(first) == len(other) and np.array_equal(first, other))
+
+
+def test_long_text_is_spoken_in_sentence_chunks_and_joined(
+    gateway: Gateway, runner: JobRunner, models: ModelSet, mocker: MockerFixture
+) -> None:
+    engine = models.of_type("custom_voice")
+    spy = mocker.spy(engine, "generate_custom_voice")
+    text = "The first sentence is here. A second one follows it. Then a third, and the end."
+    request = CustomVoiceRequest(text=text, speaker="ryan", seed=3)
+    run(gateway, runner, submit_job(gateway, principal=ALICE, request=request))
+    chunks = [call.kwargs["text"] for call in spy.call_args_list]
+    assert len(chunks) > 1
+    assert all(len(c) <= 60 for c in chunks)
+    assert " ".join(chunks) == text
+
+
+def test_a_runaway_generation_fails_instead_of_returning_noise(
+    tiny_models_dir: dict[str, str],
+) -> None:
+    # A budget of two frames for this text: any real output reaches it.
+    engine = QwenEngine(
+        model_source=tiny_models_dir["custom_voice"], device="cpu", max_new_tokens=2
+    )
+    with pytest.raises(SynthesisRunaway, match="did not stop"):
+        engine.generate_custom_voice(
+            text="Hello.", speaker="ryan", language=Language.ENGLISH, seed=1
+        )
+
+
+def test_casting_designs_and_registers_one_voice_per_emotion(
+    gateway: Gateway, runner: JobRunner, fakes: Fakes
+) -> None:
+    """Review 2.2: v1's batch clone-prompt path died on a NameError. Every item runs here."""
+    body = CastBody(
+        character="Mira",
+        base_description="A young woman with a clear alto voice",
+        text="I never thought I would see this place again.",
+        items=(CastItem(emotion="happy"), CastItem(emotion="sad", intensity="high")),
+        seed=5,
+    )
+    parent = cast_voices(gateway, principal=ALICE, body=body)
+    assert parent.request.mode == "cast"
+    children = parent.request.children  # type: ignore[union-attr]
+    for child_id in children:
+        child = gateway.jobs.get(child_id)
+        assert child is not None
+        done = run(gateway, runner, child)
+        voice = gateway.voices.get(done.voice_id or "")
+        assert voice is not None
+        assert voice.traits.character == "Mira"
+    settled = gateway.jobs.get(parent.id)
+    assert settled is not None
+    assert settled.state is JobState.SUCCEEDED
+    assert settled.children_done == dict.fromkeys(children, True)
+    emotions = {v.traits.emotion for v in gateway.voices.query(character="Mira", limit=10)}
+    assert emotions == {"happy", "sad"}
+
+
+def test_normalize_reaches_the_target_loudness(
+    gateway: Gateway, runner: JobRunner, fakes: Fakes
+) -> None:
+    import pyloudnorm
+
+    body = NormalizeBody.model_validate(
+        {"audio": base64.b64encode(tone(3.0, level=0.02)).decode(), "target_lufs": -18}
+    )
+    done = run(gateway, runner, normalize_audio(gateway, principal=ALICE, body=body))
+    samples, rate = audio_of(fakes, done)
+    assert pyloudnorm.Meter(rate).integrated_loudness(samples) == pytest.approx(-18, abs=0.3)
+
+
+def test_every_engine_method_is_keyword_only() -> None:
+    """Review 2.1 / 2.3 / 2.4: v1 swapped positional arguments and passed bytes for base64."""
+    for name, method in inspect.getmembers(QwenEngine, inspect.isfunction):
+        if name.startswith(("generate_", "create_")):
+            parameters = list(inspect.signature(method).parameters.values())[1:]
+            assert parameters, name
+            assert all(p.kind is inspect.Parameter.KEYWORD_ONLY for p in parameters), name
