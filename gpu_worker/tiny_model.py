@@ -40,7 +40,7 @@ if TYPE_CHECKING:
 
 TinyModelType = Literal["custom_voice", "voice_design", "base"]
 
-_BUILDER_VERSION: Final = 2
+_BUILDER_VERSION: Final = 3
 """Bump whenever the bytes written change, so that stale directories get rebuilt."""
 _MARKER: Final = "tiny_model.json"
 
@@ -118,6 +118,9 @@ _SPECIAL_TOKENS: Final = (
 )
 
 _TALKER_HIDDEN: Final = 32
+_EOS_CARRIER_DIM: Final = 0
+_EOS_LOGIT: Final = 2.25
+"""EOS logit per decode step; the codes sit near 0, and top-k 50 at temperature 0.9 keeps 49."""
 _GENERATION_DEFAULTS: Final[dict[str, Any]] = {
     "do_sample": True,
     "top_k": 50,
@@ -128,7 +131,7 @@ _GENERATION_DEFAULTS: Final[dict[str, Any]] = {
     "subtalker_top_k": 50,
     "subtalker_top_p": 1.0,
     "subtalker_temperature": 0.9,
-    # Noise has no natural end; about 1/65 of sampled steps emit EOS, and this caps the rest.
+    # A safety cap only: the talker's weights make about one sampled step in five emit EOS.
     "max_new_tokens": 256,
 }
 
@@ -506,7 +509,25 @@ def _model_weights(config: dict[str, Any]) -> bytes:
     from qwen_tts.core.models import Qwen3TTSConfig, Qwen3TTSForConditionalGeneration
 
     model = Qwen3TTSForConditionalGeneration(Qwen3TTSConfig(**config)).eval()
+    _make_talker_stop(model.talker, config["talker_config"]["codec_eos_token_id"])
     return _safetensors_bytes(model.state_dict())
+
+
+def _make_talker_stop(talker: Any, eos_id: int) -> None:
+    """Give the talker a constant EOS logit, so that each sampled frame ends speech with p ~ 0.2.
+
+    Random weights put EOS on a par with the 64 codes (p ~ 1/50 a step), so noise ran on to
+    ``max_new_tokens``. Every talker input, prefill and decode step alike, carries a text
+    projection (a text token, pad or eos embedding); a bias on one of its output dimensions
+    dwarfs the ~0.08 of everything else there, so after the final RMSNorm that dimension is
+    nearly sqrt(hidden) whatever the codes were, and only the EOS row of the head reads it.
+    """
+    import torch
+
+    with torch.no_grad():
+        talker.text_projection.linear_fc2.bias[_EOS_CARRIER_DIM] = 1.0
+        talker.codec_head.weight[:, _EOS_CARRIER_DIM] = 0.0
+        talker.codec_head.weight[eos_id, _EOS_CARRIER_DIM] = _EOS_LOGIT / _TALKER_HIDDEN**0.5
 
 
 def _speech_tokenizer_weights(speech_config: dict[str, Any]) -> bytes:

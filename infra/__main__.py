@@ -37,13 +37,12 @@ def main() -> None:
         )
         return
 
-    source = deploy.stage(
-        Path(tempfile.mkdtemp(prefix="tts-functions-")) / "src", functions=declared.functions
-    )
+    sources = deploy.stage_all(Path(tempfile.mkdtemp(prefix="tts-functions-")), declared)
     commands = deploy.deploy_commands(
         declared,
-        source=source,
+        sources=sources,
         project_id=settings.project_id,
+        bucket=settings.bucket,
         region=args.region,
         env={"TTS_PROJECT_ID": settings.project_id, "TTS_BUCKET": settings.bucket},
     )

@@ -1,8 +1,9 @@
 """Stage and deploy the Cloud Functions declared in ``topology.yaml``.
 
-Cloud Functions wants ``main.py`` at the root of its source; the staged directory holds a
-one-line ``main.py`` that re-exports the entry points, plus ``functions/``, ``shared/`` and the
-functions' own ``requirements.txt`` (no torch, no qwen-tts).
+Cloud Functions wants ``main.py`` at the root of its source; each function gets a staged
+directory with a one-line ``main.py`` that re-exports its entry point, plus ``functions/``,
+``shared/`` and the functions' ``requirements.txt`` (no torch, no qwen-tts) with the function's
+own extras (the voice registry adds torch to load prompt files safely).
 """
 
 from __future__ import annotations
@@ -18,28 +19,36 @@ REPO_ROOT = Path(__file__).resolve().parent.parent
 PACKAGES = ("functions", "shared")
 
 
-def stage(target: Path, *, functions: Sequence[Function]) -> Path:
+def stage(target: Path, *, function: Function) -> Path:
+    """One source directory per function: its own ``main.py`` and its own requirements."""
     if target.exists():
         shutil.rmtree(target)
     target.mkdir(parents=True)
     ignore = shutil.ignore_patterns("__pycache__", "*.pyc")
     for package in PACKAGES:
         shutil.copytree(REPO_ROOT / package, target / package, ignore=ignore)
-    shutil.copy2(REPO_ROOT / "requirements.txt", target / "requirements.txt")
-    entry_points = sorted({f.entry_point for f in functions})
+    requirements = (REPO_ROOT / "requirements.txt").read_text()
+    if function.extra_requirements:
+        requirements += "\n# This function only:\n" + "\n".join(function.extra_requirements) + "\n"
+    (target / "requirements.txt").write_text(requirements)
     (target / "main.py").write_text(
-        '"""Cloud Functions source root: the entry points live in functions/main.py."""\n\n'
-        f"from functions.main import {', '.join(entry_points)}\n\n"
-        f"__all__ = {entry_points!r}\n"
+        f'"""Cloud Functions source root for {function.name}."""\n\n'
+        f"from {function.module} import {function.entry_point}\n\n"
+        f"__all__ = [{function.entry_point!r}]\n"
     )
     return target
+
+
+def stage_all(root: Path, topology: Topology) -> dict[str, Path]:
+    return {f.name: stage(root / f.name, function=f) for f in topology.functions}
 
 
 def deploy_commands(
     topology: Topology,
     *,
-    source: Path,
+    sources: Mapping[str, Path],
     project_id: str,
+    bucket: str,
     region: str,
     env: Mapping[str, str],
 ) -> list[list[str]]:
@@ -50,15 +59,25 @@ def deploy_commands(
             "gcloud", "functions", "deploy", function.name,
             "--gen2", "--runtime=python311",
             f"--project={project_id}", f"--region={region}",
-            f"--source={source}", f"--entry-point={function.entry_point}",
+            f"--source={sources[function.name]}", f"--entry-point={function.entry_point}",
             f"--memory={function.memory}", f"--timeout={function.timeout_s}s",
             f"--set-env-vars={env_vars}",
         ]  # fmt: skip
-        if function.trigger == "http":
+        kind, _, target = function.trigger.partition(":")
+        if kind == "http":
             # The API authenticates every route itself (hashed API keys); IAM would block callers.
             command += ["--trigger-http", "--allow-unauthenticated"]
+        elif kind == "topic":
+            command += [f"--trigger-topic={target}"]
+        elif kind == "storage":
+            command += [
+                f"--trigger-event-filters=type=google.cloud.storage.object.v1.{target}",
+                f"--trigger-event-filters=bucket={bucket}",
+            ]
         else:
-            command += [f"--trigger-topic={function.trigger.removeprefix('topic:')}"]
+            raise ValueError(f"{function.name}: unknown trigger {function.trigger!r}")
+        if function.retry:
+            command.append("--retry")
         commands.append(command)
     return commands
 

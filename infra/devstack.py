@@ -67,8 +67,23 @@ class DevStack:
                  "--source", str(REPO_ROOT / "functions" / "main.py"), "--target", "api",
                  "--host", "127.0.0.1", "--port", str(port)],
             )  # fmt: skip
+            events_port = free_port()
+            events = self._spawn(
+                "events",
+                [str(Path(sys.executable).with_name("functions-framework")),
+                 "--source", str(REPO_ROOT / "functions" / "events.py"),
+                 "--target", "voice_object_event", "--signature-type", "cloudevent",
+                 "--host", "127.0.0.1", "--port", str(events_port)],
+            )  # fmt: skip
             worker = self._spawn("worker", [sys.executable, "-m", "gpu_worker"])
             self._wait(api, lambda: _answers(f"{self.base_url}/healthz"))
+            self._wait(events, lambda: _listening(events_port))
+            notifier = self._spawn(
+                "notifier",
+                [sys.executable, "-m", "infra.notifier",
+                 "--target", f"http://127.0.0.1:{events_port}/"],
+            )  # fmt: skip
+            self._wait(notifier, lambda: "notifier ready" in notifier.log_path.read_text())
             self._wait(
                 worker, lambda: '"worker ready"' in worker.log_path.read_text(errors="replace")
             )
@@ -121,6 +136,14 @@ class DevStack:
                 return
             time.sleep(0.2)
         raise ProcessError(f"{process.name} did not become ready:\n{process.log_tail()}")
+
+
+def _listening(port: int) -> bool:
+    try:
+        with socket.create_connection(("127.0.0.1", port), timeout=1):
+            return True
+    except OSError:
+        return False
 
 
 def _answers(url: str) -> bool:

@@ -55,8 +55,17 @@ class Function(_Model):
     source: str
     entry_point: str
     trigger: str
+    """``http``, ``topic:<name>``, or ``storage:finalized`` / ``storage:deleted`` on the bucket."""
     memory: str = "512Mi"
     timeout_s: int = 60
+    retry: bool = False
+    """Redeliver an event the function failed on (event triggers only)."""
+    extra_requirements: tuple[str, ...] = ()
+    """Installed on top of the functions' ``requirements.txt`` for this function only."""
+
+    @property
+    def module(self) -> str:
+        return self.source.removesuffix(".py").replace("/", ".")
 
 
 class Topology(_Model):

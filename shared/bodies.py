@@ -26,7 +26,6 @@ from shared.catalog import Language
 from shared.synthesis import (
     MAX_INSTRUCT_CHARS,
     CustomVoiceRequest,
-    Instruct,
     RefText,
     SpeechFields,
     VoiceDesignRequest,
@@ -153,7 +152,7 @@ class CastItem(_Body):
 
 class CastBody(_Body):
     character: Annotated[str, Field(min_length=1, max_length=100)]
-    base_description: Instruct
+    base_description: Annotated[str, Field(min_length=1, max_length=800)]
     """Who the character is: age, timbre, accent. Emotion presets are added per item."""
     text: Annotated[str, Field(min_length=1, max_length=500)]
     """The line each designed voice speaks (it becomes the voice's reference)."""

@@ -103,6 +103,12 @@ def list_voices(
     )
 
 
+def builtin_speaker(voice_id: str) -> BuiltinSpeaker | None:
+    """Built-in speakers are addressed by their lower-case name (``vivian``, ``uncle_fu``)."""
+    name = next((s for s in BUILTIN_SPEAKERS if s.lower() == voice_id.lower()), None)
+    return BuiltinSpeaker(name=name) if name else None
+
+
 def get_voice(gw: Gateway, *, principal: Principal, voice_id: str) -> Voice:
     voice = gw.voices.get(voice_id) if voice_id.isalnum() and len(voice_id) <= 64 else None
     # Someone else's voice is indistinguishable from a missing one; so is a deleted one.

@@ -39,6 +39,8 @@ from shared.ports import (
 from shared.routing import choose_backend
 from shared.settings import Settings
 from shared.synthesis import (
+    MAX_NAME_CHARS,
+    MAX_SEED,
     AudioRef,
     CastRequest,
     ClonePromptRequest,
@@ -173,46 +175,49 @@ def cast_voices(
         )
     parent_id = _job_id(gw, owner=principal.owner, idempotency_key=idempotency_key)
     prefix = gw.settings.voices.prefix
-    children: list[DesignVoiceRequest] = []
-    for index, item in enumerate(body.items):
-        stem = f"{parent_id}-{index}"
-        children.append(
-            DesignVoiceRequest(
-                text=item.text or body.text,
-                language=body.language,
-                seed=None if body.seed is None else body.seed + index,
-                instruct=cast_instruct(
-                    body.base_description, emotion=item.emotion, intensity=item.intensity
-                ),
-                voice_id=voice_id_for(
-                    bucket=gw.settings.bucket,
-                    object_name=prompt_object_name(prefix=prefix, stem=stem),
-                ),
-                name=f"{body.character} ({item.emotion}, {item.intensity})",
-                traits=VoiceTraits(
-                    character=body.character,
-                    emotion=item.emotion,
-                    intensity=item.intensity,
-                    description=body.base_description,
-                    tags=body.tags,
-                ),
-                parent_id=parent_id,
-            )
+    child_ids = tuple(f"{parent_id}c{i}" for i in range(len(body.items)))
+    children = [
+        DesignVoiceRequest(
+            text=item.text or body.text,
+            language=body.language,
+            seed=None if body.seed is None else (body.seed + index) % (MAX_SEED + 1),
+            instruct=cast_instruct(
+                body.base_description, emotion=item.emotion, intensity=item.intensity
+            ),
+            voice_id=voice_id_for(
+                bucket=gw.settings.bucket,
+                object_name=prompt_object_name(prefix=prefix, stem=child_id),
+            ),
+            name=f"{body.character} ({item.emotion}, {item.intensity})"[:MAX_NAME_CHARS],
+            traits=VoiceTraits(
+                character=body.character,
+                emotion=item.emotion,
+                intensity=item.intensity,
+                description=body.base_description,
+                tags=body.tags,
+            ),
+            parent_id=parent_id,
         )
-    child_ids = tuple(f"{parent_id}-{i}" for i in range(len(children)))
-    # Route every child before storing anything: a cast no backend can run is refused whole.
+        for index, (child_id, item) in enumerate(zip(child_ids, body.items, strict=True))
+    ]
+    # Route before storing anything: a cast no backend can run is refused whole.
     backend = route(gw, mode="design_voice")
     parent = _new_job(
         gw,
         job_id=parent_id,
         principal=principal,
-        request=CastRequest(character=body.character, children=child_ids),
+        request=CastRequest(
+            character=body.character,
+            children=child_ids,
+            fingerprint=hashlib.sha256(body.model_dump_json().encode()).hexdigest(),
+        ),
         backend="",
         key=idempotency_key,
     )
-    parent, created = gw.jobs.create(parent)
+    stored, created = gw.jobs.create(parent)
     if not created:
-        return _existing(parent, request=parent.request)
+        stored = _existing(stored, request=parent.request)
+    # Also on a retry: children a crashed first attempt never created are created now.
     for child_id, request in zip(child_ids, children, strict=True):
         child = _new_job(
             gw, job_id=child_id, principal=principal, request=request, backend=backend.id, key=None
@@ -220,7 +225,7 @@ def cast_voices(
         child, _ = gw.jobs.create(child)
         if child.state is JobState.QUEUED:
             publish_job(gw, child)
-    return parent
+    return stored
 
 
 def _submit(

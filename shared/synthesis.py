@@ -21,6 +21,7 @@ MAX_REF_TEXT_CHARS = 2000
 HARD_MAX_TEXT_CHARS = 100_000
 """An absolute ceiling; the configured ``max_text_chars`` is the limit callers meet."""
 MAX_SEED = 2**32 - 1
+MAX_NAME_CHARS = 100
 
 Text = Annotated[str, Field(min_length=1, max_length=HARD_MAX_TEXT_CHARS)]
 Instruct = Annotated[str, Field(min_length=1, max_length=MAX_INSTRUCT_CHARS)]
@@ -159,6 +160,8 @@ class CastRequest(_Model):
     mode: Literal["cast"] = "cast"
     character: Annotated[str, Field(min_length=1, max_length=100)]
     children: tuple[str, ...]
+    fingerprint: str
+    """Of the cast body: a reused Idempotency-Key with a different body is a conflict."""
 
 
 SpeechRequest = CustomVoiceRequest | VoiceDesignRequest | VoiceCloneRequest | ClonePromptRequest

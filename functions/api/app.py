@@ -123,6 +123,9 @@ def create_api(gw: Gateway) -> Flask:
 
     @app.get("/v1/voices/<voice_id>")
     def get_voice(voice_id: str) -> Response:
+        builtin = library.builtin_speaker(voice_id)
+        if builtin is not None:
+            return _json(VoiceView.builtin(builtin.name))
         return _json(VoiceView.of(library.get_voice(gw, principal=_principal(), voice_id=voice_id)))
 
     @app.patch("/v1/voices/<voice_id>")
@@ -133,9 +136,9 @@ def create_api(gw: Gateway) -> Flask:
         return _json(VoiceView.of(voice))
 
     @app.delete("/v1/voices/<voice_id>")
-    def delete_voice(voice_id: str) -> tuple[str, int]:
+    def delete_voice(voice_id: str) -> Response:
         library.delete_voice(gw, principal=_principal(), voice_id=voice_id)
-        return "", 204
+        return Response(status=204)
 
     @app.get("/v1/voices/<voice_id>/package")
     def package_voice(voice_id: str) -> Response:

@@ -4,25 +4,31 @@ in its own process, the 4090 worker in its own process, the tiny model. One synt
 
 from __future__ import annotations
 
+import base64
 import io
 import signal
 import time
+import zipfile
 from collections.abc import Iterator
 from typing import Any
 
+import numpy as np
 import pytest
 import requests
 import soundfile as sf
 
 from infra.devstack import DevStack
+from shared.adapters.clients import storage_client
+from shared.settings import Settings
 from tests.support.contracts import validate_response
 
 pytestmark = pytest.mark.e2e
 
 
 @pytest.fixture(scope="module")
-def stack(tiny_model_dir: str) -> Iterator[DevStack]:
-    with DevStack(models=(tiny_model_dir,), extra_env={"TTS_WORKER__HEARTBEAT_S": "1"}) as running:
+def stack(tiny_models_dir: dict[str, str]) -> Iterator[DevStack]:
+    models = tuple(tiny_models_dir.values())
+    with DevStack(models=models, extra_env={"TTS_WORKER__HEARTBEAT_S": "1"}) as running:
         yield running
 
 
@@ -46,13 +52,7 @@ def test_a_custom_voice_request_comes_back_as_a_valid_wav(stack: DevStack) -> No
     assert submitted.status_code == 202
     job_id = submitted.json()["id"]
 
-    deadline = time.monotonic() + 90
-    while True:
-        view = call(stack, "GET", f"/v1/jobs/{job_id}").json()
-        if view["state"] in {"succeeded", "failed"} or time.monotonic() > deadline:
-            break
-        time.sleep(0.2)
-    assert view["state"] == "succeeded", view
+    view = finished(stack, job_id)
     assert view["attempts"] == 1
 
     redirect = call(stack, "GET", f"/v1/jobs/{job_id}/audio")
@@ -64,6 +64,81 @@ def test_a_custom_voice_request_comes_back_as_a_valid_wav(stack: DevStack) -> No
     assert len(samples) > 0
     assert view["audio"]["duration_s"] == pytest.approx(len(samples) / rate, abs=1e-6)
     assert view["audio"]["bytes"] == len(audio.content)
+
+
+def finished(stack: DevStack, job_id: str, *, timeout_s: float = 90) -> dict[str, Any]:
+    deadline = time.monotonic() + timeout_s
+    while True:
+        view: dict[str, Any] = call(stack, "GET", f"/v1/jobs/{job_id}").json()
+        if view["state"] in {"succeeded", "failed"} or time.monotonic() > deadline:
+            break
+        time.sleep(0.2)
+    assert view["state"] == "succeeded", view
+    return view
+
+
+def wav(seconds: float = 2.0) -> bytes:
+    t = np.arange(int(24000 * seconds), dtype=np.float32) / 24000
+    buffer = io.BytesIO()
+    sf.write(buffer, 0.2 * np.sin(2 * np.pi * 160 * t), 24000, format="WAV")
+    return buffer.getvalue()
+
+
+def test_voice_design_and_voice_clone_over_http(stack: DevStack) -> None:
+    design = {"mode": "voice_design", "text": "Ahoy.", "instruct": "an old sailor", "seed": 4}
+    clone = {
+        "mode": "voice_clone",
+        "text": "Hello.",
+        "ref_audio": base64.b64encode(wav()).decode(),
+        "ref_text": "A reference line.",
+    }
+    for body in (design, clone):
+        job_id = call(stack, "POST", "/v1/tts/jobs", json=body).json()["id"]
+        assert finished(stack, job_id)["audio"]["duration_s"] > 0
+
+
+def test_create_a_voice_drop_its_prompt_in_the_bucket_and_speak_with_both(
+    stack: DevStack,
+) -> None:
+    """create voice -> worker -> registry; then `gsutil cp` of its .pt -> finalize event ->
+    registry -> clone-prompt synthesis with the dropped voice."""
+    created = call(
+        stack,
+        "POST",
+        "/v1/voices",
+        data={"name": "Keeper", "ref_text": "A reference line.", "tags": "e2e"},
+        files={"ref_audio": ("ref.wav", wav(), "audio/wav")},
+    )
+    assert created.status_code == 202
+    voice_id = finished(stack, created.json()["id"])["voice_id"]
+    voice = call(stack, "GET", f"/v1/voices/{voice_id}").json()
+    assert (voice["name"], voice["tags"]) == ("Keeper", ["e2e"])
+
+    package = call(stack, "GET", f"/v1/voices/{voice_id}/package")
+    assert package.headers["Content-Type"] == "application/zip"
+    with zipfile.ZipFile(io.BytesIO(package.content)) as archive:
+        prompt = archive.read("prompt.pt")
+    # The stack's own settings, as its processes read them from their environment.
+    settings = Settings(
+        bucket=stack.env.get("TTS_BUCKET", Settings.model_fields["bucket"].default),
+        storage_emulator_host=stack.emulators.env["STORAGE_EMULATOR_HOST"],
+    )
+    blob = storage_client(settings).bucket(settings.bucket).blob("voice-prompts/by-hand.pt")
+    blob.metadata = {"name": "Dropped"}
+    blob.upload_from_string(prompt)
+
+    deadline = time.monotonic() + 30
+    while True:
+        listed = call(stack, "GET", "/v1/voices", params={"q": "dropped"}).json()["voices"]
+        if listed or time.monotonic() > deadline:
+            break
+        time.sleep(0.3)
+    assert [v["name"] for v in listed] == ["Dropped"]
+
+    for voice_ref in ("Keeper", "Dropped"):
+        body = {"mode": "clone_prompt", "text": "Speak.", "voice": voice_ref}
+        job_id = call(stack, "POST", "/v1/tts/jobs", json=body).json()["id"]
+        finished(stack, job_id)
 
 
 def test_health_is_public_and_everything_else_is_not(stack: DevStack) -> None:

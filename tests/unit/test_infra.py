@@ -24,28 +24,54 @@ def test_every_home_backend_has_a_subscription_filtered_on_its_id() -> None:
     assert Settings().worker.subscription == f"tts-jobs-{Settings().worker.backend_id}"
 
 
-def test_staged_source_imports_every_entry_point_without_the_model_stack(tmp_path: Path) -> None:
-    declared = topology.load()
-    staged = deploy.stage(tmp_path / "src", functions=declared.functions)
+def staged_packages(staged: Path) -> set[str]:
     lines = (staged / "requirements.txt").read_text().splitlines()
-    packages = {line.split("==")[0].lower() for line in lines if line and not line.startswith("#")}
-    assert not packages & {"torch", "torchaudio", "qwen-tts", "numpy", "soundfile", "runpod"}
-    names = [f.entry_point for f in declared.functions]
+    return {line.split("==")[0].lower() for line in lines if line and not line.startswith("#")}
+
+
+def test_the_api_stages_without_the_model_stack(tmp_path: Path) -> None:
+    api = next(f for f in topology.load().functions if f.trigger == "http")
+    staged = deploy.stage(tmp_path / "api", function=api)
+    assert not staged_packages(staged) & {"torch", "torchaudio", "qwen-tts", "numpy", "soundfile"}
     code = (
         "import sys, main\n"
-        f"assert all(callable(getattr(main, n)) for n in {names!r})\n"
+        f"assert callable(main.{api.entry_point})\n"
         "assert not {'torch', 'numpy', 'qwen_tts'} & set(sys.modules)\n"
     )
     subprocess.run([sys.executable, "-c", code], cwd=staged, check=True, env={"PATH": ""})
 
 
+def test_the_voice_registry_gets_torch_but_never_qwen_tts(tmp_path: Path) -> None:
+    declared = topology.load()
+    registry = [f for f in declared.functions if f.trigger.startswith("storage:")]
+    assert {f.trigger for f in registry} == {"storage:finalized", "storage:deleted"}
+    for function in registry:
+        staged = deploy.stage(tmp_path / function.name, function=function)
+        packages = staged_packages(staged)
+        assert "torch" in packages
+        assert not packages & {"qwen-tts", "transformers", "runpod"}
+        assert (
+            f"from functions.events import {function.entry_point}"
+            in (staged / "main.py").read_text()
+        )
+
+
 def test_deploy_commands_name_each_function(tmp_path: Path) -> None:
     declared = topology.load()
     commands = deploy.deploy_commands(
-        declared, source=tmp_path, project_id="p", region="r", env={"TTS_BUCKET": "b"}
+        declared,
+        sources={f.name: tmp_path / f.name for f in declared.functions},
+        project_id="p",
+        region="r",
+        bucket="b",
+        env={"TTS_BUCKET": "b"},
     )
     assert [c[3] for c in commands] == [f.name for f in declared.functions]
     api = commands[0]
     assert "--entry-point=api" in api
     assert "--trigger-http" in api
     assert "--set-env-vars=TTS_BUCKET=b" in api
+    finalized = next(c for c in commands if c[3] == "tts-voice-registered")
+    assert "--trigger-event-filters=type=google.cloud.storage.object.v1.finalized" in finalized
+    assert "--trigger-event-filters=bucket=b" in finalized
+    assert "--retry" in finalized
