@@ -4,7 +4,8 @@ This is plumbing only. The model it writes has the exact on-disk layout of a rea
 ``Qwen/Qwen3-TTS-12Hz-1.7B-*`` snapshot (config, generation config, BPE text tokenizer,
 safetensors weights and a 12 Hz speech tokenizer) and loads through the real
 ``qwen_tts.Qwen3TTSModel.from_pretrained(path)``, but every layer is a few dozen units wide
-and its weights are random, so what it "speaks" is noise. It exists so that tests and
+and its weights are random, so what it "speaks" is noise, about half a second of it (the
+talker is biased to stop, see ``_make_talker_stop``). It exists so that tests and
 ``make run MODEL=tiny`` exercise the whole worker path (load, validation of speakers and
 languages, instruct, voice design, voice cloning, decode to 24 kHz float32 audio) on a CPU
 in well under a second per request, without downloading gigabytes of weights.
@@ -34,6 +35,7 @@ from typing import TYPE_CHECKING, Any, Final, Literal
 
 if TYPE_CHECKING:
     import torch
+    from qwen_tts.core.models.modeling_qwen3_tts import Qwen3TTSTalkerForConditionalGeneration
     from qwen_tts.core.tokenizer_12hz.modeling_qwen3_tts_tokenizer_v2 import (
         Qwen3TTSTokenizerV2Decoder,
     )
@@ -120,7 +122,12 @@ _SPECIAL_TOKENS: Final = (
 _TALKER_HIDDEN: Final = 32
 _EOS_CARRIER_DIM: Final = 0
 _EOS_LOGIT: Final = 2.25
-"""EOS logit per decode step; the codes sit near 0, and top-k 50 at temperature 0.9 keeps 49."""
+"""Nominal EOS logit at each decode step (about 2.1 in practice, the code logits sit near 0).
+
+Against the 49 codes that top-k 50 keeps, at temperature 0.9, that is p(EOS) ~ 0.17 a step:
+speech lasts 2 frames (``min_new_tokens``) plus a geometric tail, median 5 frames, and reaches
+50 frames with probability ~1e-4.
+"""
 _GENERATION_DEFAULTS: Final[dict[str, Any]] = {
     "do_sample": True,
     "top_k": 50,
@@ -131,7 +138,7 @@ _GENERATION_DEFAULTS: Final[dict[str, Any]] = {
     "subtalker_top_k": 50,
     "subtalker_top_p": 1.0,
     "subtalker_temperature": 0.9,
-    # A safety cap only: the talker's weights make about one sampled step in five emit EOS.
+    # A safety cap only: the talker's weights make about one sampled step in six emit EOS.
     "max_new_tokens": 256,
 }
 
@@ -513,14 +520,13 @@ def _model_weights(config: dict[str, Any]) -> bytes:
     return _safetensors_bytes(model.state_dict())
 
 
-def _make_talker_stop(talker: Any, eos_id: int) -> None:
-    """Give the talker a constant EOS logit, so that each sampled frame ends speech with p ~ 0.2.
+def _make_talker_stop(talker: Qwen3TTSTalkerForConditionalGeneration, eos_id: int) -> None:
+    """Give the talker a steady EOS logit of about ``_EOS_LOGIT``, so that the noise ends soon.
 
-    Random weights put EOS on a par with the 64 codes (p ~ 1/50 a step), so noise ran on to
-    ``max_new_tokens``. Every talker input, prefill and decode step alike, carries a text
-    projection (a text token, pad or eos embedding); a bias on one of its output dimensions
-    dwarfs the ~0.08 of everything else there, so after the final RMSNorm that dimension is
-    nearly sqrt(hidden) whatever the codes were, and only the EOS row of the head reads it.
+    Random weights leave EOS no likelier than any code (~1/50 a step), so generation ran on to
+    ``max_new_tokens``. Every talker input carries a text projection (a text, pad or eos
+    embedding); a bias there dwarfs everything else (~0.08) on one residual dimension, which the
+    final RMSNorm then holds near sqrt(hidden) whatever the codes, and only EOS reads it.
     """
     import torch
 
