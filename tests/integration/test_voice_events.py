@@ -17,6 +17,7 @@ from flask.testing import FlaskClient
 from google.cloud import storage
 
 from shared.adapters.clients import storage_client
+from shared.bootstrap import build_gateway
 from shared.service import Gateway
 from shared.settings import Settings
 from shared.voice_file import PromptItem, VoicePromptFile, dumps
@@ -88,7 +89,7 @@ def deliver(events: FlaskClient, blob: storage.Blob, *, kind: str = "finalized")
 
 
 def test_a_dropped_prompt_registers_and_a_delete_forgets_it(
-    events: FlaskClient, bucket: storage.Bucket, cloud_gateway: Gateway
+    events: FlaskClient, bucket: storage.Bucket, cloud_gateway: Gateway, cloud_settings: Settings
 ) -> None:
     blob = upload(bucket, "voice-prompts/drop-in.pt", prompt(), name="Drop In", tags="a,b")
     deliver(events, blob)
@@ -103,6 +104,8 @@ def test_a_dropped_prompt_registers_and_a_delete_forgets_it(
     )
     assert voice.x_vector_only
     validate_schema("voice-document.schema.json", as_json(voice.model_dump(mode="json")))
+    # Review 4.4: v1 kept voices in one process's memory. A fresh process reads the same record.
+    assert build_gateway(cloud_settings).voices.get(voice_id) == voice
     assert [v.id for v in cloud_gateway.voices.query(tag="a", limit=10)] == [voice_id]
 
     blob.delete()
