@@ -141,6 +141,28 @@ def test_create_a_voice_drop_its_prompt_in_the_bucket_and_speak_with_both(
         finished(stack, job_id)
 
 
+def test_casting_and_normalizing_over_http(stack: DevStack) -> None:
+    cast = {
+        "character": "Mira",
+        "base_description": "A young woman with a clear alto voice",
+        "text": "I never thought I would see this place again.",
+        "items": [{"emotion": "happy"}, {"emotion": "sad", "intensity": "high"}],
+        "seed": 11,
+    }
+    parent = call(stack, "POST", "/v1/voices/cast", json=cast)
+    assert parent.status_code == 202
+    view = finished(stack, parent.json()["id"])
+    assert view["progress"]["succeeded"] == view["progress"]["total"] == 2
+    for child_id in view["progress"]["children"]:
+        child = call(stack, "GET", f"/v1/jobs/{child_id}").json()
+        voice = call(stack, "GET", child["voice_url"]).json()
+        assert voice["character"] == "Mira"
+
+    clip = {"audio": base64.b64encode(wav(3.0)).decode(), "target_lufs": -20}
+    job_id = call(stack, "POST", "/v1/audio/normalize", json=clip).json()["id"]
+    assert finished(stack, job_id)["audio"]["duration_s"] == pytest.approx(3.0, abs=0.01)
+
+
 def test_health_is_public_and_everything_else_is_not(stack: DevStack) -> None:
     assert requests.get(f"{stack.base_url}/healthz", timeout=10).json() == {"status": "ok"}
     anonymous = requests.get(f"{stack.base_url}/v1/jobs/abc", timeout=10)
