@@ -12,17 +12,14 @@ import logging
 from collections.abc import Callable
 from dataclasses import dataclass
 
-from shared.audio_ops import decode, join_waves
-from shared.loudness import normalize
-from shared.text_split import split_text
-from shared.voice_file import PromptItem, VoicePromptFile, dumps
-
 from gpu_worker.engine import ModelSet
 from gpu_worker.prompt_cache import PromptCache
 from shared.audio import Waveform, encode
 from shared.audio_formats import AudioFormat
+from shared.audio_ops import decode, join_waves
 from shared.errors import NotFound, SynthesisFailed
 from shared.jobs import Job
+from shared.loudness import normalize
 from shared.registry import Registration, StoredObject, on_object_finalized
 from shared.service import Gateway
 from shared.synthesis import (
@@ -38,6 +35,8 @@ from shared.synthesis import (
     VoiceDesignRequest,
     VoiceTraits,
 )
+from shared.text_split import split_text
+from shared.voice_file import PromptItem, VoicePromptFile, dumps
 from shared.voices import REFERENCE_SUFFIX, prompt_object_name, voice_id_for
 
 log = logging.getLogger(__name__)
@@ -219,7 +218,7 @@ class TaskExecutor:
             json.dumps(sidecar).encode(),
             content_type="application/json",
         )
-        model = ",".join(self._models.sources)
+        model = self._models.of_type("base").model_source
         data = dumps(VoicePromptFile(items=items, metadata={"name": name}, model=model))
         stored = gw.blobs.put(name_in_bucket, data, content_type="application/octet-stream")
         outcome = on_object_finalized(

@@ -24,6 +24,7 @@ from types import TracebackType
 
 from infra.emulators import Emulators
 from infra.processes import ManagedProcess, ProcessError, free_port, spawn
+from shared.settings import Settings
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 TINY_MODEL_DIR = REPO_ROOT / ".cache" / "tiny-model"
@@ -41,6 +42,10 @@ class DevStack:
     processes: list[ManagedProcess] = field(default_factory=list)
     api_key: str = ""
     base_url: str = ""
+
+    @property
+    def bucket(self) -> str:
+        return self.env.get("TTS_BUCKET") or str(Settings.model_fields["bucket"].default)
 
     def __post_init__(self) -> None:
         self.emulators = Emulators(log_dir=self.run_dir)
@@ -201,6 +206,14 @@ def main() -> int:
         f"  until curl -s {stack.base_url}/v1/jobs/$JOB -H '{auth}' | grep -q '\"succeeded\"'; "
         "do sleep 0.5; done",
         f"  curl -sL {stack.base_url}/v1/jobs/$JOB/audio -H '{auth}' -o hello.wav",
+        "",
+        "Make a voice from that clip, then list voices (needs a Base model):",
+        f"  curl -s -X POST {stack.base_url}/v1/voices -H '{auth}' -F name=Hello "
+        "-F 'ref_text=Hello from the gateway.' -F ref_audio=@hello.wav",
+        f"  curl -s {stack.base_url}/v1/voices -H '{auth}'",
+        "",
+        f"Drop a .pt prompt into gs://{stack.bucket}/voice-prompts/ to register it "
+        "(a local notifier stands in for GCS events).",
         "",
         "Ctrl-C stops everything.",
     ]

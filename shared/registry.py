@@ -127,12 +127,17 @@ def on_object_deleted(gw: Gateway, obj: StoredObject) -> Registration:
     now = gw.clock()
 
     def mark_deleted(existing: Voice | None) -> Voice | None:
+        changed.clear()
         if existing is None or existing.generation != obj.generation or not existing.active:
             return None
+        changed.append(existing.id)
         return existing.model_copy(update={"state": VoiceState.DELETED, "updated_at": now})
 
-    stored = gw.voices.update(voice_id, mark_deleted)
-    if stored is None or stored.state is not VoiceState.DELETED or stored.updated_at != now:
+    # A transaction may run its function more than once; each run resets the flag, so it
+    # reflects the run that committed.
+    changed: list[str] = []
+    gw.voices.update(voice_id, mark_deleted)
+    if not changed:
         return Registration.STALE
     log.info("voice deleted", extra={"voice_id": voice_id, "object": obj.name})
     return Registration.DELETED
@@ -200,19 +205,19 @@ def _apply_sidecar(gw: Gateway, obj: StoredObject) -> Registration:
     now = gw.clock()
 
     def apply(existing: Voice | None) -> Voice | None:
+        changed.clear()
         if existing is None or not existing.active:
             return None
         merged = {**_fields_of(existing), **fields}
-        return existing.model_copy(
-            update={"name": merged["name"], "traits": _traits(merged), "updated_at": now}
-        )
+        name, traits = merged["name"], _traits(merged)
+        if (name, traits) == (existing.name, existing.traits):
+            return None  # the sidecar the worker wrote with the prompt: nothing new
+        changed.append(existing.id)
+        return existing.model_copy(update={"name": name, "traits": traits, "updated_at": now})
 
-    stored = gw.voices.update(voice_id, apply)
-    return (
-        Registration.UPDATED
-        if stored is not None and stored.updated_at == now
-        else (Registration.IGNORED)
-    )
+    changed: list[str] = []
+    gw.voices.update(voice_id, apply)
+    return Registration.UPDATED if changed else Registration.IGNORED
 
 
 def _sidecar(gw: Gateway, prompt_name: str) -> dict[str, str]:

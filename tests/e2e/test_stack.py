@@ -120,7 +120,7 @@ def test_create_a_voice_drop_its_prompt_in_the_bucket_and_speak_with_both(
         prompt = archive.read("prompt.pt")
     # The stack's own settings, as its processes read them from their environment.
     settings = Settings(
-        bucket=stack.env.get("TTS_BUCKET", Settings.model_fields["bucket"].default),
+        bucket=stack.bucket,
         storage_emulator_host=stack.emulators.env["STORAGE_EMULATOR_HOST"],
     )
     blob = storage_client(settings).bucket(settings.bucket).blob("voice-prompts/by-hand.pt")

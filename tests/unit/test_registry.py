@@ -66,6 +66,21 @@ def test_a_sidecar_names_and_tags_the_voice(gateway: Gateway, fakes: Fakes) -> N
     assert voice.traits.tags == ("sea", "gruff")
 
 
+def test_a_sidecar_written_after_the_prompt_updates_it_once(gateway: Gateway, fakes: Fakes) -> None:
+    on_object_finalized(gateway, drop(fakes, prompt_bytes(name="Before")))
+    sidecar = drop(
+        fakes,
+        json.dumps({"name": "After", "tags": "x"}).encode(),
+        name="voice-prompts/narrator.json",
+    )
+    assert on_object_finalized(gateway, sidecar) is Registration.UPDATED
+    voice = fakes.voices.get(voice_id())
+    assert voice is not None
+    assert (voice.name, voice.traits.tags) == ("After", ("x",))
+    assert on_object_finalized(gateway, sidecar) is Registration.IGNORED  # nothing new
+    assert fakes.voices.get(voice_id()) == voice
+
+
 def test_an_overwrite_updates_and_its_old_generation_delete_is_ignored(
     gateway: Gateway, fakes: Fakes
 ) -> None:
