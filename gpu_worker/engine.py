@@ -158,26 +158,6 @@ class QwenEngine:
             language=_model_language(language),
         )
 
-    def generate_voice_clone(
-        self,
-        *,
-        text: str,
-        language: Language,
-        reference: Waveform,
-        ref_text: str | None,
-        x_vector_only: bool,
-        seed: int | None = None,
-    ) -> Waveform:
-        return self._generate(
-            "generate_voice_clone",
-            text=text,
-            seed=seed,
-            language=_model_language(language),
-            ref_audio=(reference.samples, reference.sample_rate),
-            ref_text=ref_text,
-            x_vector_only_mode=x_vector_only,
-        )
-
     def generate_from_prompt(
         self, *, text: str, language: Language, prompt: VoicePromptFile, seed: int | None = None
     ) -> Waveform:

@@ -115,14 +115,15 @@ class TaskExecutor:
                 )
             case VoiceCloneRequest():
                 engine = models.of_type("base")
-                reference = self._reference(request.reference)
-                return lambda text, seed: engine.generate_voice_clone(
-                    text=text,
-                    language=request.language,
-                    reference=reference,
+                # Encode the reference once, not once per chunk of a long text.
+                items = engine.create_voice_prompt(
+                    reference=self._reference(request.reference),
                     ref_text=request.ref_text,
                     x_vector_only=request.x_vector_only,
-                    seed=seed,
+                )
+                cloned = VoicePromptFile(items=items)
+                return lambda text, seed: engine.generate_from_prompt(
+                    text=text, language=request.language, prompt=cloned, seed=seed
                 )
             case ClonePromptRequest():
                 engine = models.of_type("base")

@@ -124,6 +124,24 @@ def test_voice_clone_from_reference_audio(
         assert done.result.duration_s > 0
 
 
+def test_a_long_clone_encodes_its_reference_once(
+    gateway: Gateway, runner: JobRunner, models: ModelSet, mocker: MockerFixture
+) -> None:
+    base = models.of_type("base")
+    encode_spy = mocker.spy(base, "create_voice_prompt")
+    speak_spy = mocker.spy(base, "generate_from_prompt")
+    request = VoiceCloneBody.model_validate(
+        {
+            "text": "One sentence of the chapter. Another sentence follows. And a third one ends.",
+            "ref_audio": base64.b64encode(tone()).decode(),
+            "x_vector_only": True,
+        }
+    )
+    run(gateway, runner, submit_job(gateway, principal=ALICE, request=request))
+    assert encode_spy.call_count == 1
+    assert speak_spy.call_count > 1
+
+
 def test_create_a_voice_then_speak_with_it_twice_with_one_download(
     gateway: Gateway, runner: JobRunner, fakes: Fakes
 ) -> None:
