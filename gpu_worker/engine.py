@@ -17,7 +17,6 @@ from contextlib import contextmanager
 import numpy as np
 import torch
 from qwen_tts import Qwen3TTSModel, VoiceClonePromptItem
-from shared.voice_file import PromptItem, VoicePromptFile
 
 from shared.audio import Waveform
 from shared.catalog import Language
@@ -28,6 +27,7 @@ from shared.errors import (
     SynthesisRunaway,
     TransientError,
 )
+from shared.voice_file import PromptItem, VoicePromptFile
 
 log = logging.getLogger(__name__)
 

@@ -9,9 +9,8 @@ from __future__ import annotations
 import threading
 from collections import OrderedDict
 
-from shared.voice_file import VoicePromptFile, loads
-
 from shared.ports import BlobStore
+from shared.voice_file import VoicePromptFile, loads
 
 
 class PromptCache:
