@@ -21,7 +21,7 @@ from shared.bodies import VoiceFields, VoicePatch
 from shared.catalog import BUILTIN_SPEAKERS
 from shared.errors import Forbidden, InvalidRequest, NotFound, PayloadTooLarge
 from shared.service import Gateway
-from shared.synthesis import VoiceTraits
+from shared.synthesis import RefText, VoiceTraits
 from shared.voices import (
     PROMPT_SUFFIX,
     REFERENCE_SUFFIX,
@@ -37,6 +37,14 @@ PACKAGE_METADATA = "voice.json"
 PACKAGE_REFERENCE = "reference"
 """``reference.<ext>`` inside a package."""
 MAX_PACKAGE_MEMBERS = 3
+
+
+class PackageMetadata(VoiceFields):
+    """``voice.json`` in a package; fields this version does not know are ignored."""
+
+    model_config = ConfigDict(extra="ignore", frozen=True, str_strip_whitespace=True)
+
+    ref_text: RefText | None = None
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -126,22 +134,16 @@ def update_voice(gw: Gateway, *, principal: Principal, voice_id: str, patch: Voi
     changes = patch.model_dump(exclude_unset=True)
     now = gw.clock()
 
+    trait_changes = {k: v for k, v in changes.items() if k != "name"}
+    if "tags" in trait_changes:
+        trait_changes["tags"] = tuple(trait_changes["tags"] or ())
+
     def apply(current: Voice | None) -> Voice | None:
         if current is None or current.state is VoiceState.DELETED:
             raise NotFound(f"no voice {voice_id!r}")
-        traits = current.traits.model_copy(
-            update={k: v for k, v in changes.items() if k != "name" and k != "tags"}
-        )
-        if "tags" in changes:
-            traits = traits.model_copy(update={"tags": tuple(changes["tags"] or ())})
+        traits = VoiceTraits.model_validate({**current.traits.model_dump(), **trait_changes})
         name = changes.get("name") or current.name
-        return current.model_copy(
-            update={
-                "name": name,
-                "traits": VoiceTraits.model_validate(traits.model_dump()),
-                "updated_at": now,
-            }
-        )
+        return current.model_copy(update={"name": name, "traits": traits, "updated_at": now})
 
     updated = gw.voices.update(voice_id, apply)
     assert updated is not None
@@ -192,30 +194,21 @@ def import_voice(gw: Gateway, *, principal: Principal, package: bytes) -> str:
     if len(package) > limits.max_prompt_bytes + limits.max_audio_bytes + 65_536:
         raise PayloadTooLarge("the package is too large", field="package")
     members = _read_package(package, max_member_bytes=limits.max_prompt_bytes)
-    try:
-        fields = VoiceFields.model_validate(
-            {
-                k: v
-                for k, v in json.loads(members[PACKAGE_METADATA]).items()
-                if k in VoiceFields.model_fields
-            }
-        )
-    except (KeyError, UnicodeDecodeError, json.JSONDecodeError, AttributeError) as exc:
+    if PACKAGE_PROMPT not in members or PACKAGE_METADATA not in members:
         raise InvalidRequest(
-            f"the package needs a valid {PACKAGE_METADATA}", field="package"
-        ) from exc
+            f"a package needs {PACKAGE_PROMPT} and {PACKAGE_METADATA}", field="package"
+        )
+    try:
+        metadata = PackageMetadata.model_validate_json(members[PACKAGE_METADATA])
     except ValidationError as exc:
         raise InvalidRequest(
             f"{PACKAGE_METADATA}: {exc.errors()[0]['msg']}", field="package"
         ) from exc
-    if PACKAGE_PROMPT not in members:
-        raise InvalidRequest(f"the package has no {PACKAGE_PROMPT}", field="package")
-    metadata = json.loads(members[PACKAGE_METADATA])
     stem = gw.new_id()
     prefix = limits.prefix
-    object_metadata = {"name": fields.name, "owner": principal.owner}
-    if isinstance(metadata.get("ref_text"), str):
-        object_metadata["ref_text"] = metadata["ref_text"][:2000]
+    object_metadata = {"name": metadata.name, "owner": principal.owner}
+    if metadata.ref_text:
+        object_metadata["ref_text"] = metadata.ref_text
     reference = next((m for m in members if m.startswith(f"{PACKAGE_REFERENCE}.")), None)
     if reference is not None:
         container = sniff_container(members[reference])
@@ -225,7 +218,7 @@ def import_voice(gw: Gateway, *, principal: Principal, package: bytes) -> str:
         gw.blobs.put(path, members[reference], content_type=CONTENT_TYPES[container])
         object_metadata["reference_path"] = path
     sidecar = {
-        **fields.traits().model_dump(mode="json", exclude_none=True),
+        **metadata.traits().model_dump(mode="json", exclude_none=True),
         **object_metadata,
     }
     gw.blobs.put(
