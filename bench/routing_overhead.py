@@ -3,7 +3,7 @@
 Both paths run in this process against the same emulators, one job at a time:
 - gateway: POST /v1/tts/jobs through functions-framework (auth, validation, Firestore create,
   Pub/Sub publish) -> streaming pull in the 4090 subscriber -> transactional claim -> the
-  synthesizer is called. The clock stops when the synthesizer starts.
+  executor is called. The clock stops when the executor starts.
 - bare: one Firestore document create + one Pub/Sub publish -> streaming-pull delivery to a
   callback. The least any design on these primitives can cost.
 
@@ -67,6 +67,7 @@ def run(jobs: int, warmup: int) -> tuple[list[float], list[float]]:
     from gpu_worker.heartbeat import Heartbeat
     from gpu_worker.runner import JobRunner, RunnerConfig
     from gpu_worker.subscriber import HomeSubscriber
+    from gpu_worker.tasks import TaskOutput
     from infra import topology
     from shared.adapters.clients import storage_client
     from shared.adapters.pubsub import low_latency_publisher
@@ -92,16 +93,17 @@ def run(jobs: int, warmup: int) -> tuple[list[float], list[float]]:
     in_hands = threading.Event()
     handed_at: list[float] = []
 
-    class StampingSynth:
-        def synthesize(self, request: object) -> Waveform:
+    class StampingExecutor:
+        def execute(self, job: object) -> TaskOutput:
             handed_at.append(time.perf_counter())
             in_hands.set()
-            return Waveform(samples=np.zeros(2400, dtype=np.float32), sample_rate=24000)
+            silence = Waveform(samples=np.zeros(2400, dtype=np.float32), sample_rate=24000)
+            return TaskOutput(audio=silence)
 
     runner = JobRunner(
         jobs=gw.jobs,
         blobs=gw.blobs,
-        synthesizer=StampingSynth(),
+        executor=StampingExecutor(),
         clock=gw.clock,
         config=RunnerConfig(worker_id="bench", backend_id="home-4090", lease_s=60),
         audio_prefix="audio/",
