@@ -118,3 +118,9 @@ class SynthesisRunaway(SynthesisFailed):
     """The model did not stop: the audio is far longer than the text could need."""
 
     code = "synthesis_runaway"
+
+
+class RunPodRejected(PermanentError):
+    """RunPod refused the request itself (bad input, bad key, unknown endpoint): no retry helps."""
+
+    code = "runpod_rejected"
