@@ -67,11 +67,10 @@ def run(jobs: int, warmup: int) -> tuple[list[float], list[float]]:
     from gpu_worker.heartbeat import Heartbeat
     from gpu_worker.runner import JobRunner, RunnerConfig
     from gpu_worker.subscriber import HomeSubscriber
-    from gpu_worker.tasks import TaskOutput
+    from gpu_worker.tasks import TaskResult
     from infra import topology
     from shared.adapters.clients import storage_client
     from shared.adapters.pubsub import low_latency_publisher
-    from shared.audio import Waveform
     from shared.auth import Scope, new_api_key
     from shared.backends import BackendKind
     from shared.bootstrap import build_gateway
@@ -94,19 +93,16 @@ def run(jobs: int, warmup: int) -> tuple[list[float], list[float]]:
     handed_at: list[float] = []
 
     class StampingExecutor:
-        def execute(self, job: object) -> TaskOutput:
+        def execute(self, task: object) -> TaskResult:
             handed_at.append(time.perf_counter())
             in_hands.set()
-            silence = Waveform(samples=np.zeros(2400, dtype=np.float32), sample_rate=24000)
-            return TaskOutput(audio=silence)
+            return TaskResult()
 
     runner = JobRunner(
         jobs=gw.jobs,
-        blobs=gw.blobs,
         executor=StampingExecutor(),
         clock=gw.clock,
         config=RunnerConfig(worker_id="bench", backend_id="home-4090", lease_s=60),
-        audio_prefix="audio/",
     )
     beat = Heartbeat(
         store=gw.backends,

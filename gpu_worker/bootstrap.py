@@ -6,6 +6,7 @@ from dataclasses import dataclass
 
 import google.cloud.pubsub_v1 as pubsub_v1
 
+from gpu_worker.bucket_io import BucketIO
 from gpu_worker.engine import ModelSet, QwenEngine
 from gpu_worker.heartbeat import Heartbeat
 from gpu_worker.prompt_cache import PromptCache
@@ -53,19 +54,19 @@ def bootstrap(
         raise ConfigurationError(f"worker backend {w.backend_id!r} is not declared in TTS_BACKENDS")
     gw = gateway or build_gateway(settings)
     models = models or load_models(settings)
+    prompts = PromptCache(
+        blobs=gw.blobs,
+        max_bytes=w.prompt_cache_bytes,
+        max_file_bytes=settings.voices.max_prompt_bytes,
+    )
     executor = TaskExecutor(
-        gateway=gw,
         models=models,
-        prompts=PromptCache(
-            blobs=gw.blobs,
-            max_bytes=w.prompt_cache_bytes,
-            max_file_bytes=settings.voices.max_prompt_bytes,
-        ),
+        io=BucketIO(gateway=gw, prompts=prompts),
+        limits=settings.voices,
         max_chunk_chars=w.max_chunk_chars,
     )
     runner = JobRunner(
         jobs=gw.jobs,
-        blobs=gw.blobs,
         executor=executor,
         clock=gw.clock,
         config=RunnerConfig(
@@ -74,7 +75,6 @@ def bootstrap(
             lease_s=w.lease_s,
             max_attempts=w.max_attempts,
         ),
-        audio_prefix=settings.audio_prefix,
     )
     heartbeat = Heartbeat(
         store=gw.backends,

@@ -12,17 +12,13 @@ import threading
 from dataclasses import dataclass
 from enum import StrEnum
 from types import TracebackType
-from typing import TYPE_CHECKING, Protocol
+from typing import Protocol
 
-from shared.audio import encode
-from shared.audio_formats import AudioFormat
+from gpu_worker.tasks import Task, TaskResult
 from shared.errors import InvalidTransition, NotFound, PermanentError, TransientError
 from shared.jobs import AudioResult, Job, JobError
 from shared.messages import JobMessage
-from shared.ports import BlobStore, Clock, JobStore
-
-if TYPE_CHECKING:
-    from gpu_worker.tasks import TaskOutput
+from shared.ports import Clock, JobStore
 
 log = logging.getLogger(__name__)
 
@@ -50,7 +46,7 @@ class RunResult:
 class Executor(Protocol):
     """Does a job's work (``gpu_worker.tasks.TaskExecutor``; fakes in tests)."""
 
-    def execute(self, job: Job) -> TaskOutput: ...
+    def execute(self, task: Task) -> TaskResult: ...
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -66,18 +62,14 @@ class JobRunner:
         self,
         *,
         jobs: JobStore,
-        blobs: BlobStore,
         executor: Executor,
         clock: Clock,
         config: RunnerConfig,
-        audio_prefix: str,
     ) -> None:
         self._jobs = jobs
-        self._blobs = blobs
         self._executor = executor
         self._clock = clock
         self._config = config
-        self._audio_prefix = audio_prefix
 
     def run(self, message: JobMessage) -> RunResult:
         job_id = message.job_id
@@ -97,8 +89,7 @@ class JobRunner:
         log.info("job claimed", extra={"job_id": job_id, "attempt": job.attempts})
         try:
             with _LeaseKeeper(self._jobs, job_id, config=cfg, clock=self._clock):
-                output = self._executor.execute(job)
-                result = self._store_audio(job, output)
+                result = self._executor.execute(Task.of(job))
         except PermanentError as exc:
             return self._finish_failed(job, exc.code, exc.message)
         except TransientError as exc:
@@ -107,25 +98,9 @@ class JobRunner:
                     job, exc.code, f"gave up after {job.attempts} attempts: {exc.message}"
                 )
             return self._release(job, exc)
-        return self._finish_succeeded(job, result, voice_id=output.voice_id)
+        return self._finish_succeeded(job, result.audio, voice_id=result.voice_id)
 
     # -- steps ------------------------------------------------------------------------------
-
-    def _store_audio(self, job: Job, output: TaskOutput) -> AudioResult | None:
-        if output.audio is None:
-            return None
-        fmt: AudioFormat = getattr(job.request, "format", AudioFormat.WAV)
-        audio = encode(output.audio, fmt=fmt)
-        path = f"{self._audio_prefix}{job.id}.{audio.extension}"
-        stored = self._blobs.put(path, audio.data, content_type=audio.content_type)
-        return AudioResult(
-            uri=stored.uri,
-            format=audio.format,
-            content_type=audio.content_type,
-            sample_rate=audio.sample_rate,
-            duration_s=audio.duration_s,
-            bytes=stored.size,
-        )
 
     def _finish_succeeded(
         self, job: Job, result: AudioResult | None, *, voice_id: str | None

@@ -1,27 +1,26 @@
-"""What each job mode does on a worker: gather its inputs, call the models, publish voices.
+"""What each job mode does on a worker: gather its inputs, call the models, store the results.
 
-The runner owns the job's lifecycle (claim, lease, finish); this module owns the work. Inputs
-that live in the bucket (reference clips, voice prompts) are fetched here, so the engine only
-ever sees typed values: waveforms, prompt files, text.
+Both worker entry points run tasks through ``TaskExecutor.execute``: the 4090 subscriber (via
+the job runner, which owns claim, lease and finish) and the RunPod handler (which holds no
+Google credentials). Where inputs come from and results go is the ``TaskIO`` port: the bucket
+and the registry at home, short-lived signed URLs on RunPod. The engine only ever sees typed
+values: waveforms, prompt files, text.
 """
 
 from __future__ import annotations
 
-import json
 import logging
 from collections.abc import Callable
 from dataclasses import dataclass
+from typing import TYPE_CHECKING, Protocol
 
-from gpu_worker.engine import ModelSet
-from gpu_worker.prompt_cache import PromptCache
-from shared.audio import Waveform, encode
+from shared.audio import EncodedAudio, Waveform, encode
 from shared.audio_formats import AudioFormat
 from shared.audio_ops import decode, join_waves
-from shared.errors import NotFound, SynthesisFailed
-from shared.jobs import Job
+from shared.errors import SynthesisFailed
+from shared.jobs import AudioResult, Job
 from shared.loudness import normalize
-from shared.registry import Registration, StoredObject, on_object_finalized
-from shared.service import Gateway
+from shared.settings import VoiceSettings
 from shared.synthesis import (
     AudioRef,
     CastRequest,
@@ -29,6 +28,7 @@ from shared.synthesis import (
     CreateVoiceRequest,
     CustomVoiceRequest,
     DesignVoiceRequest,
+    JobRequest,
     NormalizeRequest,
     SpeechRequest,
     VoiceCloneRequest,
@@ -37,36 +37,74 @@ from shared.synthesis import (
 )
 from shared.text_split import split_text
 from shared.voice_file import PromptItem, VoicePromptFile, dumps
-from shared.voices import REFERENCE_SUFFIX, prompt_object_name, voice_id_for
+
+if TYPE_CHECKING:
+    from gpu_worker.engine import ModelSet
 
 log = logging.getLogger(__name__)
-
 
 Speak = Callable[[str, int | None], Waveform]
 """Say one chunk of text with a given seed."""
 
 
+@dataclass(frozen=True, kw_only=True)
+class Task:
+    """The part of a job a worker needs: who asked, and what."""
+
+    id: str
+    owner: str
+    request: JobRequest
+
+    @classmethod
+    def of(cls, job: Job) -> Task:
+        return cls(id=job.id, owner=job.owner, request=job.request)
+
+
 @dataclass(frozen=True, slots=True)
-class TaskOutput:
-    audio: Waveform | None = None
+class TaskResult:
+    audio: AudioResult | None = None
     voice_id: str | None = None
+
+
+@dataclass(frozen=True, kw_only=True)
+class NewVoice:
+    """A clone prompt a task built, ready to be written beside its reference and registered."""
+
+    voice_id: str
+    prompt: bytes
+    fields: dict[str, str]
+    """Sidecar fields: name, owner, traits, ref_text, reference_path."""
+    designed_reference: EncodedAudio | None = None
+    """A casting line to keep as the voice's reference (the uploaded one is already stored)."""
+
+
+class TaskIO(Protocol):
+    def reference(self, ref: AudioRef) -> bytes: ...
+
+    def prompt(self, voice_id: str) -> VoicePromptFile: ...
+
+    def store_audio(self, task: Task, audio: EncodedAudio) -> AudioResult: ...
+
+    def publish_voice(self, task: Task, voice: NewVoice) -> str:
+        """Write the voice's files; return its id once it is (or will be) registered."""
+        ...
 
 
 class TaskExecutor:
     def __init__(
-        self, *, gateway: Gateway, models: ModelSet, prompts: PromptCache, max_chunk_chars: int
+        self, *, models: ModelSet, io: TaskIO, limits: VoiceSettings, max_chunk_chars: int
     ) -> None:
-        self._gw = gateway
         self._models = models
-        self._prompts = prompts
+        self._io = io
+        self._limits = limits
         self._max_chunk_chars = max_chunk_chars
 
     @property
     def modes(self) -> tuple[str, ...]:
         return self._models.modes
 
-    def execute(self, job: Job) -> TaskOutput:
-        request = job.request
+    def execute(self, task: Task) -> TaskResult:
+        request = task.request
         match request:
             case (
                 CustomVoiceRequest()
@@ -74,13 +112,13 @@ class TaskExecutor:
                 | VoiceCloneRequest()
                 | (ClonePromptRequest())
             ):
-                return TaskOutput(audio=self._speak(request))
+                return TaskResult(audio=self._store(task, self._speak(request), request.format))
             case CreateVoiceRequest():
-                return self._create_voice(job, request)
+                return self._create_voice(task, request)
             case DesignVoiceRequest():
-                return self._design_voice(job, request)
+                return self._design_voice(task, request)
             case NormalizeRequest():
-                return self._normalize(request)
+                return TaskResult(audio=self._store(task, self._normalize(request), request.format))
             case CastRequest():
                 raise SynthesisFailed("a cast parent is bookkeeping; no worker runs it")
 
@@ -127,45 +165,37 @@ class TaskExecutor:
                 )
             case ClonePromptRequest():
                 engine = models.of_type("base")
-                prompt = self._prompt(request.voice_id)
+                prompt = self._io.prompt(request.voice_id)
                 return lambda text, seed: engine.generate_from_prompt(
                     text=text, language=request.language, prompt=prompt, seed=seed
                 )
 
     def _reference(self, ref: AudioRef) -> Waveform:
-        limits = self._gw.settings.voices
-        try:
-            data = self._gw.blobs.get(ref.path, max_bytes=limits.max_audio_bytes)
-        except NotFound as exc:
-            raise SynthesisFailed(f"the uploaded reference audio is gone: {ref.path}") from exc
-        return decode(data, max_duration_s=limits.max_reference_s)
+        return decode(self._io.reference(ref), max_duration_s=self._limits.max_reference_s)
 
-    def _prompt(self, voice_id: str) -> VoicePromptFile:
-        voice = self._gw.voices.get(voice_id)
-        if voice is None or not voice.active:
-            state = "unknown" if voice is None else voice.state.value
-            raise SynthesisFailed(f"voice {voice_id} is {state}", field="voice")
-        return self._prompts.get(voice.object_name, generation=voice.generation)
+    def _store(self, task: Task, wave: Waveform, fmt: AudioFormat) -> AudioResult:
+        return self._io.store_audio(task, encode(wave, fmt=fmt))
 
     # -- voices -----------------------------------------------------------------------------
 
-    def _create_voice(self, job: Job, request: CreateVoiceRequest) -> TaskOutput:
+    def _create_voice(self, task: Task, request: CreateVoiceRequest) -> TaskResult:
         items = self._models.of_type("base").create_voice_prompt(
             reference=self._reference(request.reference),
             ref_text=request.ref_text,
             x_vector_only=request.x_vector_only,
         )
-        voice_id = self._publish_voice(
-            job,
+        voice = self._new_voice(
+            task,
+            voice_id=request.voice_id,
             name=request.name,
             traits=request.traits,
             items=items,
             ref_text=request.ref_text,
             reference_path=request.reference.path,
         )
-        return TaskOutput(voice_id=voice_id)
+        return TaskResult(voice_id=self._io.publish_voice(task, voice))
 
-    def _design_voice(self, job: Job, request: DesignVoiceRequest) -> TaskOutput:
+    def _design_voice(self, task: Task, request: DesignVoiceRequest) -> TaskResult:
         """Design a line from the description, then lock that voice as a clone prompt."""
         line = self._models.of_type("voice_design").generate_voice_design(
             text=request.text,
@@ -176,73 +206,51 @@ class TaskExecutor:
         items = self._models.of_type("base").create_voice_prompt(
             reference=line, ref_text=request.text, x_vector_only=False
         )
-        encoded = encode(line, fmt=AudioFormat.WAV)
-        reference_path = f"{self._gw.settings.voices.prefix}{job.id}{REFERENCE_SUFFIX}.wav"
-        self._gw.blobs.put(reference_path, encoded.data, content_type=encoded.content_type)
-        voice_id = self._publish_voice(
-            job,
+        voice = self._new_voice(
+            task,
+            voice_id=request.voice_id,
             name=request.name,
             traits=request.traits,
             items=items,
             ref_text=request.text,
-            reference_path=reference_path,
+            designed_reference=encode(line, fmt=AudioFormat.WAV),
         )
-        return TaskOutput(audio=line, voice_id=voice_id)
+        voice_id = self._io.publish_voice(task, voice)
+        return TaskResult(audio=self._store(task, line, request.format), voice_id=voice_id)
 
-    def _publish_voice(
+    def _new_voice(
         self,
-        job: Job,
+        task: Task,
         *,
+        voice_id: str,
         name: str,
         traits: VoiceTraits,
         items: tuple[PromptItem, ...],
         ref_text: str | None,
-        reference_path: str,
-    ) -> str:
-        """Write the sidecar and the prompt, then register it without waiting for the event.
-
-        The storage event for the same generation arrives later and finds it registered.
-        """
-        gw = self._gw
-        settings = gw.settings
-        name_in_bucket = prompt_object_name(prefix=settings.voices.prefix, stem=job.id)
-        fields = {
-            "name": name,
-            "owner": job.owner,
-            "reference_path": reference_path,
-            "job_id": job.id,
-            **({"ref_text": ref_text} if ref_text else {}),
-        }
-        sidecar = {**traits.model_dump(mode="json", exclude_none=True), **fields}
-        gw.blobs.put(
-            name_in_bucket.removesuffix(".pt") + ".json",
-            json.dumps(sidecar).encode(),
-            content_type="application/json",
-        )
+        reference_path: str | None = None,
+        designed_reference: EncodedAudio | None = None,
+    ) -> NewVoice:
         model = self._models.of_type("base").model_source
-        data = dumps(VoicePromptFile(items=items, metadata={"name": name}, model=model))
-        stored = gw.blobs.put(name_in_bucket, data, content_type="application/octet-stream")
-        outcome = on_object_finalized(
-            gw,
-            StoredObject(
-                bucket=settings.bucket,
-                name=name_in_bucket,
-                generation=stored.generation or 0,
-                size=stored.size,
-                metadata=fields,
-            ),
-            data=data,
+        fields = {
+            **traits.model_dump(mode="json", exclude_none=True, exclude={"tags"}),
+            "tags": ",".join(traits.tags),
+            "name": name,
+            "owner": task.owner,
+            "job_id": task.id,
+            **({"ref_text": ref_text} if ref_text else {}),
+            **({"reference_path": reference_path} if reference_path else {}),
+        }
+        prompt = dumps(VoicePromptFile(items=items, metadata={"name": name}, model=model))
+        return NewVoice(
+            voice_id=voice_id, prompt=prompt, fields=fields, designed_reference=designed_reference
         )
-        if outcome is Registration.QUARANTINED:
-            raise SynthesisFailed("the prompt this worker built failed validation")
-        return voice_id_for(bucket=settings.bucket, object_name=name_in_bucket)
 
     # -- audio ------------------------------------------------------------------------------
 
-    def _normalize(self, request: NormalizeRequest) -> TaskOutput:
-        limits = self._gw.settings.voices
-        data = self._gw.blobs.get(request.source.path, max_bytes=limits.max_audio_bytes)
-        wave = decode(data, max_duration_s=limits.max_normalize_s)
+    def _normalize(self, request: NormalizeRequest) -> Waveform:
+        wave = decode(
+            self._io.reference(request.source), max_duration_s=self._limits.max_normalize_s
+        )
         result = normalize(wave, target_lufs=request.target_lufs, peak_dbfs=request.peak_dbfs)
         log.info(
             "normalized",
@@ -253,4 +261,4 @@ class TaskExecutor:
                 "peak_limited": result.peak_limited,
             },
         )
-        return TaskOutput(audio=result.wave)
+        return result.wave

@@ -11,6 +11,7 @@ import pytest
 import soundfile as sf
 from pytest_mock import MockerFixture
 
+from gpu_worker.bucket_io import BucketIO
 from gpu_worker.engine import ModelSet, QwenEngine
 from gpu_worker.prompt_cache import PromptCache
 from gpu_worker.runner import JobRunner, Outcome, RunnerConfig
@@ -51,18 +52,21 @@ def models(tiny_models_dir: dict[str, str]) -> ModelSet:
 @pytest.fixture
 def executor(gateway: Gateway, models: ModelSet) -> TaskExecutor:
     prompts = PromptCache(blobs=gateway.blobs, max_bytes=1 << 20, max_file_bytes=1 << 20)
-    return TaskExecutor(gateway=gateway, models=models, prompts=prompts, max_chunk_chars=60)
+    return TaskExecutor(
+        models=models,
+        io=BucketIO(gateway=gateway, prompts=prompts),
+        limits=gateway.settings.voices,
+        max_chunk_chars=60,
+    )
 
 
 @pytest.fixture
 def runner(gateway: Gateway, executor: TaskExecutor) -> JobRunner:
     return JobRunner(
         jobs=gateway.jobs,
-        blobs=gateway.blobs,
         executor=executor,
         clock=gateway.clock,
         config=RunnerConfig(worker_id="w1", backend_id="home-4090", lease_s=60),
-        audio_prefix="audio/",
     )
 
 

@@ -9,12 +9,15 @@ import numpy as np
 import pytest
 import soundfile as sf
 
+from gpu_worker.bucket_io import BucketIO
+from gpu_worker.prompt_cache import PromptCache
 from gpu_worker.runner import JobRunner, Outcome, RunnerConfig
-from gpu_worker.tasks import TaskOutput
-from shared.audio import Waveform
+from gpu_worker.tasks import Task, TaskResult
+from shared.audio import Waveform, encode
+from shared.audio_formats import AudioFormat
 from shared.auth import Principal, Scope
 from shared.errors import BackendUnavailable, SynthesisFailed
-from shared.jobs import Job, JobState
+from shared.jobs import JobState
 from shared.messages import JobMessage
 from shared.service import Gateway, submit_job
 from shared.synthesis import CustomVoiceRequest
@@ -24,16 +27,17 @@ ALICE = Principal(owner="alice", scopes=frozenset({Scope.USER}))
 
 
 class CountingSynth:
-    """Returns a 0.5 s tone; optionally raises; counts calls."""
+    """Stores a 0.5 s tone the way the home worker does; optionally raises; counts calls."""
 
-    def __init__(self, error: Exception | None = None) -> None:
+    def __init__(self, error: Exception | None = None, *, gateway: Gateway | None = None) -> None:
+        self.gateway = gateway
         self.calls = 0
         self.error = error
         self.entered = threading.Event()
         self.release = threading.Event()
         self.release.set()
 
-    def execute(self, job: Job) -> TaskOutput:
+    def execute(self, task: Task) -> TaskResult:
         self.calls += 1
         self.entered.set()
         self.release.wait(10)
@@ -41,19 +45,24 @@ class CountingSynth:
             raise self.error
         t = np.arange(12000, dtype=np.float32) / 24000
         tone = (0.3 * np.sin(2 * np.pi * 220 * t)).astype(np.float32)
-        return TaskOutput(audio=Waveform(samples=tone, sample_rate=24000))
+        audio = encode(Waveform(samples=tone, sample_rate=24000), fmt=AudioFormat.WAV)
+        if self.gateway is None:
+            return TaskResult()
+        prompts = PromptCache(blobs=self.gateway.blobs, max_bytes=0, max_file_bytes=0)
+        io = BucketIO(gateway=self.gateway, prompts=prompts)
+        return TaskResult(audio=io.store_audio(task, audio))
 
 
 def make_runner(
     gateway: Gateway, synth: CountingSynth, *, worker: str = "w1", lease_s: float = 60
 ) -> JobRunner:
+    if synth.gateway is None:
+        synth.gateway = gateway
     return JobRunner(
         jobs=gateway.jobs,
-        blobs=gateway.blobs,
         executor=synth,
         clock=gateway.clock,
         config=RunnerConfig(worker_id=worker, backend_id="home-4090", lease_s=lease_s),
-        audio_prefix="audio/",
     )
 
 
@@ -205,11 +214,9 @@ def test_a_message_for_a_job_routed_to_another_backend_is_acked_without_work(
     synth = CountingSynth()
     runner = JobRunner(
         jobs=gateway.jobs,
-        blobs=gateway.blobs,
         executor=synth,
         clock=gateway.clock,
         config=RunnerConfig(worker_id="rp", backend_id="runpod", lease_s=60),
-        audio_prefix="audio/",
     )
     result = runner.run(message)
     assert (result.outcome, result.ack) == (Outcome.SKIPPED, True)

@@ -1,0 +1,80 @@
+"""Task inputs and outputs for a worker inside the project (the 4090): the bucket, the
+registry and a prompt cache, through the gateway's ports."""
+
+from __future__ import annotations
+
+import json
+
+from gpu_worker.prompt_cache import PromptCache
+from gpu_worker.tasks import NewVoice, Task
+from shared.audio import EncodedAudio
+from shared.errors import NotFound, SynthesisFailed
+from shared.jobs import AudioResult
+from shared.registry import Registration, StoredObject, on_object_finalized
+from shared.service import Gateway
+from shared.synthesis import AudioRef
+from shared.voice_file import VoicePromptFile
+from shared.voices import PROMPT_SUFFIX, REFERENCE_SUFFIX, SIDECAR_SUFFIX, voice_id_for
+
+
+class BucketIO:
+    def __init__(self, *, gateway: Gateway, prompts: PromptCache) -> None:
+        self._gw = gateway
+        self._prompts = prompts
+
+    def reference(self, ref: AudioRef) -> bytes:
+        try:
+            return self._gw.blobs.get(ref.path, max_bytes=self._gw.settings.voices.max_audio_bytes)
+        except NotFound as exc:
+            raise SynthesisFailed(f"the uploaded audio is gone: {ref.path}") from exc
+
+    def prompt(self, voice_id: str) -> VoicePromptFile:
+        voice = self._gw.voices.get(voice_id)
+        if voice is None or not voice.active:
+            state = "unknown" if voice is None else voice.state.value
+            raise SynthesisFailed(f"voice {voice_id} is {state}", field="voice")
+        return self._prompts.get(voice.object_name, generation=voice.generation)
+
+    def store_audio(self, task: Task, audio: EncodedAudio) -> AudioResult:
+        path = f"{self._gw.settings.audio_prefix}{task.id}.{audio.extension}"
+        stored = self._gw.blobs.put(path, audio.data, content_type=audio.content_type)
+        return AudioResult(
+            uri=stored.uri,
+            format=audio.format,
+            content_type=audio.content_type,
+            sample_rate=audio.sample_rate,
+            duration_s=audio.duration_s,
+            bytes=stored.size,
+        )
+
+    def publish_voice(self, task: Task, voice: NewVoice) -> str:
+        """Write reference, sidecar and prompt, then register without waiting for the event.
+
+        The storage event for the same generation arrives later and finds it registered.
+        """
+        gw = self._gw
+        stem = f"{gw.settings.voices.prefix}{task.id}"
+        fields = dict(voice.fields)
+        if voice.designed_reference is not None:
+            ref = voice.designed_reference
+            fields["reference_path"] = f"{stem}{REFERENCE_SUFFIX}.{ref.extension}"
+            gw.blobs.put(fields["reference_path"], ref.data, content_type=ref.content_type)
+        gw.blobs.put(
+            f"{stem}{SIDECAR_SUFFIX}", json.dumps(fields).encode(), content_type="application/json"
+        )
+        name = f"{stem}{PROMPT_SUFFIX}"
+        stored = gw.blobs.put(name, voice.prompt, content_type="application/octet-stream")
+        outcome = on_object_finalized(
+            gw,
+            StoredObject(
+                bucket=gw.settings.bucket,
+                name=name,
+                generation=stored.generation or 0,
+                size=stored.size,
+                metadata=fields,
+            ),
+            data=voice.prompt,
+        )
+        if outcome is Registration.QUARANTINED:
+            raise SynthesisFailed("the prompt this worker built failed validation")
+        return voice_id_for(bucket=gw.settings.bucket, object_name=name)
