@@ -62,8 +62,12 @@ def run(n: int) -> tuple[list[float], list[float], list[float], int]:
     data = dumps(VoicePromptFile(items=(item,), metadata={"name": "bench"}))
     stored = blobs.put("voice-prompts/bench.pt", data, content_type="application/octet-stream")
     generation = stored.generation or 0
-    warm = PromptCache(blobs=blobs, max_bytes=1 << 30, max_file_bytes=1 << 24)
-    warm.get("voice-prompts/bench.pt", generation=generation)
+
+    def download() -> bytes:
+        return blobs.get("voice-prompts/bench.pt")
+
+    warm = PromptCache(max_bytes=1 << 30, max_file_bytes=1 << 24)
+    warm.fetch("voice-prompts/bench.pt", generation=generation, download=download)
 
     bare: list[float] = []
     miss: list[float] = []
@@ -73,13 +77,13 @@ def run(n: int) -> tuple[list[float], list[float], list[float], int]:
         blobs.get("voice-prompts/bench.pt")
         bare.append((time.perf_counter() - started) * 1000)
 
-        cold = PromptCache(blobs=blobs, max_bytes=1 << 30, max_file_bytes=1 << 24)
+        cold = PromptCache(max_bytes=1 << 30, max_file_bytes=1 << 24)
         started = time.perf_counter()
-        cold.get("voice-prompts/bench.pt", generation=generation)
+        cold.fetch("voice-prompts/bench.pt", generation=generation, download=download)
         miss.append((time.perf_counter() - started) * 1000)
 
         started = time.perf_counter()
-        warm.get("voice-prompts/bench.pt", generation=generation)
+        warm.fetch("voice-prompts/bench.pt", generation=generation, download=download)
         hit.append((time.perf_counter() - started) * 1000)
     return bare, miss, hit, len(data)
 

@@ -55,7 +55,6 @@ def bootstrap(
     gw = gateway or build_gateway(settings)
     models = models or load_models(settings)
     prompts = PromptCache(
-        blobs=gw.blobs,
         max_bytes=w.prompt_cache_bytes,
         max_file_bytes=settings.voices.max_prompt_bytes,
     )

@@ -33,7 +33,12 @@ class BucketIO:
         if voice is None or not voice.active:
             state = "unknown" if voice is None else voice.state.value
             raise SynthesisFailed(f"voice {voice_id} is {state}", field="voice")
-        return self._prompts.get(voice.object_name, generation=voice.generation)
+        limit = self._gw.settings.voices.max_prompt_bytes
+        return self._prompts.fetch(
+            voice.object_name,
+            generation=voice.generation,
+            download=lambda: self._gw.blobs.get(voice.object_name, max_bytes=limit),
+        )
 
     def store_audio(self, task: Task, audio: EncodedAudio) -> AudioResult:
         path = f"{self._gw.settings.audio_prefix}{task.id}.{audio.extension}"

@@ -15,6 +15,7 @@ from types import TracebackType
 from typing import Protocol
 
 from gpu_worker.tasks import Task, TaskResult
+from shared import completion
 from shared.errors import InvalidTransition, NotFound, PermanentError, TransientError
 from shared.jobs import AudioResult, Job, JobError
 from shared.messages import JobMessage
@@ -103,64 +104,29 @@ class JobRunner:
     # -- steps ------------------------------------------------------------------------------
 
     def _finish_succeeded(
-        self, job: Job, result: AudioResult | None, *, voice_id: str | None
+        self, job: Job, audio: AudioResult | None, *, voice_id: str | None
     ) -> RunResult:
         worker = self._config.worker_id
-        try:
-            self._jobs.update(
-                job.id,
-                lambda j: j.succeed(worker, result=result, voice_id=voice_id, now=self._clock()),
-            )
-        except InvalidTransition as exc:
-            # Another worker took the job over after our lease ran out; its result stands.
-            return self._skip(job.id, f"lost the lease before finishing: {exc.message}")
-        log.info(
-            "job succeeded",
-            extra={
-                "job_id": job.id,
-                "duration_s": result.duration_s if result else None,
-                "voice_id": voice_id,
-            },
-        )
-        self._report_to_parent(job, succeeded=True)
+        if not completion.succeed(
+            self._jobs, self._clock, job, worker=worker, audio=audio, voice_id=voice_id
+        ):
+            return self._skip(job.id, "another worker took the job over; its result stands")
         return RunResult(job.id, Outcome.SUCCEEDED)
 
     def _finish_failed(self, job: Job, code: str, message: str) -> RunResult:
-        worker = self._config.worker_id
         error = JobError(code=code, message=message)
-        try:
-            self._jobs.update(job.id, lambda j: j.fail(worker, error=error, now=self._clock()))
-        except InvalidTransition as exc:
-            return self._skip(job.id, f"lost the lease before failing: {exc.message}")
-        log.warning("job failed", extra={"job_id": job.id, "code": code, "error": message})
-        self._report_to_parent(job, succeeded=False)
+        if not completion.fail(
+            self._jobs, self._clock, job, worker=self._config.worker_id, error=error
+        ):
+            return self._skip(job.id, "another worker took the job over")
         return RunResult(job.id, Outcome.FAILED, message)
 
-    def _report_to_parent(self, job: Job, *, succeeded: bool) -> None:
-        parent_id: str | None = getattr(job.request, "parent_id", None)
-        if parent_id is None:
-            return
-        try:
-            self._jobs.update(
-                parent_id,
-                lambda p: p.child_finished(job.id, succeeded=succeeded, now=self._clock()),
-            )
-        except InvalidTransition:
-            pass  # counted already (a redelivery); counting is idempotent by child id
-        except (NotFound, TransientError) as exc:
-            log.warning(
-                "parent not updated",
-                extra={"job_id": job.id, "parent_id": parent_id, "error": exc.message},
-            )
-
     def _release(self, job: Job, exc: TransientError) -> RunResult:
-        worker = self._config.worker_id
         error = JobError(code=exc.code, message=exc.message, retryable=True)
-        try:
-            self._jobs.update(job.id, lambda j: j.release(worker, error=error, now=self._clock()))
-        except InvalidTransition as lost:
-            return self._skip(job.id, f"lost the lease before releasing: {lost.message}")
-        log.warning("job released for retry", extra={"job_id": job.id, "error": exc.message})
+        if not completion.release(
+            self._jobs, self._clock, job, worker=self._config.worker_id, error=error
+        ):
+            return self._skip(job.id, "another worker took the job over")
         return RunResult(job.id, Outcome.RETRY, exc.message)
 
     def _skip(self, job_id: str, reason: str) -> RunResult:

@@ -26,6 +26,8 @@ class BackendConfig(BaseModel):
     """Lower runs first."""
     modes: tuple[str, ...] = WORKER_MODES
     """What this backend may run; its heartbeat narrows it to what its models allow."""
+    max_queue: int | None = Field(default=None, ge=0)
+    """Spill-over: while more jobs than this wait for it, new jobs go to the next backend."""
 
 
 class BackendStatus(StrEnum):
@@ -63,4 +65,6 @@ class BackendHeartbeat(BaseModel):
     last_heartbeat: datetime
     jobs_in_hand: int = 0
     jobs_done: int = 0
+    queue_depth: int = 0
+    """Jobs queued for this backend, as the monitor last counted them."""
     gpu: GpuTelemetry | None = None

@@ -14,9 +14,9 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 
 from shared.auth import ApiKey
-from shared.backends import BackendHeartbeat
+from shared.backends import BackendHeartbeat, BackendStatus
 from shared.errors import NotFound, PayloadTooLarge, TransientError
-from shared.jobs import Job
+from shared.jobs import Job, JobState
 from shared.ports import StoredBlob
 from shared.voices import Voice
 
@@ -45,6 +45,18 @@ class InMemoryJobStore:
             updated = change(current)
             self._jobs[job_id] = updated
             return updated
+
+    def find(self, *, state: JobState, backend: str | None = None, limit: int) -> list[Job]:
+        with self._lock:
+            found = [
+                j
+                for j in self._jobs.values()
+                if j.state is state and (backend is None or j.backend == backend)
+            ]
+        return sorted(found, key=lambda j: j.updated_at)[:limit]
+
+    def count(self, *, state: JobState, backend: str) -> int:
+        return len(self.find(state=state, backend=backend, limit=1 << 30))
 
     def all(self) -> list[Job]:
         with self._lock:
@@ -133,10 +145,22 @@ class InMemoryBackendStore:
         self.beats: dict[str, BackendHeartbeat] = {}
 
     def heartbeat(self, beat: BackendHeartbeat) -> None:
-        self.beats[beat.id] = beat
+        old = self.beats.get(beat.id)
+        depth = old.queue_depth if old else 0
+        self.beats[beat.id] = beat.model_copy(update={"queue_depth": depth})
 
     def get(self, backend_id: str) -> BackendHeartbeat | None:
         return self.beats.get(backend_id)
+
+    def set_queue_depth(self, backend_id: str, depth: int) -> None:
+        if backend_id in self.beats:
+            self.beats[backend_id] = self.beats[backend_id].model_copy(
+                update={"queue_depth": depth}
+            )
+
+    def set_status(self, backend_id: str, status: BackendStatus) -> None:
+        if backend_id in self.beats:
+            self.beats[backend_id] = self.beats[backend_id].model_copy(update={"status": status})
 
 
 class InMemoryVoiceStore:

@@ -81,6 +81,8 @@ class Job(BaseModel):
     voice_id: str | None = None
     """The voice a ``create_voice`` or ``design_voice`` job registered."""
     error: JobError | None = None
+    runpod_id: str | None = None
+    """The RunPod job running this one, while it is dispatched there."""
     children_done: dict[str, bool] = Field(default_factory=dict)
     """A cast parent: which children finished, and whether each succeeded."""
     created_at: datetime
@@ -121,6 +123,17 @@ class Job(BaseModel):
             }
         )
 
+    def dispatched(self, worker: str, *, runpod_id: str, now: datetime) -> Job:
+        """Record which RunPod job carries this one (its webhook must name the same id)."""
+        self._require_holder(worker)
+        return self.model_copy(update={"runpod_id": runpod_id, "updated_at": now})
+
+    def reroute(self, backend: str, *, now: datetime) -> Job:
+        """Send a job nobody has started to another backend."""
+        if self.state is not JobState.QUEUED:
+            raise InvalidTransition(f"job is {self.state}; only queued jobs are re-routed")
+        return self.model_copy(update={"backend": backend, "updated_at": now})
+
     def succeed(
         self,
         worker: str,
@@ -131,22 +144,28 @@ class Job(BaseModel):
     ) -> Job:
         self._require_holder(worker)
         return self._moved(
-            JobState.SUCCEEDED, now=now, lease=None, result=result, voice_id=voice_id, error=None
+            JobState.SUCCEEDED,
+            now=now,
+            lease=None,
+            result=result,
+            voice_id=voice_id,
+            error=None,
+            runpod_id=None,
         )
 
     def fail(self, worker: str, *, error: JobError, now: datetime) -> Job:
         self._require_holder(worker)
-        return self._moved(JobState.FAILED, now=now, lease=None, error=error)
+        return self._moved(JobState.FAILED, now=now, lease=None, error=error, runpod_id=None)
 
     def release(self, worker: str, *, error: JobError, now: datetime) -> Job:
         """Give a running job back to the queue after a transient failure."""
         self._require_holder(worker)
-        return self._moved(JobState.QUEUED, now=now, lease=None, error=error)
+        return self._moved(JobState.QUEUED, now=now, lease=None, error=error, runpod_id=None)
 
     def expire_lease(self, *, now: datetime) -> Job:
         if self.state is not JobState.RUNNING or self.lease is None or self.lease.live(now):
             raise InvalidTransition("job has no expired lease")
-        return self._moved(JobState.QUEUED, now=now, lease=None)
+        return self._moved(JobState.QUEUED, now=now, lease=None, runpod_id=None)
 
     def child_finished(self, child_id: str, *, succeeded: bool, now: datetime) -> Job:
         """A cast parent hears that one child is done; the last one settles the parent."""

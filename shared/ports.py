@@ -8,8 +8,8 @@ from datetime import datetime
 from typing import Protocol
 
 from shared.auth import ApiKey
-from shared.backends import BackendHeartbeat
-from shared.jobs import Job
+from shared.backends import BackendHeartbeat, BackendStatus
+from shared.jobs import Job, JobState
 from shared.voices import Voice
 
 Clock = Callable[[], datetime]
@@ -29,6 +29,12 @@ class JobStore(Protocol):
         and nothing is written.
         """
         ...
+
+    def find(self, *, state: JobState, backend: str | None = None, limit: int) -> list[Job]:
+        """Jobs in ``state`` (routed to ``backend``), oldest update first, at most ``limit``."""
+        ...
+
+    def count(self, *, state: JobState, backend: str) -> int: ...
 
 
 @dataclass(frozen=True, slots=True)
@@ -67,9 +73,15 @@ class ApiKeyStore(Protocol):
 
 
 class BackendStore(Protocol):
-    def heartbeat(self, beat: BackendHeartbeat) -> None: ...
+    def heartbeat(self, beat: BackendHeartbeat) -> None:
+        """Record what a backend says of itself; leaves the monitor's ``queue_depth`` alone."""
+        ...
 
     def get(self, backend_id: str) -> BackendHeartbeat | None: ...
+
+    def set_queue_depth(self, backend_id: str, depth: int) -> None: ...
+
+    def set_status(self, backend_id: str, status: BackendStatus) -> None: ...
 
 
 class VoiceStore(Protocol):

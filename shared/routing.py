@@ -1,17 +1,21 @@
-"""Routing: the highest-priority configured backend that can run the job's mode.
+"""Routing: the highest-priority healthy backend that can run the job's mode.
 
 Settings declare which backends exist and what each may offer; a backend's last heartbeat
-says what it actually loaded, and narrows that. A backend that has never reported is trusted
-on its configuration, so jobs queue for a worker that has not started yet. A backend that
-speaks another API version is never chosen. Health-based failover joins with the registry.
+says what it actually loaded, whether it is up, and (as the monitor counted) how many jobs
+wait for it. A backend that has never reported is trusted on its configuration, so jobs queue
+for a worker that has not started yet. Never chosen: a backend on another API version or
+without the mode (review 4.7); a backend marked offline or whose heartbeat went stale, while
+another can run the job. Spill-over: a backend whose queue is deeper than its ``max_queue``
+yields to the next one. Nothing here names a particular backend.
 """
 
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
+from datetime import datetime, timedelta
 
 from shared import API_VERSION
-from shared.backends import BackendConfig, BackendHeartbeat
+from shared.backends import BackendConfig, BackendHeartbeat, BackendStatus
 from shared.errors import NoBackendAvailable
 
 
@@ -20,21 +24,39 @@ def choose_backend(
     *,
     mode: str,
     seen: Mapping[str, BackendHeartbeat | None] | None = None,
+    now: datetime | None = None,
+    stale_after_s: float = float("inf"),
+    exclude: frozenset[str] = frozenset(),
 ) -> BackendConfig:
     seen = seen or {}
-    offers: dict[str, tuple[str, ...]] = {}
-    for backend in backends:
-        beat = seen.get(backend.id)
-        if beat is None:
-            offers[backend.id] = backend.modes
-        elif beat.capabilities.api_version != API_VERSION:
-            offers[backend.id] = ()
-        else:
-            offers[backend.id] = tuple(m for m in backend.modes if m in beat.capabilities.modes)
-    able = [b for b in backends if mode in offers[b.id]]
+    offers = {b.id: _offers(b, seen.get(b.id)) for b in backends}
+    able = [b for b in backends if mode in offers[b.id] and b.id not in exclude]
     if not able:
         raise NoBackendAvailable(
             f"no backend can run mode {mode!r} now",
             details={"mode": mode, "offered": {k: list(v) for k, v in offers.items()}},
         )
-    return min(able, key=lambda b: (b.priority, b.id))
+
+    def rank(backend: BackendConfig) -> tuple[int, int, int, str]:
+        beat = seen.get(backend.id)
+        down = beat is not None and (
+            beat.status is BackendStatus.OFFLINE
+            or (now is not None and now - beat.last_heartbeat > timedelta(seconds=stale_after_s))
+        )
+        full = (
+            beat is not None
+            and backend.max_queue is not None
+            and beat.queue_depth >= backend.max_queue
+        )
+        # A healthy backend with room beats a full one, which beats a down one; then priority.
+        return (int(down), int(full), backend.priority, backend.id)
+
+    return min(able, key=rank)
+
+
+def _offers(backend: BackendConfig, beat: BackendHeartbeat | None) -> tuple[str, ...]:
+    if beat is None:
+        return backend.modes
+    if beat.capabilities.api_version != API_VERSION:
+        return ()
+    return tuple(m for m in backend.modes if m in beat.capabilities.modes)

@@ -249,10 +249,15 @@ def _submit(
     return job
 
 
-def route(gw: Gateway, *, mode: str) -> BackendConfig:
+def route(gw: Gateway, *, mode: str, exclude: frozenset[str] = frozenset()) -> BackendConfig:
     configured = gw.settings.backends
     return choose_backend(
-        configured, mode=mode, seen={b.id: gw.backends.get(b.id) for b in configured}
+        configured,
+        mode=mode,
+        seen={b.id: gw.backends.get(b.id) for b in configured},
+        now=gw.clock(),
+        stale_after_s=gw.settings.monitor.stale_after_s,
+        exclude=exclude,
     )
 
 

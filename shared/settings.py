@@ -7,7 +7,7 @@ client libraries read them too.
 
 from __future__ import annotations
 
-from pydantic import AliasChoices, BaseModel, ConfigDict, Field, model_validator
+from pydantic import AliasChoices, BaseModel, ConfigDict, Field, SecretStr, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from shared.backends import BackendConfig, BackendKind
@@ -44,6 +44,41 @@ class VoiceSettings(BaseModel):
     max_list: int = Field(default=5000, gt=0)
     """Most voices one listing query reads before filtering and paging."""
     max_cast_items: int = Field(default=20, gt=0, le=100)
+
+
+class RunPodSettings(BaseModel):
+    """The RunPod endpoint the dispatcher submits to. Empty ``endpoint_id``: RunPod is off."""
+
+    model_config = ConfigDict(frozen=True)
+
+    backend_id: str = "runpod"
+    endpoint_id: str = ""
+    api_key: SecretStr = SecretStr("")
+    base_url: str = "https://api.runpod.ai/v2"
+    webhook_url: str = ""
+    """The deployed ``tts-runpod-webhook`` function's URL."""
+    webhook_secret: SecretStr = SecretStr("")
+    """Signs each job's webhook token (HMAC); never sent to RunPod itself."""
+    execution_timeout_s: int = Field(default=600, gt=0, le=24 * 3600)
+    ttl_s: int = Field(default=3000, gt=0, le=3600)
+    """Within the signed URLs' hour: RunPod drops a job before its URLs could expire."""
+    request_timeout_s: float = Field(default=10.0, gt=0)
+    attempts: int = Field(default=4, ge=1, le=10)
+    """HTTP attempts per call (429 / 5xx / timeouts back off exponentially)."""
+    max_attempts: int = Field(default=3, ge=1, le=10)
+    """Dispatches a job may have before it fails with RunPod's error."""
+
+
+class MonitorSettings(BaseModel):
+    model_config = ConfigDict(frozen=True)
+
+    stale_after_s: float = Field(default=45.0, gt=0)
+    """A backend whose heartbeat is older than this is offline (default: three beats)."""
+    requeue_after_s: float = Field(default=120.0, gt=0)
+    """A job queued this long without being claimed is published again."""
+    webhook_grace_s: float = Field(default=60.0, gt=0)
+    """A RunPod job silent this long past its expected finish is polled."""
+    batch: int = Field(default=200, gt=0)
 
 
 class WorkerSettings(BaseModel):
@@ -90,6 +125,8 @@ class Settings(BaseSettings):
     )
     api: ApiSettings = ApiSettings()
     voices: VoiceSettings = VoiceSettings()
+    runpod: RunPodSettings = RunPodSettings()
+    monitor: MonitorSettings = MonitorSettings()
     worker: WorkerSettings = WorkerSettings()
 
     storage_emulator_host: str | None = Field(

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Callable, Mapping
+from contextlib import suppress
 from enum import Enum
 from typing import Any
 
@@ -11,9 +12,9 @@ from google.cloud import firestore
 
 from shared.adapters.errors import translated
 from shared.auth import ApiKey
-from shared.backends import BackendHeartbeat
+from shared.backends import BackendHeartbeat, BackendStatus
 from shared.errors import NotFound
-from shared.jobs import Job
+from shared.jobs import Job, JobState
 from shared.voices import Voice, VoiceState
 
 
@@ -70,6 +71,24 @@ class FirestoreJobStore:
             updated: Job = apply(self._client.transaction())
         return updated
 
+    def find(self, *, state: JobState, backend: str | None = None, limit: int) -> list[Job]:
+        query = self._by(state=state, backend=backend)
+        with translated("query jobs"):
+            snaps = list(query.limit(limit).stream())
+        # Ordered here, not in the query: equality filters alone need no composite index.
+        return sorted((Job.model_validate(s.to_dict()) for s in snaps), key=lambda j: j.updated_at)
+
+    def count(self, *, state: JobState, backend: str) -> int:
+        with translated("count jobs"):
+            result = self._by(state=state, backend=backend).count().get()
+        return int(result[0][0].value)
+
+    def _by(self, *, state: JobState, backend: str | None) -> Any:
+        query = self._jobs.where(filter=firestore.FieldFilter("state", "==", state.value))
+        if backend is not None:
+            query = query.where(filter=firestore.FieldFilter("backend", "==", backend))
+        return query
+
 
 class FirestoreApiKeyStore:
     def __init__(self, client: firestore.Client, *, collection: str = "api_keys") -> None:
@@ -90,8 +109,17 @@ class FirestoreBackendStore:
         self._backends = client.collection(collection)
 
     def heartbeat(self, beat: BackendHeartbeat) -> None:
+        document = to_document(beat.model_dump(exclude={"queue_depth"}))
         with translated("write heartbeat"):
-            self._backends.document(beat.id).set(to_document(beat.model_dump()))
+            self._backends.document(beat.id).set(document, merge=True)
+
+    def set_queue_depth(self, backend_id: str, depth: int) -> None:
+        with translated("write queue depth"), suppress(gexc.NotFound):
+            self._backends.document(backend_id).update({"queue_depth": depth})
+
+    def set_status(self, backend_id: str, status: BackendStatus) -> None:
+        with translated("write backend status"), suppress(gexc.NotFound):
+            self._backends.document(backend_id).update({"status": status.value})
 
     def get(self, backend_id: str) -> BackendHeartbeat | None:
         with translated("read backend"):

@@ -51,7 +51,7 @@ def models(tiny_models_dir: dict[str, str]) -> ModelSet:
 
 @pytest.fixture
 def executor(gateway: Gateway, models: ModelSet) -> TaskExecutor:
-    prompts = PromptCache(blobs=gateway.blobs, max_bytes=1 << 20, max_file_bytes=1 << 20)
+    prompts = PromptCache(max_bytes=1 << 20, max_file_bytes=1 << 20)
     return TaskExecutor(
         models=models,
         io=BucketIO(gateway=gateway, prompts=prompts),

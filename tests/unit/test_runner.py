@@ -48,7 +48,7 @@ class CountingSynth:
         audio = encode(Waveform(samples=tone, sample_rate=24000), fmt=AudioFormat.WAV)
         if self.gateway is None:
             return TaskResult()
-        prompts = PromptCache(blobs=self.gateway.blobs, max_bytes=0, max_file_bytes=0)
+        prompts = PromptCache(max_bytes=0, max_file_bytes=0)
         io = BucketIO(gateway=self.gateway, prompts=prompts)
         return TaskResult(audio=io.store_audio(task, audio))
 

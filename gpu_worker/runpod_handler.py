@@ -1,0 +1,97 @@
+"""The one RunPod serverless handler (review 4.2: v1 had two that disagreed).
+
+``python -m gpu_worker.runpod_handler`` loads the configured models once, before the handler
+exists (review 4.3: no lazy load racing between concurrent requests), then hands RunPod a
+handler that runs each task through the same ``TaskExecutor`` as the 4090, with signed-URL
+I/O instead of Google clients. Every outcome is a ``RunPodOutput``; a task failure is data
+(``failure``), never an exception escaping into the SDK.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable, Mapping
+from typing import Any
+
+import requests
+from pydantic import ValidationError
+
+from gpu_worker.bootstrap import load_models
+from gpu_worker.engine import ModelSet
+from gpu_worker.prompt_cache import PromptCache
+from gpu_worker.tasks import Task, TaskExecutor
+from gpu_worker.url_io import SignedUrlIO
+from shared import API_VERSION
+from shared.errors import GatewayError
+from shared.logs import configure_logging
+from shared.runpod_io import RunPodFailure, RunPodInput, RunPodOutput
+from shared.settings import Settings
+
+log = logging.getLogger(__name__)
+
+Handler = Callable[[Mapping[str, Any]], dict[str, Any]]
+
+
+def build_handler(settings: Settings, *, models: ModelSet) -> Handler:
+    """The handler, closed over models loaded once and a prompt cache shared across jobs."""
+    prompts = PromptCache(
+        max_bytes=settings.worker.prompt_cache_bytes,
+        max_file_bytes=settings.voices.max_prompt_bytes,
+    )
+    session = requests.Session()
+
+    def handler(job: Mapping[str, Any]) -> dict[str, Any]:
+        job_id = str(job.get("id", ""))
+        try:
+            task_input = RunPodInput.model_validate(job.get("input"))
+        except ValidationError as exc:
+            return _failed(job_id, "invalid_input", f"not a task: {exc.errors()[0]['msg']}")
+        task = task_input.task
+        if task_input.api_version != API_VERSION:
+            return _failed(
+                task.id,
+                "api_version",
+                f"this worker speaks API {API_VERSION}, the task {task_input.api_version}",
+            )
+        executor = TaskExecutor(
+            models=models,
+            io=SignedUrlIO(
+                task_input,
+                session=session,
+                prompts=prompts,
+                max_audio_bytes=settings.voices.max_audio_bytes,
+                max_prompt_bytes=settings.voices.max_prompt_bytes,
+            ),
+            limits=settings.voices,
+            max_chunk_chars=settings.worker.max_chunk_chars,
+        )
+        try:
+            result = executor.execute(Task(id=task.id, owner=task.owner, request=task.request))
+        except GatewayError as exc:
+            log.warning("task failed", extra={"job_id": task.id, "code": exc.code})
+            return _failed(task.id, exc.code, exc.message, retryable=exc.retryable)
+        log.info("task done", extra={"job_id": task.id, "voice_id": result.voice_id})
+        return RunPodOutput(
+            job_id=task.id, audio=result.audio, voice_id=result.voice_id
+        ).model_dump(mode="json")
+
+    return handler
+
+
+def _failed(job_id: str, code: str, message: str, *, retryable: bool = False) -> dict[str, Any]:
+    failure = RunPodFailure(code=code, message=message, retryable=retryable)
+    return RunPodOutput(job_id=job_id, failure=failure).model_dump(mode="json")
+
+
+def main() -> None:
+    import runpod  # the SDK only where it runs: importing it pulls a web stack
+
+    configure_logging()
+    settings = Settings()
+    handler = build_handler(settings, models=load_models(settings))
+    log.info("runpod worker ready", extra={"models": list(settings.worker.models)})
+    runpod.serverless.start({"handler": handler})
+
+
+if __name__ == "__main__":
+    main()

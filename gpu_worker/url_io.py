@@ -1,0 +1,125 @@
+"""Task inputs and outputs for a worker outside the project (RunPod): signed URLs only.
+
+The worker never sees a Google credential. It reads and writes exactly the objects the
+dispatcher signed for this task; a new voice is registered by the storage event its ``.pt``
+upload fires, as any dropped file is.
+"""
+
+from __future__ import annotations
+
+import json
+
+import requests
+
+from gpu_worker.prompt_cache import PromptCache
+from gpu_worker.tasks import NewVoice, Task
+from shared.audio import EncodedAudio
+from shared.errors import BackendUnavailable, PayloadTooLarge, SynthesisFailed
+from shared.jobs import AudioResult
+from shared.runpod_io import RunPodInput
+from shared.synthesis import AudioRef
+from shared.voice_file import VoicePromptFile, loads
+
+TIMEOUT_S = 60.0
+_CHUNK = 1 << 16
+
+
+class SignedUrlIO:
+    def __init__(
+        self,
+        task_input: RunPodInput,
+        *,
+        session: requests.Session,
+        prompts: PromptCache,
+        max_audio_bytes: int,
+        max_prompt_bytes: int,
+    ) -> None:
+        self._input = task_input
+        self._session = session
+        self._prompts = prompts
+        self._max_audio_bytes = max_audio_bytes
+        self._max_prompt_bytes = max_prompt_bytes
+
+    def reference(self, ref: AudioRef) -> bytes:
+        return self._download(self._url("reference"), limit=self._max_audio_bytes)
+
+    def prompt(self, voice_id: str) -> VoicePromptFile:
+        url = self._url("prompt")
+        generation = self._input.prompt_generation
+        if generation is None:
+            return loads(self._download(url, limit=self._max_prompt_bytes))
+        return self._prompts.fetch(
+            f"voice:{voice_id}",
+            generation=generation,
+            download=lambda: self._download(url, limit=self._max_prompt_bytes),
+        )
+
+    def store_audio(self, task: Task, audio: EncodedAudio) -> AudioResult:
+        if self._input.audio_uri is None:
+            raise SynthesisFailed("the dispatcher gave no place for the audio")
+        self._upload(self._url("audio"), audio.data, content_type=audio.content_type)
+        return AudioResult(
+            uri=self._input.audio_uri,
+            format=audio.format,
+            content_type=audio.content_type,
+            sample_rate=audio.sample_rate,
+            duration_s=audio.duration_s,
+            bytes=len(audio.data),
+        )
+
+    def publish_voice(self, task: Task, voice: NewVoice) -> str:
+        fields = dict(voice.fields)
+        if voice.designed_reference is not None and self._input.voice_reference_path:
+            ref = voice.designed_reference
+            self._upload(self._url("voice_reference"), ref.data, content_type=ref.content_type)
+            fields["reference_path"] = self._input.voice_reference_path
+        # The sidecar goes first: the prompt's storage event reads it when it registers.
+        self._upload(
+            self._url("voice_sidecar"),
+            json.dumps(fields).encode(),
+            content_type="application/json",
+        )
+        self._upload(
+            self._url("voice_prompt"), voice.prompt, content_type="application/octet-stream"
+        )
+        return voice.voice_id
+
+    # -- transfers --------------------------------------------------------------------------
+
+    def _url(self, name: str) -> str:
+        url = getattr(self._input.urls, name)
+        if not url:
+            raise SynthesisFailed(f"the dispatcher signed no {name} URL for this task")
+        assert isinstance(url, str)
+        return url
+
+    def _download(self, url: str, *, limit: int) -> bytes:
+        try:
+            with self._session.get(url, stream=True, timeout=TIMEOUT_S) as response:
+                self._check(response, "download")
+                data = bytearray()
+                for chunk in response.iter_content(_CHUNK):
+                    data += chunk
+                    if len(data) > limit:
+                        raise PayloadTooLarge(f"a download exceeded {limit} bytes")
+                return bytes(data)
+        except requests.RequestException as exc:
+            raise BackendUnavailable(f"download failed: {type(exc).__name__}") from exc
+
+    def _upload(self, url: str, data: bytes, *, content_type: str) -> None:
+        try:
+            response = self._session.put(
+                url, data=data, headers={"Content-Type": content_type}, timeout=TIMEOUT_S
+            )
+        except requests.RequestException as exc:
+            raise BackendUnavailable(f"upload failed: {type(exc).__name__}") from exc
+        self._check(response, "upload")
+
+    @staticmethod
+    def _check(response: requests.Response, what: str) -> None:
+        if response.status_code >= 500 or response.status_code == 429:
+            raise BackendUnavailable(f"storage {what} answered {response.status_code}")
+        if response.status_code >= 400:
+            # An expired or wrong signature: this attempt cannot succeed; the job is
+            # re-dispatched with fresh URLs if it is retried.
+            raise SynthesisFailed(f"storage {what} refused: HTTP {response.status_code}")
