@@ -1,0 +1,283 @@
+"""A small typed client for RunPod's serverless REST API.
+
+The Cloud Functions talk to RunPod through this module instead of the ``runpod`` package, which
+drags in an async HTTP stack, FastAPI and more than the functions' cold start can afford. Every
+``requests`` failure stops here: what a retry could fix becomes ``BackendUnavailable`` after the
+retries ran out, what it could not becomes ``RunPodRejected``.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import math
+import time
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from typing import Final
+from urllib.parse import quote
+
+import requests
+
+from shared.errors import BackendUnavailable, ConfigurationError, RunPodRejected
+
+logger = logging.getLogger(__name__)
+
+FINISHED_STATUSES: Final = frozenset({"COMPLETED", "FAILED", "CANCELLED", "TIMED_OUT"})
+KNOWN_STATUSES: Final = FINISHED_STATUSES | {"IN_QUEUE", "IN_PROGRESS"}
+
+RETRY_AFTER_CAP_S: Final = 30.0
+ERROR_TEXT_LIMIT: Final = 500
+
+# ConnectionError covers ConnectTimeout too; ChunkedEncodingError is a body cut off mid-way.
+_NETWORK_ERRORS: Final = (
+    requests.Timeout,
+    requests.ConnectionError,
+    requests.exceptions.ChunkedEncodingError,
+)
+
+
+def _trim(text: str) -> str:
+    return text if len(text) <= ERROR_TEXT_LIMIT else text[: ERROR_TEXT_LIMIT - 1] + "…"
+
+
+@dataclass(frozen=True, kw_only=True)
+class RunPodStatus:
+    """One job's state as RunPod reports it, from ``/status`` or from a webhook (same shape)."""
+
+    id: str
+    status: str
+    output: object | None = None
+    error: str | None = None
+
+    @property
+    def finished(self) -> bool:
+        return self.status in FINISHED_STATUSES
+
+    @property
+    def succeeded(self) -> bool:
+        return self.status == "COMPLETED"
+
+    @classmethod
+    def parse(cls, payload: object) -> RunPodStatus:
+        """Validate a decoded status body; webhooks come from the internet, so trust nothing.
+
+        An unknown status is rejected rather than treated as "still running": a caller would
+        otherwise poll a job forever on a status it cannot interpret.
+        """
+        if not isinstance(payload, Mapping):
+            raise RunPodRejected(
+                f"RunPod status is not a JSON object: {type(payload).__name__}",
+                details={"payload_type": type(payload).__name__},
+            )
+        job_id = payload.get("id")
+        if not isinstance(job_id, str) or not job_id:
+            raise RunPodRejected("RunPod status has no job id", field="id")
+        status = payload.get("status")
+        if not isinstance(status, str) or status not in KNOWN_STATUSES:
+            raise RunPodRejected(
+                f"RunPod status for {job_id} has an unknown status: {_trim(repr(status))}",
+                field="status",
+            )
+        error = payload.get("error")
+        if error is not None and not isinstance(error, str):
+            # A worker may fail with structured details; keep them readable rather than refuse
+            # the whole report, since the status itself is still meaningful.
+            error = json.dumps(error, default=str)
+        return cls(id=job_id, status=status, output=payload.get("output"), error=error)
+
+
+@dataclass(frozen=True, kw_only=True)
+class EndpointHealth:
+    """The counts a router needs to judge whether the endpoint will pick a job up soon."""
+
+    workers_idle: int
+    workers_running: int
+    jobs_in_queue: int
+    jobs_in_progress: int
+
+    @classmethod
+    def parse(cls, payload: object) -> EndpointHealth:
+        if not isinstance(payload, Mapping):
+            raise RunPodRejected("RunPod health is not a JSON object")
+        jobs = payload.get("jobs")
+        workers = payload.get("workers")
+        if not isinstance(jobs, Mapping) or not isinstance(workers, Mapping):
+            raise RunPodRejected("RunPod health lacks its 'jobs' or 'workers' section")
+        return cls(
+            workers_idle=_count(workers, "idle"),
+            workers_running=_count(workers, "running"),
+            jobs_in_queue=_count(jobs, "inQueue"),
+            jobs_in_progress=_count(jobs, "inProgress"),
+        )
+
+
+def _count(section: Mapping[str, object], key: str) -> int:
+    # An absent counter means none: RunPod has added counters over time and omits zeros in places.
+    value = section.get(key, 0)
+    if isinstance(value, bool) or not isinstance(value, int) or value < 0:
+        raise RunPodRejected(f"RunPod health counter {key!r} is not a count: {value!r}")
+    return value
+
+
+def _retry_after(response: requests.Response) -> float | None:
+    """Seconds from a numeric ``Retry-After``; the HTTP-date form is ignored (RunPod sends none)."""
+    raw = response.headers.get("Retry-After")
+    if raw is None:
+        return None
+    try:
+        seconds = float(raw)
+    except ValueError:
+        return None
+    if not math.isfinite(seconds) or seconds < 0:
+        return None
+    return min(seconds, RETRY_AFTER_CAP_S)
+
+
+def _error_text(response: requests.Response) -> str:
+    try:
+        body = response.json()
+    except ValueError:
+        return _trim(response.text.strip())
+    if isinstance(body, Mapping) and isinstance(body.get("error"), str):
+        return _trim(body["error"])
+    return _trim(json.dumps(body, default=str))
+
+
+class RunPodClient:
+    """Calls one serverless endpoint. Retries what a retry can fix, and nothing else.
+
+    Timeouts are retried even for ``/run``: RunPod may have accepted a request whose answer was
+    lost, so the same input can be queued twice. The handler must therefore be idempotent per
+    gateway job (it is: it writes results keyed by the job id carried in the input).
+    """
+
+    def __init__(
+        self,
+        *,
+        base_url: str,
+        endpoint_id: str,
+        api_key: str,
+        timeout_s: float = 10.0,
+        attempts: int = 4,
+        backoff_s: float = 0.5,
+        session: requests.Session | None = None,
+        sleep: Callable[[float], None] = time.sleep,
+    ) -> None:
+        if attempts < 1:
+            raise ValueError("attempts must be at least 1")
+        if not endpoint_id or not api_key:
+            raise ConfigurationError("RunPod endpoint id and API key are required")
+        self._endpoint_url = f"{base_url.rstrip('/')}/{quote(endpoint_id, safe='')}"
+        self._api_key = api_key
+        self._timeout_s = timeout_s
+        self._attempts = attempts
+        self._backoff_s = backoff_s
+        self._owns_session = session is None
+        self._session = session if session is not None else requests.Session()
+        self._sleep = sleep
+
+    def __repr__(self) -> str:
+        # Spelled out so that no default repr ever prints the key.
+        return f"RunPodClient(endpoint={self._endpoint_url!r})"
+
+    def close(self) -> None:
+        if self._owns_session:
+            self._session.close()
+
+    def run(
+        self,
+        *,
+        payload: Mapping[str, object],
+        webhook: str | None,
+        execution_timeout_s: int,
+        ttl_s: int,
+    ) -> str:
+        """Queue a job; returns RunPod's id for it (not the gateway's job id)."""
+        if execution_timeout_s <= 0 or ttl_s <= 0:
+            raise ValueError("execution_timeout_s and ttl_s must be positive")
+        body: dict[str, object] = {
+            "input": dict(payload),
+            "policy": {"executionTimeout": execution_timeout_s * 1000, "ttl": ttl_s * 1000},
+        }
+        if webhook is not None:
+            body["webhook"] = webhook
+        answer = self._call("POST", "/run", operation="run", body=body)
+        job_id = answer.get("id") if isinstance(answer, Mapping) else None
+        if not isinstance(job_id, str) or not job_id:
+            raise RunPodRejected("RunPod accepted the job but returned no id")
+        return job_id
+
+    def status(self, runpod_id: str) -> RunPodStatus:
+        answer = self._call("GET", f"/status/{quote(runpod_id, safe='')}", operation="status")
+        return RunPodStatus.parse(answer)
+
+    def health(self) -> EndpointHealth:
+        return EndpointHealth.parse(self._call("GET", "/health", operation="health"))
+
+    def cancel(self, runpod_id: str) -> None:
+        self._call("POST", f"/cancel/{quote(runpod_id, safe='')}", operation="cancel")
+
+    def _call(
+        self, method: str, path: str, *, operation: str, body: object | None = None
+    ) -> object:
+        url = self._endpoint_url + path
+        headers = {"Authorization": f"Bearer {self._api_key}", "Accept": "application/json"}
+        last_status: int | None = None
+        last_problem = ""
+        last_exc: Exception | None = None
+        for attempt in range(1, self._attempts + 1):
+            delay = self._backoff_s * 2 ** (attempt - 1)
+            try:
+                response = self._session.request(
+                    method, url, json=body, headers=headers, timeout=self._timeout_s
+                )
+            except _NETWORK_ERRORS as exc:
+                last_status, last_problem, last_exc = None, type(exc).__name__, exc
+            except requests.RequestException as exc:
+                # Invalid URL, missing schema and the like: the settings are wrong, not RunPod.
+                raise ConfigurationError(
+                    f"RunPod {operation}: cannot send the request: {type(exc).__name__}"
+                ) from exc
+            else:
+                code = response.status_code
+                if code == 429 or code >= 500:
+                    last_status, last_problem, last_exc = code, f"HTTP {code}", None
+                    retry_after = _retry_after(response)
+                    if retry_after is not None:
+                        delay = retry_after
+                elif code >= 400:
+                    text = _error_text(response)
+                    raise RunPodRejected(
+                        f"RunPod {operation} answered HTTP {code}: {text}",
+                        details={"status": code, "error": text},
+                    )
+                else:
+                    return _decode(response, operation=operation)
+            if attempt < self._attempts:
+                logger.warning(
+                    "RunPod call failed; retrying",
+                    extra={
+                        "operation": operation,
+                        "problem": last_problem,
+                        "attempt": attempt,
+                        "delay_s": delay,
+                    },
+                )
+                self._sleep(delay)
+        raise BackendUnavailable(
+            f"RunPod {operation} failed after {self._attempts} attempts: {last_problem}",
+            details={"status": last_status, "attempts": self._attempts, "operation": operation},
+        ) from last_exc
+
+
+def _decode(response: requests.Response, *, operation: str) -> object:
+    try:
+        decoded: object = response.json()
+    except ValueError as exc:
+        raise RunPodRejected(
+            f"RunPod {operation} answered HTTP {response.status_code} with invalid JSON: "
+            f"{_trim(response.text)}",
+            details={"status": response.status_code},
+        ) from exc
+    return decoded
