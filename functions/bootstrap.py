@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from shared.adapters.runpod_api import RunPodClient
 from shared.bootstrap import build_gateway
 from shared.logs import configure_logging
 from shared.service import Gateway
@@ -11,3 +12,14 @@ from shared.settings import Settings
 def bootstrap(settings: Settings | None = None) -> Gateway:
     configure_logging()
     return build_gateway(settings or Settings())
+
+
+def runpod_client(settings: Settings) -> RunPodClient:
+    rp = settings.runpod
+    return RunPodClient(
+        base_url=rp.base_url,
+        endpoint_id=rp.endpoint_id,
+        api_key=rp.api_key.get_secret_value(),
+        timeout_s=rp.request_timeout_s,
+        attempts=rp.attempts,
+    )

@@ -1,0 +1,34 @@
+"""The scheduled monitor's entry point: Cloud Scheduler publishes a tick, this runs one pass."""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import asdict
+from functools import cache
+
+import functions_framework
+from cloudevents.http import CloudEvent
+
+from functions.bootstrap import bootstrap, runpod_client
+from shared.adapters.runpod_api import RunPodClient
+from shared.monitor import run_monitor
+from shared.service import Gateway
+
+log = logging.getLogger(__name__)
+
+
+@cache
+def _gateway() -> Gateway:
+    return bootstrap()
+
+
+@cache
+def _runpod() -> RunPodClient | None:
+    settings = _gateway().settings
+    return runpod_client(settings) if settings.runpod.endpoint_id else None
+
+
+@functions_framework.cloud_event
+def monitor(event: CloudEvent) -> None:
+    report = run_monitor(_gateway(), runpod=_runpod())
+    log.info("monitor pass", extra={"report": asdict(report)})

@@ -1,0 +1,239 @@
+"""The RunPod path over fakes: dispatch, webhook completion, and each RunPod failure mode."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import pytest
+
+from shared.adapters.runpod_api import EndpointHealth, RunPodStatus
+from shared.auth import Principal, Scope
+from shared.backends import BackendConfig, BackendKind
+from shared.bootstrap import build_gateway
+from shared.dispatch import (
+    Completion,
+    Dispatch,
+    complete,
+    dispatch,
+    verify_webhook,
+    webhook_token,
+)
+from shared.errors import BackendUnavailable, RunPodRejected, Unauthenticated
+from shared.jobs import AudioResult, Job, JobState
+from shared.messages import JobMessage
+from shared.monitor import run_monitor
+from shared.runpod_io import RunPodFailure, RunPodInput, RunPodOutput
+from shared.service import Gateway, submit_job
+from shared.settings import RunPodSettings, Settings
+from shared.synthesis import CustomVoiceRequest
+from tests.conftest import Fakes
+
+ALICE = Principal(owner="alice", scopes=frozenset({Scope.USER}))
+RUNPOD_ONLY = (BackendConfig(id="runpod", kind=BackendKind.RUNPOD, priority=20),)
+
+
+@dataclass
+class FakeRunPod:
+    """RunPod's API as the dispatcher sees it after the client's own retries."""
+
+    failures: list[Exception] = field(default_factory=list)
+    submitted: list[dict[str, object]] = field(default_factory=list)
+    statuses: dict[str, RunPodStatus] = field(default_factory=dict)
+
+    def run(
+        self,
+        *,
+        payload: dict[str, object],
+        webhook: str | None,
+        execution_timeout_s: int,
+        ttl_s: int,
+    ) -> str:
+        if self.failures:
+            raise self.failures.pop(0)
+        self.submitted.append({"payload": payload, "webhook": webhook, "ttl_s": ttl_s})
+        return f"rp-{len(self.submitted)}"
+
+    def status(self, runpod_id: str) -> RunPodStatus:
+        return self.statuses.get(runpod_id, RunPodStatus(id=runpod_id, status="IN_PROGRESS"))
+
+    def health(self) -> EndpointHealth:
+        return EndpointHealth(
+            workers_idle=1, workers_running=0, jobs_in_queue=0, jobs_in_progress=0
+        )
+
+
+@pytest.fixture
+def gw(fakes: Fakes) -> Gateway:
+    settings = Settings(
+        bucket="test-bucket",
+        backends=RUNPOD_ONLY,
+        runpod=RunPodSettings(
+            endpoint_id="ep1",
+            api_key="k",  # type: ignore[arg-type]
+            webhook_url="https://hooks.example/runpod",
+            webhook_secret="s3cret",  # type: ignore[arg-type]
+        ),
+    )
+    return build_gateway(
+        settings,
+        jobs=fakes.jobs,
+        blobs=fakes.blobs,
+        publisher=fakes.publisher,
+        keys=fakes.keys,
+        backends=fakes.backends,
+        voices=fakes.voices,
+        clock=fakes.clock,
+    )
+
+
+def submitted(gw: Gateway) -> Job:
+    return submit_job(gw, principal=ALICE, request=CustomVoiceRequest(text="Hi.", speaker="ryan"))
+
+
+def stored(gw: Gateway, job: Job) -> Job:
+    current = gw.jobs.get(job.id)
+    assert current is not None
+    return current
+
+
+def finished_output(job: Job) -> dict[str, object]:
+    audio = AudioResult(
+        uri=f"gs://test-bucket/audio/{job.id}.wav", format="wav", content_type="audio/wav",
+        sample_rate=24000, duration_s=1.0, bytes=48044,
+    )  # fmt: skip
+    return RunPodOutput(job_id=job.id, audio=audio).model_dump(mode="json")
+
+
+def test_a_dispatch_signs_only_what_the_task_needs_and_records_runpods_id(gw: Gateway) -> None:
+    runpod = FakeRunPod()
+    job = submitted(gw)
+    assert dispatch(gw, runpod, JobMessage(job_id=job.id)) is Dispatch.DISPATCHED
+    sent = runpod.submitted[0]
+    task = RunPodInput.model_validate(sent["payload"])
+    assert task.task.id == job.id
+    assert task.urls.audio is not None
+    assert "method=PUT" in task.urls.audio
+    assert (task.urls.reference, task.urls.prompt, task.urls.voice_prompt) == (None, None, None)
+    assert sent["webhook"] == (
+        f"https://hooks.example/runpod?job={job.id}&token={webhook_token(gw, job.id)}"
+    )
+    assert "s3cret" not in str(sent)
+    running = stored(gw, job)
+    assert (running.state, running.runpod_id) == (JobState.RUNNING, "rp-1")
+    # A duplicate delivery of the same message does not submit twice.
+    assert dispatch(gw, runpod, JobMessage(job_id=job.id)) is Dispatch.SKIPPED
+    assert len(runpod.submitted) == 1
+
+
+def test_the_webhook_finishes_the_job_exactly_once(gw: Gateway) -> None:
+    runpod = FakeRunPod()
+    job = submitted(gw)
+    dispatch(gw, runpod, JobMessage(job_id=job.id))
+    status = RunPodStatus(id="rp-1", status="COMPLETED", output=finished_output(job))
+    assert complete(gw, job_id=job.id, status=status) is Completion.SUCCEEDED
+    assert complete(gw, job_id=job.id, status=status) is Completion.STALE  # RunPod's retry
+    done = stored(gw, job)
+    assert done.state is JobState.SUCCEEDED
+    assert done.result is not None
+    assert done.result.duration_s == 1.0
+
+
+def test_a_webhook_for_another_runpod_job_is_ignored(gw: Gateway) -> None:
+    job = submitted(gw)
+    dispatch(gw, FakeRunPod(), JobMessage(job_id=job.id))
+    stale = RunPodStatus(id="rp-old", status="COMPLETED", output=finished_output(job))
+    assert complete(gw, job_id=job.id, status=stale) is Completion.STALE
+    assert stored(gw, job).state is JobState.RUNNING
+
+
+def test_a_webhook_with_a_bad_secret_is_refused(gw: Gateway) -> None:
+    job = submitted(gw)
+    verify_webhook(gw, job_id=job.id, token=webhook_token(gw, job.id))
+    with pytest.raises(Unauthenticated):
+        verify_webhook(gw, job_id=job.id, token="0" * 64)
+    other = submitted(gw)
+    with pytest.raises(Unauthenticated):  # a token is good for its own job only
+        verify_webhook(gw, job_id=other.id, token=webhook_token(gw, job.id))
+
+
+@pytest.mark.parametrize("status", [429, 500, 503])
+def test_runpod_overload_releases_the_job_then_fails_it_after_the_attempts(
+    gw: Gateway, status: int
+) -> None:
+    error = BackendUnavailable(f"RunPod answered {status}", details={"status": status})
+    runpod = FakeRunPod(failures=[error] * 3)
+    job = submitted(gw)
+    message = JobMessage(job_id=job.id)
+    assert dispatch(gw, runpod, message) is Dispatch.RETRY  # Pub/Sub redelivers
+    assert stored(gw, job).state is JobState.QUEUED
+    assert dispatch(gw, runpod, message) is Dispatch.RETRY
+    assert dispatch(gw, runpod, message) is Dispatch.FAILED  # max_attempts = 3
+    failed = stored(gw, job)
+    assert failed.state is JobState.FAILED
+    assert failed.error is not None
+    assert f"RunPod answered {status}" in failed.error.message
+    assert failed.error.message.startswith("gave up after 3 attempts")
+
+
+def test_a_timeout_then_success_dispatches_on_redelivery(gw: Gateway) -> None:
+    runpod = FakeRunPod(failures=[BackendUnavailable("run: ReadTimeout")])
+    job = submitted(gw)
+    assert dispatch(gw, runpod, JobMessage(job_id=job.id)) is Dispatch.RETRY
+    assert dispatch(gw, runpod, JobMessage(job_id=job.id)) is Dispatch.DISPATCHED
+    assert stored(gw, job).attempts == 2
+
+
+def test_runpod_rejecting_the_request_fails_the_job_at_once(gw: Gateway) -> None:
+    runpod = FakeRunPod(failures=[RunPodRejected("RunPod refused: HTTP 401")])
+    job = submitted(gw)
+    assert dispatch(gw, runpod, JobMessage(job_id=job.id)) is Dispatch.FAILED
+    assert stored(gw, job).state is JobState.FAILED
+
+
+def test_a_webhook_that_never_arrives_is_replaced_by_polling(gw: Gateway, fakes: Fakes) -> None:
+    runpod = FakeRunPod()
+    job = submitted(gw)
+    dispatch(gw, runpod, JobMessage(job_id=job.id))
+    assert run_monitor(gw, runpod=runpod).polled == {}  # within the grace period
+    fakes.clock.advance(gw.settings.monitor.webhook_grace_s + 1)
+    assert run_monitor(gw, runpod=runpod).polled == {job.id: "pending"}
+    runpod.statuses["rp-1"] = RunPodStatus(
+        id="rp-1", status="COMPLETED", output=finished_output(job)
+    )
+    assert run_monitor(gw, runpod=runpod).polled == {job.id: "succeeded"}
+    assert stored(gw, job).state is JobState.SUCCEEDED
+
+
+def test_a_retryable_task_failure_is_dispatched_again(gw: Gateway, fakes: Fakes) -> None:
+    runpod = FakeRunPod()
+    job = submitted(gw)
+    dispatch(gw, runpod, JobMessage(job_id=job.id))
+    failure = RunPodFailure(code="unavailable", message="GPU out of memory", retryable=True)
+    output = RunPodOutput(job_id=job.id, failure=failure).model_dump(mode="json")
+    status = RunPodStatus(id="rp-1", status="COMPLETED", output=output)
+    published = len(fakes.publisher.messages)
+    assert complete(gw, job_id=job.id, status=status) is Completion.RETRIED
+    assert stored(gw, job).state is JobState.QUEUED
+    assert len(fakes.publisher.messages) == published + 1
+
+
+@pytest.mark.parametrize("runpod_status", ["FAILED", "TIMED_OUT", "CANCELLED"])
+def test_a_broken_runpod_worker_counts_as_a_transient_failure(
+    gw: Gateway, runpod_status: str
+) -> None:
+    job = submitted(gw)
+    dispatch(gw, FakeRunPod(), JobMessage(job_id=job.id))
+    status = RunPodStatus(id="rp-1", status=runpod_status, error="worker died")
+    assert complete(gw, job_id=job.id, status=status) is Completion.RETRIED
+
+
+def test_a_permanent_task_failure_fails_the_job(gw: Gateway) -> None:
+    job = submitted(gw)
+    dispatch(gw, FakeRunPod(), JobMessage(job_id=job.id))
+    failure = RunPodFailure(code="synthesis_failed", message="bad input", retryable=False)
+    output = RunPodOutput(job_id=job.id, failure=failure).model_dump(mode="json")
+    status = RunPodStatus(id="rp-1", status="COMPLETED", output=output)
+    assert complete(gw, job_id=job.id, status=status) is Completion.FAILED
+    failed = stored(gw, job)
+    assert failed.error is not None
+    assert failed.error.code == "synthesis_failed"
