@@ -68,3 +68,16 @@ class BackendHeartbeat(BaseModel):
     queue_depth: int = 0
     """Jobs queued for this backend, as the monitor last counted them."""
     gpu: GpuTelemetry | None = None
+
+
+class HealthEvent(BaseModel):
+    """A change in the system's health, kept for the debug view (``events/{id}``)."""
+
+    model_config = ConfigDict(frozen=True)
+
+    at: datetime
+    event: str
+    """``online``, ``offline``, ``rerouted``, ``lease_expired``, ``republished``."""
+    backend: str | None = None
+    job_id: str | None = None
+    detail: str = ""

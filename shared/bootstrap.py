@@ -12,6 +12,7 @@ from shared.adapters import clients
 from shared.adapters.firestore import (
     FirestoreApiKeyStore,
     FirestoreBackendStore,
+    FirestoreEventLog,
     FirestoreJobStore,
     FirestoreVoiceStore,
 )
@@ -22,6 +23,7 @@ from shared.ports import (
     BackendStore,
     BlobStore,
     Clock,
+    EventLog,
     JobStore,
     Publisher,
     VoiceStore,
@@ -43,6 +45,7 @@ def build_gateway(
     keys: ApiKeyStore | None = None,
     backends: BackendStore | None = None,
     voices: VoiceStore | None = None,
+    events: EventLog | None = None,
     clock: Clock | None = None,
 ) -> Gateway:
     @cache
@@ -63,5 +66,6 @@ def build_gateway(
         ),
         backends=backends or FirestoreBackendStore(db(), collection=f"{prefix}backends"),
         voices=voices or FirestoreVoiceStore(db(), collection=f"{prefix}voices"),
+        events=events or FirestoreEventLog(db(), collection=f"{prefix}events"),
         clock=clock or utc_now,
     )

@@ -14,7 +14,7 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 
 from shared.auth import ApiKey
-from shared.backends import BackendHeartbeat, BackendStatus
+from shared.backends import BackendHeartbeat, BackendStatus, HealthEvent
 from shared.errors import NotFound, PayloadTooLarge, TransientError
 from shared.jobs import Job, JobState
 from shared.ports import StoredBlob
@@ -203,6 +203,17 @@ class InMemoryVoiceStore:
                 and (tag is None or tag in v.traits.tags)
             ]
         return sorted(found, key=lambda v: v.id)[:limit]
+
+
+class InMemoryEventLog:
+    def __init__(self) -> None:
+        self.events: list[HealthEvent] = []
+
+    def record(self, event: HealthEvent) -> None:
+        self.events.append(event)
+
+    def recent(self, *, limit: int) -> list[HealthEvent]:
+        return sorted(self.events, key=lambda e: e.at, reverse=True)[:limit]
 
 
 class FakeClock:

@@ -3,14 +3,14 @@
 One pass (Cloud Scheduler → Pub/Sub → ``functions/monitor.py``, every minute; tests call it
 directly) does, in order:
 1. refreshes the RunPod backend's document from the endpoint's ``/health``; marks any other
-   backend offline whose heartbeat is older than ``monitor.stale_after_s``; counts each
-   backend's queue (spill-over reads it);
+   backend offline whose heartbeat is older than ``monitor.stale_after_s``;
 2. re-routes jobs still ``queued`` for a backend that is down to the best other backend, and
    publishes them there;
 3. returns jobs whose lease expired to ``queued`` and publishes them again;
 4. asks RunPod for the status of dispatched jobs whose webhook is overdue, and finishes them;
 5. publishes again jobs left ``queued`` longer than ``monitor.requeue_after_s`` (a lost
-   publish, a lost message): claims make the duplicates harmless.
+   publish, a lost message): claims make the duplicates harmless;
+6. counts each backend's queue, which spill-over routing reads.
 Every change is one transactional update with its own precondition, so two monitors running at
 once, or a monitor racing a worker, cannot double-move a job. Health changes are logged as
 structured events.
@@ -31,6 +31,7 @@ from shared.backends import (
     BackendKind,
     BackendStatus,
     Capabilities,
+    HealthEvent,
 )
 from shared.dispatch import RunPodApi, complete
 from shared.errors import GatewayError, InvalidTransition, NoBackendAvailable, TransientError
@@ -58,11 +59,28 @@ def run_monitor(gw: Gateway, *, runpod: RunPodApi | None = None) -> MonitorRepor
     if runpod is not None:
         _poll_runpod(gw, runpod, now=now, report=report)
     _republish_stuck(gw, now=now, report=report)
+    _count_queues(gw)
     return report
 
 
-def health_event(event: str, **fields: object) -> None:
-    log.info("backend health", extra={"event": event, **fields})
+def health_event(
+    gw: Gateway,
+    event: str,
+    *,
+    backend: str | None = None,
+    job_id: str | None = None,
+    detail: str = "",
+) -> None:
+    """A structured log line, and a record for the debug view."""
+    log.info(
+        "backend health",
+        extra={"event": event, "backend": backend, "job_id": job_id, "detail": detail},
+    )
+    record = HealthEvent(at=gw.clock(), event=event, backend=backend, job_id=job_id, detail=detail)
+    try:
+        gw.events.record(record)
+    except TransientError as exc:
+        log.warning("health event not stored", extra={"error": exc.message})
 
 
 # -- steps ---------------------------------------------------------------------------------
@@ -81,15 +99,20 @@ def _check_backends(
             continue
         if beat.status is not BackendStatus.OFFLINE and now - beat.last_heartbeat > stale:
             gw.backends.set_status(backend.id, BackendStatus.OFFLINE)
-            health_event("offline", backend=backend.id, last_heartbeat=beat.last_heartbeat)
+            health_event(
+                gw, "offline", backend=backend.id, detail=f"last heartbeat {beat.last_heartbeat}"
+            )
             report.offline.append(backend.id)
             down.add(backend.id)
         elif beat.status is BackendStatus.OFFLINE:
             down.add(backend.id)
-        gw.backends.set_queue_depth(
-            backend.id, gw.jobs.count(state=JobState.QUEUED, backend=backend.id)
-        )
     return down
+
+
+def _count_queues(gw: Gateway) -> None:
+    for backend in gw.settings.backends:
+        depth = gw.jobs.count(state=JobState.QUEUED, backend=backend.id)
+        gw.backends.set_queue_depth(backend.id, depth)
 
 
 def _refresh_runpod(
@@ -108,7 +131,7 @@ def _refresh_runpod(
         in_hand = health.jobs_in_progress + health.jobs_in_queue
         last = now
     if previous is None or previous.status is not status:
-        health_event(status.value, backend=backend.id, detail=detail)
+        health_event(gw, status.value, backend=backend.id, detail=detail)
     gw.backends.heartbeat(
         BackendHeartbeat(
             id=backend.id,
@@ -139,7 +162,9 @@ def _reroute(gw: Gateway, *, down: set[str], report: MonitorReport) -> None:
             except InvalidTransition:
                 continue  # claimed meanwhile
             publish_job(gw, moved)
-            health_event("rerouted", job_id=job.id, source=backend_id, target=target.id)
+            health_event(
+                gw, "rerouted", backend=target.id, job_id=job.id, detail=f"from {backend_id}"
+            )
             report.rerouted.append(job.id)
 
 
@@ -156,9 +181,8 @@ def _expire_leases(gw: Gateway, *, now: datetime, report: MonitorReport) -> None
         except InvalidTransition:
             continue  # extended or finished meanwhile
         publish_job(gw, requeued)
-        log.warning(
-            "lease expired; job requeued",
-            extra={"job_id": job.id, "holder": job.lease.owner, "backend": job.backend},
+        health_event(
+            gw, "lease_expired", backend=job.backend, job_id=job.id, detail=job.lease.owner
         )
         report.expired.append(job.id)
 

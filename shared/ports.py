@@ -8,7 +8,7 @@ from datetime import datetime
 from typing import Protocol
 
 from shared.auth import ApiKey
-from shared.backends import BackendHeartbeat, BackendStatus
+from shared.backends import BackendHeartbeat, BackendStatus, HealthEvent
 from shared.jobs import Job, JobState
 from shared.voices import Voice
 
@@ -106,4 +106,12 @@ class VoiceStore(Protocol):
         limit: int,
     ) -> list[Voice]:
         """Active voices matching every given equality filter, at most ``limit``."""
+        ...
+
+
+class EventLog(Protocol):
+    def record(self, event: HealthEvent) -> None: ...
+
+    def recent(self, *, limit: int) -> list[HealthEvent]:
+        """Newest first."""
         ...

@@ -46,7 +46,7 @@ def choose_backend(
         full = (
             beat is not None
             and backend.max_queue is not None
-            and beat.queue_depth >= backend.max_queue
+            and beat.queue_depth > backend.max_queue
         )
         # A healthy backend with room beats a full one, which beats a down one; then priority.
         return (int(down), int(full), backend.priority, backend.id)

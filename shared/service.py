@@ -32,6 +32,7 @@ from shared.ports import (
     BackendStore,
     BlobStore,
     Clock,
+    EventLog,
     JobStore,
     Publisher,
     VoiceStore,
@@ -73,6 +74,7 @@ class Gateway:
     keys: ApiKeyStore
     backends: BackendStore
     voices: VoiceStore
+    events: EventLog
     clock: Clock
     new_id: Callable[[], str] = field(default=_random_id)
 

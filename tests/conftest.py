@@ -15,6 +15,7 @@ from shared.fakes import (
     InMemoryApiKeyStore,
     InMemoryBackendStore,
     InMemoryBlobStore,
+    InMemoryEventLog,
     InMemoryJobStore,
     InMemoryVoiceStore,
     RecordingPublisher,
@@ -31,6 +32,7 @@ class Fakes:
     keys: InMemoryApiKeyStore
     backends: InMemoryBackendStore
     voices: InMemoryVoiceStore
+    events: InMemoryEventLog
     clock: FakeClock
 
 
@@ -43,6 +45,7 @@ def fakes() -> Fakes:
         keys=InMemoryApiKeyStore(),
         backends=InMemoryBackendStore(),
         voices=InMemoryVoiceStore(),
+        events=InMemoryEventLog(),
         clock=FakeClock(),
     )
 
@@ -62,6 +65,7 @@ def gateway(settings: Settings, fakes: Fakes) -> Gateway:
         keys=fakes.keys,
         backends=fakes.backends,
         voices=fakes.voices,
+        events=fakes.events,
         clock=fakes.clock,
     )
 

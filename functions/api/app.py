@@ -11,6 +11,7 @@ from functions.api import errors as api_errors
 from shared import library, service
 from shared.auth import Principal, authenticate
 from shared.bodies import CastBody, CreateVoiceBody, NormalizeBody, SpeechBody, VoicePatch
+from shared.debug import debug_view
 from shared.errors import InvalidRequest, PayloadTooLarge
 from shared.jobs import Job
 from shared.service import Gateway
@@ -146,6 +147,10 @@ def create_api(gw: Gateway) -> Flask:
         response = Response(data, mimetype="application/zip")
         response.headers["Content-Disposition"] = f'attachment; filename="{name}"'
         return response
+
+    @app.get("/v1/debug")
+    def debug() -> Response:
+        return _json(debug_view(gw, principal=_principal()))
 
     @app.post("/v1/audio/normalize")
     def normalize() -> tuple[Response, int, dict[str, str]]:

@@ -12,7 +12,7 @@ from google.cloud import firestore
 
 from shared.adapters.errors import translated
 from shared.auth import ApiKey
-from shared.backends import BackendHeartbeat, BackendStatus
+from shared.backends import BackendHeartbeat, BackendStatus, HealthEvent
 from shared.errors import NotFound
 from shared.jobs import Job, JobState
 from shared.voices import Voice, VoiceState
@@ -179,3 +179,17 @@ class FirestoreVoiceStore:
         with translated("query voices"):
             snaps = list(query.limit(limit).stream())
         return sorted((Voice.model_validate(s.to_dict()) for s in snaps), key=lambda v: v.id)
+
+
+class FirestoreEventLog:
+    def __init__(self, client: firestore.Client, *, collection: str = "events") -> None:
+        self._events = client.collection(collection)
+
+    def record(self, event: HealthEvent) -> None:
+        with translated("write event"):
+            self._events.add(to_document(event.model_dump()))
+
+    def recent(self, *, limit: int) -> list[HealthEvent]:
+        query = self._events.order_by("at", direction=firestore.Query.DESCENDING).limit(limit)
+        with translated("read events"):
+            return [HealthEvent.model_validate(s.to_dict()) for s in query.stream()]

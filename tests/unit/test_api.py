@@ -237,6 +237,6 @@ def test_audio_is_409_until_the_job_succeeds_then_a_signed_redirect(
 
 
 def test_unknown_routes_are_404_json(client: FlaskClient, alice: dict[str, str]) -> None:
-    response = client.get("/v1/debug", headers=alice)
+    response = client.get("/v1/nothing-here", headers=alice)
     assert response.status_code == 404
     assert response.json["error"]["code"] == "not_found"  # type: ignore[index]

@@ -82,6 +82,7 @@ def gw(fakes: Fakes) -> Gateway:
         keys=fakes.keys,
         backends=fakes.backends,
         voices=fakes.voices,
+        events=fakes.events,
         clock=fakes.clock,
     )
 

@@ -1,0 +1,150 @@
+"""The monitor over fakes: stale backends, re-routing, lease expiry, lost publishes, spill-over."""
+
+from __future__ import annotations
+
+from datetime import datetime
+
+import pytest
+
+from shared import API_VERSION
+from shared.auth import Principal, Scope
+from shared.backends import (
+    BackendConfig,
+    BackendHeartbeat,
+    BackendKind,
+    BackendStatus,
+    Capabilities,
+)
+from shared.bootstrap import build_gateway
+from shared.jobs import Job, JobState
+from shared.monitor import run_monitor
+from shared.service import Gateway, submit_job
+from shared.settings import MonitorSettings, Settings
+from shared.synthesis import CustomVoiceRequest
+from tests.conftest import Fakes
+from tests.unit.test_runpod_dispatch import FakeRunPod
+
+ALICE = Principal(owner="alice", scopes=frozenset({Scope.USER}))
+HOME = BackendConfig(id="home-4090", kind=BackendKind.HOME_GPU, priority=10, max_queue=2)
+RUNPOD = BackendConfig(id="runpod", kind=BackendKind.RUNPOD, priority=20)
+
+
+@pytest.fixture
+def gw(fakes: Fakes) -> Gateway:
+    settings = Settings(
+        bucket="test-bucket",
+        backends=(HOME, RUNPOD),
+        monitor=MonitorSettings(stale_after_s=30, requeue_after_s=120),
+    )
+    return build_gateway(
+        settings,
+        jobs=fakes.jobs,
+        blobs=fakes.blobs,
+        publisher=fakes.publisher,
+        keys=fakes.keys,
+        backends=fakes.backends,
+        voices=fakes.voices,
+        events=fakes.events,
+        clock=fakes.clock,
+    )
+
+
+def beat(gw: Gateway, backend_id: str = "home-4090", *, at: datetime | None = None) -> None:
+    gw.backends.heartbeat(
+        BackendHeartbeat(
+            id=backend_id,
+            kind=BackendKind.HOME_GPU,
+            worker_id="w1",
+            status=BackendStatus.ONLINE,
+            capabilities=Capabilities(
+                api_version=API_VERSION, modes=("custom_voice",), models=("m",)
+            ),
+            last_heartbeat=at or gw.clock(),
+        )
+    )
+
+
+def submitted(gw: Gateway) -> Job:
+    return submit_job(gw, principal=ALICE, request=CustomVoiceRequest(text="Hi.", speaker="eric"))
+
+
+def test_a_silent_backend_goes_offline_and_its_queue_moves_to_runpod(
+    gw: Gateway, fakes: Fakes
+) -> None:
+    beat(gw)
+    queued = [submitted(gw) for _ in range(2)]
+    assert {j.backend for j in queued} == {"home-4090"}
+    fakes.clock.advance(31)
+    report = run_monitor(gw, runpod=FakeRunPod())
+    assert report.offline == ["home-4090"]
+    assert sorted(report.rerouted) == sorted(j.id for j in queued)
+    for job in queued:
+        moved = gw.jobs.get(job.id)
+        assert moved is not None
+        assert (moved.state, moved.backend) == (JobState.QUEUED, "runpod")
+    targets = {m.attributes["backend"] for m in fakes.publisher.messages[-2:]}
+    assert targets == {"runpod"}
+    # New work goes straight to RunPod while the 4090 is down.
+    assert submitted(gw).backend == "runpod"
+    # It comes back: new work goes home again.
+    beat(gw)
+    assert submitted(gw).backend == "home-4090"
+
+
+def test_an_expired_lease_returns_the_job_to_the_queue_once(gw: Gateway, fakes: Fakes) -> None:
+    job = submitted(gw)
+    gw.jobs.update(job.id, lambda j: j.claim("w1", backend="home-4090", now=gw.clock(), lease_s=60))
+    assert run_monitor(gw).expired == []
+    fakes.clock.advance(61)
+    assert run_monitor(gw).expired == [job.id]
+    assert run_monitor(gw).expired == []
+    requeued = gw.jobs.get(job.id)
+    assert requeued is not None
+    assert (requeued.state, requeued.attempts) == (JobState.QUEUED, 1)
+    assert fakes.publisher.messages[-1].data.decode().find(job.id) > 0
+
+
+def test_a_job_whose_publish_was_lost_is_published_again(gw: Gateway, fakes: Fakes) -> None:
+    fakes.publisher.failures = 3  # every attempt of the submit's publish fails
+    job = submitted(gw)
+    assert fakes.publisher.messages == []
+    assert run_monitor(gw).republished == []  # not yet overdue
+    fakes.clock.advance(121)
+    assert run_monitor(gw).republished == [job.id]
+    assert len(fakes.publisher.messages) == 1
+
+
+def test_spill_over_when_the_home_queue_is_deep(gw: Gateway, fakes: Fakes) -> None:
+    beat(gw)
+    first = [submitted(gw) for _ in range(3)]
+    assert {j.backend for j in first} == {"home-4090"}
+    run_monitor(gw)  # counts the queue: 3 > max_queue 2
+    assert submitted(gw).backend == "runpod"
+
+
+def test_runpod_health_feeds_its_backend_document(gw: Gateway) -> None:
+    run_monitor(gw, runpod=FakeRunPod())
+    doc = gw.backends.get("runpod")
+    assert doc is not None
+    assert doc.status is BackendStatus.ONLINE
+    assert doc.capabilities.api_version == API_VERSION
+
+
+def test_the_debug_view_needs_the_admin_scope(gateway: Gateway, fakes: Fakes) -> None:
+    """Review 1.2 / 4.6: v1's debug endpoint answered anyone."""
+    from functions.api.app import create_api
+    from tests.conftest import issue_key
+    from tests.unit.test_api import checked
+
+    client = create_api(gateway).test_client()
+    user = checked("GET", "/v1/debug", client.get("/v1/debug", headers=issue_key(gateway, "u")))
+    assert user.status_code == 403
+    beat(gateway)
+    fakes.clock.advance(gateway.settings.monitor.stale_after_s + 1)
+    run_monitor(gateway)
+    admin = issue_key(gateway, "root", admin=True)
+    view = checked("GET", "/v1/debug", client.get("/v1/debug", headers=admin)).json
+    assert view is not None
+    assert view["backends"][0]["config"]["id"] == "home-4090"
+    assert view["backends"][0]["last_seen"]["status"] == "offline"
+    assert [e["event"] for e in view["events"]] == ["offline"]
