@@ -20,6 +20,11 @@ def main() -> None:
     sub.add_parser("apply", help="create missing topics, subscriptions and the bucket")
     deploy_parser = sub.add_parser("deploy", help="stage and deploy the functions")
     deploy_parser.add_argument("--region", required=True)
+    deploy_parser.add_argument(
+        "--push-service-account",
+        required=True,
+        help="the service account Pub/Sub signs push requests to the dispatcher with",
+    )
     deploy_parser.add_argument("--dry-run", action="store_true", help="print, do not run")
     args = parser.parse_args()
     logging.basicConfig(level=logging.INFO, format="%(message)s")
@@ -45,6 +50,12 @@ def main() -> None:
         bucket=settings.bucket,
         region=args.region,
         env={"TTS_PROJECT_ID": settings.project_id, "TTS_BUCKET": settings.bucket},
+    )
+    commands += deploy.wiring_commands(
+        declared,
+        project_id=settings.project_id,
+        region=args.region,
+        push_service_account=args.push_service_account,
     )
     if args.dry_run:
         for command in commands:

@@ -63,10 +63,17 @@ def deploy_commands(
             f"--memory={function.memory}", f"--timeout={function.timeout_s}s",
             f"--set-env-vars={env_vars}",
         ]  # fmt: skip
+        if function.secrets:
+            mounted = ",".join(f"{env}={secret}:latest" for env, secret in function.secrets.items())
+            command.append(f"--set-secrets={mounted}")
         kind, _, target = function.trigger.partition(":")
         if kind == "http":
-            # The API authenticates every route itself (hashed API keys); IAM would block callers.
-            command += ["--trigger-http", "--allow-unauthenticated"]
+            # Public ones authenticate callers themselves (API keys, webhook tokens); the rest
+            # (the push-fed dispatcher) accept only IAM-authenticated calls.
+            command += ["--trigger-http"]
+            command.append(
+                "--allow-unauthenticated" if function.public else "--no-allow-unauthenticated"
+            )
         elif kind == "topic":
             command += [f"--trigger-topic={target}"]
         elif kind == "storage":
@@ -79,6 +86,32 @@ def deploy_commands(
         if function.retry:
             command.append("--retry")
         commands.append(command)
+    return commands
+
+
+def wiring_commands(
+    topology: Topology,
+    *,
+    project_id: str,
+    region: str,
+    push_service_account: str,
+) -> list[list[str]]:
+    """After the functions exist: point push subscriptions at them; create the schedules."""
+    commands = []
+    for sub in topology.subscriptions:
+        if sub.push_function:
+            url = f"https://{region}-{project_id}.cloudfunctions.net/{sub.push_function}"
+            commands.append([
+                "gcloud", "pubsub", "subscriptions", "modify-push-config", sub.name,
+                f"--project={project_id}", f"--push-endpoint={url}",
+                f"--push-auth-service-account={push_service_account}",
+            ])  # fmt: skip
+    for schedule in topology.schedules:
+        commands.append([
+            "gcloud", "scheduler", "jobs", "create", "pubsub", schedule.name,
+            f"--project={project_id}", f"--location={region}",
+            f"--schedule={schedule.cron}", f"--topic={schedule.topic}", "--message-body=tick",
+        ])  # fmt: skip
     return commands
 
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+from collections.abc import Mapping
 from pathlib import Path
 
 import google.cloud.pubsub_v1 as pubsub_v1
@@ -43,6 +44,14 @@ class Subscription(_Model):
     message_retention_s: int = 604800
     dead_letter: DeadLetter | None = None
     retry: Retry | None = None
+    push_function: str | None = None
+    """Deliver by push to this declared function (its URL is known only once deployed)."""
+
+
+class Schedule(_Model):
+    name: str
+    topic: str
+    cron: str
 
 
 class Bucket(_Model):
@@ -61,6 +70,10 @@ class Function(_Model):
     retry: bool = False
     """Redeliver an event the function failed on (event triggers only)."""
     extra_requirements: tuple[str, ...] = ()
+    secrets: dict[str, str] = {}
+    """Environment variable -> Secret Manager secret, mounted at deploy (never in env vars)."""
+    public: bool = False
+    """Reachable without Google IAM: the API (its own keys) and the RunPod webhook (tokens)."""
     """Installed on top of the functions' ``requirements.txt`` for this function only."""
 
     @property
@@ -73,6 +86,7 @@ class Topology(_Model):
     subscriptions: tuple[Subscription, ...]
     bucket: Bucket
     functions: tuple[Function, ...]
+    schedules: tuple[Schedule, ...] = ()
 
     def subscription(self, name: str) -> Subscription:
         return next(s for s in self.subscriptions if s.name == name)
@@ -90,8 +104,13 @@ def apply(
     publisher: pubsub_v1.PublisherClient,
     subscriber: pubsub_v1.SubscriberClient,
     storage_client: storage.Client,
+    push_endpoints: Mapping[str, str] | None = None,
 ) -> None:
-    """Create whatever is missing. Existing resources are left as they are."""
+    """Create whatever is missing. Existing resources are left as they are.
+
+    ``push_endpoints`` maps function names to URLs; a push subscription whose function has no
+    URL yet is created as pull (deploy switches it to push once the function exists).
+    """
     for topic in topology.topics:
         path = publisher.topic_path(project_id, topic.name)
         try:
@@ -100,7 +119,13 @@ def apply(
         except gexc.AlreadyExists:
             pass
     for sub in topology.subscriptions:
-        create_subscription(sub, project_id=project_id, publisher=publisher, subscriber=subscriber)
+        create_subscription(
+            sub,
+            project_id=project_id,
+            publisher=publisher,
+            subscriber=subscriber,
+            push_endpoint=(push_endpoints or {}).get(sub.push_function or ""),
+        )
     try:
         storage_client.create_bucket(bucket, location=topology.bucket.location)
         log.info("created bucket %s", bucket)
@@ -114,6 +139,7 @@ def create_subscription(
     project_id: str,
     publisher: pubsub_v1.PublisherClient,
     subscriber: pubsub_v1.SubscriberClient,
+    push_endpoint: str | None = None,
 ) -> None:
     request: dict[str, object] = {
         "name": subscriber.subscription_path(project_id, sub.name),
@@ -128,6 +154,8 @@ def create_subscription(
             "dead_letter_topic": publisher.topic_path(project_id, sub.dead_letter.topic),
             "max_delivery_attempts": sub.dead_letter.max_delivery_attempts,
         }
+    if push_endpoint:
+        request["push_config"] = {"push_endpoint": push_endpoint}
     if sub.retry:
         request["retry_policy"] = {
             "minimum_backoff": duration_pb2.Duration(seconds=sub.retry.minimum_backoff_s),

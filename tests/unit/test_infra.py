@@ -75,3 +75,21 @@ def test_deploy_commands_name_each_function(tmp_path: Path) -> None:
     assert "--trigger-event-filters=type=google.cloud.storage.object.v1.finalized" in finalized
     assert "--trigger-event-filters=bucket=b" in finalized
     assert "--retry" in finalized
+
+
+def test_runpod_jobs_reach_the_dispatcher_through_a_filtered_push_subscription() -> None:
+    declared = topology.load()
+    sub = declared.subscription("tts-jobs-runpod")
+    assert sub.filter == 'attributes.backend = "runpod"'
+    assert sub.dead_letter is not None
+    assert sub.push_function == "tts-runpod-dispatch"
+    dispatcher = next(f for f in declared.functions if f.name == sub.push_function)
+    assert not dispatcher.public  # only Pub/Sub's signed pushes may call it
+    commands = deploy.wiring_commands(
+        declared, project_id="p", region="r", push_service_account="push@p.iam"
+    )
+    push = next(c for c in commands if "modify-push-config" in c)
+    assert "--push-endpoint=https://r-p.cloudfunctions.net/tts-runpod-dispatch" in push
+    assert any("scheduler" in c for c in commands)
+    secrets = {f.name: f.secrets for f in declared.functions}
+    assert "TTS_RUNPOD__WEBHOOK_SECRET" in secrets["tts-runpod-webhook"]
