@@ -1,0 +1,295 @@
+"""The RunPod backend for real: the one handler under the runpod SDK's local test API (behind
+a RunPod-cloud-compatible endpoint), the tiny models, the GCS emulator through signed URLs
+only, the dispatcher's real client, and the webhook function under functions-framework.
+
+Also failover: the 4090 stops heartbeating with jobs queued for it; the monitor moves them to
+RunPod, which runs them; when the 4090 comes back and gets the old messages, it does nothing.
+"""
+
+from __future__ import annotations
+
+import io
+import json
+import os
+import sys
+import threading
+import time
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+
+import functions_framework
+import google.cloud.pubsub_v1 as pubsub_v1
+import pytest
+import soundfile as sf
+from pytest_mock import MockerFixture
+from werkzeug.serving import make_server
+
+from gpu_worker.heartbeat import Heartbeat
+from gpu_worker.runner import JobRunner, Outcome, RunnerConfig
+from infra import topology
+from infra.processes import free_port
+from infra.runpod_local import LocalRunPod
+from shared.adapters.runpod_api import RunPodClient
+from shared.auth import Principal, Scope
+from shared.backends import BackendConfig, BackendKind
+from shared.bootstrap import build_gateway
+from shared.dispatch import Dispatch, dispatch
+from shared.jobs import Job, JobState
+from shared.messages import JobMessage
+from shared.monitor import run_monitor
+from shared.service import Gateway, submit_job
+from shared.settings import Settings
+from shared.synthesis import CustomVoiceRequest
+from tests.support.contracts import validate_schema
+from tests.support.firestore import as_json, stored_job
+
+ROOT = Path(__file__).resolve().parents[2]
+ALICE = Principal(owner="alice", scopes=frozenset({Scope.USER}))
+HOME = BackendConfig(id="home-4090", kind=BackendKind.HOME_GPU, priority=10)
+RUNPOD = BackendConfig(id="runpod", kind=BackendKind.RUNPOD, priority=20)
+SECRET = "webhook-secret-for-tests"
+
+
+@pytest.fixture(scope="module")
+def local_runpod(
+    tiny_models_dir: dict[str, str], tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[LocalRunPod]:
+    # The RunPod worker gets no Google settings at all: only what the task input carries.
+    env = {
+        k: v
+        for k, v in os.environ.items()
+        if not k.startswith(("TTS_", "GOOGLE", "PUBSUB_", "FIRESTORE_", "STORAGE_"))
+    }
+    env.update(
+        {
+            "PYTHONPATH": str(ROOT),
+            "TTS_WORKER__MODELS": json.dumps(list(tiny_models_dir.values())),
+            "TTS_WORKER__DEVICE": "cpu",
+        }
+    )
+    handler = [sys.executable, "-m", "gpu_worker.runpod_handler"]
+    with LocalRunPod(handler=handler, env=env, log_dir=tmp_path_factory.mktemp("rp")) as running:
+        yield running
+
+
+def serve(app: object) -> tuple[str, threading.Thread, object]:
+    port = free_port()
+    server = make_server("127.0.0.1", port, app, threaded=True)  # type: ignore[arg-type]
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    return f"http://127.0.0.1:{port}/", thread, server
+
+
+@pytest.fixture
+def settings(
+    cloud_settings: Settings, local_runpod: LocalRunPod, monkeypatch: pytest.MonkeyPatch
+) -> Iterator[Settings]:
+    """Settings shared by this process and the webhook function, which reads the environment."""
+    webhook_app = None
+    env = {
+        "TTS_BUCKET": cloud_settings.bucket,
+        "TTS_COLLECTION_PREFIX": cloud_settings.collection_prefix,
+        "TTS_BACKENDS": json.dumps([HOME.model_dump(), RUNPOD.model_dump()]),
+        "TTS_RUNPOD__ENDPOINT_ID": local_runpod.endpoint_id,
+        "TTS_RUNPOD__API_KEY": local_runpod.api_key,
+        "TTS_RUNPOD__BASE_URL": local_runpod.base_url,
+        "TTS_RUNPOD__WEBHOOK_SECRET": SECRET,
+        "TTS_MONITOR__STALE_AFTER_S": "1.0",
+        "TTS_MONITOR__WEBHOOK_GRACE_S": "2.0",
+    }
+    for name, value in env.items():
+        monkeypatch.setenv(name, value)
+    webhook_app = functions_framework.create_app(
+        target="runpod_webhook", source=str(ROOT / "functions" / "runpod.py")
+    )
+    url, _, server = serve(webhook_app)
+    monkeypatch.setenv("TTS_RUNPOD__WEBHOOK_URL", url)
+    yield Settings()
+    server.shutdown()  # type: ignore[attr-defined]
+
+
+@pytest.fixture
+def gw(settings: Settings) -> Gateway:
+    return build_gateway(settings)
+
+
+@pytest.fixture
+def client(settings: Settings) -> RunPodClient:
+    rp = settings.runpod
+    return RunPodClient(
+        base_url=rp.base_url,
+        endpoint_id=rp.endpoint_id,
+        api_key=rp.api_key.get_secret_value(),
+        backoff_s=0.05,
+    )
+
+
+def wait_for(gw: Gateway, job_id: str, *, states: set[JobState], timeout_s: float = 60) -> Job:
+    deadline = time.monotonic() + timeout_s
+    while True:
+        job = gw.jobs.get(job_id)
+        assert job is not None
+        if job.state in states or time.monotonic() > deadline:
+            return job
+        time.sleep(0.1)
+
+
+def runpod_job(gw: Gateway, *, seed: int = 3) -> Job:
+    # No heartbeat from the 4090 and RunPod first: route by excluding home explicitly.
+    request = CustomVoiceRequest(text="Hello from RunPod.", speaker="ryan", seed=seed)
+    job = submit_job(gw, principal=ALICE, request=request)
+    if job.backend != "runpod":
+        job = gw.jobs.update(job.id, lambda j: j.reroute("runpod", now=gw.clock()))
+    return job
+
+
+def test_a_job_runs_on_runpod_and_the_webhook_finishes_it(
+    gw: Gateway, client: RunPodClient, settings: Settings, local_runpod: LocalRunPod
+) -> None:
+    job = runpod_job(gw)
+    assert dispatch(gw, client, JobMessage(job_id=job.id)) is Dispatch.DISPATCHED
+    done = wait_for(gw, job.id, states={JobState.SUCCEEDED, JobState.FAILED})
+    assert done.state is JobState.SUCCEEDED, done.error
+    assert done.result is not None
+    validate_schema("job-document.schema.json", as_json(stored_job(settings, job.id)))
+    audio = gw.blobs.get(done.result.uri.removeprefix(f"gs://{settings.bucket}/"))
+    samples, rate = sf.read(io.BytesIO(audio))
+    assert rate == done.result.sample_rate == 24000
+    assert len(audio) == done.result.bytes
+    assert done.result.duration_s == pytest.approx(len(samples) / rate, abs=1e-6)
+    assert local_runpod.webhooks_sent[-1]["status"] == "COMPLETED"
+
+
+def test_overload_is_retried_and_a_bad_webhook_secret_changes_nothing(
+    gw: Gateway, client: RunPodClient, local_runpod: LocalRunPod
+) -> None:
+    local_runpod.fail_next_runs(429, 2)
+    local_runpod.webhook_headers = {}
+    job = runpod_job(gw)
+    assert dispatch(gw, client, JobMessage(job_id=job.id)) is Dispatch.DISPATCHED
+    assert wait_for(gw, job.id, states={JobState.SUCCEEDED}).state is JobState.SUCCEEDED
+
+    # A forged webhook for a running job: refused, the job untouched.
+    forged = runpod_job(gw, seed=4)
+    local_runpod.drop_webhooks = True
+    try:
+        assert dispatch(gw, client, JobMessage(job_id=forged.id)) is Dispatch.DISPATCHED
+        base = gw.settings.runpod.webhook_url
+        response = client._session.post(
+            f"{base}?job={forged.id}&token={'0' * 64}",
+            json={"id": "x", "status": "COMPLETED", "output": {"job_id": forged.id}},
+            timeout=10,
+        )
+        assert response.status_code == 401
+        running = gw.jobs.get(forged.id)
+        assert running is not None
+        assert running.state is not JobState.SUCCEEDED
+        # The real webhook never comes: the monitor polls /status after the grace period.
+        deadline = time.monotonic() + 30
+        while (current := gw.jobs.get(forged.id)) is not None and not current.state.terminal:
+            assert time.monotonic() < deadline, "the monitor never finished the job"
+            time.sleep(0.5)
+            run_monitor(gw, runpod=client)
+        assert current is not None
+        assert current.state is JobState.SUCCEEDED
+    finally:
+        local_runpod.drop_webhooks = False
+
+
+def test_failover_from_a_silent_4090_to_runpod_and_no_second_synthesis(
+    gw: Gateway,
+    client: RunPodClient,
+    settings: Settings,
+    mocker: MockerFixture,
+) -> None:
+    # The 4090's own subscription, declared like the real one, created before the jobs.
+    declared = topology.load().subscription("tts-jobs-home-4090")
+    home_sub = declared.model_copy(update={"name": f"home-{uuid.uuid4().hex[:8]}"})
+    topology.create_subscription(
+        home_sub,
+        project_id=settings.project_id,
+        publisher=pubsub_v1.PublisherClient(),
+        subscriber=pubsub_v1.SubscriberClient(),
+    )
+    # RunPod's filtered push subscription, pushing to the dispatcher function.
+    dispatcher_app = functions_framework.create_app(
+        target="runpod_dispatch",
+        source=str(ROOT / "functions" / "runpod.py"),
+        signature_type="cloudevent",
+    )
+    dispatcher_url, _, dispatcher_server = serve(dispatcher_app)
+    runpod_sub = topology.load().subscription("tts-jobs-runpod")
+    topology.create_subscription(
+        runpod_sub.model_copy(update={"name": f"runpod-{uuid.uuid4().hex[:8]}"}),
+        project_id=settings.project_id,
+        publisher=pubsub_v1.PublisherClient(),
+        subscriber=pubsub_v1.SubscriberClient(),
+        push_endpoint=dispatcher_url,
+    )
+
+    interval = 0.5
+    beating = threading.Event()
+    heartbeat = Heartbeat(
+        store=gw.backends, backend_id="home-4090", kind=BackendKind.HOME_GPU, worker_id="home-1",
+        modes=("custom_voice",), models=("tiny",), device="cpu", clock=gw.clock,
+        interval_s=interval,
+    )  # fmt: skip
+    beater = threading.Thread(target=heartbeat.run, args=(beating,))
+    beater.start()
+    try:
+        time.sleep(0.2)
+        jobs = [
+            submit_job(
+                gw,
+                principal=ALICE,
+                request=CustomVoiceRequest(text=f"Line {i}.", speaker="eric", seed=i),
+            )
+            for i in range(2)
+        ]
+        assert {j.backend for j in jobs} == {"home-4090"}
+    finally:
+        beating.set()  # the 4090 goes silent with its jobs queued
+        beater.join()
+    silent_at = time.monotonic()
+
+    moved_at = None
+    deadline = time.monotonic() + 60
+    while True:
+        report = run_monitor(gw, runpod=client)
+        if report.rerouted and moved_at is None:
+            moved_at = time.monotonic()
+        states = {j.id: gw.jobs.get(j.id) for j in jobs}
+        if all(s is not None and s.state is JobState.SUCCEEDED for s in states.values()):
+            break
+        assert time.monotonic() < deadline, states
+        time.sleep(0.25)
+    dispatcher_server.shutdown()  # type: ignore[attr-defined]
+    assert moved_at is not None
+    # Two heartbeat intervals of silence make it stale; one monitor period (0.25 s) to notice.
+    assert moved_at - silent_at <= 2 * interval + 0.75
+    for job in jobs:
+        done = gw.jobs.get(job.id)
+        assert done is not None
+        assert (done.backend, done.attempts) == ("runpod", 1)
+
+    # The 4090 comes back and receives the messages published to it before the failover.
+    executor = mocker.Mock()
+    runner = JobRunner(
+        jobs=gw.jobs,
+        executor=executor,
+        clock=gw.clock,
+        config=RunnerConfig(worker_id="home-1", backend_id="home-4090", lease_s=30),
+    )
+    subscriber = pubsub_v1.SubscriberClient()
+    path = subscriber.subscription_path(settings.project_id, home_sub.name)
+    seen: set[str] = set()
+    deadline = time.monotonic() + 30
+    while not {j.id for j in jobs} <= seen:
+        assert time.monotonic() < deadline, f"the old messages never came: {seen}"
+        received = subscriber.pull(subscription=path, max_messages=10, timeout=10)
+        for message in received.received_messages:
+            result = runner.run(JobMessage.decode(message.message.data))
+            assert result.outcome is Outcome.SKIPPED
+            seen.add(result.job_id)
+    executor.execute.assert_not_called()
