@@ -87,3 +87,50 @@ def test_shared_imports_no_entrypoint_code() -> None:
             ):
                 offenders.append(f"{path.relative_to(ROOT)}: {node.module}")
     assert offenders == []
+
+
+def test_there_is_exactly_one_runpod_handler() -> None:
+    """Review 4.2: v1 had two RunPod handlers with incompatible routes."""
+    starters = [
+        str(p.relative_to(ROOT))
+        for p in product_files()
+        if "runpod.serverless.start" in calls(ast.parse(p.read_text()))
+    ]
+    assert starters == ["gpu_worker/runpod_handler.py"]
+    # And it runs tasks through the same executor as the 4090's runner.
+    handler = (ROOT / "gpu_worker" / "runpod_handler.py").read_text()
+    bootstrap = (ROOT / "gpu_worker" / "bootstrap.py").read_text()
+    assert "TaskExecutor(" in handler
+    assert "TaskExecutor(" in bootstrap
+
+
+def test_the_runpod_models_load_before_the_handler_exists() -> None:
+    """Review 4.3: v1 loaded the model lazily inside the handler, racing concurrent requests.
+    Here the handler can only be built from loaded models, and main() loads them first."""
+    tree = ast.parse((ROOT / "gpu_worker" / "runpod_handler.py").read_text())
+    main = next(n for n in ast.walk(tree) if isinstance(n, ast.FunctionDef) and n.name == "main")
+    in_order = sorted(
+        (n for n in ast.walk(main) if isinstance(n, ast.Call)),
+        key=lambda n: (n.lineno, n.col_offset),
+    )
+    names = [ast.unparse(n.func) for n in in_order]
+    order = [c for c in names if c in {"load_models", "runpod.serverless.start"}]
+    assert order == ["load_models", "runpod.serverless.start"]
+    build = next(
+        n for n in ast.walk(tree) if isinstance(n, ast.FunctionDef) and n.name == "build_handler"
+    )
+    assert [a.arg for a in build.args.kwonlyargs] == ["models"]
+    handler = next(
+        n for n in ast.walk(build) if isinstance(n, ast.FunctionDef) and n.name == "handler"
+    )
+    assert not {"load", "load_models", "from_pretrained"} & {
+        c.rsplit(".", 1)[-1] for c in calls(handler)
+    }
+
+
+def test_routing_and_failover_name_no_backend() -> None:
+    """Review 4.1: v1's tunnel was the one path to a GPU. Backends come from settings; the
+    router, the monitor and the dispatcher must not special-case any of them."""
+    for module in ("routing.py", "monitor.py", "dispatch.py", "service.py"):
+        text = (ROOT / "shared" / module).read_text()
+        assert "home-4090" not in text, module
