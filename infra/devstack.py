@@ -103,6 +103,12 @@ class DevStack:
         self.processes.clear()
         self.emulators.stop()
 
+    def start_worker(self, name: str) -> ManagedProcess:
+        """Another 4090 worker process (e.g. after one was killed), ready when this returns."""
+        worker = self._spawn(name, [sys.executable, "-m", "gpu_worker"])
+        self._wait(worker, lambda: '"worker ready"' in worker.log_path.read_text(errors="replace"))
+        return worker
+
     def process(self, name: str) -> ManagedProcess:
         return next(p for p in self.processes if p.name == name)
 

@@ -1,0 +1,90 @@
+"""Kill the 4090 worker process in the middle of a job: the job finishes exactly once, on the
+lease-expiry path (the monitor requeues it, the next worker claims and finishes it)."""
+
+from __future__ import annotations
+
+import signal
+import time
+from collections.abc import Iterator
+
+import pytest
+
+from infra.devstack import DevStack
+from shared.bootstrap import build_gateway
+from shared.jobs import JobState
+from shared.monitor import run_monitor
+from shared.service import Gateway
+from shared.settings import Settings
+
+pytestmark = pytest.mark.e2e
+
+LEASE_S = 3
+
+
+@pytest.fixture(scope="module")
+def stack(tiny_models_dir: dict[str, str]) -> Iterator[DevStack]:
+    env = {
+        "TTS_WORKER__LEASE_S": str(LEASE_S),
+        "TTS_WORKER__HEARTBEAT_S": "1",
+        # Many short chunks: a long job whose middle is easy to hit.
+        "TTS_WORKER__MAX_CHUNK_CHARS": "20",
+    }
+    with DevStack(models=(tiny_models_dir["custom_voice"],), extra_env=env) as running:
+        yield running
+
+
+@pytest.fixture
+def gw(stack: DevStack, monkeypatch: pytest.MonkeyPatch) -> Gateway:
+    for name, value in stack.emulators.env.items():
+        monkeypatch.setenv(name, value)
+    return build_gateway(Settings(bucket=stack.bucket))
+
+
+def test_a_killed_worker_s_job_finishes_once_after_its_lease_expires(
+    stack: DevStack, gw: Gateway
+) -> None:
+    import requests
+
+    text = " ".join(f"This is sentence number {i} of the chapter." for i in range(16))
+    response = requests.post(
+        f"{stack.base_url}/v1/tts/jobs",
+        json={"text": text, "speaker": "Dylan", "seed": 9},
+        headers={"Authorization": f"Bearer {stack.api_key}"},
+        timeout=30,
+    )
+    job_id = response.json()["id"]
+    first = stack.process("worker")
+    deadline = time.monotonic() + 60
+    while (job := gw.jobs.get(job_id)) is None or job.state is not JobState.RUNNING:
+        assert time.monotonic() < deadline, "the job was never picked up"
+        time.sleep(0.01)
+    first.process.send_signal(signal.SIGKILL)  # no goodbye: the lease is all that is left
+    first.process.wait(timeout=10)
+    killed = gw.jobs.get(job_id)
+    assert killed is not None
+    assert killed.state is JobState.RUNNING  # it died mid-job
+
+    deadline = time.monotonic() + 4 * LEASE_S
+    while not run_monitor(gw).expired:
+        assert time.monotonic() < deadline, "the lease never expired"
+        time.sleep(0.5)
+    requeued = gw.jobs.get(job_id)
+    assert requeued is not None
+    assert requeued.state is JobState.QUEUED
+
+    second = stack.start_worker("worker-2")
+    deadline = time.monotonic() + 120
+    while (done := gw.jobs.get(job_id)) is not None and not done.state.terminal:
+        assert time.monotonic() < deadline, "the second worker never finished the job"
+        time.sleep(0.2)
+    assert done is not None
+    assert done.state is JobState.SUCCEEDED
+    assert done.attempts == 2
+    finished = f'"job succeeded", "job_id": "{job_id}"'
+    deadline = time.monotonic() + 10  # the log line follows the document's update
+    while finished not in second.log_path.read_text():
+        assert time.monotonic() < deadline, "the second worker never logged the success"
+        time.sleep(0.1)
+    logs = first.log_path.read_text() + second.log_path.read_text()
+    assert logs.count(finished) == 1
+    assert finished in second.log_path.read_text()
