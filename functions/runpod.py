@@ -41,9 +41,10 @@ def runpod_dispatch(event: CloudEvent) -> None:
         raw = base64.b64decode(data["message"]["data"])
         message = JobMessage.decode(raw)
     except (KeyError, TypeError, ValueError, InvalidRequest) as exc:
-        # A poison message: acknowledged and logged; redelivering it cannot help.
-        log.error("undecodable job message dropped", extra={"error": str(exc)})
-        return
+        # A poison message: refused every time, so the subscription dead-letters it after its
+        # delivery attempts, where it stays inspectable (as the 4090 nacks one).
+        log.error("undecodable job message", extra={"error": str(exc)})
+        raise InvalidRequest("undecodable job message") from exc
     outcome = dispatch(_gateway(), _runpod(), message)
     if outcome is Dispatch.RETRY:
         raise BackendUnavailable(f"RunPod did not take job {message.job_id}; redeliver")
