@@ -6,6 +6,7 @@ PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 REQUIREMENTS := requirements.txt gpu_worker/requirements.txt gpu_worker/constraints.txt requirements-dev.txt
 MODEL ?=
+RUNPOD ?=
 PORT ?= 8080
 
 export PYTHONPATH := $(CURDIR)
@@ -36,7 +37,7 @@ typecheck: venv
 
 ## The local stack. MODEL=tiny uses the offline plumbing-only model (noise).
 run: venv
-	$(PY) -m infra.devstack --model "$(MODEL)" --port $(PORT)
+	$(PY) -m infra.devstack --model "$(MODEL)" --port $(PORT) $(if $(RUNPOD),--runpod)
 
 bench: venv
 	$(PY) bench/routing_overhead.py

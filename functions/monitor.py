@@ -32,3 +32,24 @@ def _runpod() -> RunPodClient | None:
 def monitor(event: CloudEvent) -> None:
     report = run_monitor(_gateway(), runpod=_runpod())
     log.info("monitor pass", extra={"report": asdict(report)})
+
+
+def main() -> None:
+    """Local stand-in for Cloud Scheduler: ``python -m functions.monitor --every 2``."""
+    import argparse
+    import time
+
+    parser = argparse.ArgumentParser(prog="python -m functions.monitor")
+    parser.add_argument("--every", type=float, default=5.0, help="seconds between passes")
+    args = parser.parse_args()
+    gateway, runpod = _gateway(), _runpod()
+    log.info("monitor ready")
+    while True:
+        report = run_monitor(gateway, runpod=runpod)
+        if any(asdict(report).values()):
+            log.info("monitor pass", extra={"report": asdict(report)})
+        time.sleep(args.every)
+
+
+if __name__ == "__main__":
+    main()

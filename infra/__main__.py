@@ -17,7 +17,16 @@ from shared.settings import Settings
 def main() -> None:
     parser = argparse.ArgumentParser(prog="python -m infra")
     sub = parser.add_subparsers(dest="command", required=True)
-    sub.add_parser("apply", help="create missing topics, subscriptions and the bucket")
+    apply_parser = sub.add_parser(
+        "apply", help="create missing topics, subscriptions and the bucket"
+    )
+    apply_parser.add_argument(
+        "--push-endpoint",
+        action="append",
+        default=[],
+        metavar="FUNCTION=URL",
+        help="where a push subscription's function listens (local stacks)",
+    )
     deploy_parser = sub.add_parser("deploy", help="stage and deploy the functions")
     deploy_parser.add_argument("--region", required=True)
     deploy_parser.add_argument(
@@ -39,6 +48,7 @@ def main() -> None:
             publisher=pubsub_v1.PublisherClient(),
             subscriber=pubsub_v1.SubscriberClient(),
             storage_client=storage_client(settings),
+            push_endpoints=dict(item.split("=", 1) for item in args.push_endpoint),
         )
         return
 

@@ -9,6 +9,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import secrets
 import signal
 import socket
 import subprocess
@@ -24,6 +25,7 @@ from types import TracebackType
 
 from infra.emulators import Emulators
 from infra.processes import ManagedProcess, ProcessError, free_port, spawn
+from infra.runpod_local import LocalRunPod
 from shared.settings import Settings
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
@@ -40,8 +42,13 @@ class DevStack:
     run_dir: Path = field(default_factory=lambda: Path(tempfile.mkdtemp(prefix="tts-dev-")))
     emulators: Emulators = field(init=False)
     processes: list[ManagedProcess] = field(default_factory=list)
+    runpod: bool = False
+    """Also RunPod: the one handler behind a local RunPod API, the dispatcher, the webhook and
+    the monitor, with RunPod configured as the second backend."""
     api_key: str = ""
     base_url: str = ""
+    local_runpod: LocalRunPod | None = None
+    _runpod_env: dict[str, str] = field(default_factory=dict)
 
     @property
     def bucket(self) -> str:
@@ -56,13 +63,17 @@ class DevStack:
         env.update(self.emulators.env)
         env["PYTHONPATH"] = str(REPO_ROOT)
         env["TTS_WORKER__MODELS"] = json.dumps(list(self.models))
+        env.update(self._runpod_env)
         env.update(self.extra_env)
         return env
 
     def start(self) -> DevStack:
         try:
             self.emulators.start()
-            self._python("-m", "infra", "apply")
+            push: list[str] = []
+            if self.runpod:
+                push = ["--push-endpoint", f"tts-runpod-dispatch={self._start_runpod()}"]
+            self._python("-m", "infra", "apply", *push)
             self.api_key = self._python("-m", "functions.keys", "create", "--owner", "dev").strip()
             port = self.api_port or free_port()
             self.base_url = f"http://127.0.0.1:{port}"
@@ -101,7 +112,52 @@ class DevStack:
         for process in reversed(self.processes):
             process.stop()
         self.processes.clear()
+        if self.local_runpod is not None:
+            self.local_runpod.stop()
+            self.local_runpod = None
         self.emulators.stop()
+
+    def _start_runpod(self) -> str:
+        """Start the RunPod side; return the dispatcher's URL for the push subscription."""
+        webhook_port, dispatcher_port = free_port(), free_port()
+        handler_env = {
+            k: v
+            for k, v in self.env.items()
+            if not k.startswith(("GOOGLE", "PUBSUB_", "FIRESTORE_", "STORAGE_"))
+        }
+        self.local_runpod = LocalRunPod(
+            handler=[sys.executable, "-m", "gpu_worker.runpod_handler"],
+            env={**handler_env, "TTS_WORKER__DEVICE": "cpu"},
+            log_dir=self.run_dir,
+        ).start()
+        home = {"id": "home-4090", "kind": "home_gpu", "priority": 10}
+        self._runpod_env = {
+            "TTS_BACKENDS": json.dumps([home, {"id": "runpod", "kind": "runpod", "priority": 20}]),
+            "TTS_RUNPOD__ENDPOINT_ID": self.local_runpod.endpoint_id,
+            "TTS_RUNPOD__API_KEY": self.local_runpod.api_key,
+            "TTS_RUNPOD__BASE_URL": self.local_runpod.base_url,
+            "TTS_RUNPOD__WEBHOOK_URL": f"http://127.0.0.1:{webhook_port}/",
+            "TTS_RUNPOD__WEBHOOK_SECRET": secrets.token_hex(16),
+            "TTS_MONITOR__STALE_AFTER_S": "10",
+            "TTS_MONITOR__WEBHOOK_GRACE_S": "30",
+        }
+        framework = str(Path(sys.executable).with_name("functions-framework"))
+        source = str(REPO_ROOT / "functions" / "runpod.py")
+        for name, target, port, signature in (
+            ("runpod-webhook", "runpod_webhook", webhook_port, "http"),
+            ("runpod-dispatch", "runpod_dispatch", dispatcher_port, "cloudevent"),
+        ):
+            process = self._spawn(
+                name,
+                [framework, "--source", source, "--target", target,
+                 "--signature-type", signature, "--host", "127.0.0.1", "--port", str(port)],
+            )  # fmt: skip
+            self._wait(process, lambda port=port: _listening(port))  # type: ignore[misc]
+        monitor = self._spawn(
+            "monitor", [sys.executable, "-m", "functions.monitor", "--every", "2"]
+        )
+        self._wait(monitor, lambda: "monitor ready" in monitor.log_path.read_text())
+        return f"http://127.0.0.1:{dispatcher_port}/"
 
     def start_worker(self, name: str) -> ManagedProcess:
         """Another 4090 worker process (e.g. after one was killed), ready when this returns."""
@@ -183,12 +239,17 @@ def main() -> int:
         "--model", default="", help="HF ids or directories, comma-separated; 'tiny' for noise"
     )
     parser.add_argument("--port", type=int, default=8080)
+    parser.add_argument(
+        "--runpod",
+        action="store_true",
+        help="also RunPod: the handler behind a local RunPod API, dispatcher, webhook, monitor",
+    )
     args = parser.parse_args()
     from shared.settings import DEFAULT_MODEL
 
     models = _model_sources(args.model or DEFAULT_MODEL)
     port = args.port if _port_free(args.port) else free_port()
-    stack = DevStack(models=models, api_port=port)
+    stack = DevStack(models=models, api_port=port, runpod=args.runpod)
     signal.signal(signal.SIGTERM, _interrupt)
     try:
         stack.start()
