@@ -195,7 +195,8 @@ def webhook_url(gw: Gateway, job_id: str) -> str | None:
 def runpod_input(gw: Gateway, job: Job) -> RunPodInput:
     """The task plus signed URLs for exactly the objects its mode reads and writes."""
     settings = gw.settings
-    ttl = min(settings.api.signed_url_ttl_s * 4, 3600)
+    # Valid for as long as RunPod may hold the job (queue + execution), never past an hour.
+    ttl = min(settings.runpod.ttl_s + settings.runpod.execution_timeout_s, 3600)
 
     def sign(path: str, method: str = "GET") -> str:
         return gw.blobs.signed_url(path, ttl_s=ttl, method=method)

@@ -68,6 +68,14 @@ class RunPodSettings(BaseModel):
     max_attempts: int = Field(default=3, ge=1, le=10)
     """Dispatches a job may have before it fails with RunPod's error."""
 
+    @model_validator(mode="after")
+    def _urls_outlive_the_job(self) -> RunPodSettings:
+        # The task's signed URLs live at most an hour (design invariant 6); RunPod must drop
+        # the job before they could expire under it.
+        if self.ttl_s + self.execution_timeout_s > 3600:
+            raise ValueError("runpod ttl_s + execution_timeout_s must not exceed 3600")
+        return self
+
 
 class MonitorSettings(BaseModel):
     model_config = ConfigDict(frozen=True)

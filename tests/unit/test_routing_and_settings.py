@@ -101,3 +101,11 @@ def test_one_name_for_the_audio_duration_everywhere() -> None:
         if path.is_file() and "duration_seconds" in path.read_text(errors="ignore")
     ]
     assert offenders == []
+
+
+def test_runpod_cannot_hold_a_job_past_its_signed_urls() -> None:
+    from shared.settings import RunPodSettings
+
+    RunPodSettings(ttl_s=3000, execution_timeout_s=600)
+    with pytest.raises(ValidationError, match="3600"):
+        RunPodSettings(ttl_s=3600, execution_timeout_s=600)
