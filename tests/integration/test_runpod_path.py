@@ -135,9 +135,9 @@ def wait_for(gw: Gateway, job_id: str, *, states: set[JobState], timeout_s: floa
         time.sleep(0.1)
 
 
-def runpod_job(gw: Gateway, *, seed: int = 3) -> Job:
-    # No heartbeat from the 4090 and RunPod first: route by excluding home explicitly.
-    request = CustomVoiceRequest(text="Hello from RunPod.", speaker="ryan", seed=seed)
+def runpod_job(gw: Gateway, *, seed: int = 3, request: CustomVoiceRequest | None = None) -> Job:
+    """A job routed to RunPod (the 4090 never reported here, so it would be chosen first)."""
+    request = request or CustomVoiceRequest(text="Hello from RunPod.", speaker="ryan", seed=seed)
     job = submit_job(gw, principal=ALICE, request=request)
     if job.backend != "runpod":
         job = gw.jobs.update(job.id, lambda j: j.reroute("runpod", now=gw.clock()))
@@ -293,3 +293,55 @@ def test_failover_from_a_silent_4090_to_runpod_and_no_second_synthesis(
             assert result.outcome is Outcome.SKIPPED
             seen.add(result.job_id)
     executor.execute.assert_not_called()
+
+
+def test_runpod_and_the_4090_write_the_same_job_document(
+    gw: Gateway,
+    client: RunPodClient,
+    settings: Settings,
+    tiny_models_dir: dict[str, str],
+) -> None:
+    """One request, one seed, one model, two backends: the same document, the same audio."""
+    from gpu_worker.bucket_io import BucketIO
+    from gpu_worker.engine import ModelSet, QwenEngine
+    from gpu_worker.prompt_cache import PromptCache
+    from gpu_worker.tasks import TaskExecutor
+
+    engine = QwenEngine(
+        model_source=tiny_models_dir["custom_voice"], device="cpu", max_new_tokens=2048
+    )
+    engine.load()
+    runner = JobRunner(
+        jobs=gw.jobs,
+        executor=TaskExecutor(
+            models=ModelSet([engine]),
+            io=BucketIO(gateway=gw, prompts=PromptCache(max_bytes=0, max_file_bytes=1 << 20)),
+            limits=settings.voices,
+            max_chunk_chars=settings.worker.max_chunk_chars,
+        ),
+        clock=gw.clock,
+        config=RunnerConfig(worker_id="home-1", backend_id="home-4090", lease_s=30),
+    )
+    request = CustomVoiceRequest(text="The same words, twice.", speaker="aiden", seed=21)
+    home = submit_job(gw, principal=ALICE, request=request)
+    if home.backend != "home-4090":
+        home = gw.jobs.update(home.id, lambda j: j.reroute("home-4090", now=gw.clock()))
+    assert runner.run(JobMessage(job_id=home.id)).outcome is Outcome.SUCCEEDED
+    away = runpod_job(gw, request=request)
+    assert dispatch(gw, client, JobMessage(job_id=away.id)) is Dispatch.DISPATCHED
+    assert wait_for(gw, away.id, states={JobState.SUCCEEDED}).state is JobState.SUCCEEDED
+
+    docs = [as_json(stored_job(settings, job_id)) for job_id in (home.id, away.id)]
+    for doc in docs:
+        validate_schema("job-document.schema.json", doc)
+    assert docs[0].keys() == docs[1].keys()
+    varying = {"id", "backend", "created_at", "updated_at", "state_times", "runpod_id"}
+    assert {k: v for k, v in docs[0].items() if k not in varying | {"result"}} == {
+        k: v for k, v in docs[1].items() if k not in varying | {"result"}
+    }
+    results = [dict(doc["result"]) for doc in docs]
+    for result, job_id in zip(results, (home.id, away.id), strict=True):
+        assert result.pop("uri") == f"gs://{settings.bucket}/audio/{job_id}.wav"
+    assert results[0] == results[1]
+    audio = [gw.blobs.get(f"audio/{job_id}.wav") for job_id in (home.id, away.id)]
+    assert audio[0] == audio[1]
