@@ -10,7 +10,8 @@ directly) does, in order:
 4. asks RunPod for the status of dispatched jobs whose webhook is overdue, and finishes them;
 5. publishes again jobs left ``queued`` longer than ``monitor.requeue_after_s`` (a lost
    publish, a lost message): claims make the duplicates harmless;
-6. counts each backend's queue, which spill-over routing reads.
+6. counts into each cast parent the finished children whose own report was lost;
+7. counts each backend's queue, which spill-over routing reads.
 Every change is one transactional update with its own precondition, so two monitors running at
 once, or a monitor racing a worker, cannot double-move a job. Health changes are logged as
 structured events.
@@ -37,6 +38,7 @@ from shared.dispatch import RunPodApi, complete
 from shared.errors import GatewayError, InvalidTransition, NoBackendAvailable, TransientError
 from shared.jobs import Job, JobState
 from shared.service import Gateway, publish_job, route
+from shared.synthesis import CastRequest
 
 log = logging.getLogger(__name__)
 
@@ -48,6 +50,8 @@ class MonitorReport:
     expired: list[str] = field(default_factory=list)
     polled: dict[str, str] = field(default_factory=dict)
     republished: list[str] = field(default_factory=list)
+    settled: list[str] = field(default_factory=list)
+    """Cast children whose report to their parent had been lost, counted now."""
 
 
 def run_monitor(gw: Gateway, *, runpod: RunPodApi | None = None) -> MonitorReport:
@@ -59,6 +63,7 @@ def run_monitor(gw: Gateway, *, runpod: RunPodApi | None = None) -> MonitorRepor
     if runpod is not None:
         _poll_runpod(gw, runpod, now=now, report=report)
     _republish_stuck(gw, now=now, report=report)
+    _settle_parents(gw, report=report)
     _count_queues(gw)
     return report
 
@@ -211,6 +216,34 @@ def _republish_stuck(gw: Gateway, *, now: datetime, report: MonitorReport) -> No
             continue
         if publish_job(gw, job):
             report.republished.append(job.id)
+
+
+def _settle_parents(gw: Gateway, *, report: MonitorReport) -> None:
+    batch = gw.settings.monitor.batch
+    parents = [
+        job
+        for state in (JobState.QUEUED, JobState.RUNNING)
+        for job in gw.jobs.find(state=state, limit=batch)
+        if isinstance(job.request, CastRequest)
+    ]
+    for parent in parents:
+        assert isinstance(parent.request, CastRequest)
+        for child_id in parent.request.children:
+            if child_id in parent.children_done:
+                continue
+            child = gw.jobs.get(child_id)
+            if child is None or not child.state.terminal:
+                continue
+            succeeded = child.state is JobState.SUCCEEDED
+            try:
+                gw.jobs.update(parent.id, _child_counted(gw, child_id, succeeded=succeeded))
+            except InvalidTransition:
+                continue  # counted meanwhile
+            report.settled.append(child_id)
+
+
+def _child_counted(gw: Gateway, child_id: str, *, succeeded: bool) -> Callable[[Job], Job]:
+    return lambda parent: parent.child_finished(child_id, succeeded=succeeded, now=gw.clock())
 
 
 def _is_parent(job: Job) -> bool:

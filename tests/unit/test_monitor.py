@@ -148,3 +148,32 @@ def test_the_debug_view_needs_the_admin_scope(gateway: Gateway, fakes: Fakes) ->
     assert view["backends"][0]["config"]["id"] == "home-4090"
     assert view["backends"][0]["last_seen"]["status"] == "offline"
     assert [e["event"] for e in view["events"]] == ["offline"]
+
+
+def test_a_cast_child_whose_report_was_lost_is_counted_by_the_monitor(
+    gateway: Gateway, fakes: Fakes
+) -> None:
+    from shared.bodies import CastBody, CastItem
+    from shared.jobs import JobError
+    from shared.service import cast_voices
+
+    body = CastBody(
+        character="Ann", base_description="A calm voice", text="Hello.",
+        items=(CastItem(emotion="happy"), CastItem(emotion="sad")),
+    )  # fmt: skip
+    parent = cast_voices(gateway, principal=ALICE, body=body)
+    children = parent.request.children  # type: ignore[union-attr]
+    # Both children finish, but their reports to the parent never happened (Firestore hiccup).
+    now = gateway.clock()
+    error = JobError(code="x", message="boom")
+    for child_id, ok in zip(children, (True, False), strict=True):
+        gateway.jobs.update(child_id, lambda j: j.claim("w", backend=j.backend, now=now, lease_s=9))
+        if ok:
+            gateway.jobs.update(child_id, lambda j: j.succeed("w", result=None, now=now))
+        else:
+            gateway.jobs.update(child_id, lambda j: j.fail("w", error=error, now=now))
+    assert sorted(run_monitor(gateway).settled) == sorted(children)
+    settled = gateway.jobs.get(parent.id)
+    assert settled is not None
+    assert settled.state is JobState.FAILED
+    assert run_monitor(gateway).settled == []
