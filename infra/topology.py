@@ -54,9 +54,16 @@ class Schedule(_Model):
     cron: str
 
 
+class ExpiryRule(_Model):
+    prefix: str
+    age_days: int
+
+
 class Bucket(_Model):
     name_setting: str
     location: str
+    expire: tuple[ExpiryRule, ...] = ()
+    """Objects under these prefixes are deleted by GCS after so many days."""
 
 
 class Function(_Model):
@@ -127,10 +134,22 @@ def apply(
             push_endpoint=(push_endpoints or {}).get(sub.push_function or ""),
         )
     try:
-        storage_client.create_bucket(bucket, location=topology.bucket.location)
+        created = storage_client.create_bucket(bucket, location=topology.bucket.location)
         log.info("created bucket %s", bucket)
     except gexc.Conflict:
-        pass
+        created = storage_client.bucket(bucket)
+        created.reload()
+    wanted = [
+        {
+            "action": {"type": "Delete"},
+            "condition": {"age": r.age_days, "matchesPrefix": [r.prefix]},
+        }
+        for r in topology.bucket.expire
+    ]
+    if list(created.lifecycle_rules) != wanted:
+        created.lifecycle_rules = wanted
+        created.patch()
+        log.info("set lifecycle rules on %s", bucket)
 
 
 def create_subscription(
