@@ -148,6 +148,8 @@ def complete(gw: Gateway, *, job_id: str, status: RunPodStatus) -> Completion:
         error = _error("runpod_bad_output", f"RunPod returned no task output: {detail}")
         completion.fail(gw.jobs, gw.clock, job, worker=worker, error=error)
         return Completion.FAILED
+    if output.job_id != job.id:
+        return Completion.STALE  # another gateway job's result: never applied to this one
     if output.failure is not None:
         failure = output.failure
         if failure.retryable:

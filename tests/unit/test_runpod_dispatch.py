@@ -238,3 +238,11 @@ def test_a_permanent_task_failure_fails_the_job(gw: Gateway) -> None:
     failed = stored(gw, job)
     assert failed.error is not None
     assert failed.error.code == "synthesis_failed"
+
+
+def test_an_output_for_another_gateway_job_is_never_applied(gw: Gateway) -> None:
+    job, other = submitted(gw), submitted(gw)
+    dispatch(gw, FakeRunPod(), JobMessage(job_id=job.id))
+    status = RunPodStatus(id="rp-1", status="COMPLETED", output=finished_output(other))
+    assert complete(gw, job_id=job.id, status=status) is Completion.STALE
+    assert stored(gw, job).state is JobState.RUNNING
