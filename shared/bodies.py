@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import base64
 import binascii
-from typing import Annotated, Any, Literal, Self
+from typing import Annotated, Any, Literal
 
 from pydantic import (
     BaseModel,
@@ -18,16 +18,20 @@ from pydantic import (
     Discriminator,
     Field,
     Tag,
-    model_validator,
 )
 
 from shared.audio_formats import AudioFormat
 from shared.catalog import Language
 from shared.synthesis import (
-    MAX_INSTRUCT_CHARS,
+    MAX_SEED,
+    Character,
     CustomVoiceRequest,
-    RefText,
+    Description,
+    Mood,
+    Name,
+    ReferenceTranscript,
     SpeechFields,
+    Tags,
     VoiceDesignRequest,
     VoiceTraits,
 )
@@ -49,29 +53,20 @@ def _decode_base64(value: object) -> object:
 
 
 Base64Audio = Annotated[bytes, BeforeValidator(_decode_base64), Field(min_length=1)]
-Name = Annotated[str, Field(min_length=1, max_length=100)]
 
 
 class _Body(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True, str_strip_whitespace=True)
 
 
-class VoiceCloneBody(SpeechFields):
+class VoiceCloneBody(SpeechFields, ReferenceTranscript):
     mode: Literal["voice_clone"] = "voice_clone"
     ref_audio: Base64Audio
-    ref_text: RefText | None = None
-    x_vector_only: bool = False
-
-    @model_validator(mode="after")
-    def _transcript_unless_x_vector(self) -> Self:
-        if self.ref_text is None and not self.x_vector_only:
-            raise ValueError("ref_text is required unless x_vector_only is true")
-        return self
 
 
 class ClonePromptBody(SpeechFields):
     mode: Literal["clone_prompt"] = "clone_prompt"
-    voice: Annotated[str, Field(min_length=1, max_length=100)]
+    voice: Name
     """A voice id or a voice name."""
 
 
@@ -96,13 +91,11 @@ class VoiceFields(_Body):
     """Name and traits of a voice, flat as callers write them."""
 
     name: Name
-    character: Annotated[str, Field(max_length=100)] | None = None
-    emotion: Annotated[str, Field(max_length=50)] | None = None
-    intensity: Annotated[str, Field(max_length=50)] | None = None
-    description: Annotated[str, Field(max_length=MAX_INSTRUCT_CHARS)] | None = None
-    tags: Annotated[
-        tuple[Annotated[str, Field(min_length=1, max_length=50)], ...], Field(max_length=20)
-    ] = ()
+    character: Character | None = None
+    emotion: Mood | None = None
+    intensity: Mood | None = None
+    description: Description | None = None
+    tags: Tags = ()
 
     def traits(self) -> VoiceTraits:
         return VoiceTraits(
@@ -114,33 +107,20 @@ class VoiceFields(_Body):
         )
 
 
-class CreateVoiceBody(VoiceFields):
+class CreateVoiceBody(VoiceFields, ReferenceTranscript):
     ref_audio: Base64Audio | None = None
     """Absent when the audio comes as a multipart file part."""
-    ref_text: RefText | None = None
-    x_vector_only: bool = False
-
-    @model_validator(mode="after")
-    def _transcript_unless_x_vector(self) -> Self:
-        if self.ref_text is None and not self.x_vector_only:
-            raise ValueError("ref_text is required unless x_vector_only is true")
-        return self
 
 
 class VoicePatch(_Body):
     """Only the fields present change; ``null`` clears a trait."""
 
     name: Name | None = None
-    character: Annotated[str, Field(max_length=100)] | None = None
-    emotion: Annotated[str, Field(max_length=50)] | None = None
-    intensity: Annotated[str, Field(max_length=50)] | None = None
-    description: Annotated[str, Field(max_length=MAX_INSTRUCT_CHARS)] | None = None
-    tags: (
-        Annotated[
-            tuple[Annotated[str, Field(min_length=1, max_length=50)], ...], Field(max_length=20)
-        ]
-        | None
-    ) = None
+    character: Character | None = None
+    emotion: Mood | None = None
+    intensity: Mood | None = None
+    description: Description | None = None
+    tags: Tags | None = None
 
 
 class CastItem(_Body):
@@ -151,17 +131,15 @@ class CastItem(_Body):
 
 
 class CastBody(_Body):
-    character: Annotated[str, Field(min_length=1, max_length=100)]
+    character: Name
     base_description: Annotated[str, Field(min_length=1, max_length=800)]
     """Who the character is: age, timbre, accent. Emotion presets are added per item."""
     text: Annotated[str, Field(min_length=1, max_length=500)]
     """The line each designed voice speaks (it becomes the voice's reference)."""
     language: Language = Language.AUTO
     items: Annotated[tuple[CastItem, ...], Field(min_length=1, max_length=100)]
-    tags: Annotated[
-        tuple[Annotated[str, Field(min_length=1, max_length=50)], ...], Field(max_length=20)
-    ] = ()
-    seed: Annotated[int, Field(ge=0, le=2**32 - 1)] | None = None
+    tags: Tags = ()
+    seed: Annotated[int, Field(ge=0, le=MAX_SEED)] | None = None
 
 
 class NormalizeBody(_Body):

@@ -27,6 +27,14 @@ Text = Annotated[str, Field(min_length=1, max_length=HARD_MAX_TEXT_CHARS)]
 Instruct = Annotated[str, Field(min_length=1, max_length=MAX_INSTRUCT_CHARS)]
 RefText = Annotated[str, Field(min_length=1, max_length=MAX_REF_TEXT_CHARS)]
 Seed = Annotated[int, Field(ge=0, le=MAX_SEED)]
+Name = Annotated[str, Field(min_length=1, max_length=MAX_NAME_CHARS)]
+Character = Annotated[str, Field(max_length=100)]
+Mood = Annotated[str, Field(max_length=50)]
+"""An emotion or an intensity."""
+Description = Annotated[str, Field(max_length=MAX_INSTRUCT_CHARS)]
+Tags = Annotated[
+    tuple[Annotated[str, Field(min_length=1, max_length=50)], ...], Field(max_length=20)
+]
 VoiceId = Annotated[str, Field(pattern=r"^[a-z0-9]{8,64}$")]
 
 
@@ -46,13 +54,11 @@ class AudioRef(_Model):
 class VoiceTraits(_Model):
     """How a voice is found again: who speaks, in what mood, and free-form tags."""
 
-    character: Annotated[str, Field(max_length=100)] | None = None
-    emotion: Annotated[str, Field(max_length=50)] | None = None
-    intensity: Annotated[str, Field(max_length=50)] | None = None
-    description: Annotated[str, Field(max_length=MAX_INSTRUCT_CHARS)] | None = None
-    tags: Annotated[
-        tuple[Annotated[str, Field(min_length=1, max_length=50)], ...], Field(max_length=20)
-    ] = ()
+    character: Character | None = None
+    emotion: Mood | None = None
+    intensity: Mood | None = None
+    description: Description | None = None
+    tags: Tags = ()
 
 
 class SpeechFields(_Model):
@@ -93,11 +99,9 @@ class VoiceDesignRequest(SpeechFields):
     instruct: Instruct
 
 
-class VoiceCloneRequest(SpeechFields):
-    """Speak with the voice of a reference clip: with its transcript, or x-vector only."""
+class ReferenceTranscript(_Model):
+    """A reference clip is described by its transcript, or used for its x-vector only."""
 
-    mode: Literal["voice_clone"] = "voice_clone"
-    reference: AudioRef
     ref_text: RefText | None = None
     x_vector_only: bool = False
 
@@ -106,6 +110,13 @@ class VoiceCloneRequest(SpeechFields):
         if self.ref_text is None and not self.x_vector_only:
             raise ValueError("ref_text is required unless x_vector_only is true")
         return self
+
+
+class VoiceCloneRequest(SpeechFields, ReferenceTranscript):
+    """Speak with the voice of a reference clip: with its transcript, or x-vector only."""
+
+    mode: Literal["voice_clone"] = "voice_clone"
+    reference: AudioRef
 
 
 class ClonePromptRequest(SpeechFields):
@@ -115,22 +126,14 @@ class ClonePromptRequest(SpeechFields):
     voice_id: VoiceId
 
 
-class CreateVoiceRequest(_Model):
+class CreateVoiceRequest(ReferenceTranscript):
     """Build a clone prompt from reference audio and register it as ``voice_id``."""
 
     mode: Literal["create_voice"] = "create_voice"
     voice_id: VoiceId
-    name: Annotated[str, Field(min_length=1, max_length=100)]
+    name: Name
     reference: AudioRef
-    ref_text: RefText | None = None
-    x_vector_only: bool = False
     traits: VoiceTraits = VoiceTraits()
-
-    @model_validator(mode="after")
-    def _transcript_unless_x_vector(self) -> Self:
-        if self.ref_text is None and not self.x_vector_only:
-            raise ValueError("ref_text is required unless x_vector_only is true")
-        return self
 
 
 class DesignVoiceRequest(SpeechFields):
@@ -139,7 +142,7 @@ class DesignVoiceRequest(SpeechFields):
     mode: Literal["design_voice"] = "design_voice"
     instruct: Instruct
     voice_id: VoiceId
-    name: Annotated[str, Field(min_length=1, max_length=100)]
+    name: Name
     traits: VoiceTraits = VoiceTraits()
     parent_id: str | None = None
 
@@ -158,7 +161,7 @@ class CastRequest(_Model):
     """The parent of a casting call: no worker runs it; its children report into it."""
 
     mode: Literal["cast"] = "cast"
-    character: Annotated[str, Field(min_length=1, max_length=100)]
+    character: Name
     children: tuple[str, ...]
     fingerprint: str
     """Of the cast body: a reused Idempotency-Key with a different body is a conflict."""

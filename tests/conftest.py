@@ -57,6 +57,11 @@ def settings() -> Settings:
 
 @pytest.fixture
 def gateway(settings: Settings, fakes: Fakes) -> Gateway:
+    return fake_gateway(settings, fakes)
+
+
+def fake_gateway(settings: Settings, fakes: Fakes) -> Gateway:
+    """The real bootstrap, every port a fake."""
     return build_gateway(
         settings,
         jobs=fakes.jobs,

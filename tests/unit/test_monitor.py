@@ -15,13 +15,12 @@ from shared.backends import (
     BackendStatus,
     Capabilities,
 )
-from shared.bootstrap import build_gateway
 from shared.jobs import Job, JobState
 from shared.monitor import run_monitor
 from shared.service import Gateway, submit_job
 from shared.settings import MonitorSettings, Settings
 from shared.synthesis import CustomVoiceRequest
-from tests.conftest import Fakes
+from tests.conftest import Fakes, fake_gateway
 from tests.unit.test_runpod_dispatch import FakeRunPod
 
 ALICE = Principal(owner="alice", scopes=frozenset({Scope.USER}))
@@ -36,17 +35,7 @@ def gw(fakes: Fakes) -> Gateway:
         backends=(HOME, RUNPOD),
         monitor=MonitorSettings(stale_after_s=30, requeue_after_s=120),
     )
-    return build_gateway(
-        settings,
-        jobs=fakes.jobs,
-        blobs=fakes.blobs,
-        publisher=fakes.publisher,
-        keys=fakes.keys,
-        backends=fakes.backends,
-        voices=fakes.voices,
-        events=fakes.events,
-        clock=fakes.clock,
-    )
+    return fake_gateway(settings, fakes)
 
 
 def beat(gw: Gateway, backend_id: str = "home-4090", *, at: datetime | None = None) -> None:

@@ -9,7 +9,6 @@ import pytest
 from shared.adapters.runpod_api import EndpointHealth, RunPodStatus
 from shared.auth import Principal, Scope
 from shared.backends import BackendConfig, BackendKind
-from shared.bootstrap import build_gateway
 from shared.dispatch import (
     Completion,
     Dispatch,
@@ -26,7 +25,7 @@ from shared.runpod_io import RunPodFailure, RunPodInput, RunPodOutput
 from shared.service import Gateway, submit_job
 from shared.settings import RunPodSettings, Settings
 from shared.synthesis import CustomVoiceRequest
-from tests.conftest import Fakes
+from tests.conftest import Fakes, fake_gateway
 
 ALICE = Principal(owner="alice", scopes=frozenset({Scope.USER}))
 RUNPOD_ONLY = (BackendConfig(id="runpod", kind=BackendKind.RUNPOD, priority=20),)
@@ -74,17 +73,7 @@ def gw(fakes: Fakes) -> Gateway:
             webhook_secret="s3cret",  # type: ignore[arg-type]
         ),
     )
-    return build_gateway(
-        settings,
-        jobs=fakes.jobs,
-        blobs=fakes.blobs,
-        publisher=fakes.publisher,
-        keys=fakes.keys,
-        backends=fakes.backends,
-        voices=fakes.voices,
-        events=fakes.events,
-        clock=fakes.clock,
-    )
+    return fake_gateway(settings, fakes)
 
 
 def submitted(gw: Gateway) -> Job:
