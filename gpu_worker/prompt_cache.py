@@ -38,8 +38,3 @@ class PromptCache:
                     _, (_, size) = self._entries.popitem(last=False)
                     self._bytes -= size
         return prompt
-
-    @property
-    def size_bytes(self) -> int:
-        with self._lock:
-            return self._bytes

@@ -63,10 +63,6 @@ class Voice(BaseModel):
     updated_at: datetime
 
     @property
-    def uri(self) -> str:
-        return f"gs://{self.bucket}/{self.object_name}"
-
-    @property
     def active(self) -> bool:
         return self.state is VoiceState.ACTIVE
 
