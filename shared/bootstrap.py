@@ -17,6 +17,7 @@ from shared.adapters.firestore import (
     FirestoreVoiceStore,
 )
 from shared.adapters.pubsub import PubSubPublisher, low_latency_publisher
+from shared.backend_cache import CachedBackendStore
 from shared.keycache import CachedApiKeyStore
 from shared.ports import (
     ApiKeyStore,
@@ -64,7 +65,11 @@ def build_gateway(
             FirestoreApiKeyStore(db(), collection=f"{prefix}api_keys"),
             ttl_s=settings.api.key_cache_ttl_s,
         ),
-        backends=backends or FirestoreBackendStore(db(), collection=f"{prefix}backends"),
+        backends=backends
+        or CachedBackendStore(
+            FirestoreBackendStore(db(), collection=f"{prefix}backends"),
+            ttl_s=settings.api.backend_cache_ttl_s,
+        ),
         voices=voices or FirestoreVoiceStore(db(), collection=f"{prefix}voices"),
         events=events or FirestoreEventLog(db(), collection=f"{prefix}events"),
         clock=clock or utc_now,

@@ -24,6 +24,8 @@ class ApiSettings(BaseModel):
     signed_url_ttl_s: int = Field(default=900, gt=0, le=3600)
     """Signed URLs live at most an hour (design invariant 6)."""
     publish_attempts: int = Field(default=3, ge=1, le=10)
+    backend_cache_ttl_s: float = Field(default=2.0, ge=0)
+    """How long a process routes on backend documents it has read (0: read every time)."""
     key_cache_ttl_s: float = Field(default=30.0, ge=0)
     """How long a verified API key is trusted before it is read again (revocation delay)."""
 

@@ -57,3 +57,39 @@ def test_the_cache_is_bounded() -> None:
     cache.get(hash_key("a"))  # evicted: read again
     cache.get(hash_key("c"))  # still cached
     assert inner.reads == 1
+
+
+def test_backend_documents_are_read_once_per_ttl_and_writes_drop_the_copy() -> None:
+    from datetime import UTC, datetime
+
+    from shared import API_VERSION
+    from shared.backend_cache import CachedBackendStore
+    from shared.backends import BackendHeartbeat, BackendKind, BackendStatus, Capabilities
+    from shared.fakes import InMemoryBackendStore
+
+    class CountingStore(InMemoryBackendStore):
+        reads = 0
+
+        def get(self, backend_id: str) -> BackendHeartbeat | None:
+            self.reads += 1
+            return super().get(backend_id)
+
+    now = [0.0]
+    inner = CountingStore()
+    cached = CachedBackendStore(inner, ttl_s=2.0, monotonic=lambda: now[0])
+    beat = BackendHeartbeat(
+        id="b", kind=BackendKind.HOME_GPU, worker_id="w", status=BackendStatus.ONLINE,
+        capabilities=Capabilities(api_version=API_VERSION, modes=("custom_voice",), models=()),
+        last_heartbeat=datetime(2026, 1, 1, tzinfo=UTC),
+    )  # fmt: skip
+    assert cached.get("b") is None
+    cached.heartbeat(beat)  # a write drops the cached "absent"
+    assert cached.get("b") == beat
+    assert cached.get("b") == beat
+    assert inner.reads == 2
+    inner.set_status("b", BackendStatus.OFFLINE)  # behind the cache's back
+    assert cached.get("b") == beat  # still within the TTL
+    now[0] = 2.5
+    refreshed = cached.get("b")
+    assert refreshed is not None
+    assert refreshed.status is BackendStatus.OFFLINE
