@@ -12,7 +12,12 @@ import uuid
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
-from shared.audio_input import CONTENT_TYPES, AudioContainer, sniff_container
+from shared.audio_input import (
+    CONTENT_TYPES,
+    AudioContainer,
+    declared_duration_s,
+    sniff_container,
+)
 from shared.auth import Principal
 from shared.backends import BackendConfig
 from shared.bodies import (
@@ -100,7 +105,11 @@ def submit_job(
         case VoiceCloneBody():
             fields = request.model_dump(exclude={"mode", "ref_audio"})
             reference = _store_upload(
-                gw, request.ref_audio, path=f"{_upload_dir(gw, job_id)}reference", field="ref_audio"
+                gw,
+                request.ref_audio,
+                path=f"{_upload_dir(gw, job_id)}reference",
+                field="ref_audio",
+                max_duration_s=gw.settings.voices.max_reference_s,
             )
             stored = VoiceCloneRequest(**fields, reference=reference)
         case ClonePromptBody():
@@ -129,7 +138,13 @@ def create_voice(
     job_id = _job_id(gw, owner=principal.owner, idempotency_key=idempotency_key)
     stem = job_id
     prefix = gw.settings.voices.prefix
-    reference = _store_upload(gw, data, path=f"{prefix}{stem}{REFERENCE_SUFFIX}", field="ref_audio")
+    reference = _store_upload(
+        gw,
+        data,
+        path=f"{prefix}{stem}{REFERENCE_SUFFIX}",
+        field="ref_audio",
+        max_duration_s=gw.settings.voices.max_reference_s,
+    )
     request = CreateVoiceRequest(
         voice_id=voice_id_for(
             bucket=gw.settings.bucket, object_name=prompt_object_name(prefix=prefix, stem=stem)
@@ -151,7 +166,13 @@ def normalize_audio(
     idempotency_key: str | None = None,
 ) -> Job:
     job_id = _job_id(gw, owner=principal.owner, idempotency_key=idempotency_key)
-    source = _store_upload(gw, body.audio, path=f"{_upload_dir(gw, job_id)}source", field="audio")
+    source = _store_upload(
+        gw,
+        body.audio,
+        path=f"{_upload_dir(gw, job_id)}source",
+        field="audio",
+        max_duration_s=gw.settings.voices.max_normalize_s,
+    )
     request = NormalizeRequest(
         source=source, target_lufs=body.target_lufs, peak_dbfs=body.peak_dbfs, format=body.format
     )
@@ -299,8 +320,11 @@ def _upload_dir(gw: Gateway, job_id: str) -> str:
     return f"{gw.settings.voices.upload_prefix}{job_id}/"
 
 
-def _store_upload(gw: Gateway, data: bytes, *, path: str, field: str) -> AudioRef:
-    """Check an uploaded clip's size and container, and store it as ``<path>.<ext>``."""
+def _store_upload(
+    gw: Gateway, data: bytes, *, path: str, field: str, max_duration_s: float
+) -> AudioRef:
+    """Check an uploaded clip's size, container and declared length; store it as
+    ``<path>.<ext>``."""
     limit = gw.settings.voices.max_audio_bytes
     if len(data) > limit:
         raise PayloadTooLarge(
@@ -314,6 +338,13 @@ def _store_upload(gw: Gateway, data: bytes, *, path: str, field: str) -> AudioRe
             f"{field} is not audio in an accepted format",
             field=field,
             details={"accepted": [c.value for c in AudioContainer]},
+        )
+    duration = declared_duration_s(data, container)
+    if duration is not None and duration > max_duration_s:
+        raise InvalidRequest(
+            f"{field} is {duration:.1f} s long; the limit is {max_duration_s:g} s",
+            field=field,
+            details={"max_duration_s": max_duration_s},
         )
     stored = gw.blobs.put(f"{path}.{container.value}", data, content_type=CONTENT_TYPES[container])
     return AudioRef(

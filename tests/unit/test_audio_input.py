@@ -160,3 +160,34 @@ def test_sniffing_module_stays_light() -> None:
         [sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, check=True
     )
     assert out.stdout.strip() == "[]"
+
+
+@pytest.mark.parametrize(
+    ("fmt", "subtype", "declared"),
+    [
+        ("WAV", "PCM_16", True),
+        ("WAV", "FLOAT", True),
+        ("FLAC", "PCM_16", True),
+        ("OGG", "VORBIS", False),
+    ],
+)
+def test_the_declared_duration_is_read_from_the_header(
+    fmt: str, subtype: str, declared: bool
+) -> None:
+    from shared.audio_input import declared_duration_s
+
+    rate, seconds = 22050, 2.5
+    buffer = io.BytesIO()
+    t = np.arange(int(rate * seconds)) / rate
+    sf.write(
+        buffer, np.stack([np.sin(t), np.cos(t)], axis=1) * 0.1, rate, format=fmt, subtype=subtype
+    )
+    data = buffer.getvalue()
+    container = sniff_container(data)
+    assert container is not None
+    duration = declared_duration_s(data, container)
+    if declared:
+        assert duration == pytest.approx(seconds, abs=1e-3)
+    else:
+        assert duration is None
+    assert declared_duration_s(data[:20], container) is None  # a cut header declares nothing

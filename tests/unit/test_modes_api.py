@@ -226,3 +226,21 @@ def test_delete_is_a_delete_route(client: FlaskClient, fakes: Fakes, gateway: Ga
     assert response.status_code == 204
     assert fakes.voices.get("d1d1d1d1d1d1") is None
     assert "voice-prompts/d1d1d1d1d1d1.pt" not in fakes.blobs.objects
+
+
+def test_a_reference_declared_too_long_is_refused_before_any_job(
+    client: FlaskClient, alice: dict[str, str], fakes: Fakes, gateway: Gateway
+) -> None:
+    limit = gateway.settings.voices.max_reference_s
+    body = {
+        "mode": "voice_clone",
+        "text": "Hello.",
+        "ref_audio": base64.b64encode(wav_bytes(limit + 1, fmt="FLAC")).decode(),
+        "x_vector_only": True,
+    }
+    response = submit(client, alice, body)
+    assert response.status_code == 422
+    assert response.json["error"]["field"] == "ref_audio"  # type: ignore[index]
+    assert response.json["error"]["max_duration_s"] == limit  # type: ignore[index]
+    assert fakes.jobs.all() == []
+    assert fakes.blobs.objects == {}
