@@ -59,11 +59,9 @@ class BucketIO:
         """
         gw = self._gw
         stem = f"{gw.settings.voices.prefix}{task.id}"
-        fields = dict(voice.fields)
-        if voice.designed_reference is not None:
-            ref = voice.designed_reference
-            fields["reference_path"] = f"{stem}{REFERENCE_SUFFIX}.{ref.extension}"
-            gw.blobs.put(fields["reference_path"], ref.data, content_type=ref.content_type)
+        ref = voice.reference
+        fields = {**voice.fields, "reference_path": f"{stem}{REFERENCE_SUFFIX}.{ref.extension}"}
+        gw.blobs.put(fields["reference_path"], ref.data, content_type=ref.content_type)
         gw.blobs.put(
             f"{stem}{SIDECAR_SUFFIX}", json.dumps(fields).encode(), content_type="application/json"
         )

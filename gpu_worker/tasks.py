@@ -16,6 +16,7 @@ from typing import TYPE_CHECKING, Protocol
 
 from shared.audio import EncodedAudio, Waveform, encode
 from shared.audio_formats import AudioFormat
+from shared.audio_input import CONTENT_TYPES
 from shared.audio_ops import decode, join_waves
 from shared.errors import SynthesisFailed
 from shared.jobs import AudioResult, Job
@@ -73,9 +74,16 @@ class NewVoice:
     voice_id: str
     prompt: bytes
     fields: dict[str, str]
-    """Sidecar fields: name, owner, traits, ref_text, reference_path."""
-    designed_reference: EncodedAudio | None = None
-    """A casting line to keep as the voice's reference (the uploaded one is already stored)."""
+    """Sidecar fields: name, owner, traits, ref_text."""
+    reference: Clip
+    """Kept beside the prompt as the voice's reference: the uploaded clip, or a casting line."""
+
+
+@dataclass(frozen=True, kw_only=True)
+class Clip:
+    data: bytes
+    extension: str
+    content_type: str
 
 
 class TaskIO(Protocol):
@@ -179,8 +187,9 @@ class TaskExecutor:
     # -- voices -----------------------------------------------------------------------------
 
     def _create_voice(self, task: Task, request: CreateVoiceRequest) -> TaskResult:
+        uploaded = self._io.reference(request.reference)
         items = self._models.of_type("base").create_voice_prompt(
-            reference=self._reference(request.reference),
+            reference=decode(uploaded, max_duration_s=self._limits.max_reference_s),
             ref_text=request.ref_text,
             x_vector_only=request.x_vector_only,
         )
@@ -191,7 +200,11 @@ class TaskExecutor:
             traits=request.traits,
             items=items,
             ref_text=request.ref_text,
-            reference_path=request.reference.path,
+            reference=Clip(
+                data=uploaded,
+                extension=request.reference.container.value,
+                content_type=CONTENT_TYPES[request.reference.container],
+            ),
         )
         return TaskResult(voice_id=self._io.publish_voice(task, voice))
 
@@ -213,7 +226,7 @@ class TaskExecutor:
             traits=request.traits,
             items=items,
             ref_text=request.text,
-            designed_reference=encode(line, fmt=AudioFormat.WAV),
+            reference=_clip(encode(line, fmt=AudioFormat.WAV)),
         )
         voice_id = self._io.publish_voice(task, voice)
         return TaskResult(audio=self._store(task, line, request.format), voice_id=voice_id)
@@ -227,8 +240,7 @@ class TaskExecutor:
         traits: VoiceTraits,
         items: tuple[PromptItem, ...],
         ref_text: str | None,
-        reference_path: str | None = None,
-        designed_reference: EncodedAudio | None = None,
+        reference: Clip,
     ) -> NewVoice:
         model = self._models.of_type("base").model_source
         fields = {
@@ -238,12 +250,9 @@ class TaskExecutor:
             "owner": task.owner,
             "job_id": task.id,
             **({"ref_text": ref_text} if ref_text else {}),
-            **({"reference_path": reference_path} if reference_path else {}),
         }
         prompt = dumps(VoicePromptFile(items=items, metadata={"name": name}, model=model))
-        return NewVoice(
-            voice_id=voice_id, prompt=prompt, fields=fields, designed_reference=designed_reference
-        )
+        return NewVoice(voice_id=voice_id, prompt=prompt, fields=fields, reference=reference)
 
     # -- audio ------------------------------------------------------------------------------
 
@@ -262,3 +271,7 @@ class TaskExecutor:
             },
         )
         return result.wave
+
+
+def _clip(audio: EncodedAudio) -> Clip:
+    return Clip(data=audio.data, extension=audio.extension, content_type=audio.content_type)

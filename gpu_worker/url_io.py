@@ -68,16 +68,19 @@ class SignedUrlIO:
         )
 
     def publish_voice(self, task: Task, voice: NewVoice) -> str:
+        ref = voice.reference
+        self._upload(self._url("voice_reference"), ref.data, content_type=ref.content_type)
         fields = dict(voice.fields)
-        if voice.designed_reference is not None and self._input.voice_reference_path:
-            ref = voice.designed_reference
-            self._upload(self._url("voice_reference"), ref.data, content_type=ref.content_type)
+        if self._input.voice_reference_path:
             fields["reference_path"] = self._input.voice_reference_path
         # The sidecar goes first: the prompt's storage event reads it when it registers.
+        # Not "application/json": the storage emulator takes a signed PUT of that type for a
+        # metadata request and drops the connection. The registry parses the body as JSON
+        # whatever its type says.
         self._upload(
             self._url("voice_sidecar"),
             json.dumps(fields).encode(),
-            content_type="application/json",
+            content_type="application/octet-stream",
         )
         self._upload(
             self._url("voice_prompt"), voice.prompt, content_type="application/octet-stream"

@@ -229,9 +229,14 @@ def runpod_input(gw: Gateway, job: Job) -> RunPodInput:
         stem = f"{settings.voices.prefix}{job.id}"
         urls["voice_prompt"] = sign(f"{stem}{PROMPT_SUFFIX}", "PUT")
         urls["voice_sidecar"] = sign(f"{stem}{SIDECAR_SUFFIX}", "PUT")
-        if isinstance(request, DesignVoiceRequest):
-            extra["voice_reference_path"] = f"{stem}{REFERENCE_SUFFIX}.wav"
-            urls["voice_reference"] = sign(f"{stem}{REFERENCE_SUFFIX}.wav", "PUT")
+        # Kept beside the prompt: the uploaded clip, or the designed line (always WAV).
+        extension = (
+            request.reference.container.value
+            if isinstance(request, CreateVoiceRequest)
+            else FORMATS[AudioFormat.WAV].extension
+        )
+        extra["voice_reference_path"] = f"{stem}{REFERENCE_SUFFIX}.{extension}"
+        urls["voice_reference"] = sign(f"{stem}{REFERENCE_SUFFIX}.{extension}", "PUT")
     return RunPodInput.model_validate(
         {
             "task": RunPodTask(id=job.id, owner=job.owner, request=request),

@@ -57,7 +57,7 @@ from shared.synthesis import (
     VoiceCloneRequest,
     VoiceTraits,
 )
-from shared.voices import REFERENCE_SUFFIX, Voice, prompt_object_name, voice_id_for
+from shared.voices import Voice, prompt_object_name, voice_id_for
 
 log = logging.getLogger(__name__)
 
@@ -138,10 +138,11 @@ def create_voice(
     job_id = _job_id(gw, owner=principal.owner, idempotency_key=idempotency_key)
     stem = job_id
     prefix = gw.settings.voices.prefix
+    # Under uploads/ (which expires): the worker copies it beside the prompt when it succeeds.
     reference = _store_upload(
         gw,
         data,
-        path=f"{prefix}{stem}{REFERENCE_SUFFIX}",
+        path=f"{_upload_dir(gw, job_id)}reference",
         field="ref_audio",
         max_duration_s=gw.settings.voices.max_reference_s,
     )

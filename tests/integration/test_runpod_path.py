@@ -345,3 +345,42 @@ def test_runpod_and_the_4090_write_the_same_job_document(
     assert results[0] == results[1]
     audio = [gw.blobs.get(f"audio/{job_id}.wav") for job_id in (home.id, away.id)]
     assert audio[0] == audio[1]
+
+
+def test_a_voice_made_on_runpod_is_registered_by_its_storage_event(
+    gw: Gateway, client: RunPodClient, settings: Settings
+) -> None:
+    import numpy as np
+
+    from shared.adapters.clients import storage_client
+    from shared.bodies import CreateVoiceBody
+    from shared.registry import Registration, StoredObject, on_object_finalized
+    from shared.service import create_voice
+    from shared.voices import VoiceState
+
+    t = np.arange(48000, dtype=np.float32) / 24000
+    buffer = io.BytesIO()
+    sf.write(buffer, 0.2 * np.sin(2 * np.pi * 150 * t), 24000, format="FLAC")
+    body = CreateVoiceBody(name="Remote", ref_text="A line.", character="sailor")
+    job = create_voice(gw, principal=ALICE, body=body, audio=buffer.getvalue())
+    if job.backend != "runpod":
+        job = gw.jobs.update(job.id, lambda j: j.reroute("runpod", now=gw.clock()))
+    assert dispatch(gw, client, JobMessage(job_id=job.id)) is Dispatch.DISPATCHED
+    done = wait_for(gw, job.id, states={JobState.SUCCEEDED, JobState.FAILED})
+    assert done.state is JobState.SUCCEEDED, done.error
+    assert done.voice_id is not None
+
+    # What GCS would announce for the .pt RunPod uploaded through its signed URL.
+    name = f"{settings.voices.prefix}{job.id}.pt"
+    blob = storage_client(settings).bucket(settings.bucket).get_blob(name)
+    assert blob is not None
+    event = StoredObject(
+        bucket=settings.bucket, name=name, generation=blob.generation, size=blob.size
+    )
+    assert on_object_finalized(gw, event) is Registration.REGISTERED
+    voice = gw.voices.get(done.voice_id)
+    assert voice is not None
+    assert (voice.state, voice.name, voice.owner) == (VoiceState.ACTIVE, "Remote", "alice")
+    assert voice.traits.character == "sailor"
+    assert voice.reference_path == f"{settings.voices.prefix}{job.id}.ref.flac"
+    assert gw.blobs.get(voice.reference_path) == buffer.getvalue()
