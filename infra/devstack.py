@@ -20,6 +20,7 @@ import urllib.error
 import urllib.request
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from functools import partial
 from pathlib import Path
 from types import TracebackType
 
@@ -91,6 +92,7 @@ class DevStack:
                  "--target", "voice_object_event", "--signature-type", "cloudevent",
                  "--host", "127.0.0.1", "--port", str(events_port)],
             )  # fmt: skip
+            # Spawned before waiting on the others: its model load overlaps their start-up.
             worker = self._spawn("worker", [sys.executable, "-m", "gpu_worker"])
             self._wait(api, lambda: _answers(f"{self.base_url}/healthz"))
             self._wait(events, lambda: _listening(events_port))
@@ -99,10 +101,8 @@ class DevStack:
                 [sys.executable, "-m", "infra.notifier",
                  "--target", f"http://127.0.0.1:{events_port}/"],
             )  # fmt: skip
-            self._wait(notifier, lambda: "notifier ready" in notifier.log_path.read_text())
-            self._wait(
-                worker, lambda: '"worker ready"' in worker.log_path.read_text(errors="replace")
-            )
+            self._wait(notifier, partial(_logged, notifier, "notifier ready"))
+            self._wait(worker, partial(_logged, worker, '"worker ready"'))
         except BaseException:
             self.stop()
             raise
@@ -152,17 +152,17 @@ class DevStack:
                 [framework, "--source", source, "--target", target,
                  "--signature-type", signature, "--host", "127.0.0.1", "--port", str(port)],
             )  # fmt: skip
-            self._wait(process, lambda port=port: _listening(port))  # type: ignore[misc]
+            self._wait(process, partial(_listening, port))
         monitor = self._spawn(
             "monitor", [sys.executable, "-m", "functions.monitor", "--every", "2"]
         )
-        self._wait(monitor, lambda: "monitor ready" in monitor.log_path.read_text())
+        self._wait(monitor, partial(_logged, monitor, "monitor ready"))
         return f"http://127.0.0.1:{dispatcher_port}/"
 
     def start_worker(self, name: str) -> ManagedProcess:
         """Another 4090 worker process (e.g. after one was killed), ready when this returns."""
         worker = self._spawn(name, [sys.executable, "-m", "gpu_worker"])
-        self._wait(worker, lambda: '"worker ready"' in worker.log_path.read_text(errors="replace"))
+        self._wait(worker, partial(_logged, worker, '"worker ready"'))
         return worker
 
     def process(self, name: str) -> ManagedProcess:
@@ -196,13 +196,11 @@ class DevStack:
 
     @staticmethod
     def _wait(process: ManagedProcess, ready: Callable[[], bool]) -> None:
-        deadline = time.monotonic() + READY_TIMEOUT_S
-        while time.monotonic() < deadline:
-            process.check_alive()
-            if ready():
-                return
-            time.sleep(0.2)
-        raise ProcessError(f"{process.name} did not become ready:\n{process.log_tail()}")
+        process.wait_until(ready, timeout_s=READY_TIMEOUT_S)
+
+
+def _logged(process: ManagedProcess, line: str) -> bool:
+    return line in process.log_path.read_text(errors="replace")
 
 
 def _listening(port: int) -> bool:

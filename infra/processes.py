@@ -8,7 +8,8 @@ import os
 import signal
 import socket
 import subprocess
-from collections.abc import Mapping, Sequence
+import time
+from collections.abc import Callable, Mapping, Sequence
 from contextlib import suppress
 from dataclasses import dataclass
 from pathlib import Path
@@ -57,6 +58,18 @@ class ManagedProcess:
             return
         reason = self.last_error() or self.log_tail(30)
         raise ProcessError(f"{self.name} exited with {self.process.returncode}: {reason}")
+
+    def wait_until(self, ready: Callable[[], bool], *, timeout_s: float) -> None:
+        """Poll ``ready`` until it holds; fail early, with the log, if the process dies."""
+        deadline = time.monotonic() + timeout_s
+        while time.monotonic() < deadline:
+            self.check_alive()
+            if ready():
+                return
+            time.sleep(0.1)
+        raise ProcessError(
+            f"{self.name} did not become ready within {timeout_s:.0f}s:\n{self.log_tail()}"
+        )
 
     def stop(self, timeout_s: float = 10) -> None:
         if not self.alive:

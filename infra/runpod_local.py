@@ -249,23 +249,17 @@ class LocalRunPod:
         self.stop()
 
     def _wait_for_handler(self, process: ManagedProcess) -> None:
-        deadline = time.monotonic() + START_TIMEOUT_S
-        while time.monotonic() < deadline:
-            if not process.alive:
-                raise LocalRunPodError(
-                    f"the RunPod handler exited with {process.process.returncode}:\n"
-                    f"{process.log_tail()}"
-                )
+        def answers() -> bool:
             try:
                 self._http.get(f"{self._handler_url}/openapi.json", timeout=2)
             except requests.RequestException:
-                time.sleep(0.1)
-            else:
-                return
-        raise LocalRunPodError(
-            f"the RunPod handler did not answer within {START_TIMEOUT_S:.0f}s:\n"
-            f"{process.log_tail()}"
-        )
+                return False
+            return True
+
+        try:
+            process.wait_until(answers, timeout_s=START_TIMEOUT_S)
+        except ProcessError as exc:
+            raise LocalRunPodError(f"the RunPod handler did not start: {exc}") from exc
 
     def _serve(self) -> None:
         server = make_server("127.0.0.1", self._port or 0, self._build_app(), threaded=True)
