@@ -46,8 +46,8 @@ def run(n: int) -> tuple[list[float], list[float], list[float], int]:
 
     from gpu_worker.prompt_cache import PromptCache
     from shared.adapters.clients import blob_store, storage_client
+    from shared.domain.voice_file import PromptItem, VoicePromptFile, dumps
     from shared.settings import Settings
-    from shared.voice_file import PromptItem, VoicePromptFile, dumps
 
     settings = Settings()
     storage_client(settings).create_bucket(settings.bucket)

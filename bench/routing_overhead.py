@@ -67,13 +67,13 @@ def run(jobs: int, warmup: int) -> tuple[list[float], list[float]]:
     from gpu_worker.heartbeat import Heartbeat
     from gpu_worker.runner import JobRunner, RunnerConfig
     from gpu_worker.subscriber import HomeSubscriber
-    from gpu_worker.tasks import TaskResult
     from infra import topology
     from shared.adapters.clients import storage_client
     from shared.adapters.pubsub import low_latency_publisher
-    from shared.auth import Scope, new_api_key
-    from shared.backends import BackendKind
     from shared.bootstrap import build_gateway
+    from shared.domain.backends import BackendKind
+    from shared.domain.jobs import JobOutput
+    from shared.domain.keys import Scope, new_api_key
     from shared.settings import Settings
 
     settings = Settings()
@@ -93,10 +93,10 @@ def run(jobs: int, warmup: int) -> tuple[list[float], list[float]]:
     handed_at: list[float] = []
 
     class StampingExecutor:
-        def execute(self, task: object) -> TaskResult:
+        def execute(self, task: object) -> JobOutput:
             handed_at.append(time.perf_counter())
             in_hands.set()
-            return TaskResult()
+            return JobOutput()
 
     runner = JobRunner(
         jobs=gw.jobs,

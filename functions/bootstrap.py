@@ -5,8 +5,8 @@ from __future__ import annotations
 from shared.adapters.runpod_api import RunPodClient
 from shared.bootstrap import build_gateway
 from shared.logs import configure_logging
-from shared.service import Gateway
 from shared.settings import Settings
+from shared.usecases.gateway import Gateway
 
 
 def bootstrap(settings: Settings | None = None) -> Gateway:

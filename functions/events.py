@@ -15,9 +15,14 @@ import functions_framework
 from cloudevents.http import CloudEvent
 
 from functions.bootstrap import bootstrap
-from shared.errors import InvalidRequest, PermanentError
-from shared.registry import Registration, StoredObject, on_object_deleted, on_object_finalized
-from shared.service import Gateway
+from shared.domain.errors import InvalidRequest, PermanentError
+from shared.usecases.gateway import Gateway
+from shared.usecases.registry import (
+    Registration,
+    StoredObject,
+    on_object_deleted,
+    on_object_finalized,
+)
 
 log = logging.getLogger(__name__)
 

@@ -9,7 +9,7 @@ import argparse
 import sys
 
 from functions.bootstrap import bootstrap
-from shared.auth import Scope, new_api_key
+from shared.domain.keys import Scope, new_api_key
 
 
 def main(argv: list[str] | None = None) -> int:

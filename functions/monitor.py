@@ -11,8 +11,8 @@ from cloudevents.http import CloudEvent
 
 from functions.bootstrap import bootstrap, runpod_client
 from shared.adapters.runpod_api import RunPodClient
-from shared.monitor import run_monitor
-from shared.service import Gateway
+from shared.usecases.gateway import Gateway
+from shared.usecases.monitor import run_monitor
 
 log = logging.getLogger(__name__)
 

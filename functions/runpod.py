@@ -12,11 +12,12 @@ import functions_framework
 from cloudevents.http import CloudEvent
 
 from functions.bootstrap import bootstrap, runpod_client
-from shared.adapters.runpod_api import RunPodClient, RunPodStatus
-from shared.dispatch import Dispatch, complete, dispatch, verify_webhook
-from shared.errors import BackendUnavailable, GatewayError, InvalidRequest, Unauthenticated
-from shared.messages import JobMessage
-from shared.service import Gateway
+from shared.adapters.runpod_api import RunPodClient
+from shared.domain.errors import BackendUnavailable, GatewayError, InvalidRequest, Unauthenticated
+from shared.usecases.dispatch import Dispatch, complete, dispatch, verify_webhook
+from shared.usecases.gateway import Gateway
+from shared.wire.messages import JobMessage
+from shared.wire.runpod_status import RunPodStatus
 
 log = logging.getLogger(__name__)
 

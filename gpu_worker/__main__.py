@@ -9,7 +9,7 @@ import threading
 from types import FrameType
 
 from gpu_worker.bootstrap import bootstrap
-from shared.errors import ConfigurationError
+from shared.domain.errors import ConfigurationError
 from shared.logs import configure_logging
 
 log = logging.getLogger("gpu_worker")

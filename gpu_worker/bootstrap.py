@@ -13,11 +13,11 @@ from gpu_worker.prompt_cache import PromptCache
 from gpu_worker.runner import JobRunner, RunnerConfig
 from gpu_worker.subscriber import HomeSubscriber
 from gpu_worker.tasks import TaskExecutor
-from shared.backends import BackendKind
 from shared.bootstrap import build_gateway
-from shared.errors import ConfigurationError
-from shared.service import Gateway
+from shared.domain.backends import BackendKind
+from shared.domain.errors import ConfigurationError
 from shared.settings import Settings
+from shared.usecases.gateway import Gateway
 
 
 @dataclass(frozen=True, kw_only=True)

@@ -5,16 +5,16 @@ from __future__ import annotations
 
 import json
 
+from gpu_worker.audio.encoding import EncodedAudio
 from gpu_worker.prompt_cache import PromptCache
 from gpu_worker.tasks import NewVoice, Task
-from shared.audio import EncodedAudio
-from shared.errors import NotFound, SynthesisFailed
-from shared.jobs import AudioResult
-from shared.registry import Registration, StoredObject, on_object_finalized
-from shared.service import Gateway
-from shared.synthesis import AudioRef
-from shared.voice_file import VoicePromptFile
-from shared.voices import PROMPT_SUFFIX, REFERENCE_SUFFIX, SIDECAR_SUFFIX, voice_id_for
+from shared.domain.errors import NotFound, SynthesisFailed
+from shared.domain.jobs import AudioResult
+from shared.domain.synthesis import AudioRef
+from shared.domain.voice_file import VoicePromptFile
+from shared.domain.voices import PROMPT_SUFFIX, REFERENCE_SUFFIX, SIDECAR_SUFFIX, voice_id_for
+from shared.usecases.gateway import Gateway
+from shared.usecases.registry import Registration, StoredObject, on_object_finalized
 
 
 class BucketIO:

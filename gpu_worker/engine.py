@@ -1,7 +1,7 @@
 """The Qwen3-TTS engines: each wraps one model, loaded once, called with keyword-only typed
 arguments; a ``ModelSet`` holds the models one worker serves.
 
-Keyword-only methods make v1's argument-order and bytes-vs-base64 bugs (review 2.1, 2.3)
+Keyword-only methods make argument-order and bytes-vs-base64 bugs
 impossible to write: every value is named, and typed as what it is.
 """
 
@@ -18,16 +18,17 @@ import numpy as np
 import torch
 from qwen_tts import Qwen3TTSModel, VoiceClonePromptItem
 
-from shared.audio import Waveform
-from shared.catalog import Language
-from shared.errors import (
+from gpu_worker.audio.encoding import Waveform
+from shared.domain.catalog import Language
+from shared.domain.errors import (
     ConfigurationError,
     ModelLoadError,
     SynthesisFailed,
     SynthesisRunaway,
     TransientError,
 )
-from shared.voice_file import PromptItem, VoicePromptFile
+from shared.domain.modes import MODES_BY_MODEL_TYPE, Mode, ModelType, modes_offered
+from shared.domain.voice_file import PromptItem, VoicePromptFile
 
 log = logging.getLogger(__name__)
 
@@ -36,13 +37,6 @@ CODEC_FRAME_RATE_HZ = 12.5
 MIN_BUDGET_S = 4.0
 SECONDS_PER_CHAR = 0.35
 """Generous for Chinese (about 4 characters a second) and very generous for alphabetic text."""
-
-# Which generate method each released model type offers.
-MODES_BY_MODEL_TYPE: dict[str, tuple[str, ...]] = {
-    "custom_voice": ("custom_voice",),
-    "voice_design": ("voice_design",),
-    "base": ("voice_clone", "clone_prompt", "create_voice"),
-}
 
 
 def token_budget(text: str, *, cap: int) -> int:
@@ -120,12 +114,19 @@ class QwenEngine:
         return self._model
 
     @property
-    def model_type(self) -> str:
-        return str(self.model.model.tts_model_type)
+    def model_type(self) -> ModelType:
+        raw = str(self.model.model.tts_model_type)
+        try:
+            return ModelType(raw)
+        except ValueError:
+            raise ModelLoadError(
+                f"{self.model_source!r} is a {raw!r} model; this worker serves "
+                f"{', '.join(ModelType)}"
+            ) from None
 
     @property
-    def modes(self) -> tuple[str, ...]:
-        return MODES_BY_MODEL_TYPE.get(self.model_type, ())
+    def modes(self) -> tuple[Mode, ...]:
+        return MODES_BY_MODEL_TYPE[self.model_type]
 
     # -- generation ---------------------------------------------------------------------------
 
@@ -206,7 +207,7 @@ class ModelSet:
     """The models one worker serves, at most one per model type; modes follow from them."""
 
     def __init__(self, engines: Sequence[QwenEngine]) -> None:
-        by_type: dict[str, QwenEngine] = {}
+        by_type: dict[ModelType, QwenEngine] = {}
         for engine in engines:
             if engine.model_type in by_type:
                 raise ConfigurationError(
@@ -217,12 +218,8 @@ class ModelSet:
         self._by_type = by_type
 
     @property
-    def modes(self) -> tuple[str, ...]:
-        offered = {mode for t in self._by_type for mode in MODES_BY_MODEL_TYPE.get(t, ())}
-        if {"voice_design", "base"} <= self._by_type.keys():
-            offered.add("design_voice")
-        offered.add("normalize")
-        return tuple(sorted(offered))
+    def modes(self) -> tuple[Mode, ...]:
+        return modes_offered(self._by_type)
 
     @property
     def sources(self) -> tuple[str, ...]:
@@ -232,7 +229,7 @@ class ModelSet:
     def device(self) -> str:
         return next(iter(self._by_type.values())).device
 
-    def of_type(self, model_type: str) -> QwenEngine:
+    def of_type(self, model_type: ModelType) -> QwenEngine:
         try:
             return self._by_type[model_type]
         except KeyError:

@@ -7,16 +7,17 @@ import threading
 
 import torch
 
-from shared import API_VERSION
-from shared.backends import (
+from shared.domain.backends import (
+    API_VERSION,
     BackendHeartbeat,
     BackendKind,
     BackendStatus,
     Capabilities,
     GpuTelemetry,
 )
-from shared.errors import TransientError
-from shared.ports import BackendStore, Clock
+from shared.domain.errors import TransientError
+from shared.domain.modes import Mode
+from shared.usecases.ports import BackendStore, Clock
 
 log = logging.getLogger(__name__)
 
@@ -40,7 +41,7 @@ class Heartbeat:
         backend_id: str,
         kind: BackendKind,
         worker_id: str,
-        modes: tuple[str, ...],
+        modes: tuple[Mode, ...],
         models: tuple[str, ...],
         device: str,
         clock: Clock,

@@ -11,7 +11,7 @@ import threading
 from collections import OrderedDict
 from collections.abc import Callable
 
-from shared.voice_file import VoicePromptFile, loads
+from shared.domain.voice_file import VoicePromptFile, loads
 
 
 class PromptCache:

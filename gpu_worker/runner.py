@@ -14,12 +14,12 @@ from enum import StrEnum
 from types import TracebackType
 from typing import Protocol
 
-from gpu_worker.tasks import Task, TaskResult
-from shared import completion
-from shared.errors import InvalidTransition, NotFound, PermanentError, TransientError
-from shared.jobs import AudioResult, Job, JobError
-from shared.messages import JobMessage
-from shared.ports import Clock, JobStore
+from gpu_worker.tasks import Task
+from shared.domain.errors import InvalidTransition, NotFound, PermanentError, TransientError
+from shared.domain.jobs import Job, JobError, JobOutput
+from shared.usecases import completion
+from shared.usecases.ports import Clock, JobStore
+from shared.wire.messages import JobMessage
 
 log = logging.getLogger(__name__)
 
@@ -47,7 +47,7 @@ class RunResult:
 class Executor(Protocol):
     """Does a job's work (``gpu_worker.tasks.TaskExecutor``; fakes in tests)."""
 
-    def execute(self, task: Task) -> TaskResult: ...
+    def execute(self, task: Task) -> JobOutput: ...
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -99,17 +99,13 @@ class JobRunner:
                     job, exc.code, f"gave up after {job.attempts} attempts: {exc.message}"
                 )
             return self._release(job, exc)
-        return self._finish_succeeded(job, result.audio, voice_id=result.voice_id)
+        return self._finish_succeeded(job, result)
 
     # -- steps ------------------------------------------------------------------------------
 
-    def _finish_succeeded(
-        self, job: Job, audio: AudioResult | None, *, voice_id: str | None
-    ) -> RunResult:
+    def _finish_succeeded(self, job: Job, output: JobOutput) -> RunResult:
         worker = self._config.worker_id
-        if not completion.succeed(
-            self._jobs, self._clock, job, worker=worker, audio=audio, voice_id=voice_id
-        ):
+        if not completion.succeed(self._jobs, self._clock, job, worker=worker, output=output):
             return self._skip(job.id, "another worker took the job over; its result stands")
         return RunResult(job.id, Outcome.SUCCEEDED)
 

@@ -1,7 +1,7 @@
-"""The one RunPod serverless handler (review 4.2: v1 had two that disagreed).
+"""The one RunPod serverless handler (two handlers would drift apart in what they accept).
 
 ``python -m gpu_worker.runpod_handler`` loads the configured models once, before the handler
-exists (review 4.3: no lazy load racing between concurrent requests), then hands RunPod a
+exists (a lazy load inside the handler would race between concurrent requests), then hands RunPod a
 handler that runs each task through the same ``TaskExecutor`` as the 4090, with signed-URL
 I/O instead of Google clients. Every outcome is a ``RunPodOutput``; a task failure is data
 (``failure``), never an exception escaping into the SDK.
@@ -21,11 +21,11 @@ from gpu_worker.engine import ModelSet
 from gpu_worker.prompt_cache import PromptCache
 from gpu_worker.tasks import Task, TaskExecutor
 from gpu_worker.url_io import SignedUrlIO
-from shared import API_VERSION
-from shared.errors import GatewayError
+from shared.domain.backends import API_VERSION
+from shared.domain.errors import GatewayError
 from shared.logs import configure_logging
-from shared.runpod_io import RunPodFailure, RunPodInput, RunPodOutput
 from shared.settings import Settings
+from shared.wire.runpod_io import RunPodFailure, RunPodInput, RunPodOutput
 
 log = logging.getLogger(__name__)
 

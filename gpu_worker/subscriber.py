@@ -16,9 +16,9 @@ from google.cloud.pubsub_v1.subscriber.message import Message
 
 from gpu_worker.heartbeat import Heartbeat
 from gpu_worker.runner import JobRunner
-from shared.backends import BackendStatus
-from shared.errors import InvalidRequest
-from shared.messages import JobMessage
+from shared.domain.backends import BackendStatus
+from shared.domain.errors import InvalidRequest
+from shared.wire.messages import JobMessage
 
 log = logging.getLogger(__name__)
 

@@ -14,15 +14,16 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Protocol
 
-from shared.audio import EncodedAudio, Waveform, encode
-from shared.audio_formats import AudioFormat
-from shared.audio_input import CONTENT_TYPES
-from shared.audio_ops import decode, join_waves
-from shared.errors import SynthesisFailed
-from shared.jobs import AudioResult, Job
-from shared.loudness import normalize
-from shared.settings import VoiceSettings
-from shared.synthesis import (
+from gpu_worker.audio.encoding import EncodedAudio, Waveform, encode
+from gpu_worker.audio.loudness import normalize
+from gpu_worker.audio.ops import decode, join_waves
+from gpu_worker.text_split import split_text
+from shared.domain.audio_formats import AudioFormat
+from shared.domain.audio_input import CONTENT_TYPES
+from shared.domain.errors import SynthesisFailed
+from shared.domain.jobs import AudioResult, Job, JobOutput
+from shared.domain.modes import Mode, ModelType
+from shared.domain.synthesis import (
     AudioRef,
     CastRequest,
     ClonePromptRequest,
@@ -36,8 +37,8 @@ from shared.synthesis import (
     VoiceDesignRequest,
     VoiceTraits,
 )
-from shared.text_split import split_text
-from shared.voice_file import PromptItem, VoicePromptFile, dumps
+from shared.domain.voice_file import PromptItem, VoicePromptFile, dumps
+from shared.settings import VoiceSettings
 
 if TYPE_CHECKING:
     from gpu_worker.engine import ModelSet
@@ -59,12 +60,6 @@ class Task:
     @classmethod
     def of(cls, job: Job) -> Task:
         return cls(id=job.id, owner=job.owner, request=job.request)
-
-
-@dataclass(frozen=True, slots=True)
-class TaskResult:
-    audio: AudioResult | None = None
-    voice_id: str | None = None
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -108,10 +103,10 @@ class TaskExecutor:
         self._max_chunk_chars = max_chunk_chars
 
     @property
-    def modes(self) -> tuple[str, ...]:
+    def modes(self) -> tuple[Mode, ...]:
         return self._models.modes
 
-    def execute(self, task: Task) -> TaskResult:
+    def execute(self, task: Task) -> JobOutput:
         request = task.request
         match request:
             case (
@@ -120,13 +115,13 @@ class TaskExecutor:
                 | VoiceCloneRequest()
                 | (ClonePromptRequest())
             ):
-                return TaskResult(audio=self._store(task, self._speak(request), request.format))
+                return JobOutput(audio=self._store(task, self._speak(request), request.format))
             case CreateVoiceRequest():
                 return self._create_voice(task, request)
             case DesignVoiceRequest():
                 return self._design_voice(task, request)
             case NormalizeRequest():
-                return TaskResult(audio=self._store(task, self._normalize(request), request.format))
+                return JobOutput(audio=self._store(task, self._normalize(request), request.format))
             case CastRequest():
                 raise SynthesisFailed("a cast parent is bookkeeping; no worker runs it")
 
@@ -146,7 +141,7 @@ class TaskExecutor:
         models = self._models
         match request:
             case CustomVoiceRequest():
-                engine = models.of_type("custom_voice")
+                engine = models.of_type(ModelType.CUSTOM_VOICE)
                 return lambda text, seed: engine.generate_custom_voice(
                     text=text,
                     speaker=request.speaker,
@@ -155,12 +150,12 @@ class TaskExecutor:
                     seed=seed,
                 )
             case VoiceDesignRequest():
-                engine = models.of_type("voice_design")
+                engine = models.of_type(ModelType.VOICE_DESIGN)
                 return lambda text, seed: engine.generate_voice_design(
                     text=text, instruct=request.instruct, language=request.language, seed=seed
                 )
             case VoiceCloneRequest():
-                engine = models.of_type("base")
+                engine = models.of_type(ModelType.BASE)
                 # Encode the reference once, not once per chunk of a long text.
                 items = engine.create_voice_prompt(
                     reference=self._reference(request.reference),
@@ -172,7 +167,7 @@ class TaskExecutor:
                     text=text, language=request.language, prompt=cloned, seed=seed
                 )
             case ClonePromptRequest():
-                engine = models.of_type("base")
+                engine = models.of_type(ModelType.BASE)
                 prompt = self._io.prompt(request.voice_id)
                 return lambda text, seed: engine.generate_from_prompt(
                     text=text, language=request.language, prompt=prompt, seed=seed
@@ -186,9 +181,9 @@ class TaskExecutor:
 
     # -- voices -----------------------------------------------------------------------------
 
-    def _create_voice(self, task: Task, request: CreateVoiceRequest) -> TaskResult:
+    def _create_voice(self, task: Task, request: CreateVoiceRequest) -> JobOutput:
         uploaded = self._io.reference(request.reference)
-        items = self._models.of_type("base").create_voice_prompt(
+        items = self._models.of_type(ModelType.BASE).create_voice_prompt(
             reference=decode(uploaded, max_duration_s=self._limits.max_reference_s),
             ref_text=request.ref_text,
             x_vector_only=request.x_vector_only,
@@ -206,17 +201,17 @@ class TaskExecutor:
                 content_type=CONTENT_TYPES[request.reference.container],
             ),
         )
-        return TaskResult(voice_id=self._io.publish_voice(task, voice))
+        return JobOutput(voice_id=self._io.publish_voice(task, voice))
 
-    def _design_voice(self, task: Task, request: DesignVoiceRequest) -> TaskResult:
+    def _design_voice(self, task: Task, request: DesignVoiceRequest) -> JobOutput:
         """Design a line from the description, then lock that voice as a clone prompt."""
-        line = self._models.of_type("voice_design").generate_voice_design(
+        line = self._models.of_type(ModelType.VOICE_DESIGN).generate_voice_design(
             text=request.text,
             instruct=request.instruct,
             language=request.language,
             seed=request.seed,
         )
-        items = self._models.of_type("base").create_voice_prompt(
+        items = self._models.of_type(ModelType.BASE).create_voice_prompt(
             reference=line, ref_text=request.text, x_vector_only=False
         )
         voice = self._new_voice(
@@ -229,7 +224,7 @@ class TaskExecutor:
             reference=_clip(encode(line, fmt=AudioFormat.WAV)),
         )
         voice_id = self._io.publish_voice(task, voice)
-        return TaskResult(audio=self._store(task, line, request.format), voice_id=voice_id)
+        return JobOutput(audio=self._store(task, line, request.format), voice_id=voice_id)
 
     def _new_voice(
         self,
@@ -242,7 +237,7 @@ class TaskExecutor:
         ref_text: str | None,
         reference: Clip,
     ) -> NewVoice:
-        model = self._models.of_type("base").model_source
+        model = self._models.of_type(ModelType.BASE).model_source
         fields = {
             **traits.model_dump(mode="json", exclude_none=True, exclude={"tags"}),
             "tags": ",".join(traits.tags),

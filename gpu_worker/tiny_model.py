@@ -31,7 +31,9 @@ import json
 import os
 import pathlib
 import tempfile
-from typing import TYPE_CHECKING, Any, Final, Literal
+from typing import TYPE_CHECKING, Any, Final
+
+from shared.domain.modes import ModelType
 
 if TYPE_CHECKING:
     import torch
@@ -39,8 +41,6 @@ if TYPE_CHECKING:
     from qwen_tts.core.tokenizer_12hz.modeling_qwen3_tts_tokenizer_v2 import (
         Qwen3TTSTokenizerV2Decoder,
     )
-
-TinyModelType = Literal["custom_voice", "voice_design", "base"]
 
 _BUILDER_VERSION: Final = 3
 """Bump whenever the bytes written change, so that stale directories get rebuilt."""
@@ -159,7 +159,7 @@ _MODEL_FILES: Final = (
 def build_tiny_model(
     target_dir: pathlib.Path,
     *,
-    model_type: TinyModelType = "custom_voice",
+    model_type: ModelType = ModelType.CUSTOM_VOICE,
     seed: int = 0,
 ) -> pathlib.Path:
     """Write a tiny random Qwen3-TTS model of ``model_type`` into ``target_dir``.
@@ -173,8 +173,7 @@ def build_tiny_model(
     returned as is; otherwise the model files are (re)written there, each one atomically,
     with the marker file written last.
     """
-    if model_type not in ("custom_voice", "voice_design", "base"):
-        raise ValueError(f"unknown tiny model type: {model_type!r}")
+    model_type = ModelType(model_type)  # a plain string from a caller raises ValueError here
     target = pathlib.Path(target_dir)
     marker = _marker(model_type, seed)
     if _is_complete(target, marker):
@@ -189,7 +188,7 @@ def build_tiny_model(
     return target
 
 
-def _marker(model_type: TinyModelType, seed: int) -> dict[str, Any]:
+def _marker(model_type: ModelType, seed: int) -> dict[str, Any]:
     return {
         "builder": "gpu_worker.tiny_model",
         "version": _BUILDER_VERSION,
@@ -222,7 +221,7 @@ def _json_bytes(obj: Any) -> bytes:
     return (json.dumps(obj, indent=2, ensure_ascii=False) + "\n").encode("utf-8")
 
 
-def _render(model_type: TinyModelType, seed: int) -> dict[str, bytes]:
+def _render(model_type: ModelType, seed: int) -> dict[str, bytes]:
     """Every file of the model directory, keyed by its relative path."""
     import torch
 
@@ -256,9 +255,9 @@ def _render(model_type: TinyModelType, seed: int) -> dict[str, bytes]:
 
 
 def _model_config(
-    model_type: TinyModelType, special_ids: dict[str, int], text_vocab_size: int
+    model_type: ModelType, special_ids: dict[str, int], text_vocab_size: int
 ) -> dict[str, Any]:
-    custom = model_type == "custom_voice"
+    custom = model_type is ModelType.CUSTOM_VOICE
     head_dim = 16
     return {
         "architectures": ["Qwen3TTSForConditionalGeneration"],

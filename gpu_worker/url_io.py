@@ -11,14 +11,14 @@ import json
 
 import requests
 
+from gpu_worker.audio.encoding import EncodedAudio
 from gpu_worker.prompt_cache import PromptCache
 from gpu_worker.tasks import NewVoice, Task
-from shared.audio import EncodedAudio
-from shared.errors import BackendUnavailable, PayloadTooLarge, SynthesisFailed
-from shared.jobs import AudioResult
-from shared.runpod_io import RunPodInput
-from shared.synthesis import AudioRef
-from shared.voice_file import VoicePromptFile, loads
+from shared.domain.errors import BackendUnavailable, PayloadTooLarge, SynthesisFailed
+from shared.domain.jobs import AudioResult
+from shared.domain.synthesis import AudioRef
+from shared.domain.voice_file import VoicePromptFile, loads
+from shared.wire.runpod_io import RunPodInput
 
 TIMEOUT_S = 60.0
 _CHUNK = 1 << 16

@@ -27,6 +27,7 @@ from types import TracebackType
 from infra.emulators import Emulators
 from infra.processes import ManagedProcess, ProcessError, free_port, spawn
 from infra.runpod_local import LocalRunPod
+from shared.domain.modes import ModelType
 from shared.settings import Settings
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
@@ -227,7 +228,7 @@ def _model_sources(models: str) -> tuple[str, ...]:
 
     return tuple(
         str(build_tiny_model(TINY_MODEL_DIR / model_type, model_type=model_type))
-        for model_type in ("custom_voice", "voice_design", "base")
+        for model_type in ModelType
     )
 
 

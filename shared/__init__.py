@@ -1,4 +1,8 @@
-"""The gateway's core: domain, policies, ports and their adapters. No entrypoint code."""
+"""The gateway's core, one layer per folder; each imports only the layers below it.
 
-API_VERSION = 1
-"""The job-message / worker API version. Workers advertise it; the router only picks matches."""
+``domain`` (jobs and their state machine, stored requests, voices, backends, keys, errors,
+formats, the prompt-file format) < ``wire`` (request bodies, views, messages, RunPod I/O) <
+``settings`` < ``usecases`` (the gateway and its ports, and what it does) < ``adapters``
+(Firestore, GCS, Pub/Sub, RunPod REST, in-process caches) < ``bootstrap`` and ``logs``.
+No entrypoint code, no fakes, and no numpy or torch but the prompt-file loader.
+"""

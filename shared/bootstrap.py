@@ -9,6 +9,7 @@ from functools import cache
 from google.cloud import firestore
 
 from shared.adapters import clients
+from shared.adapters.backend_cache import CachedBackendStore
 from shared.adapters.firestore import (
     FirestoreApiKeyStore,
     FirestoreBackendStore,
@@ -16,10 +17,11 @@ from shared.adapters.firestore import (
     FirestoreJobStore,
     FirestoreVoiceStore,
 )
+from shared.adapters.key_cache import CachedApiKeyStore
 from shared.adapters.pubsub import PubSubPublisher, low_latency_publisher
-from shared.backend_cache import CachedBackendStore
-from shared.keycache import CachedApiKeyStore
-from shared.ports import (
+from shared.settings import Settings
+from shared.usecases.gateway import Gateway
+from shared.usecases.ports import (
     ApiKeyStore,
     BackendStore,
     BlobStore,
@@ -29,8 +31,6 @@ from shared.ports import (
     Publisher,
     VoiceStore,
 )
-from shared.service import Gateway
-from shared.settings import Settings
 
 
 def utc_now() -> datetime:

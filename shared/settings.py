@@ -10,7 +10,7 @@ from __future__ import annotations
 from pydantic import AliasChoices, BaseModel, ConfigDict, Field, SecretStr, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
-from shared.backends import BackendConfig, BackendKind
+from shared.domain.backends import BackendConfig, BackendKind
 
 DEFAULT_MODEL = "Qwen/Qwen3-TTS-12Hz-1.7B-CustomVoice"
 
@@ -22,7 +22,7 @@ class ApiSettings(BaseModel):
     """Room for a base64 reference clip; Cloud Functions caps requests at 32 MB."""
     max_text_chars: int = Field(default=5_000, gt=0, le=100_000)
     signed_url_ttl_s: int = Field(default=900, gt=0, le=3600)
-    """Signed URLs live at most an hour (design invariant 6)."""
+    """Signed URLs live at most an hour: a leaked one is useless soon after."""
     publish_attempts: int = Field(default=3, ge=1, le=10)
     backend_cache_ttl_s: float = Field(default=2.0, ge=0)
     """How long a process routes on backend documents it has read (0: read every time)."""
@@ -72,7 +72,7 @@ class RunPodSettings(BaseModel):
 
     @model_validator(mode="after")
     def _urls_outlive_the_job(self) -> RunPodSettings:
-        # The task's signed URLs live at most an hour (design invariant 6); RunPod must drop
+        # The task's signed URLs live at most an hour (a leaked one dies soon); RunPod must drop
         # the job before they could expire under it.
         if self.ttl_s + self.execution_timeout_s > 3600:
             raise ValueError("runpod ttl_s + execution_timeout_s must not exceed 3600")

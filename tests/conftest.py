@@ -2,52 +2,19 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-
 import pytest
 from flask.testing import FlaskClient
 
 from functions.api.app import create_api
-from shared.auth import Scope, new_api_key
-from shared.bootstrap import build_gateway
-from shared.fakes import (
-    FakeClock,
-    InMemoryApiKeyStore,
-    InMemoryBackendStore,
-    InMemoryBlobStore,
-    InMemoryEventLog,
-    InMemoryJobStore,
-    InMemoryVoiceStore,
-    RecordingPublisher,
-)
-from shared.service import Gateway
+from shared.domain.modes import ModelType
 from shared.settings import Settings
-
-
-@dataclass
-class Fakes:
-    jobs: InMemoryJobStore
-    blobs: InMemoryBlobStore
-    publisher: RecordingPublisher
-    keys: InMemoryApiKeyStore
-    backends: InMemoryBackendStore
-    voices: InMemoryVoiceStore
-    events: InMemoryEventLog
-    clock: FakeClock
+from shared.usecases.gateway import Gateway
+from tests.support.gateway import Fakes, fake_gateway, issue_key, make_fakes
 
 
 @pytest.fixture
 def fakes() -> Fakes:
-    return Fakes(
-        jobs=InMemoryJobStore(),
-        blobs=InMemoryBlobStore("test-bucket"),
-        publisher=RecordingPublisher(),
-        keys=InMemoryApiKeyStore(),
-        backends=InMemoryBackendStore(),
-        voices=InMemoryVoiceStore(),
-        events=InMemoryEventLog(),
-        clock=FakeClock(),
-    )
+    return make_fakes()
 
 
 @pytest.fixture
@@ -58,28 +25,6 @@ def settings() -> Settings:
 @pytest.fixture
 def gateway(settings: Settings, fakes: Fakes) -> Gateway:
     return fake_gateway(settings, fakes)
-
-
-def fake_gateway(settings: Settings, fakes: Fakes) -> Gateway:
-    """The real bootstrap, every port a fake."""
-    return build_gateway(
-        settings,
-        jobs=fakes.jobs,
-        blobs=fakes.blobs,
-        publisher=fakes.publisher,
-        keys=fakes.keys,
-        backends=fakes.backends,
-        voices=fakes.voices,
-        events=fakes.events,
-        clock=fakes.clock,
-    )
-
-
-def issue_key(gw: Gateway, owner: str, *, admin: bool = False) -> dict[str, str]:
-    scopes = frozenset({Scope.USER, Scope.ADMIN} if admin else {Scope.USER})
-    secret, record = new_api_key(owner=owner, scopes=scopes, now=gw.clock())
-    gw.keys.put(record)
-    return {"Authorization": f"Bearer {secret}"}
 
 
 @pytest.fixture
@@ -108,5 +53,5 @@ def tiny_models_dir(tmp_path_factory: pytest.TempPathFactory) -> dict[str, str]:
     root = tmp_path_factory.mktemp("tiny-all")
     return {
         model_type: str(build_tiny_model(root / model_type, model_type=model_type))
-        for model_type in ("custom_voice", "voice_design", "base")
+        for model_type in ModelType
     }

@@ -8,14 +8,16 @@ from flask import Flask, Response, g, jsonify, redirect, request
 from pydantic import BaseModel, TypeAdapter, ValidationError
 
 from functions.api import errors as api_errors
-from shared import library, service
-from shared.auth import Principal, authenticate
-from shared.bodies import CastBody, CreateVoiceBody, NormalizeBody, SpeechBody, VoicePatch
-from shared.debug import debug_view
-from shared.errors import InvalidRequest, PayloadTooLarge
-from shared.jobs import Job
-from shared.service import Gateway
-from shared.views import JobView, VoiceListView, VoiceView
+from shared.domain.errors import InvalidRequest, PayloadTooLarge
+from shared.domain.jobs import Job
+from shared.domain.keys import Principal
+from shared.domain.modes import SPEECH_MODES
+from shared.usecases import casting, jobs, library
+from shared.usecases.auth import authenticate
+from shared.usecases.debug import debug_view
+from shared.usecases.gateway import Gateway
+from shared.wire.bodies import CastBody, CreateVoiceBody, NormalizeBody, SpeechBody, VoicePatch
+from shared.wire.views import JobView, VoiceListView, VoiceView
 
 T = TypeVar("T")
 
@@ -45,7 +47,7 @@ def create_api(gw: Gateway) -> Flask:
 
     @app.post("/v1/tts/jobs")
     def submit() -> tuple[Response, int, dict[str, str]]:
-        job = service.submit_job(
+        job = jobs.submit_job(
             gw,
             principal=_principal(),
             request=_parse(_SPEECH),
@@ -55,12 +57,12 @@ def create_api(gw: Gateway) -> Flask:
 
     @app.get("/v1/jobs/<job_id>")
     def get_job(job_id: str) -> Response:
-        job = service.get_job(gw, principal=_principal(), job_id=job_id)
+        job = jobs.get_job(gw, principal=_principal(), job_id=job_id)
         return _json(JobView.of(job))
 
     @app.get("/v1/jobs/<job_id>/audio")
     def get_audio(job_id: str) -> Any:
-        url = service.audio_url(gw, principal=_principal(), job_id=job_id)
+        url = jobs.audio_url(gw, principal=_principal(), job_id=job_id)
         response = redirect(url, code=302)
         response.headers["Cache-Control"] = "no-store"
         return response
@@ -94,7 +96,7 @@ def create_api(gw: Gateway) -> Flask:
             audio = upload.read() if upload is not None else None
         else:
             body = _parse(_CREATE_VOICE)
-        job = service.create_voice(
+        job = jobs.create_voice(
             gw,
             principal=_principal(),
             body=body,
@@ -114,7 +116,7 @@ def create_api(gw: Gateway) -> Flask:
 
     @app.post("/v1/voices/cast")
     def cast() -> tuple[Response, int, dict[str, str]]:
-        job = service.cast_voices(
+        job = casting.cast_voices(
             gw,
             principal=_principal(),
             body=_parse(_CAST),
@@ -154,7 +156,7 @@ def create_api(gw: Gateway) -> Flask:
 
     @app.post("/v1/audio/normalize")
     def normalize() -> tuple[Response, int, dict[str, str]]:
-        job = service.normalize_audio(
+        job = jobs.normalize_audio(
             gw,
             principal=_principal(),
             body=_parse(_NORMALIZE),
@@ -242,7 +244,7 @@ def _field_name(loc: tuple[int | str, ...]) -> str:
     return ".".join(parts) or "body"
 
 
-_MODE_TAGS = frozenset({"custom_voice", "voice_design", "voice_clone", "clone_prompt"})
+_MODE_TAGS = frozenset(SPEECH_MODES)
 _SPEECH: TypeAdapter[SpeechBody] = TypeAdapter(SpeechBody)
 _CREATE_VOICE = TypeAdapter(CreateVoiceBody)
 _PATCH = TypeAdapter(VoicePatch)

@@ -7,7 +7,7 @@ import logging
 from flask import Flask, Response, jsonify
 from werkzeug.exceptions import HTTPException
 
-from shared import errors
+from shared.domain import errors
 
 log = logging.getLogger(__name__)
 

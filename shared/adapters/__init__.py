@@ -1,1 +1,2 @@
-"""Google Cloud implementations of the ports. Google exceptions stop here."""
+"""Implementations of the ports: Google Cloud, RunPod's REST API, in-process caches.
+Third-party exceptions stop here, translated into the gateway's own."""

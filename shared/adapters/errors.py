@@ -8,7 +8,7 @@ from contextlib import contextmanager
 from google.api_core import exceptions as gexc
 from google.auth import exceptions as auth_exc
 
-from shared.errors import NotFound, StorageUnavailable, TransientError
+from shared.domain.errors import NotFound, StorageUnavailable, TransientError
 
 _TRANSIENT = (
     gexc.ServiceUnavailable,

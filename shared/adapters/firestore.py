@@ -11,11 +11,11 @@ from google.api_core import exceptions as gexc
 from google.cloud import firestore
 
 from shared.adapters.errors import translated
-from shared.auth import ApiKey
-from shared.backends import BackendHeartbeat, BackendStatus, HealthEvent
-from shared.errors import NotFound
-from shared.jobs import Job, JobState
-from shared.voices import Voice, VoiceState
+from shared.domain.backends import BackendHeartbeat, BackendStatus, HealthEvent
+from shared.domain.errors import NotFound
+from shared.domain.jobs import Job, JobState
+from shared.domain.keys import ApiKey
+from shared.domain.voices import Voice, VoiceState
 
 
 def to_document(value: Any) -> Any:

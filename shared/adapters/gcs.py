@@ -10,8 +10,8 @@ import google.cloud.storage as storage
 from google.auth.credentials import Credentials
 
 from shared.adapters.errors import translated
-from shared.errors import NotFound, PayloadTooLarge
-from shared.ports import StoredBlob
+from shared.domain.errors import NotFound, PayloadTooLarge
+from shared.usecases.ports import StoredBlob
 
 MAX_DOWNLOAD_BYTES = 64 * 1024 * 1024
 

@@ -8,7 +8,7 @@ import google.cloud.pubsub_v1 as pubsub_v1
 from google.api_core import exceptions as gexc
 
 from shared.adapters.errors import translated
-from shared.errors import BackendUnavailable, TransientError
+from shared.domain.errors import BackendUnavailable, TransientError
 
 
 def low_latency_publisher() -> pubsub_v1.PublisherClient:

@@ -11,10 +11,10 @@ import pytest
 
 from infra.devstack import DevStack
 from shared.bootstrap import build_gateway
-from shared.jobs import JobState
-from shared.monitor import run_monitor
-from shared.service import Gateway
+from shared.domain.jobs import JobState
 from shared.settings import Settings
+from shared.usecases.gateway import Gateway
+from shared.usecases.monitor import run_monitor
 
 pytestmark = pytest.mark.e2e
 

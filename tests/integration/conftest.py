@@ -12,8 +12,8 @@ from infra import topology
 from infra.emulators import Emulators
 from shared.adapters.clients import storage_client
 from shared.bootstrap import build_gateway
-from shared.service import Gateway
 from shared.settings import Settings
+from shared.usecases.gateway import Gateway
 
 BUCKET = "tts-integration"
 

@@ -10,11 +10,12 @@ from google.cloud import pubsub_v1
 from google.pubsub_v1.types import ReceivedMessage
 
 from infra import topology
-from shared.auth import Principal, Scope
-from shared.messages import job_attributes
-from shared.service import Gateway, submit_job
+from shared.domain.keys import Principal, Scope
+from shared.domain.synthesis import CustomVoiceRequest
 from shared.settings import Settings
-from shared.synthesis import CustomVoiceRequest
+from shared.usecases.gateway import Gateway
+from shared.usecases.jobs import submit_job
+from shared.wire.messages import job_attributes
 from tests.support.contracts import validate_schema
 
 ALICE = Principal(owner="alice", scopes=frozenset({Scope.USER}))

@@ -9,8 +9,8 @@ import numpy as np
 import pytest
 
 from gpu_worker.engine import QwenEngine, token_budget
-from shared.catalog import Language
-from shared.errors import ModelLoadError, SynthesisFailed
+from shared.domain.catalog import Language
+from shared.domain.errors import ModelLoadError, SynthesisFailed
 
 
 @pytest.fixture(scope="module")
@@ -38,7 +38,7 @@ def test_a_custom_voice_model_offers_only_its_mode(engine: QwenEngine) -> None:
 
 
 def test_every_engine_method_takes_keyword_arguments_only() -> None:
-    """Review 2.1 / 2.3: positional calls let v1 swap text and reference audio silently."""
+    """Positional calls would let text and reference audio be swapped silently."""
     for name in ("generate_custom_voice",):
         parameters = list(inspect.signature(getattr(QwenEngine, name)).parameters.values())[1:]
         assert parameters

@@ -5,12 +5,13 @@ from __future__ import annotations
 import threading
 from datetime import datetime
 
-from shared.auth import Principal, Scope
-from shared.errors import InvalidTransition
-from shared.jobs import JobState
-from shared.service import Gateway, submit_job
+from shared.domain.errors import InvalidTransition
+from shared.domain.jobs import JobState
+from shared.domain.keys import Principal, Scope
+from shared.domain.synthesis import CustomVoiceRequest
 from shared.settings import Settings
-from shared.synthesis import CustomVoiceRequest
+from shared.usecases.gateway import Gateway
+from shared.usecases.jobs import submit_job
 from tests.support.contracts import validate_schema
 from tests.support.firestore import as_json, stored_job
 

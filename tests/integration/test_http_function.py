@@ -9,9 +9,9 @@ import functions_framework
 import pytest
 from flask.testing import FlaskClient
 
-from shared.auth import Scope, new_api_key
 from shared.bootstrap import build_gateway
-from shared.jobs import JobState
+from shared.domain.jobs import JobState
+from shared.domain.keys import Scope, new_api_key
 from shared.settings import Settings
 from tests.support.contracts import validate_response
 

@@ -9,7 +9,7 @@ import pytest
 
 from infra.processes import free_port
 from shared.adapters.pubsub import PubSubPublisher
-from shared.errors import TransientError
+from shared.domain.errors import TransientError
 
 
 def test_publishing_to_a_dead_pubsub_fails_transiently_within_the_timeout(

@@ -27,8 +27,9 @@ from werkzeug.wrappers import Request, Response
 
 from infra.processes import free_port
 from infra.runpod_local import LocalRunPod
-from shared.adapters.runpod_api import EndpointHealth, RunPodClient, RunPodStatus
-from shared.errors import BackendUnavailable, RunPodRejected
+from shared.adapters.runpod_api import RunPodClient
+from shared.domain.errors import BackendUnavailable, RunPodRejected
+from shared.wire.runpod_status import EndpointHealth, RunPodStatus
 
 ECHO_HANDLER = Path(__file__).resolve().parents[1] / "support" / "echo_handler.py"
 POLL_TIMEOUT_S = 10.0

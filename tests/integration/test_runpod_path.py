@@ -31,16 +31,17 @@ from infra import topology
 from infra.processes import free_port
 from infra.runpod_local import LocalRunPod
 from shared.adapters.runpod_api import RunPodClient
-from shared.auth import Principal, Scope
-from shared.backends import BackendConfig, BackendKind
 from shared.bootstrap import build_gateway
-from shared.dispatch import Dispatch, dispatch
-from shared.jobs import Job, JobState
-from shared.messages import JobMessage
-from shared.monitor import run_monitor
-from shared.service import Gateway, submit_job
+from shared.domain.backends import BackendConfig, BackendKind
+from shared.domain.jobs import Job, JobState
+from shared.domain.keys import Principal, Scope
+from shared.domain.synthesis import CustomVoiceRequest
 from shared.settings import Settings
-from shared.synthesis import CustomVoiceRequest
+from shared.usecases.dispatch import Dispatch, dispatch
+from shared.usecases.gateway import Gateway
+from shared.usecases.jobs import submit_job
+from shared.usecases.monitor import run_monitor
+from shared.wire.messages import JobMessage
 from tests.support.contracts import validate_schema
 from tests.support.firestore import as_json, stored_job
 
@@ -353,10 +354,10 @@ def test_a_voice_made_on_runpod_is_registered_by_its_storage_event(
     import numpy as np
 
     from shared.adapters.clients import storage_client
-    from shared.bodies import CreateVoiceBody
-    from shared.registry import Registration, StoredObject, on_object_finalized
-    from shared.service import create_voice
-    from shared.voices import VoiceState
+    from shared.domain.voices import VoiceState
+    from shared.usecases.jobs import create_voice
+    from shared.usecases.registry import Registration, StoredObject, on_object_finalized
+    from shared.wire.bodies import CreateVoiceBody
 
     t = np.arange(48000, dtype=np.float32) / 24000
     buffer = io.BytesIO()

@@ -17,13 +17,14 @@ from pytest_mock import MockerFixture
 from gpu_worker.bootstrap import Worker, bootstrap
 from gpu_worker.engine import ModelSet, QwenEngine
 from infra import topology
-from shared.auth import Principal, Scope
-from shared.backends import BackendStatus
-from shared.jobs import JobState
-from shared.messages import JobMessage, job_attributes
-from shared.service import Gateway, submit_job
+from shared.domain.backends import BackendStatus
+from shared.domain.jobs import JobState
+from shared.domain.keys import Principal, Scope
+from shared.domain.synthesis import CustomVoiceRequest
 from shared.settings import Settings, WorkerSettings
-from shared.synthesis import CustomVoiceRequest
+from shared.usecases.gateway import Gateway
+from shared.usecases.jobs import submit_job
+from shared.wire.messages import JobMessage, job_attributes
 from tests.support.contracts import validate_schema
 from tests.support.firestore import as_json, stored_job
 

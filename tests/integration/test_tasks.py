@@ -16,9 +16,17 @@ from gpu_worker.engine import ModelSet, QwenEngine
 from gpu_worker.prompt_cache import PromptCache
 from gpu_worker.runner import JobRunner, Outcome, RunnerConfig
 from gpu_worker.tasks import TaskExecutor
-from shared import library
-from shared.auth import Principal, Scope
-from shared.bodies import (
+from shared.domain.catalog import Language
+from shared.domain.errors import SynthesisRunaway
+from shared.domain.jobs import Job, JobState
+from shared.domain.keys import Principal, Scope
+from shared.domain.synthesis import CustomVoiceRequest, VoiceDesignRequest
+from shared.domain.voices import VoiceState
+from shared.usecases import library
+from shared.usecases.casting import cast_voices
+from shared.usecases.gateway import Gateway
+from shared.usecases.jobs import create_voice, normalize_audio, submit_job
+from shared.wire.bodies import (
     CastBody,
     CastItem,
     ClonePromptBody,
@@ -26,14 +34,8 @@ from shared.bodies import (
     NormalizeBody,
     VoiceCloneBody,
 )
-from shared.catalog import Language
-from shared.errors import SynthesisRunaway
-from shared.jobs import Job, JobState
-from shared.messages import JobMessage
-from shared.service import Gateway, cast_voices, create_voice, normalize_audio, submit_job
-from shared.synthesis import CustomVoiceRequest, VoiceDesignRequest
-from shared.voices import VoiceState
-from tests.conftest import Fakes
+from shared.wire.messages import JobMessage
+from tests.support.gateway import Fakes
 
 ALICE = Principal(owner="alice", scopes=frozenset({Scope.USER}))
 
@@ -211,7 +213,7 @@ def test_a_runaway_generation_fails_instead_of_returning_noise(
 def test_casting_designs_and_registers_one_voice_per_emotion(
     gateway: Gateway, runner: JobRunner, fakes: Fakes
 ) -> None:
-    """Review 2.2: v1's batch clone-prompt path died on a NameError. Every item runs here."""
+    """A batch of clone-prompt items: every item runs (a past handler died on a NameError here)."""
     body = CastBody(
         character="Mira",
         base_description="A young woman with a clear alto voice",
@@ -251,7 +253,8 @@ def test_normalize_reaches_the_target_loudness(
 
 
 def test_every_engine_method_is_keyword_only() -> None:
-    """Review 2.1 / 2.3 / 2.4: v1 swapped positional arguments and passed bytes for base64."""
+    """Keyword-only engine calls with typed values: positional arguments could be swapped and
+    bytes passed where base64 was meant."""
     for name, method in inspect.getmembers(QwenEngine, inspect.isfunction):
         if name.startswith(("generate_", "create_")):
             parameters = list(inspect.signature(method).parameters.values())[1:]

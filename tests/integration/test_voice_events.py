@@ -18,10 +18,10 @@ from google.cloud import storage
 
 from shared.adapters.clients import storage_client
 from shared.bootstrap import build_gateway
-from shared.service import Gateway
+from shared.domain.voice_file import PromptItem, VoicePromptFile, dumps
+from shared.domain.voices import VoiceState, voice_id_for
 from shared.settings import Settings
-from shared.voice_file import PromptItem, VoicePromptFile, dumps
-from shared.voices import VoiceState, voice_id_for
+from shared.usecases.gateway import Gateway
 from tests.support.contracts import validate_schema
 from tests.support.firestore import as_json
 
@@ -104,7 +104,7 @@ def test_a_dropped_prompt_registers_and_a_delete_forgets_it(
     )
     assert voice.x_vector_only
     validate_schema("voice-document.schema.json", as_json(voice.model_dump(mode="json")))
-    # Review 4.4: v1 kept voices in one process's memory. A fresh process reads the same record.
+    # Voices must not live in one process's memory: a fresh process reads the same record.
     assert build_gateway(cloud_settings).voices.get(voice_id) == voice
     assert [v.id for v in cloud_gateway.voices.query(tag="a", limit=10)] == [voice_id]
 

@@ -6,26 +6,12 @@ import json
 
 import pytest
 from flask.testing import FlaskClient
-from werkzeug.test import TestResponse
 
-from shared.jobs import AudioResult, JobState
-from shared.messages import JobMessage
-from shared.service import Gateway
-from tests.conftest import Fakes, issue_key
-from tests.support.contracts import validate_response
-
-GOOD = {"text": "Hello there.", "speaker": "Vivian", "language": "english"}
-
-
-def checked(method: str, path: str, response: TestResponse) -> TestResponse:
-    """Every response the tests see must match the OpenAPI contract."""
-    validate_response(method, path, response.status_code, response.get_json(silent=True))
-    return response
-
-
-def submit(client: FlaskClient, headers: dict[str, str], body: object = GOOD) -> TestResponse:
-    response = client.post("/v1/tts/jobs", json=body, headers=headers)
-    return checked("POST", "/v1/tts/jobs", response)
+from shared.domain.jobs import AudioResult, JobState
+from shared.usecases.gateway import Gateway
+from shared.wire.messages import JobMessage
+from tests.support.api import GOOD, checked, submit
+from tests.support.gateway import Fakes, issue_key
 
 
 def test_health_needs_no_key(client: FlaskClient) -> None:

@@ -6,9 +6,9 @@ import numpy as np
 import pytest
 import soundfile as sf
 
-from shared.audio import Waveform, encode
-from shared.audio_formats import FORMATS, AudioFormat
-from shared.errors import SynthesisFailed
+from gpu_worker.audio.encoding import Waveform, encode
+from shared.domain.audio_formats import FORMATS, AudioFormat
+from shared.domain.errors import SynthesisFailed
 
 
 def tone(seconds: float, rate: int = 24000) -> Waveform:

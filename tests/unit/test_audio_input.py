@@ -9,9 +9,9 @@ import numpy as np
 import pytest
 import soundfile as sf
 
-from shared.audio_input import AudioContainer, sniff_container
-from shared.audio_ops import decode
-from shared.errors import InvalidRequest
+from gpu_worker.audio.ops import decode
+from shared.domain.audio_input import AudioContainer, sniff_container
+from shared.domain.errors import InvalidRequest
 
 ROOT = Path(__file__).resolve().parents[2]
 RATE = 24000
@@ -153,7 +153,7 @@ def test_non_finite_float_wav_is_rejected() -> None:
 def test_sniffing_module_stays_light() -> None:
     """The HTTP functions deploy without numpy; importing the sniffer must not need it."""
     code = (
-        "import sys, shared.audio_input\n"
+        "import sys, shared.domain.audio_input\n"
         "print(sorted({'numpy', 'soundfile', 'scipy'} & set(sys.modules)))"
     )
     out = subprocess.run(
@@ -174,7 +174,7 @@ def test_sniffing_module_stays_light() -> None:
 def test_the_declared_duration_is_read_from_the_header(
     fmt: str, subtype: str, declared: bool
 ) -> None:
-    from shared.audio_input import declared_duration_s
+    from shared.domain.audio_input import declared_duration_s
 
     rate, seconds = 22050, 2.5
     buffer = io.BytesIO()

@@ -3,8 +3,8 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from shared.audio import Waveform
-from shared.audio_ops import join_waves
+from gpu_worker.audio.encoding import Waveform
+from gpu_worker.audio.ops import join_waves
 
 RATE = 24000
 

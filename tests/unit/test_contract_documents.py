@@ -10,8 +10,8 @@ import pytest
 from jsonschema import ValidationError
 
 from shared.adapters.firestore import to_document
-from shared.jobs import AudioResult, Job, JobError, JobState, Lease
-from shared.synthesis import (
+from shared.domain.jobs import AudioResult, Job, JobError, JobState, Lease
+from shared.domain.synthesis import (
     AudioRef,
     CastRequest,
     ClonePromptRequest,
@@ -24,8 +24,8 @@ from shared.synthesis import (
     VoiceDesignRequest,
     VoiceTraits,
 )
-from shared.views import JobView, VoiceListView, VoiceView
-from shared.voices import Voice, VoiceState, voice_id_for
+from shared.domain.voices import Voice, VoiceState, voice_id_for
+from shared.wire.views import JobView, VoiceListView, VoiceView
 from tests.support.contracts import validate_schema
 from tests.support.firestore import as_json
 

@@ -7,7 +7,7 @@ import sys
 from pathlib import Path
 
 from infra import deploy, topology
-from shared.backends import BackendKind
+from shared.domain.backends import BackendKind
 from shared.settings import Settings
 
 

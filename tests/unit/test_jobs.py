@@ -6,9 +6,9 @@ from datetime import UTC, datetime, timedelta
 
 import pytest
 
-from shared.errors import InvalidTransition
-from shared.jobs import AudioResult, Job, JobError, JobState
-from shared.synthesis import CustomVoiceRequest
+from shared.domain.errors import InvalidTransition
+from shared.domain.jobs import AudioResult, Job, JobError, JobState
+from shared.domain.synthesis import CustomVoiceRequest
 
 T0 = datetime(2026, 1, 1, tzinfo=UTC)
 RESULT = AudioResult(

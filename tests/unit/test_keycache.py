@@ -2,9 +2,9 @@ from __future__ import annotations
 
 from datetime import UTC, datetime
 
-from shared.auth import ApiKey, hash_key
-from shared.fakes import InMemoryApiKeyStore
-from shared.keycache import CachedApiKeyStore
+from shared.adapters.key_cache import CachedApiKeyStore
+from shared.domain.keys import ApiKey, hash_key
+from tests.support.fakes import InMemoryApiKeyStore
 
 
 class CountingStore(InMemoryApiKeyStore):
@@ -62,10 +62,15 @@ def test_the_cache_is_bounded() -> None:
 def test_backend_documents_are_read_once_per_ttl_and_writes_drop_the_copy() -> None:
     from datetime import UTC, datetime
 
-    from shared import API_VERSION
-    from shared.backend_cache import CachedBackendStore
-    from shared.backends import BackendHeartbeat, BackendKind, BackendStatus, Capabilities
-    from shared.fakes import InMemoryBackendStore
+    from shared.adapters.backend_cache import CachedBackendStore
+    from shared.domain.backends import (
+        API_VERSION,
+        BackendHeartbeat,
+        BackendKind,
+        BackendStatus,
+        Capabilities,
+    )
+    from tests.support.fakes import InMemoryBackendStore
 
     class CountingStore(InMemoryBackendStore):
         reads = 0

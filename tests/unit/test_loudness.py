@@ -6,9 +6,9 @@ import numpy as np
 import pyloudnorm
 import pytest
 
-from shared.audio import Waveform
-from shared.errors import InvalidRequest
-from shared.loudness import normalize
+from gpu_worker.audio.encoding import Waveform
+from gpu_worker.audio.loudness import normalize
+from shared.domain.errors import InvalidRequest
 
 RATE = 24000
 

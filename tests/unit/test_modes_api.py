@@ -6,49 +6,28 @@ import base64
 import io
 from datetime import UTC, datetime
 
-import numpy as np
 import pytest
-import soundfile as sf
 from flask.testing import FlaskClient
 
-from shared import API_VERSION
-from shared.backends import BackendHeartbeat, BackendKind, BackendStatus, Capabilities
-from shared.jobs import Job
-from shared.service import Gateway
-from shared.synthesis import ClonePromptRequest, VoiceCloneRequest, VoiceDesignRequest
-from shared.voices import Voice
-from tests.conftest import Fakes, issue_key
-from tests.unit.test_api import checked, submit
-
-
-def wav_bytes(seconds: float = 1.0, *, fmt: str = "WAV") -> bytes:
-    t = np.arange(int(24000 * seconds), dtype=np.float32) / 24000
-    buffer = io.BytesIO()
-    sf.write(buffer, 0.3 * np.sin(2 * np.pi * 220 * t), 24000, format=fmt)
-    return buffer.getvalue()
+from shared.domain.backends import (
+    API_VERSION,
+    BackendHeartbeat,
+    BackendKind,
+    BackendStatus,
+    Capabilities,
+)
+from shared.domain.jobs import Job
+from shared.domain.synthesis import ClonePromptRequest, VoiceCloneRequest, VoiceDesignRequest
+from shared.usecases.gateway import Gateway
+from tests.support.api import checked, submit
+from tests.support.gateway import Fakes, add_voice, issue_key
+from tests.support.media import wav_bytes
 
 
 def stored(fakes: Fakes, job_id: str) -> Job:
     job = fakes.jobs.get(job_id)
     assert job is not None
     return job
-
-
-def add_voice(fakes: Fakes, *, name: str, owner: str | None, voice_id: str) -> Voice:
-    now = datetime(2026, 1, 1, tzinfo=UTC)
-    voice = Voice(
-        id=voice_id,
-        name=name,
-        owner=owner,
-        bucket="test-bucket",
-        object_name=f"voice-prompts/{voice_id}.pt",
-        generation=1,
-        size=10,
-        created_at=now,
-        updated_at=now,
-    )
-    fakes.voices.update(voice_id, lambda _: voice)
-    return voice
 
 
 def advertise(fakes: Fakes, *modes: str) -> None:
@@ -90,7 +69,7 @@ def test_voice_clone_audio_is_stored_first_and_referenced(
     request = stored(fakes, response.json["id"]).request  # type: ignore[index]
     assert isinstance(request, VoiceCloneRequest)
     assert request.reference.container == "wav"
-    # The job holds a reference, never the bytes (review 2.1/2.3: bytes vs base64 confusion).
+    # The job holds a reference, never the bytes (no bytes-versus-base64 confusion downstream).
     assert fakes.blobs.objects[request.reference.path][0] == audio
     assert "ref_audio" not in request.model_dump()
 
@@ -217,7 +196,7 @@ def test_multipart_voice_creation(client: FlaskClient, alice: dict[str, str], fa
 
 
 def test_delete_is_a_delete_route(client: FlaskClient, fakes: Fakes, gateway: Gateway) -> None:
-    """Review 2.6: v1's RunPod handler only knew POST .../delete. One route table, one verb."""
+    """Deleting is DELETE on the resource, on every path: one route table, one verb."""
     admin = issue_key(gateway, "root", admin=True)
     add_voice(fakes, name="Gone", owner=None, voice_id="d1d1d1d1d1d1")
     fakes.blobs.put("voice-prompts/d1d1d1d1d1d1.pt", b"x", content_type="x")

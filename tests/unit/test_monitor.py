@@ -6,22 +6,23 @@ from datetime import datetime
 
 import pytest
 
-from shared import API_VERSION
-from shared.auth import Principal, Scope
-from shared.backends import (
+from shared.domain.backends import (
+    API_VERSION,
     BackendConfig,
     BackendHeartbeat,
     BackendKind,
     BackendStatus,
     Capabilities,
 )
-from shared.jobs import Job, JobState
-from shared.monitor import run_monitor
-from shared.service import Gateway, submit_job
+from shared.domain.jobs import Job, JobState
+from shared.domain.keys import Principal, Scope
+from shared.domain.synthesis import CustomVoiceRequest
 from shared.settings import MonitorSettings, Settings
-from shared.synthesis import CustomVoiceRequest
-from tests.conftest import Fakes, fake_gateway
-from tests.unit.test_runpod_dispatch import FakeRunPod
+from shared.usecases.gateway import Gateway
+from shared.usecases.jobs import submit_job
+from shared.usecases.monitor import run_monitor
+from tests.support.fakes import FakeRunPod
+from tests.support.gateway import Fakes, fake_gateway
 
 ALICE = Principal(owner="alice", scopes=frozenset({Scope.USER}))
 HOME = BackendConfig(id="home-4090", kind=BackendKind.HOME_GPU, priority=10, max_queue=2)
@@ -120,10 +121,10 @@ def test_runpod_health_feeds_its_backend_document(gw: Gateway) -> None:
 
 
 def test_the_debug_view_needs_the_admin_scope(gateway: Gateway, fakes: Fakes) -> None:
-    """Review 1.2 / 4.6: v1's debug endpoint answered anyone."""
+    """The debug view shows every backend and queue: admins only."""
     from functions.api.app import create_api
-    from tests.conftest import issue_key
-    from tests.unit.test_api import checked
+    from tests.support.api import checked
+    from tests.support.gateway import issue_key
 
     client = create_api(gateway).test_client()
     user = checked("GET", "/v1/debug", client.get("/v1/debug", headers=issue_key(gateway, "u")))
@@ -142,9 +143,9 @@ def test_the_debug_view_needs_the_admin_scope(gateway: Gateway, fakes: Fakes) ->
 def test_a_cast_child_whose_report_was_lost_is_counted_by_the_monitor(
     gateway: Gateway, fakes: Fakes
 ) -> None:
-    from shared.bodies import CastBody, CastItem
-    from shared.jobs import JobError
-    from shared.service import cast_voices
+    from shared.domain.jobs import JobError
+    from shared.usecases.casting import cast_voices
+    from shared.wire.bodies import CastBody, CastItem
 
     body = CastBody(
         character="Ann", base_description="A calm voice", text="Hello.",

@@ -9,24 +9,18 @@ from pathlib import Path
 import pytest
 import torch
 
-from shared.registry import Registration, StoredObject, on_object_deleted, on_object_finalized
-from shared.service import Gateway
-from shared.voice_file import PromptItem, VoicePromptFile, dumps
-from shared.voices import VoiceState, voice_id_for
-from tests.conftest import Fakes
+from shared.domain.voices import VoiceState, voice_id_for
+from shared.usecases.gateway import Gateway
+from shared.usecases.registry import (
+    Registration,
+    StoredObject,
+    on_object_deleted,
+    on_object_finalized,
+)
+from tests.support.gateway import Fakes
+from tests.support.media import prompt_bytes
 
 NAME = "voice-prompts/narrator.pt"
-
-
-def prompt_bytes(*, name: str = "From file", dim: int = 16) -> bytes:
-    item = PromptItem(
-        ref_code=torch.randint(0, 64, (20, 4)),
-        ref_spk_embedding=torch.randn(dim),
-        x_vector_only_mode=False,
-        icl_mode=True,
-        ref_text="A line.",
-    )
-    return dumps(VoicePromptFile(items=(item,), metadata={"name": name}, model="tiny-base"))
 
 
 def drop(fakes: Fakes, data: bytes, *, name: str = NAME, **metadata: str) -> StoredObject:

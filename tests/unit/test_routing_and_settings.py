@@ -6,17 +6,17 @@ from pathlib import Path
 import pytest
 from pydantic import ValidationError
 
-from shared import API_VERSION
-from shared.backends import (
+from shared.domain.backends import (
+    API_VERSION,
     BackendConfig,
     BackendHeartbeat,
     BackendKind,
     BackendStatus,
     Capabilities,
 )
-from shared.errors import NoBackendAvailable
-from shared.routing import choose_backend
+from shared.domain.errors import NoBackendAvailable
 from shared.settings import ApiSettings, Settings
+from shared.usecases.routing import choose_backend
 
 HOME = BackendConfig(
     id="home-4090", kind=BackendKind.HOME_GPU, priority=10, modes=("custom_voice",)
@@ -43,7 +43,7 @@ def test_a_heartbeat_narrows_what_a_backend_is_trusted_with() -> None:
 
 
 def test_a_backend_on_another_api_version_is_never_chosen() -> None:
-    """Review 4.7: v1 routed to workers whose handler spoke another contract."""
+    """A worker on another API version speaks another contract: never routed to."""
     beat = heartbeat(modes=("custom_voice",), api_version=API_VERSION + 1)
     with pytest.raises(NoBackendAvailable):
         choose_backend([HOME], mode="custom_voice", seen={"home-4090": beat})
@@ -91,7 +91,7 @@ def test_backend_ids_are_unique_and_well_formed() -> None:
 
 
 def test_one_name_for_the_audio_duration_everywhere() -> None:
-    """Review 2.5 / 5.8: v1 said duration_s in one path and duration_seconds in another."""
+    """One name for a duration everywhere: ``duration_s``, never ``duration_seconds``."""
     root = Path(__file__).resolve().parents[2]
     folders = ("shared", "functions", "gpu_worker", "infra", "contracts")
     offenders = [

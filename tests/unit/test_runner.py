@@ -9,19 +9,20 @@ import numpy as np
 import pytest
 import soundfile as sf
 
+from gpu_worker.audio.encoding import Waveform, encode
 from gpu_worker.bucket_io import BucketIO
 from gpu_worker.prompt_cache import PromptCache
 from gpu_worker.runner import JobRunner, Outcome, RunnerConfig
-from gpu_worker.tasks import Task, TaskResult
-from shared.audio import Waveform, encode
-from shared.audio_formats import AudioFormat
-from shared.auth import Principal, Scope
-from shared.errors import BackendUnavailable, SynthesisFailed
-from shared.jobs import JobState
-from shared.messages import JobMessage
-from shared.service import Gateway, submit_job
-from shared.synthesis import CustomVoiceRequest
-from tests.conftest import Fakes
+from gpu_worker.tasks import Task
+from shared.domain.audio_formats import AudioFormat
+from shared.domain.errors import BackendUnavailable, SynthesisFailed
+from shared.domain.jobs import JobOutput, JobState
+from shared.domain.keys import Principal, Scope
+from shared.domain.synthesis import CustomVoiceRequest
+from shared.usecases.gateway import Gateway
+from shared.usecases.jobs import submit_job
+from shared.wire.messages import JobMessage
+from tests.support.gateway import Fakes
 
 ALICE = Principal(owner="alice", scopes=frozenset({Scope.USER}))
 
@@ -37,7 +38,7 @@ class CountingSynth:
         self.release = threading.Event()
         self.release.set()
 
-    def execute(self, task: Task) -> TaskResult:
+    def execute(self, task: Task) -> JobOutput:
         self.calls += 1
         self.entered.set()
         self.release.wait(10)
@@ -47,10 +48,10 @@ class CountingSynth:
         tone = (0.3 * np.sin(2 * np.pi * 220 * t)).astype(np.float32)
         audio = encode(Waveform(samples=tone, sample_rate=24000), fmt=AudioFormat.WAV)
         if self.gateway is None:
-            return TaskResult()
+            return JobOutput()
         prompts = PromptCache(max_bytes=0, max_file_bytes=0)
         io = BucketIO(gateway=self.gateway, prompts=prompts)
-        return TaskResult(audio=io.store_audio(task, audio))
+        return JobOutput(audio=io.store_audio(task, audio))
 
 
 def make_runner(

@@ -2,14 +2,15 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
-
 import pytest
 
-from shared.adapters.runpod_api import EndpointHealth, RunPodStatus
-from shared.auth import Principal, Scope
-from shared.backends import BackendConfig, BackendKind
-from shared.dispatch import (
+from shared.domain.backends import BackendConfig, BackendKind
+from shared.domain.errors import BackendUnavailable, RunPodRejected, Unauthenticated
+from shared.domain.jobs import AudioResult, Job, JobState
+from shared.domain.keys import Principal, Scope
+from shared.domain.synthesis import CustomVoiceRequest
+from shared.settings import RunPodSettings, Settings
+from shared.usecases.dispatch import (
     Completion,
     Dispatch,
     complete,
@@ -17,48 +18,17 @@ from shared.dispatch import (
     verify_webhook,
     webhook_token,
 )
-from shared.errors import BackendUnavailable, RunPodRejected, Unauthenticated
-from shared.jobs import AudioResult, Job, JobState
-from shared.messages import JobMessage
-from shared.monitor import run_monitor
-from shared.runpod_io import RunPodFailure, RunPodInput, RunPodOutput
-from shared.service import Gateway, submit_job
-from shared.settings import RunPodSettings, Settings
-from shared.synthesis import CustomVoiceRequest
-from tests.conftest import Fakes, fake_gateway
+from shared.usecases.gateway import Gateway
+from shared.usecases.jobs import submit_job
+from shared.usecases.monitor import run_monitor
+from shared.wire.messages import JobMessage
+from shared.wire.runpod_io import RunPodFailure, RunPodInput, RunPodOutput
+from shared.wire.runpod_status import RunPodStatus
+from tests.support.fakes import FakeRunPod
+from tests.support.gateway import Fakes, fake_gateway
 
 ALICE = Principal(owner="alice", scopes=frozenset({Scope.USER}))
 RUNPOD_ONLY = (BackendConfig(id="runpod", kind=BackendKind.RUNPOD, priority=20),)
-
-
-@dataclass
-class FakeRunPod:
-    """RunPod's API as the dispatcher sees it after the client's own retries."""
-
-    failures: list[Exception] = field(default_factory=list)
-    submitted: list[dict[str, object]] = field(default_factory=list)
-    statuses: dict[str, RunPodStatus] = field(default_factory=dict)
-
-    def run(
-        self,
-        *,
-        payload: dict[str, object],
-        webhook: str | None,
-        execution_timeout_s: int,
-        ttl_s: int,
-    ) -> str:
-        if self.failures:
-            raise self.failures.pop(0)
-        self.submitted.append({"payload": payload, "webhook": webhook, "ttl_s": ttl_s})
-        return f"rp-{len(self.submitted)}"
-
-    def status(self, runpod_id: str) -> RunPodStatus:
-        return self.statuses.get(runpod_id, RunPodStatus(id=runpod_id, status="IN_PROGRESS"))
-
-    def health(self) -> EndpointHealth:
-        return EndpointHealth(
-            workers_idle=1, workers_running=0, jobs_in_queue=0, jobs_in_progress=0
-        )
 
 
 @pytest.fixture

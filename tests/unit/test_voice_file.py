@@ -17,8 +17,8 @@ from typing import Any
 import pytest
 import torch
 
-from shared.errors import InvalidVoiceFile
-from shared.voice_file import (
+from shared.domain.errors import InvalidVoiceFile
+from shared.domain.voice_file import (
     DEFAULT_MAX_BYTES,
     FORMAT,
     VERSION,

@@ -10,14 +10,13 @@ import pytest
 from flask.testing import FlaskClient
 from werkzeug.test import TestResponse
 
-from shared.catalog import BUILTIN_SPEAKERS
-from shared.registry import Registration, StoredObject, on_object_finalized
-from shared.service import Gateway
-from shared.voices import VoiceState
-from tests.conftest import Fakes, issue_key
-from tests.unit.test_api import checked
-from tests.unit.test_modes_api import add_voice, wav_bytes
-from tests.unit.test_registry import prompt_bytes
+from shared.domain.catalog import BUILTIN_SPEAKERS
+from shared.domain.voices import VoiceState
+from shared.usecases.gateway import Gateway
+from shared.usecases.registry import Registration, StoredObject, on_object_finalized
+from tests.support.api import checked
+from tests.support.gateway import Fakes, add_voice, issue_key
+from tests.support.media import prompt_bytes, wav_bytes
 
 
 def get(client: FlaskClient, path: str, headers: dict[str, str], **params: str) -> TestResponse:
@@ -98,7 +97,7 @@ def test_a_builtin_speaker_reads_by_its_name(client: FlaskClient, alice: dict[st
 def test_a_package_imports_back_as_a_new_voice(
     client: FlaskClient, alice: dict[str, str], gateway: Gateway, fakes: Fakes
 ) -> None:
-    """Review 4.4: v1 kept synced voice packages in memory only. Here an import is files in the
+    """An import survives the process: it is files in the
     bucket plus a registry record, both of which outlive every process."""
     fakes.blobs.put("voice-prompts/orig.pt", prompt_bytes(), content_type="x")
     fakes.blobs.put("voice-prompts/orig.ref.wav", wav_bytes(), content_type="audio/wav")

@@ -311,7 +311,7 @@ def test_dockerignore_keeps_the_context_small_but_complete(
 
 
 def test_the_test_input_is_a_valid_runpod_task() -> None:
-    from shared.runpod_io import RunPodInput
+    from shared.wire.runpod_io import RunPodInput
 
     payload = json.loads((ROOT / "gpu_worker" / "test_input.json").read_text())
     task = RunPodInput.model_validate(payload["input"])

@@ -1,0 +1,1 @@
+"""Waveform work on the worker: encoding, decoding, joining and loudness (numpy, soundfile)."""

@@ -1,0 +1,91 @@
+"""Backends: the GPU workers a job can be routed to, as configured and as last seen."""
+
+from __future__ import annotations
+
+from datetime import datetime
+from enum import StrEnum
+
+from pydantic import BaseModel, ConfigDict, Field
+
+from shared.domain.modes import WORKER_MODES, Mode
+
+API_VERSION = 1
+"""The job-message / worker API version. Workers advertise it; the router only picks matches.
+
+A worker that adds a mode or changes a message bumps it, so an older gateway never routes to it.
+"""
+
+
+class BackendKind(StrEnum):
+    HOME_GPU = "home_gpu"
+    RUNPOD = "runpod"
+
+
+class BackendConfig(BaseModel):
+    """A backend the deployment declares (settings). Routing never invents one."""
+
+    model_config = ConfigDict(frozen=True)
+
+    id: str = Field(pattern=r"^[a-z0-9][a-z0-9-]{0,62}$")
+    kind: BackendKind
+    priority: int = 100
+    """Lower runs first."""
+    modes: tuple[Mode, ...] = WORKER_MODES
+    """What this backend may run; its heartbeat narrows it to what its models allow."""
+    max_queue: int | None = Field(default=None, ge=0)
+    """Spill-over: while more jobs than this wait for it, new jobs go to the next backend."""
+
+
+class BackendStatus(StrEnum):
+    ONLINE = "online"
+    DRAINING = "draining"
+    OFFLINE = "offline"
+
+
+class Capabilities(BaseModel):
+    model_config = ConfigDict(frozen=True)
+
+    api_version: int
+    modes: tuple[str, ...]
+    """As the worker reported them: plain strings, so a newer worker's heartbeat still parses
+    (its API version keeps the router away from it)."""
+    models: tuple[str, ...]
+
+
+class GpuTelemetry(BaseModel):
+    model_config = ConfigDict(frozen=True)
+
+    device: str
+    memory_allocated_bytes: int = 0
+    memory_total_bytes: int = 0
+
+
+class BackendHeartbeat(BaseModel):
+    """``backends/{id}``: what a worker last said about itself."""
+
+    model_config = ConfigDict(frozen=True)
+
+    id: str
+    kind: BackendKind
+    worker_id: str
+    status: BackendStatus
+    capabilities: Capabilities
+    last_heartbeat: datetime
+    jobs_in_hand: int = 0
+    jobs_done: int = 0
+    queue_depth: int = 0
+    """Jobs queued for this backend, as the monitor last counted them."""
+    gpu: GpuTelemetry | None = None
+
+
+class HealthEvent(BaseModel):
+    """A change in the system's health, kept for the debug view (``events/{id}``)."""
+
+    model_config = ConfigDict(frozen=True)
+
+    at: datetime
+    event: str
+    """``online``, ``offline``, ``rerouted``, ``lease_expired``, ``republished``."""
+    backend: str | None = None
+    job_id: str | None = None
+    detail: str = ""

@@ -1,0 +1,220 @@
+"""The job: the stored record of one request, and the state machine that moves it.
+
+``queued -> running -> succeeded | failed | canceled``. A running job is held by one worker
+under a lease; a lease that runs out lets another worker claim it (or the monitor requeue it).
+Terminal states never change. Every transition is a pure function ``Job -> Job`` so the job
+store can apply it inside a transaction and tests can exercise it without any store.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime, timedelta
+from enum import StrEnum
+
+from pydantic import BaseModel, ConfigDict, Field
+
+from shared.domain.audio_formats import AudioFormat
+from shared.domain.errors import InvalidTransition
+from shared.domain.synthesis import JobRequest, children_of
+
+
+class JobState(StrEnum):
+    QUEUED = "queued"
+    RUNNING = "running"
+    SUCCEEDED = "succeeded"
+    FAILED = "failed"
+    CANCELED = "canceled"
+
+    @property
+    def terminal(self) -> bool:
+        return self in _TERMINAL
+
+
+_TERMINAL = frozenset({JobState.SUCCEEDED, JobState.FAILED, JobState.CANCELED})
+
+
+class Lease(BaseModel):
+    model_config = ConfigDict(frozen=True)
+
+    owner: str
+    expires_at: datetime
+
+    def live(self, now: datetime) -> bool:
+        return now < self.expires_at
+
+
+class AudioResult(BaseModel):
+    model_config = ConfigDict(frozen=True)
+
+    uri: str
+    """``gs://bucket/path`` of the audio object."""
+    format: AudioFormat
+    content_type: str
+    sample_rate: int
+    duration_s: float
+    bytes: int
+
+
+class JobOutput(BaseModel):
+    """What a finished job produced: its audio, the voice it registered, or both."""
+
+    model_config = ConfigDict(frozen=True)
+
+    audio: AudioResult | None = None
+    voice_id: str | None = None
+
+
+class JobError(BaseModel):
+    model_config = ConfigDict(frozen=True)
+
+    code: str
+    message: str
+    retryable: bool = False
+
+
+class Job(BaseModel):
+    """A job as stored in ``jobs/{id}``. Never sent over the wire as-is (see ``JobView``)."""
+
+    model_config = ConfigDict(frozen=True)
+
+    id: str
+    owner: str
+    kind: str = "synthesis"
+    request: JobRequest
+    state: JobState = JobState.QUEUED
+    backend: str
+    attempts: int = 0
+    lease: Lease | None = None
+    idempotency_key: str | None = None
+    result: AudioResult | None = None
+    voice_id: str | None = None
+    """The voice a ``create_voice`` or ``design_voice`` job registered."""
+    error: JobError | None = None
+    runpod_id: str | None = None
+    """The RunPod job running this one, while it is dispatched there."""
+    children_done: dict[str, bool] = Field(default_factory=dict)
+    """A cast parent: which children finished, and whether each succeeded."""
+    created_at: datetime
+    updated_at: datetime
+    state_times: dict[JobState, datetime] = Field(default_factory=dict)
+
+    # -- transitions ------------------------------------------------------------------------
+
+    def claimable_by(self, worker: str, *, backend: str, now: datetime) -> str | None:
+        """Why ``worker`` may not claim this job, or ``None`` if it may."""
+        if self.state.terminal:
+            return f"job is {self.state}"
+        if self.backend != backend:
+            return f"job is routed to {self.backend}"
+        if self.state is JobState.RUNNING and self.lease is not None and self.lease.live(now):
+            if self.lease.owner == worker:
+                return "job is already running on this worker"
+            return f"job is leased by {self.lease.owner}"
+        return None
+
+    def claim(self, worker: str, *, backend: str, now: datetime, lease_s: float) -> Job:
+        reason = self.claimable_by(worker, backend=backend, now=now)
+        if reason is not None:
+            raise InvalidTransition(reason)
+        return self._moved(
+            JobState.RUNNING,
+            now=now,
+            attempts=self.attempts + 1,
+            lease=Lease(owner=worker, expires_at=now + timedelta(seconds=lease_s)),
+        )
+
+    def extend_lease(self, worker: str, *, now: datetime, lease_s: float) -> Job:
+        self._require_holder(worker)
+        return self.model_copy(
+            update={
+                "lease": Lease(owner=worker, expires_at=now + timedelta(seconds=lease_s)),
+                "updated_at": now,
+            }
+        )
+
+    def dispatched(self, worker: str, *, runpod_id: str, now: datetime) -> Job:
+        """Record which RunPod job carries this one (its webhook must name the same id)."""
+        self._require_holder(worker)
+        return self.model_copy(update={"runpod_id": runpod_id, "updated_at": now})
+
+    def reroute(self, backend: str, *, now: datetime) -> Job:
+        """Send a job nobody has started to another backend."""
+        if self.state is not JobState.QUEUED:
+            raise InvalidTransition(f"job is {self.state}; only queued jobs are re-routed")
+        return self.model_copy(update={"backend": backend, "updated_at": now})
+
+    def succeed(
+        self,
+        worker: str,
+        *,
+        result: AudioResult | None,
+        voice_id: str | None = None,
+        now: datetime,
+    ) -> Job:
+        self._require_holder(worker)
+        return self._moved(
+            JobState.SUCCEEDED,
+            now=now,
+            lease=None,
+            result=result,
+            voice_id=voice_id,
+            error=None,
+            runpod_id=None,
+        )
+
+    def fail(self, worker: str, *, error: JobError, now: datetime) -> Job:
+        self._require_holder(worker)
+        return self._moved(JobState.FAILED, now=now, lease=None, error=error, runpod_id=None)
+
+    def release(self, worker: str, *, error: JobError, now: datetime) -> Job:
+        """Give a running job back to the queue after a transient failure."""
+        self._require_holder(worker)
+        return self._moved(JobState.QUEUED, now=now, lease=None, error=error, runpod_id=None)
+
+    def expire_lease(self, *, now: datetime) -> Job:
+        if self.state is not JobState.RUNNING or self.lease is None or self.lease.live(now):
+            raise InvalidTransition("job has no expired lease")
+        return self._moved(JobState.QUEUED, now=now, lease=None, runpod_id=None)
+
+    def child_finished(self, child_id: str, *, succeeded: bool, now: datetime) -> Job:
+        """A cast parent hears that one child is done; the last one settles the parent."""
+        children = children_of(self.request)
+        if child_id not in children:
+            raise InvalidTransition(f"{child_id} is not a child of job {self.id}")
+        if self.state.terminal or child_id in self.children_done:
+            raise InvalidTransition(f"job {self.id} already counted {child_id}")
+        done = {**self.children_done, child_id: succeeded}
+        if len(done) < len(children):
+            if self.state is JobState.RUNNING:
+                return self.model_copy(update={"children_done": done, "updated_at": now})
+            return self._moved(JobState.RUNNING, now=now, children_done=done)
+        failed = sorted(c for c, ok in done.items() if not ok)
+        if not failed:
+            return self._moved(JobState.SUCCEEDED, now=now, children_done=done)
+        error = JobError(
+            code="children_failed",
+            message=f"{len(failed)} of {len(children)} items failed: {', '.join(failed)}",
+        )
+        return self._moved(JobState.FAILED, now=now, children_done=done, error=error)
+
+    def cancel(self, *, now: datetime) -> Job:
+        if self.state.terminal:
+            raise InvalidTransition(f"job is already {self.state}")
+        return self._moved(JobState.CANCELED, now=now, lease=None)
+
+    # -- helpers ----------------------------------------------------------------------------
+
+    def _require_holder(self, worker: str) -> None:
+        # An expired lease still belongs to its worker until someone else claims the job:
+        # finishing late beats redoing the synthesis.
+        if self.state is not JobState.RUNNING or self.lease is None:
+            raise InvalidTransition(f"job is {self.state}, not running")
+        if self.lease.owner != worker:
+            raise InvalidTransition(f"job is leased by {self.lease.owner}, not {worker}")
+
+    def _moved(self, state: JobState, *, now: datetime, **changes: object) -> Job:
+        times = dict(self.state_times)
+        times[state] = now
+        return self.model_copy(
+            update={"state": state, "updated_at": now, "state_times": times, **changes}
+        )

@@ -1,0 +1,74 @@
+"""API keys and principals: a key is generated once and stored only as a SHA-256 hash.
+Checking a presented key is the ``usecases.auth`` module's work.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import secrets
+from datetime import datetime
+from enum import StrEnum
+
+from pydantic import BaseModel, ConfigDict
+
+from shared.domain.errors import Forbidden
+
+KEY_PREFIX = "tts_"
+
+
+class Scope(StrEnum):
+    USER = "user"
+    ADMIN = "admin"
+
+
+class ApiKey(BaseModel):
+    """``api_keys/{key_hash}``. The key itself is never stored."""
+
+    model_config = ConfigDict(frozen=True)
+
+    key_hash: str
+    owner: str
+    scopes: frozenset[Scope] = frozenset({Scope.USER})
+    created_at: datetime
+    disabled: bool = False
+
+
+class Principal(BaseModel):
+    """Who is calling, once authenticated."""
+
+    model_config = ConfigDict(frozen=True)
+
+    owner: str
+    scopes: frozenset[Scope]
+
+    @property
+    def admin(self) -> bool:
+        return Scope.ADMIN in self.scopes
+
+    def may_see(self, owner: str) -> bool:
+        return self.admin or owner == self.owner
+
+    def may_see_voice(self, owner: str | None) -> bool:
+        """Voices without an owner form the shared library everyone may use."""
+        return owner is None or self.may_see(owner)
+
+    def may_change_voice(self, owner: str | None) -> bool:
+        return self.admin or (owner is not None and owner == self.owner)
+
+    def require(self, scope: Scope) -> None:
+        if scope not in self.scopes:
+            raise Forbidden(f"this key lacks the {scope} scope")
+
+
+def generate_key() -> str:
+    return KEY_PREFIX + secrets.token_urlsafe(32)
+
+
+def hash_key(key: str) -> str:
+    return hashlib.sha256(key.encode()).hexdigest()
+
+
+def new_api_key(*, owner: str, scopes: frozenset[Scope], now: datetime) -> tuple[str, ApiKey]:
+    """A fresh secret and the record to store for it. Show the secret once; keep the record."""
+    secret = generate_key()
+    return secret, ApiKey(key_hash=hash_key(secret), owner=owner, scopes=scopes, created_at=now)

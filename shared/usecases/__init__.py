@@ -1,0 +1,1 @@
+"""What the gateway does, written against ports; entry points call one function here."""

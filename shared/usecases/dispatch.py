@@ -1,0 +1,260 @@
+"""The RunPod backend from the project's side: dispatch a job, and finish it when RunPod says.
+
+Dispatch claims the job under a lease long enough for RunPod's queue and execution limits,
+signs exactly the URLs the task needs (≤ 1 h), submits it with a per-job webhook, and records
+RunPod's id. Completion, whether from the webhook or from the monitor polling ``/status``,
+accepts only the RunPod job recorded for the gateway job, and finishes it through the same
+steps as the 4090. RunPod's 429 / 5xx / timeouts are retried inside the client with backoff;
+a dispatch that still fails releases the job for Pub/Sub to redeliver, up to
+``runpod.max_attempts``, then the job fails with RunPod's error.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+import logging
+from contextlib import suppress
+from enum import StrEnum
+
+from pydantic import ValidationError
+
+from shared.domain.audio_formats import FORMATS, AudioFormat
+from shared.domain.errors import (
+    ConfigurationError,
+    InvalidTransition,
+    NotFound,
+    RunPodRejected,
+    TransientError,
+    Unauthenticated,
+)
+from shared.domain.jobs import Job, JobError, JobState
+from shared.domain.synthesis import (
+    ClonePromptRequest,
+    CreateVoiceRequest,
+    DesignVoiceRequest,
+    NormalizeRequest,
+    VoiceCloneRequest,
+    output_format,
+)
+from shared.domain.voices import PROMPT_SUFFIX, REFERENCE_SUFFIX, SIDECAR_SUFFIX
+from shared.usecases import completion
+from shared.usecases.gateway import Gateway
+from shared.usecases.ports import RunPodApi
+from shared.usecases.routing import publish_job
+from shared.wire.messages import JobMessage
+from shared.wire.runpod_io import RunPodInput, RunPodOutput, RunPodTask, SignedUrls
+from shared.wire.runpod_status import RunPodStatus
+
+log = logging.getLogger(__name__)
+
+LEASE_GRACE_S = 120
+"""Beyond RunPod's own queue and execution limits, before the lease counts as lost."""
+
+
+class Dispatch(StrEnum):
+    DISPATCHED = "dispatched"
+    SKIPPED = "skipped"
+    FAILED = "failed"
+    RETRY = "retry"
+    """Released for another attempt: the entry point makes Pub/Sub redeliver."""
+
+
+class Completion(StrEnum):
+    SUCCEEDED = "succeeded"
+    FAILED = "failed"
+    RETRIED = "retried"
+    PENDING = "pending"
+    STALE = "stale"
+    """Not the RunPod job this gateway job waits for, or the job is finished already."""
+
+
+def dispatcher_id(gw: Gateway) -> str:
+    return f"runpod:{gw.settings.runpod.endpoint_id}"
+
+
+def dispatch(gw: Gateway, runpod: RunPodApi, message: JobMessage) -> Dispatch:
+    rp = gw.settings.runpod
+    worker = dispatcher_id(gw)
+    try:
+        job = gw.jobs.update(
+            message.job_id,
+            lambda j: j.claim(
+                worker,
+                backend=rp.backend_id,
+                now=gw.clock(),
+                lease_s=rp.ttl_s + rp.execution_timeout_s + LEASE_GRACE_S,
+            ),
+        )
+    except (NotFound, InvalidTransition) as exc:
+        log.info("dispatch skipped", extra={"job_id": message.job_id, "reason": exc.message})
+        return Dispatch.SKIPPED
+    try:
+        task_input = runpod_input(gw, job)
+        runpod_id = runpod.run(
+            payload=task_input.model_dump(mode="json"),
+            webhook=webhook_url(gw, job.id),
+            execution_timeout_s=rp.execution_timeout_s,
+            ttl_s=rp.ttl_s,
+        )
+    except RunPodRejected as exc:
+        error = _error(exc.code, exc.message)
+        completion.fail(gw.jobs, gw.clock, job, worker=worker, error=error)
+        return Dispatch.FAILED
+    except TransientError as exc:
+        return _retry_or_fail(gw, job, worker=worker, code=exc.code, message=exc.message)
+    # InvalidTransition: the webhook already finished the job, RunPod being faster than this.
+    with suppress(InvalidTransition):
+        gw.jobs.update(job.id, lambda j: j.dispatched(worker, runpod_id=runpod_id, now=gw.clock()))
+    log.info("job dispatched to runpod", extra={"job_id": job.id, "runpod_id": runpod_id})
+    return Dispatch.DISPATCHED
+
+
+def complete(gw: Gateway, *, job_id: str, status: RunPodStatus) -> Completion:
+    """Finish a job from RunPod's view of it (webhook or ``/status``)."""
+    job = gw.jobs.get(job_id)
+    worker = dispatcher_id(gw)
+    if (
+        job is None
+        or job.state is not JobState.RUNNING
+        or job.lease is None
+        or job.lease.owner != worker
+        or (job.runpod_id is not None and job.runpod_id != status.id)
+    ):
+        return Completion.STALE
+    if not status.finished:
+        return Completion.PENDING
+    if not status.succeeded:
+        message = f"RunPod job {status.id} ended {status.status}: {status.error or 'no detail'}"
+        outcome = _retry_or_fail(gw, job, worker=worker, code="runpod_failed", message=message)
+        return _completed(gw, job.id, outcome)
+    try:
+        output = RunPodOutput.model_validate(status.output)
+    except ValidationError as exc:
+        detail = exc.errors()[0]["msg"]
+        error = _error("runpod_bad_output", f"RunPod returned no task output: {detail}")
+        completion.fail(gw.jobs, gw.clock, job, worker=worker, error=error)
+        return Completion.FAILED
+    if output.job_id != job.id:
+        return Completion.STALE  # another gateway job's result: never applied to this one
+    if output.failure is not None:
+        failure = output.failure
+        if failure.retryable:
+            outcome = _retry_or_fail(
+                gw, job, worker=worker, code=failure.code, message=failure.message
+            )
+            return _completed(gw, job.id, outcome)
+        error = _error(failure.code, failure.message)
+        completion.fail(gw.jobs, gw.clock, job, worker=worker, error=error)
+        return Completion.FAILED
+    if completion.succeed(gw.jobs, gw.clock, job, worker=worker, output=output):
+        return Completion.SUCCEEDED
+    return Completion.STALE
+
+
+# -- webhook authentication ----------------------------------------------------------------
+
+
+def webhook_token(gw: Gateway, job_id: str) -> str:
+    """Per job: a leaked webhook URL can only ever report on that one job."""
+    secret = gw.settings.runpod.webhook_secret.get_secret_value()
+    if not secret:
+        raise ConfigurationError("TTS_RUNPOD__WEBHOOK_SECRET is not set")
+    return hmac.new(secret.encode(), job_id.encode(), hashlib.sha256).hexdigest()
+
+
+def verify_webhook(gw: Gateway, *, job_id: str, token: str) -> None:
+    if not hmac.compare_digest(webhook_token(gw, job_id), token):
+        raise Unauthenticated("bad webhook token")
+
+
+def webhook_url(gw: Gateway, job_id: str) -> str | None:
+    base = gw.settings.runpod.webhook_url
+    if not base:
+        return None  # no webhook: the monitor polls /status
+    separator = "&" if "?" in base else "?"
+    return f"{base}{separator}job={job_id}&token={webhook_token(gw, job_id)}"
+
+
+# -- the task RunPod receives --------------------------------------------------------------
+
+
+def runpod_input(gw: Gateway, job: Job) -> RunPodInput:
+    """The task plus signed URLs for exactly the objects its mode reads and writes."""
+    settings = gw.settings
+    # Valid for as long as RunPod may hold the job (queue + execution), never past an hour.
+    ttl = min(settings.runpod.ttl_s + settings.runpod.execution_timeout_s, 3600)
+
+    def sign(path: str, method: str = "GET") -> str:
+        return gw.blobs.signed_url(path, ttl_s=ttl, method=method)
+
+    request = job.request
+    urls: dict[str, str] = {}
+    extra: dict[str, object] = {}
+    fmt = output_format(request)
+    if fmt is not None:
+        path = f"{settings.audio_prefix}{job.id}.{FORMATS[fmt].extension}"
+        urls["audio"] = sign(path, "PUT")
+        extra["audio_uri"] = f"gs://{settings.bucket}/{path}"
+        extra["audio_content_type"] = FORMATS[fmt].content_type
+    match request:
+        case VoiceCloneRequest() | CreateVoiceRequest():
+            urls["reference"] = sign(request.reference.path)
+        case NormalizeRequest():
+            urls["reference"] = sign(request.source.path)
+        case ClonePromptRequest():
+            voice = gw.voices.get(request.voice_id)
+            if voice is None or not voice.active:
+                raise RunPodRejected(f"voice {request.voice_id} is not active")
+            urls["prompt"] = sign(voice.object_name)
+            extra["prompt_generation"] = voice.generation
+        case _:
+            pass
+    if isinstance(request, CreateVoiceRequest | DesignVoiceRequest):
+        stem = f"{settings.voices.prefix}{job.id}"
+        urls["voice_prompt"] = sign(f"{stem}{PROMPT_SUFFIX}", "PUT")
+        urls["voice_sidecar"] = sign(f"{stem}{SIDECAR_SUFFIX}", "PUT")
+        # Kept beside the prompt: the uploaded clip, or the designed line (always WAV).
+        extension = (
+            request.reference.container.value
+            if isinstance(request, CreateVoiceRequest)
+            else FORMATS[AudioFormat.WAV].extension
+        )
+        extra["voice_reference_path"] = f"{stem}{REFERENCE_SUFFIX}.{extension}"
+        urls["voice_reference"] = sign(f"{stem}{REFERENCE_SUFFIX}.{extension}", "PUT")
+    return RunPodInput.model_validate(
+        {
+            "task": RunPodTask(id=job.id, owner=job.owner, request=request),
+            "urls": SignedUrls(**urls),
+            **extra,
+        }
+    )
+
+
+# -- helpers -------------------------------------------------------------------------------
+
+
+def _retry_or_fail(gw: Gateway, job: Job, *, worker: str, code: str, message: str) -> Dispatch:
+    attempts = gw.settings.runpod.max_attempts
+    if job.attempts >= attempts:
+        error = _error(code, f"gave up after {job.attempts} attempts: {message}")
+        completion.fail(gw.jobs, gw.clock, job, worker=worker, error=error)
+        return Dispatch.FAILED
+    error = JobError(code=code, message=message, retryable=True)
+    if completion.release(gw.jobs, gw.clock, job, worker=worker, error=error):
+        return Dispatch.RETRY
+    return Dispatch.SKIPPED
+
+
+def _completed(gw: Gateway, job_id: str, outcome: Dispatch) -> Completion:
+    """After a RunPod-side failure, a released job is published again for a new dispatch."""
+    if outcome is Dispatch.RETRY:
+        released = gw.jobs.get(job_id)
+        if released is not None:
+            publish_job(gw, released)
+        return Completion.RETRIED
+    return Completion.FAILED if outcome is Dispatch.FAILED else Completion.STALE
+
+
+def _error(code: str, message: str) -> JobError:
+    return JobError(code=code, message=message)

@@ -1,0 +1,40 @@
+"""The gateway: every port the use cases talk through, built once per process by a
+``bootstrap()`` (tests pass fakes or emulator-bound adapters through the same one)."""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+from shared.settings import Settings
+from shared.usecases.ports import (
+    ApiKeyStore,
+    BackendStore,
+    BlobStore,
+    Clock,
+    EventLog,
+    JobStore,
+    Publisher,
+    VoiceStore,
+)
+
+
+def random_id() -> str:
+    return uuid.uuid4().hex
+
+
+@dataclass(frozen=True, kw_only=True)
+class Gateway:
+    """Everything the core needs, built once per process by a ``bootstrap()``."""
+
+    settings: Settings
+    jobs: JobStore
+    blobs: BlobStore
+    publisher: Publisher
+    keys: ApiKeyStore
+    backends: BackendStore
+    voices: VoiceStore
+    events: EventLog
+    clock: Clock
+    new_id: Callable[[], str] = field(default=random_id)

@@ -1,0 +1,318 @@
+"""Jobs: submit, read, and fetch the audio of the work callers ask for.
+
+Entry points parse their input into typed bodies, call one function here, and map the
+outcome. Nothing here knows about HTTP or Flask.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from collections.abc import Callable
+from dataclasses import dataclass
+
+from shared.domain.audio_input import (
+    CONTENT_TYPES,
+    AudioContainer,
+    declared_duration_s,
+    sniff_container,
+)
+from shared.domain.errors import Conflict, InvalidRequest, NotFound, PayloadTooLarge
+from shared.domain.jobs import Job, JobState
+from shared.domain.keys import Principal
+from shared.domain.synthesis import (
+    AudioRef,
+    ClonePromptRequest,
+    CreateVoiceRequest,
+    JobRequest,
+    NormalizeRequest,
+    VoiceCloneRequest,
+)
+from shared.domain.voices import Voice, prompt_object_name, voice_id_for
+from shared.usecases.gateway import Gateway
+from shared.usecases.routing import publish_job, route
+from shared.wire.bodies import (
+    ClonePromptBody,
+    CreateVoiceBody,
+    NormalizeBody,
+    SpeechBody,
+    VoiceCloneBody,
+)
+
+MAX_IDEMPOTENCY_KEY_CHARS = 200
+
+
+def submit_job(
+    gw: Gateway,
+    *,
+    principal: Principal,
+    request: SpeechBody,
+    idempotency_key: str | None = None,
+) -> Job:
+    """Turn a speech body into a job: store its reference audio, resolve its voice, submit."""
+    limit = gw.settings.api.max_text_chars
+    if len(request.text) > limit:
+        raise InvalidRequest(
+            f"text has {len(request.text)} characters; the limit is {limit}",
+            field="text",
+            details={"max_chars": limit},
+        )
+    match request:
+        case VoiceCloneBody():
+            fields = request.model_dump(exclude={"mode", "ref_audio"})
+            return _submit_upload(
+                gw,
+                principal=principal,
+                key=idempotency_key,
+                upload=Upload(
+                    data=request.ref_audio,
+                    name="reference",
+                    field="ref_audio",
+                    max_duration_s=gw.settings.voices.max_reference_s,
+                ),
+                build=lambda _, ref: VoiceCloneRequest(**fields, reference=ref),
+            )
+        case ClonePromptBody():
+            voice = find_voice(gw, principal=principal, ref=request.voice)
+            fields = request.model_dump(exclude={"mode", "voice"})
+            stored: JobRequest = ClonePromptRequest(**fields, voice_id=voice.id)
+        case _:
+            stored = request
+    job_id = job_id_for(gw, owner=principal.owner, idempotency_key=idempotency_key)
+    return _submit(gw, job_id=job_id, principal=principal, request=stored, key=idempotency_key)
+
+
+def create_voice(
+    gw: Gateway,
+    *,
+    principal: Principal,
+    body: CreateVoiceBody,
+    audio: bytes | None = None,
+    idempotency_key: str | None = None,
+) -> Job:
+    """Accept reference audio; a worker builds the clone prompt and registers the voice."""
+    data = body.ref_audio if body.ref_audio is not None else audio
+    if data is None:
+        raise InvalidRequest(
+            "send the reference audio as ref_audio or a file part", field="ref_audio"
+        )
+
+    def build(job_id: str, reference: AudioRef) -> JobRequest:
+        # The voice's files are named after the job, so a retried job rewrites the same ones.
+        prompt = prompt_object_name(prefix=gw.settings.voices.prefix, stem=job_id)
+        return CreateVoiceRequest(
+            voice_id=voice_id_for(bucket=gw.settings.bucket, object_name=prompt),
+            name=body.name,
+            reference=reference,
+            ref_text=body.ref_text,
+            x_vector_only=body.x_vector_only,
+            traits=body.traits(),
+        )
+
+    return _submit_upload(
+        gw,
+        principal=principal,
+        key=idempotency_key,
+        upload=Upload(
+            data=data,
+            name="reference",
+            field="ref_audio",
+            max_duration_s=gw.settings.voices.max_reference_s,
+        ),
+        build=build,
+    )
+
+
+def normalize_audio(
+    gw: Gateway,
+    *,
+    principal: Principal,
+    body: NormalizeBody,
+    idempotency_key: str | None = None,
+) -> Job:
+    return _submit_upload(
+        gw,
+        principal=principal,
+        key=idempotency_key,
+        upload=Upload(
+            data=body.audio,
+            name="source",
+            field="audio",
+            max_duration_s=gw.settings.voices.max_normalize_s,
+        ),
+        build=lambda _, source: NormalizeRequest(
+            **body.model_dump(exclude={"audio"}), source=source
+        ),
+    )
+
+
+def get_job(gw: Gateway, *, principal: Principal, job_id: str) -> Job:
+    job = gw.jobs.get(job_id) if _plausible_id(job_id) else None
+    # Someone else's job is indistinguishable from a missing one.
+    if job is None or not principal.may_see(job.owner):
+        raise NotFound(f"no job {job_id!r}")
+    return job
+
+
+def find_voice(gw: Gateway, *, principal: Principal, ref: str) -> Voice:
+    """The active voice ``ref`` names, by id or else by (case-insensitive) name."""
+    voice = gw.voices.get(ref) if ref.isalnum() and len(ref) <= 64 else None
+    if voice is not None and voice.active and principal.may_see_voice(voice.owner):
+        return voice
+    wanted = ref.casefold()
+    named = [
+        v
+        for v in gw.voices.query(limit=gw.settings.voices.max_list)
+        if v.name.casefold() == wanted and principal.may_see_voice(v.owner)
+    ]
+    if not named:
+        raise NotFound(f"no voice {ref!r}", field="voice")
+    if len(named) > 1:
+        raise Conflict(
+            f"{len(named)} voices are named {ref!r}; use a voice id",
+            field="voice",
+            details={"voice_ids": sorted(v.id for v in named)},
+        )
+    return named[0]
+
+
+def audio_url(gw: Gateway, *, principal: Principal, job_id: str) -> str:
+    """A short-lived signed URL for a finished job's audio."""
+    job = get_job(gw, principal=principal, job_id=job_id)
+    if job.state is not JobState.SUCCEEDED or job.result is None:
+        raise Conflict(
+            f"job {job_id} is {job.state}; audio exists only once it has succeeded",
+            details={"state": job.state.value},
+        )
+    path = job.result.uri.removeprefix(f"gs://{gw.settings.bucket}/")
+    return gw.blobs.signed_url(path, ttl_s=gw.settings.api.signed_url_ttl_s)
+
+
+# -- submitting ------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True, kw_only=True)
+class Upload:
+    """Audio a caller sent with a request, to be checked and stored before the job exists."""
+
+    data: bytes
+    name: str
+    """The object's name in the job's upload folder, without extension."""
+    field: str
+    """The request field it came in, for error messages."""
+    max_duration_s: float
+
+
+def _submit_upload(
+    gw: Gateway,
+    *,
+    principal: Principal,
+    key: str | None,
+    upload: Upload,
+    build: Callable[[str, AudioRef], JobRequest],
+) -> Job:
+    """Store the upload under the job's folder in ``uploads/`` (which expires), then submit
+    the request ``build`` makes from the job id and the stored audio."""
+    job_id = job_id_for(gw, owner=principal.owner, idempotency_key=key)
+    ref = _store_upload(gw, upload, path=f"{gw.settings.voices.upload_prefix}{job_id}/")
+    return _submit(gw, job_id=job_id, principal=principal, request=build(job_id, ref), key=key)
+
+
+def _submit(
+    gw: Gateway, *, job_id: str, principal: Principal, request: JobRequest, key: str | None
+) -> Job:
+    """Persist a job, then route and publish it. The job exists before anyone hears 'accepted'.
+
+    A failed publish does not lose the job: it stays ``queued`` and the monitor re-publishes
+    queued jobs that no worker picked up.
+    """
+    backend = route(gw, mode=request.mode)
+    candidate = new_job(
+        gw, job_id=job_id, principal=principal, request=request, backend=backend.id, key=key
+    )
+    job, created = gw.jobs.create(candidate)
+    if not created:
+        job = existing_job(job, request=request)
+        if job.state is not JobState.QUEUED:
+            return job
+    publish_job(gw, job)
+    return job
+
+
+def new_job(
+    gw: Gateway,
+    *,
+    job_id: str,
+    principal: Principal,
+    request: JobRequest,
+    backend: str,
+    key: str | None,
+) -> Job:
+    now = gw.clock()
+    return Job(
+        id=job_id,
+        owner=principal.owner,
+        request=request,
+        backend=backend,
+        idempotency_key=key,
+        created_at=now,
+        updated_at=now,
+        state_times={JobState.QUEUED: now},
+    )
+
+
+def existing_job(job: Job, *, request: JobRequest) -> Job:
+    """The job an idempotent retry finds, provided it asked for the same thing."""
+    if job.request != request:
+        raise Conflict(
+            "Idempotency-Key was already used for a different request",
+            field="Idempotency-Key",
+            details={"job_id": job.id},
+        )
+    return job
+
+
+def _store_upload(gw: Gateway, upload: Upload, *, path: str) -> AudioRef:
+    """Check an uploaded clip's size, container and declared length; store it as
+    ``<path><name>.<ext>``."""
+    data, field = upload.data, upload.field
+    limit = gw.settings.voices.max_audio_bytes
+    if len(data) > limit:
+        raise PayloadTooLarge(
+            f"{field} is {len(data)} bytes; the limit is {limit}",
+            field=field,
+            details={"max_bytes": limit},
+        )
+    container = sniff_container(data)
+    if container is None:
+        raise InvalidRequest(
+            f"{field} is not audio in an accepted format",
+            field=field,
+            details={"accepted": [c.value for c in AudioContainer]},
+        )
+    duration = declared_duration_s(data, container)
+    if duration is not None and duration > upload.max_duration_s:
+        raise InvalidRequest(
+            f"{field} is {duration:.1f} s long; the limit is {upload.max_duration_s:g} s",
+            field=field,
+            details={"max_duration_s": upload.max_duration_s},
+        )
+    object_path = f"{path}{upload.name}.{container.value}"
+    gw.blobs.put(object_path, data, content_type=CONTENT_TYPES[container])
+    return AudioRef(path=object_path, container=container, bytes=len(data))
+
+
+def job_id_for(gw: Gateway, *, owner: str, idempotency_key: str | None) -> str:
+    """A fresh id, or one derived from the caller's idempotency key."""
+    if idempotency_key is None:
+        return gw.new_id()
+    if not 0 < len(idempotency_key) <= MAX_IDEMPOTENCY_KEY_CHARS:
+        raise InvalidRequest(
+            f"Idempotency-Key must be 1..{MAX_IDEMPOTENCY_KEY_CHARS} characters",
+            field="Idempotency-Key",
+        )
+    # Derived ids make a retried submit race-free: both attempts address the same document.
+    return hashlib.sha256(f"{owner}\0{idempotency_key}".encode()).hexdigest()[:32]
+
+
+def _plausible_id(job_id: str) -> bool:
+    return 0 < len(job_id) <= 128 and job_id.isalnum()

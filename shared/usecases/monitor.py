@@ -1,0 +1,253 @@
+"""The scheduled monitor: keeps backends' health true and moves work that would otherwise wait.
+
+One pass (Cloud Scheduler → Pub/Sub → ``functions/monitor.py``, every minute; tests call it
+directly) does, in order:
+1. refreshes the RunPod backend's document from the endpoint's ``/health``; marks any other
+   backend offline whose heartbeat is older than ``monitor.stale_after_s``;
+2. re-routes jobs still ``queued`` for a backend that is down to the best other backend, and
+   publishes them there;
+3. returns jobs whose lease expired to ``queued`` and publishes them again;
+4. asks RunPod for the status of dispatched jobs whose webhook is overdue, and finishes them;
+5. publishes again jobs left ``queued`` longer than ``monitor.requeue_after_s`` (a lost
+   publish, a lost message): claims make the duplicates harmless;
+6. counts into each cast parent the finished children whose own report was lost;
+7. counts each backend's queue, which spill-over routing reads.
+Every change is one transactional update with its own precondition, so two monitors running at
+once, or a monitor racing a worker, cannot double-move a job. Health changes are logged as
+structured events.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta
+
+from shared.domain.backends import (
+    API_VERSION,
+    BackendConfig,
+    BackendHeartbeat,
+    BackendKind,
+    BackendStatus,
+    Capabilities,
+    HealthEvent,
+)
+from shared.domain.errors import GatewayError, InvalidTransition, NoBackendAvailable, TransientError
+from shared.domain.jobs import Job, JobState
+from shared.domain.modes import Mode
+from shared.domain.synthesis import CastRequest
+from shared.usecases.dispatch import complete
+from shared.usecases.gateway import Gateway
+from shared.usecases.ports import RunPodApi
+from shared.usecases.routing import publish_job, route
+from shared.wire.runpod_status import RunPodStatus
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class MonitorReport:
+    offline: list[str] = field(default_factory=list)
+    rerouted: list[str] = field(default_factory=list)
+    expired: list[str] = field(default_factory=list)
+    polled: dict[str, str] = field(default_factory=dict)
+    republished: list[str] = field(default_factory=list)
+    settled: list[str] = field(default_factory=list)
+    """Cast children whose report to their parent had been lost, counted now."""
+
+
+def run_monitor(gw: Gateway, *, runpod: RunPodApi | None = None) -> MonitorReport:
+    report = MonitorReport()
+    now = gw.clock()
+    down = _check_backends(gw, runpod=runpod, now=now, report=report)
+    _reroute(gw, down=down, report=report)
+    _expire_leases(gw, now=now, report=report)
+    if runpod is not None:
+        _poll_runpod(gw, runpod, now=now, report=report)
+    _republish_stuck(gw, now=now, report=report)
+    _settle_parents(gw, report=report)
+    _count_queues(gw)
+    return report
+
+
+def health_event(
+    gw: Gateway,
+    event: str,
+    *,
+    backend: str | None = None,
+    job_id: str | None = None,
+    detail: str = "",
+) -> None:
+    """A structured log line, and a record for the debug view."""
+    log.info(
+        "backend health",
+        extra={"event": event, "backend": backend, "job_id": job_id, "detail": detail},
+    )
+    record = HealthEvent(at=gw.clock(), event=event, backend=backend, job_id=job_id, detail=detail)
+    try:
+        gw.events.record(record)
+    except TransientError as exc:
+        log.warning("health event not stored", extra={"error": exc.message})
+
+
+# -- steps ---------------------------------------------------------------------------------
+
+
+def _check_backends(
+    gw: Gateway, *, runpod: RunPodApi | None, now: datetime, report: MonitorReport
+) -> set[str]:
+    stale = timedelta(seconds=gw.settings.monitor.stale_after_s)
+    down: set[str] = set()
+    for backend in gw.settings.backends:
+        if backend.kind is BackendKind.RUNPOD and runpod is not None:
+            _refresh_runpod(gw, runpod, backend, now=now)
+        beat = gw.backends.get(backend.id)
+        if beat is None:
+            continue
+        if beat.status is not BackendStatus.OFFLINE and now - beat.last_heartbeat > stale:
+            gw.backends.set_status(backend.id, BackendStatus.OFFLINE)
+            health_event(
+                gw, "offline", backend=backend.id, detail=f"last heartbeat {beat.last_heartbeat}"
+            )
+            report.offline.append(backend.id)
+            down.add(backend.id)
+        elif beat.status is BackendStatus.OFFLINE:
+            down.add(backend.id)
+    return down
+
+
+def _count_queues(gw: Gateway) -> None:
+    for backend in gw.settings.backends:
+        depth = gw.jobs.count(state=JobState.QUEUED, backend=backend.id)
+        gw.backends.set_queue_depth(backend.id, depth)
+
+
+def _refresh_runpod(
+    gw: Gateway, runpod: RunPodApi, backend: BackendConfig, *, now: datetime
+) -> None:
+    """RunPod has no worker of ours to heartbeat: the endpoint's /health stands in for it."""
+    previous = gw.backends.get(backend.id)
+    try:
+        health = runpod.health()
+    except GatewayError as exc:
+        status, detail = BackendStatus.OFFLINE, exc.message
+        in_hand = previous.jobs_in_hand if previous else 0
+        last = previous.last_heartbeat if previous else now - timedelta(days=1)
+    else:
+        status, detail = BackendStatus.ONLINE, ""
+        in_hand = health.jobs_in_progress + health.jobs_in_queue
+        last = now
+    if previous is None or previous.status is not status:
+        health_event(gw, status.value, backend=backend.id, detail=detail)
+    gw.backends.heartbeat(
+        BackendHeartbeat(
+            id=backend.id,
+            kind=BackendKind.RUNPOD,
+            worker_id=f"runpod:{gw.settings.runpod.endpoint_id}",
+            status=status,
+            # RunPod workers run this code base: the configured modes, this API version.
+            capabilities=Capabilities(api_version=API_VERSION, modes=backend.modes, models=()),
+            last_heartbeat=last,
+            jobs_in_hand=in_hand,
+        )
+    )
+
+
+def _reroute(gw: Gateway, *, down: set[str], report: MonitorReport) -> None:
+    for backend_id in sorted(down):
+        for job in gw.jobs.find(
+            state=JobState.QUEUED, backend=backend_id, limit=gw.settings.monitor.batch
+        ):
+            try:
+                target = route(gw, mode=job.request.mode, exclude=frozenset({backend_id}))
+            except NoBackendAvailable:
+                continue  # nobody else can run it: it waits for its backend
+            if target.id in down:
+                continue
+            try:
+                moved = gw.jobs.update(job.id, _rerouted(gw, target.id))
+            except InvalidTransition:
+                continue  # claimed meanwhile
+            publish_job(gw, moved)
+            health_event(
+                gw, "rerouted", backend=target.id, job_id=job.id, detail=f"from {backend_id}"
+            )
+            report.rerouted.append(job.id)
+
+
+def _rerouted(gw: Gateway, backend_id: str) -> Callable[[Job], Job]:
+    return lambda job: job.reroute(backend_id, now=gw.clock())
+
+
+def _expire_leases(gw: Gateway, *, now: datetime, report: MonitorReport) -> None:
+    for job in gw.jobs.find(state=JobState.RUNNING, limit=gw.settings.monitor.batch):
+        if job.lease is None or job.lease.live(now) or job.request.mode is Mode.CAST:
+            continue
+        try:
+            requeued = gw.jobs.update(job.id, lambda j: j.expire_lease(now=gw.clock()))
+        except InvalidTransition:
+            continue  # extended or finished meanwhile
+        publish_job(gw, requeued)
+        health_event(
+            gw, "lease_expired", backend=job.backend, job_id=job.id, detail=job.lease.owner
+        )
+        report.expired.append(job.id)
+
+
+def _poll_runpod(gw: Gateway, runpod: RunPodApi, *, now: datetime, report: MonitorReport) -> None:
+    grace = timedelta(seconds=gw.settings.monitor.webhook_grace_s)
+    backend = gw.settings.runpod.backend_id
+    for job in gw.jobs.find(
+        state=JobState.RUNNING, backend=backend, limit=gw.settings.monitor.batch
+    ):
+        if job.runpod_id is None or now - job.updated_at < grace:
+            continue
+        try:
+            status: RunPodStatus = runpod.status(job.runpod_id)
+        except TransientError as exc:
+            log.warning("runpod status unavailable", extra={"job_id": job.id, "error": exc.message})
+            continue
+        outcome = complete(gw, job_id=job.id, status=status)
+        report.polled[job.id] = outcome.value
+
+
+def _republish_stuck(gw: Gateway, *, now: datetime, report: MonitorReport) -> None:
+    wait = timedelta(seconds=gw.settings.monitor.requeue_after_s)
+    for job in gw.jobs.find(state=JobState.QUEUED, limit=gw.settings.monitor.batch):
+        if now - job.updated_at < wait or _is_parent(job):
+            continue
+        if publish_job(gw, job):
+            report.republished.append(job.id)
+
+
+def _settle_parents(gw: Gateway, *, report: MonitorReport) -> None:
+    batch = gw.settings.monitor.batch
+    parents = [
+        job
+        for state in (JobState.QUEUED, JobState.RUNNING)
+        for job in gw.jobs.find(state=state, limit=batch)
+        if isinstance(job.request, CastRequest)
+    ]
+    for parent in parents:
+        assert isinstance(parent.request, CastRequest)
+        for child_id in parent.request.children:
+            if child_id in parent.children_done:
+                continue
+            child = gw.jobs.get(child_id)
+            if child is None or not child.state.terminal:
+                continue
+            succeeded = child.state is JobState.SUCCEEDED
+            try:
+                gw.jobs.update(parent.id, _child_counted(gw, child_id, succeeded=succeeded))
+            except InvalidTransition:
+                continue  # counted meanwhile
+            report.settled.append(child_id)
+
+
+def _child_counted(gw: Gateway, child_id: str, *, succeeded: bool) -> Callable[[Job], Job]:
+    return lambda parent: parent.child_finished(child_id, succeeded=succeeded, now=gw.clock())
+
+
+def _is_parent(job: Job) -> bool:
+    return job.request.mode is Mode.CAST

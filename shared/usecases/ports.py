@@ -1,0 +1,135 @@
+"""The small interfaces the core talks through, implemented by adapters and fakes."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Protocol
+
+from shared.domain.backends import BackendHeartbeat, BackendStatus, HealthEvent
+from shared.domain.jobs import Job, JobState
+from shared.domain.keys import ApiKey
+from shared.domain.voices import Voice
+from shared.wire.runpod_status import EndpointHealth, RunPodStatus
+
+Clock = Callable[[], datetime]
+
+
+class JobStore(Protocol):
+    def create(self, job: Job) -> tuple[Job, bool]:
+        """Store ``job`` unless its id exists; return the stored job and whether it was new."""
+        ...
+
+    def get(self, job_id: str) -> Job | None: ...
+
+    def update(self, job_id: str, change: Callable[[Job], Job]) -> Job:
+        """Apply ``change`` to the current job atomically and store the result.
+
+        Raises ``NotFound`` when the job does not exist; whatever ``change`` raises propagates
+        and nothing is written.
+        """
+        ...
+
+    def find(self, *, state: JobState, backend: str | None = None, limit: int) -> list[Job]:
+        """Jobs in ``state`` (routed to ``backend``), oldest update first, at most ``limit``."""
+        ...
+
+    def count(self, *, state: JobState, backend: str) -> int: ...
+
+
+@dataclass(frozen=True, slots=True)
+class StoredBlob:
+    uri: str
+    size: int
+    generation: int | None
+
+
+class BlobStore(Protocol):
+    def put(self, path: str, data: bytes, *, content_type: str) -> StoredBlob: ...
+
+    def get(self, path: str, *, max_bytes: int | None = None) -> bytes:
+        """Raise ``NotFound`` when absent, ``PayloadTooLarge`` when over ``max_bytes``."""
+        ...
+
+    def copy(self, source: str, destination: str) -> StoredBlob: ...
+
+    def delete(self, path: str, *, if_generation: int | None = None) -> bool:
+        """Delete the object (only that generation, if given); return whether it existed."""
+        ...
+
+    def signed_url(self, path: str, *, ttl_s: int, method: str = "GET") -> str: ...
+
+
+class Publisher(Protocol):
+    def publish(self, topic: str, data: bytes, *, attributes: Mapping[str, str]) -> str:
+        """Publish and wait for the server's message id; raise ``TransientError`` on failure."""
+        ...
+
+
+class ApiKeyStore(Protocol):
+    def get(self, key_hash: str) -> ApiKey | None: ...
+
+    def put(self, key: ApiKey) -> None: ...
+
+
+class BackendStore(Protocol):
+    def heartbeat(self, beat: BackendHeartbeat) -> None:
+        """Record what a backend says of itself; leaves the monitor's ``queue_depth`` alone."""
+        ...
+
+    def get(self, backend_id: str) -> BackendHeartbeat | None: ...
+
+    def set_queue_depth(self, backend_id: str, depth: int) -> None: ...
+
+    def set_status(self, backend_id: str, status: BackendStatus) -> None: ...
+
+
+class VoiceStore(Protocol):
+    def get(self, voice_id: str) -> Voice | None: ...
+
+    def update(self, voice_id: str, change: Callable[[Voice | None], Voice | None]) -> Voice | None:
+        """Apply ``change`` to the current voice (or ``None``) atomically.
+
+        ``change`` returns the voice to store, or ``None`` to leave the record as it is. Returns
+        the stored voice afterwards.
+        """
+        ...
+
+    def delete(self, voice_id: str) -> None: ...
+
+    def query(
+        self,
+        *,
+        character: str | None = None,
+        emotion: str | None = None,
+        tag: str | None = None,
+        limit: int,
+    ) -> list[Voice]:
+        """Active voices matching every given equality filter, at most ``limit``."""
+        ...
+
+
+class EventLog(Protocol):
+    def record(self, event: HealthEvent) -> None: ...
+
+    def recent(self, *, limit: int) -> list[HealthEvent]:
+        """Newest first."""
+        ...
+
+
+class RunPodApi(Protocol):
+    """RunPod's serverless endpoint: submit a job, read its status, read the endpoint's health."""
+
+    def run(
+        self,
+        *,
+        payload: dict[str, object],
+        webhook: str | None,
+        execution_timeout_s: int,
+        ttl_s: int,
+    ) -> str: ...
+
+    def status(self, runpod_id: str) -> RunPodStatus: ...
+
+    def health(self) -> EndpointHealth: ...

@@ -1,0 +1,1 @@
+"""What crosses a boundary: request bodies, views, Pub/Sub messages, RunPod input and output."""

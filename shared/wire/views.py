@@ -1,0 +1,154 @@
+"""Wire models: what callers see. Built from stored models, never the stored models themselves."""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Literal
+
+from pydantic import BaseModel, ConfigDict
+
+from shared.domain.audio_formats import AudioFormat
+from shared.domain.jobs import Job, JobState
+from shared.domain.synthesis import CastRequest
+from shared.domain.voices import Voice, VoiceState
+
+
+class AudioView(BaseModel):
+    model_config = ConfigDict(frozen=True)
+
+    url: str
+    """The API route that redirects to a short-lived signed URL."""
+    format: AudioFormat
+    content_type: str
+    sample_rate: int
+    duration_s: float
+    bytes: int
+
+
+class ErrorView(BaseModel):
+    model_config = ConfigDict(frozen=True)
+
+    code: str
+    message: str
+
+
+class ProgressView(BaseModel):
+    model_config = ConfigDict(frozen=True)
+
+    total: int
+    succeeded: int
+    failed: int
+    children: tuple[str, ...]
+
+
+class JobView(BaseModel):
+    model_config = ConfigDict(frozen=True)
+
+    id: str
+    state: JobState
+    mode: str
+    status_url: str
+    attempts: int
+    created_at: datetime
+    updated_at: datetime
+    audio: AudioView | None = None
+    voice_id: str | None = None
+    voice_url: str | None = None
+    progress: ProgressView | None = None
+    error: ErrorView | None = None
+
+    @classmethod
+    def of(cls, job: Job, *, base_path: str = "") -> JobView:
+        status_url = f"{base_path}/v1/jobs/{job.id}"
+        audio = None
+        if job.state is JobState.SUCCEEDED and job.result is not None:
+            r = job.result
+            audio = AudioView(
+                url=f"{status_url}/audio",
+                format=r.format,
+                content_type=r.content_type,
+                sample_rate=r.sample_rate,
+                duration_s=r.duration_s,
+                bytes=r.bytes,
+            )
+        error = ErrorView(code=job.error.code, message=job.error.message) if job.error else None
+        progress = None
+        if isinstance(job.request, CastRequest):
+            done = job.children_done
+            progress = ProgressView(
+                total=len(job.request.children),
+                succeeded=sum(done.values()),
+                failed=sum(not ok for ok in done.values()),
+                children=job.request.children,
+            )
+        voice_id = job.voice_id if job.state is JobState.SUCCEEDED else None
+        return cls(
+            id=job.id,
+            state=job.state,
+            mode=job.request.mode,
+            status_url=status_url,
+            attempts=job.attempts,
+            created_at=job.created_at,
+            updated_at=job.updated_at,
+            audio=audio,
+            voice_id=voice_id,
+            voice_url=f"{base_path}/v1/voices/{voice_id}" if voice_id else None,
+            progress=progress,
+            error=error if job.state is JobState.FAILED else None,
+        )
+
+
+class VoiceView(BaseModel):
+    model_config = ConfigDict(frozen=True)
+
+    id: str
+    name: str
+    kind: Literal["builtin", "prompt"] = "prompt"
+    owner: str | None = None
+    state: VoiceState = VoiceState.ACTIVE
+    character: str | None = None
+    emotion: str | None = None
+    intensity: str | None = None
+    description: str | None = None
+    tags: tuple[str, ...] = ()
+    ref_text: str | None = None
+    x_vector_only: bool = False
+    model: str | None = None
+    size: int | None = None
+    quarantine_reason: str | None = None
+    created_at: datetime | None = None
+    updated_at: datetime | None = None
+    package_url: str | None = None
+
+    @classmethod
+    def of(cls, voice: Voice, *, base_path: str = "") -> VoiceView:
+        return cls(
+            id=voice.id,
+            name=voice.name,
+            owner=voice.owner,
+            state=voice.state,
+            character=voice.traits.character,
+            emotion=voice.traits.emotion,
+            intensity=voice.traits.intensity,
+            description=voice.traits.description,
+            tags=voice.traits.tags,
+            ref_text=voice.ref_text,
+            x_vector_only=voice.x_vector_only,
+            model=voice.model,
+            size=voice.size,
+            quarantine_reason=voice.quarantine_reason,
+            created_at=voice.created_at,
+            updated_at=voice.updated_at,
+            package_url=f"{base_path}/v1/voices/{voice.id}/package" if voice.active else None,
+        )
+
+    @classmethod
+    def builtin(cls, name: str) -> VoiceView:
+        return cls(id=name.lower(), name=name, kind="builtin")
+
+
+class VoiceListView(BaseModel):
+    model_config = ConfigDict(frozen=True)
+
+    voices: tuple[VoiceView, ...]
+    next_page_token: str | None = None

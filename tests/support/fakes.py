@@ -1,0 +1,260 @@
+"""In-memory implementations of the ports, for unit tests and for wiring checks.
+
+They keep the same contracts as the Google adapters (atomic ``update``, create-if-absent), so
+a test that passes against a fake exercises the same core code as production.
+"""
+
+from __future__ import annotations
+
+import itertools
+import threading
+from collections import Counter
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
+
+from shared.domain.backends import BackendHeartbeat, BackendStatus, HealthEvent
+from shared.domain.errors import NotFound, PayloadTooLarge, TransientError
+from shared.domain.jobs import Job, JobState
+from shared.domain.keys import ApiKey
+from shared.domain.voices import Voice
+from shared.usecases.ports import StoredBlob
+from shared.wire.runpod_status import EndpointHealth, RunPodStatus
+
+
+class InMemoryJobStore:
+    def __init__(self) -> None:
+        self._jobs: dict[str, Job] = {}
+        self._lock = threading.Lock()
+
+    def create(self, job: Job) -> tuple[Job, bool]:
+        with self._lock:
+            if job.id in self._jobs:
+                return self._jobs[job.id], False
+            self._jobs[job.id] = job
+            return job, True
+
+    def get(self, job_id: str) -> Job | None:
+        with self._lock:
+            return self._jobs.get(job_id)
+
+    def update(self, job_id: str, change: Callable[[Job], Job]) -> Job:
+        with self._lock:
+            current = self._jobs.get(job_id)
+            if current is None:
+                raise NotFound(f"no job {job_id!r}")
+            updated = change(current)
+            self._jobs[job_id] = updated
+            return updated
+
+    def find(self, *, state: JobState, backend: str | None = None, limit: int) -> list[Job]:
+        with self._lock:
+            found = [
+                j
+                for j in self._jobs.values()
+                if j.state is state and (backend is None or j.backend == backend)
+            ]
+        return sorted(found, key=lambda j: j.updated_at)[:limit]
+
+    def count(self, *, state: JobState, backend: str) -> int:
+        return len(self.find(state=state, backend=backend, limit=1 << 30))
+
+    def all(self) -> list[Job]:
+        with self._lock:
+            return list(self._jobs.values())
+
+
+class InMemoryBlobStore:
+    """Objects with GCS-like generations; ``downloads`` counts ``get`` calls per path."""
+
+    def __init__(self, bucket: str = "fake-bucket") -> None:
+        self.bucket = bucket
+        self.objects: dict[str, tuple[bytes, str]] = {}
+        self.generations: dict[str, int] = {}
+        self.downloads: Counter[str] = Counter()
+        self._next_generation = itertools.count(1_700_000_000_000_000)
+
+    def put(self, path: str, data: bytes, *, content_type: str) -> StoredBlob:
+        self.objects[path] = (data, content_type)
+        self.generations[path] = next(self._next_generation)
+        return StoredBlob(
+            uri=f"gs://{self.bucket}/{path}", size=len(data), generation=self.generations[path]
+        )
+
+    def get(self, path: str, *, max_bytes: int | None = None) -> bytes:
+        try:
+            data = self.objects[path][0]
+        except KeyError:
+            raise NotFound(f"no object {path!r}") from None
+        if max_bytes is not None and len(data) > max_bytes:
+            raise PayloadTooLarge(f"{path} is {len(data)} bytes; the limit is {max_bytes}")
+        self.downloads[path] += 1
+        return data
+
+    def copy(self, source: str, destination: str) -> StoredBlob:
+        try:
+            data, content_type = self.objects[source]
+        except KeyError:
+            raise NotFound(f"no object {source!r}") from None
+        return self.put(destination, data, content_type=content_type)
+
+    def delete(self, path: str, *, if_generation: int | None = None) -> bool:
+        if if_generation is not None and self.generations.get(path) != if_generation:
+            return False
+        self.generations.pop(path, None)
+        return self.objects.pop(path, None) is not None
+
+    def signed_url(self, path: str, *, ttl_s: int, method: str = "GET") -> str:
+        return f"https://signed.invalid/{self.bucket}/{path}?method={method}&ttl={ttl_s}"
+
+
+@dataclass(frozen=True, slots=True)
+class PublishedMessage:
+    topic: str
+    data: bytes
+    attributes: Mapping[str, str]
+
+
+@dataclass
+class RecordingPublisher:
+    """Keeps what was published; ``failures`` makes the next N publishes fail transiently."""
+
+    messages: list[PublishedMessage] = field(default_factory=list)
+    failures: int = 0
+
+    def publish(self, topic: str, data: bytes, *, attributes: Mapping[str, str]) -> str:
+        if self.failures > 0:
+            self.failures -= 1
+            raise TransientError("publisher is down (fake)")
+        self.messages.append(PublishedMessage(topic, data, dict(attributes)))
+        return str(len(self.messages))
+
+
+class InMemoryApiKeyStore:
+    def __init__(self) -> None:
+        self._keys: dict[str, ApiKey] = {}
+
+    def get(self, key_hash: str) -> ApiKey | None:
+        return self._keys.get(key_hash)
+
+    def put(self, key: ApiKey) -> None:
+        self._keys[key.key_hash] = key
+
+
+class InMemoryBackendStore:
+    def __init__(self) -> None:
+        self.beats: dict[str, BackendHeartbeat] = {}
+
+    def heartbeat(self, beat: BackendHeartbeat) -> None:
+        old = self.beats.get(beat.id)
+        depth = old.queue_depth if old else 0
+        self.beats[beat.id] = beat.model_copy(update={"queue_depth": depth})
+
+    def get(self, backend_id: str) -> BackendHeartbeat | None:
+        return self.beats.get(backend_id)
+
+    def set_queue_depth(self, backend_id: str, depth: int) -> None:
+        if backend_id in self.beats:
+            self.beats[backend_id] = self.beats[backend_id].model_copy(
+                update={"queue_depth": depth}
+            )
+
+    def set_status(self, backend_id: str, status: BackendStatus) -> None:
+        if backend_id in self.beats:
+            self.beats[backend_id] = self.beats[backend_id].model_copy(update={"status": status})
+
+
+class InMemoryVoiceStore:
+    def __init__(self) -> None:
+        self._voices: dict[str, Voice] = {}
+        self._lock = threading.Lock()
+
+    def get(self, voice_id: str) -> Voice | None:
+        with self._lock:
+            return self._voices.get(voice_id)
+
+    def update(self, voice_id: str, change: Callable[[Voice | None], Voice | None]) -> Voice | None:
+        with self._lock:
+            current = self._voices.get(voice_id)
+            updated = change(current)
+            if updated is None:
+                return current
+            self._voices[voice_id] = updated
+            return updated
+
+    def delete(self, voice_id: str) -> None:
+        with self._lock:
+            self._voices.pop(voice_id, None)
+
+    def query(
+        self,
+        *,
+        character: str | None = None,
+        emotion: str | None = None,
+        tag: str | None = None,
+        limit: int,
+    ) -> list[Voice]:
+        with self._lock:
+            found = [
+                v
+                for v in self._voices.values()
+                if v.active
+                and (character is None or v.traits.character == character)
+                and (emotion is None or v.traits.emotion == emotion)
+                and (tag is None or tag in v.traits.tags)
+            ]
+        return sorted(found, key=lambda v: v.id)[:limit]
+
+
+class InMemoryEventLog:
+    def __init__(self) -> None:
+        self.events: list[HealthEvent] = []
+
+    def record(self, event: HealthEvent) -> None:
+        self.events.append(event)
+
+    def recent(self, *, limit: int) -> list[HealthEvent]:
+        return sorted(self.events, key=lambda e: e.at, reverse=True)[:limit]
+
+
+class FakeClock:
+    """A clock that only moves when told to."""
+
+    def __init__(self, start: datetime | None = None) -> None:
+        self.now = start or datetime(2026, 1, 1, tzinfo=UTC)
+
+    def __call__(self) -> datetime:
+        return self.now
+
+    def advance(self, seconds: float) -> None:
+        self.now += timedelta(seconds=seconds)
+
+
+@dataclass
+class FakeRunPod:
+    """RunPod's API as the dispatcher sees it after the client's own retries."""
+
+    failures: list[Exception] = field(default_factory=list)
+    submitted: list[dict[str, object]] = field(default_factory=list)
+    statuses: dict[str, RunPodStatus] = field(default_factory=dict)
+
+    def run(
+        self,
+        *,
+        payload: dict[str, object],
+        webhook: str | None,
+        execution_timeout_s: int,
+        ttl_s: int,
+    ) -> str:
+        if self.failures:
+            raise self.failures.pop(0)
+        self.submitted.append({"payload": payload, "webhook": webhook, "ttl_s": ttl_s})
+        return f"rp-{len(self.submitted)}"
+
+    def status(self, runpod_id: str) -> RunPodStatus:
+        return self.statuses.get(runpod_id, RunPodStatus(id=runpod_id, status="IN_PROGRESS"))
+
+    def health(self) -> EndpointHealth:
+        return EndpointHealth(
+            workers_idle=1, workers_running=0, jobs_in_queue=0, jobs_in_progress=0
+        )

@@ -1,0 +1,86 @@
+"""A gateway built from in-memory fakes through the real bootstrap, and keys to call it with."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import UTC, datetime
+
+from shared.bootstrap import build_gateway
+from shared.domain.keys import Scope, new_api_key
+from shared.domain.voices import Voice
+from shared.settings import Settings
+from shared.usecases.gateway import Gateway
+from tests.support.fakes import (
+    FakeClock,
+    InMemoryApiKeyStore,
+    InMemoryBackendStore,
+    InMemoryBlobStore,
+    InMemoryEventLog,
+    InMemoryJobStore,
+    InMemoryVoiceStore,
+    RecordingPublisher,
+)
+
+
+@dataclass
+class Fakes:
+    jobs: InMemoryJobStore
+    blobs: InMemoryBlobStore
+    publisher: RecordingPublisher
+    keys: InMemoryApiKeyStore
+    backends: InMemoryBackendStore
+    voices: InMemoryVoiceStore
+    events: InMemoryEventLog
+    clock: FakeClock
+
+
+def make_fakes(bucket: str = "test-bucket") -> Fakes:
+    return Fakes(
+        jobs=InMemoryJobStore(),
+        blobs=InMemoryBlobStore(bucket),
+        publisher=RecordingPublisher(),
+        keys=InMemoryApiKeyStore(),
+        backends=InMemoryBackendStore(),
+        voices=InMemoryVoiceStore(),
+        events=InMemoryEventLog(),
+        clock=FakeClock(),
+    )
+
+
+def fake_gateway(settings: Settings, fakes: Fakes) -> Gateway:
+    """The real bootstrap, every port a fake."""
+    return build_gateway(
+        settings,
+        jobs=fakes.jobs,
+        blobs=fakes.blobs,
+        publisher=fakes.publisher,
+        keys=fakes.keys,
+        backends=fakes.backends,
+        voices=fakes.voices,
+        events=fakes.events,
+        clock=fakes.clock,
+    )
+
+
+def issue_key(gw: Gateway, owner: str, *, admin: bool = False) -> dict[str, str]:
+    scopes = frozenset({Scope.USER, Scope.ADMIN} if admin else {Scope.USER})
+    secret, record = new_api_key(owner=owner, scopes=scopes, now=gw.clock())
+    gw.keys.put(record)
+    return {"Authorization": f"Bearer {secret}"}
+
+
+def add_voice(fakes: Fakes, *, name: str, owner: str | None, voice_id: str) -> Voice:
+    now = datetime(2026, 1, 1, tzinfo=UTC)
+    voice = Voice(
+        id=voice_id,
+        name=name,
+        owner=owner,
+        bucket="test-bucket",
+        object_name=f"voice-prompts/{voice_id}.pt",
+        generation=1,
+        size=10,
+        created_at=now,
+        updated_at=now,
+    )
+    fakes.voices.update(voice_id, lambda _: voice)
+    return voice
