@@ -42,6 +42,7 @@ run: venv
 bench: venv
 	$(PY) bench/routing_overhead.py
 	$(PY) bench/prompt_cache.py
+	$(PY) bench/speech.py
 
 clean:
 	rm -rf $(VENV) .cache .pytest_cache .mypy_cache .ruff_cache

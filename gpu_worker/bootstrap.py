@@ -10,7 +10,7 @@ from gpu_worker.bucket_io import BucketIO
 from gpu_worker.engine import ModelSet, QwenEngine
 from gpu_worker.heartbeat import Heartbeat
 from gpu_worker.prompt_cache import PromptCache
-from gpu_worker.runner import JobRunner, RunnerConfig
+from gpu_worker.runner import Executor, JobRunner, RunnerConfig
 from gpu_worker.subscriber import HomeSubscriber
 from gpu_worker.tasks import TaskExecutor
 from shared.bootstrap import build_gateway
@@ -46,7 +46,10 @@ def bootstrap(
     gateway: Gateway | None = None,
     models: ModelSet | None = None,
     subscriber_client: pubsub_v1.SubscriberClient | None = None,
+    executor: Executor | None = None,
 ) -> Worker:
+    """The 4090 worker. ``executor`` replaces what runs each task (benchmarks, tests); by
+    default the models run it through the bucket."""
     settings = settings or Settings()
     w = settings.worker
     backend = settings.backend(w.backend_id)
@@ -58,7 +61,7 @@ def bootstrap(
         max_bytes=w.prompt_cache_bytes,
         max_file_bytes=settings.voices.max_prompt_bytes,
     )
-    executor = TaskExecutor(
+    executor = executor or TaskExecutor(
         models=models,
         io=BucketIO(gateway=gw, prompts=prompts),
         limits=settings.voices,

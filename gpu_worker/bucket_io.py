@@ -8,6 +8,12 @@ import json
 from gpu_worker.audio.encoding import EncodedAudio
 from gpu_worker.prompt_cache import PromptCache
 from gpu_worker.tasks import NewVoice, Task
+from shared.domain.audio_formats import (
+    FORMATS,
+    AudioFormat,
+    audio_object_name,
+    part_object_name,
+)
 from shared.domain.errors import NotFound, SynthesisFailed
 from shared.domain.jobs import AudioResult
 from shared.domain.synthesis import AudioRef
@@ -40,8 +46,10 @@ class BucketIO:
             download=lambda: self._gw.blobs.get(voice.object_name, max_bytes=limit),
         )
 
-    def store_audio(self, task: Task, audio: EncodedAudio) -> AudioResult:
-        path = f"{self._gw.settings.audio_prefix}{task.id}.{audio.extension}"
+    def store_audio(self, task: Task, audio: EncodedAudio, *, parts: int) -> AudioResult:
+        path = audio_object_name(
+            prefix=self._gw.settings.audio_prefix, job_id=task.id, fmt=audio.format
+        )
         stored = self._gw.blobs.put(path, audio.data, content_type=audio.content_type)
         return AudioResult(
             uri=stored.uri,
@@ -50,7 +58,14 @@ class BucketIO:
             sample_rate=audio.sample_rate,
             duration_s=audio.duration_s,
             bytes=stored.size,
+            parts=parts,
         )
+
+    def publish_part(self, task: Task, *, index: int, data: bytes, fmt: AudioFormat) -> None:
+        path = part_object_name(
+            prefix=self._gw.settings.audio_prefix, job_id=task.id, index=index, fmt=fmt
+        )
+        self._gw.blobs.put(path, data, content_type=FORMATS[fmt].content_type)
 
     def publish_voice(self, task: Task, voice: NewVoice) -> str:
         """Write reference, sidecar and prompt, then register without waiting for the event.

@@ -138,29 +138,44 @@ class QwenEngine:
         language: Language,
         instruct: str | None = None,
         seed: int | None = None,
+        max_new_tokens: int | None = None,
     ) -> Waveform:
         return self._generate(
             "generate_custom_voice",
             text=text,
             seed=seed,
+            max_new_tokens=max_new_tokens,
             speaker=speaker,
             language=_model_language(language),
             instruct=instruct,
         )
 
     def generate_voice_design(
-        self, *, text: str, instruct: str, language: Language, seed: int | None = None
+        self,
+        *,
+        text: str,
+        instruct: str,
+        language: Language,
+        seed: int | None = None,
+        max_new_tokens: int | None = None,
     ) -> Waveform:
         return self._generate(
             "generate_voice_design",
             text=text,
             seed=seed,
+            max_new_tokens=max_new_tokens,
             instruct=instruct,
             language=_model_language(language),
         )
 
     def generate_from_prompt(
-        self, *, text: str, language: Language, prompt: VoicePromptFile, seed: int | None = None
+        self,
+        *,
+        text: str,
+        language: Language,
+        prompt: VoicePromptFile,
+        seed: int | None = None,
+        max_new_tokens: int | None = None,
     ) -> Waveform:
         # A file may hold several items (a batch); one voice speaks with its first.
         item = VoiceClonePromptItem(**prompt.items[0].as_kwargs())
@@ -168,6 +183,7 @@ class QwenEngine:
             "generate_voice_clone",
             text=text,
             seed=seed,
+            max_new_tokens=max_new_tokens,
             language=_model_language(language),
             voice_clone_prompt=[item],
         )
@@ -184,17 +200,27 @@ class QwenEngine:
             )
         return tuple(PromptItem.from_fields(item) for item in items)
 
-    def _generate(self, method: str, *, text: str, seed: int | None, **kwargs: object) -> Waveform:
+    def _generate(
+        self,
+        method: str,
+        *,
+        text: str,
+        seed: int | None,
+        max_new_tokens: int | None,
+        **kwargs: object,
+    ) -> Waveform:
         model = self.model
         budget = token_budget(text, cap=self._max_new_tokens)
+        # A caller's own lower cap truncates by request; only our bound signals a runaway.
+        limit = budget if max_new_tokens is None else min(budget, max_new_tokens)
         with self._generate_lock, _translated_generation_errors():
             if seed is not None:
                 # Under the lock: nothing else draws from the generator between seed and sample.
                 torch.manual_seed(seed)
-            wavs, sample_rate = getattr(model, method)(text=text, max_new_tokens=budget, **kwargs)
+            wavs, sample_rate = getattr(model, method)(text=text, max_new_tokens=limit, **kwargs)
         wave = _single(wavs, sample_rate)
         frames = wave.duration_s * CODEC_FRAME_RATE_HZ
-        if frames >= budget - 1:
+        if limit == budget and frames >= budget - 1:
             raise SynthesisRunaway(
                 f"the model did not stop: {wave.duration_s:.1f} s of audio for {len(text)} "
                 f"characters reached the {budget}-frame bound set for that text",

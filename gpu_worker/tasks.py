@@ -14,9 +14,9 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Protocol
 
-from gpu_worker.audio.encoding import EncodedAudio, Waveform, encode
+from gpu_worker.audio.encoding import EncodedAudio, StreamEncoder, Waveform, encode, stretch
 from gpu_worker.audio.loudness import normalize
-from gpu_worker.audio.ops import decode, join_waves
+from gpu_worker.audio.ops import concatenate, decode, joint
 from gpu_worker.text_split import split_text
 from shared.domain.audio_formats import AudioFormat
 from shared.domain.audio_input import CONTENT_TYPES
@@ -86,7 +86,13 @@ class TaskIO(Protocol):
 
     def prompt(self, voice_id: str) -> VoicePromptFile: ...
 
-    def store_audio(self, task: Task, audio: EncodedAudio) -> AudioResult: ...
+    def store_audio(self, task: Task, audio: EncodedAudio, *, parts: int) -> AudioResult:
+        """Store the finished audio; ``parts`` pieces of it were published before."""
+        ...
+
+    def publish_part(self, task: Task, *, index: int, data: bytes, fmt: AudioFormat) -> None:
+        """Store piece ``index`` of audio still being made, for the job's streams to read."""
+        ...
 
     def publish_voice(self, task: Task, voice: NewVoice) -> str:
         """Write the voice's files; return its id once it is (or will be) registered."""
@@ -115,7 +121,7 @@ class TaskExecutor:
                 | VoiceCloneRequest()
                 | (ClonePromptRequest())
             ):
-                return JobOutput(audio=self._store(task, self._speak(request), request.format))
+                return JobOutput(audio=self._speak(task, request))
             case CreateVoiceRequest():
                 return self._create_voice(task, request)
             case DesignVoiceRequest():
@@ -127,15 +133,26 @@ class TaskExecutor:
 
     # -- speech -----------------------------------------------------------------------------
 
-    def _speak(self, request: SpeechRequest) -> Waveform:
-        """Long text is spoken sentence group by sentence group, then joined."""
+    def _speak(self, task: Task, request: SpeechRequest) -> AudioResult:
+        """Long text is spoken sentence group by sentence group; each group, joined to the
+        last and set to the requested pace, is published at once when the job streams, and
+        the finished audio is those same groups end to end."""
         chunks = split_text(request.text, max_chars=self._max_chunk_chars)
         speak = self._speaker(request)
-        waves = [
-            speak(chunk, None if request.seed is None else request.seed + index)
-            for index, chunk in enumerate(chunks)
-        ]
-        return waves[0] if len(waves) == 1 else join_waves(waves)
+        pieces = _Pieces(self._io, task, request.format) if request.stream else None
+        segments = []
+        for index, chunk in enumerate(chunks):
+            wave = speak(chunk, None if request.seed is None else request.seed + index)
+            segment = stretch(
+                joint(wave, first=index == 0, last=index == len(chunks) - 1),
+                speed=request.speed,
+            )
+            segments.append(segment)
+            if pieces is not None:
+                pieces.add(segment)
+        parts = pieces.finish() if pieces is not None else 0
+        audio = encode(concatenate(segments), fmt=request.format)
+        return self._io.store_audio(task, audio, parts=parts)
 
     def _speaker(self, request: SpeechRequest) -> Speak:
         models = self._models
@@ -148,11 +165,16 @@ class TaskExecutor:
                     language=request.language,
                     instruct=request.instruct,
                     seed=seed,
+                    max_new_tokens=request.max_new_tokens,
                 )
             case VoiceDesignRequest():
                 engine = models.of_type(ModelType.VOICE_DESIGN)
                 return lambda text, seed: engine.generate_voice_design(
-                    text=text, instruct=request.instruct, language=request.language, seed=seed
+                    text=text,
+                    instruct=request.instruct,
+                    language=request.language,
+                    seed=seed,
+                    max_new_tokens=request.max_new_tokens,
                 )
             case VoiceCloneRequest():
                 engine = models.of_type(ModelType.BASE)
@@ -164,20 +186,28 @@ class TaskExecutor:
                 )
                 cloned = VoicePromptFile(items=items)
                 return lambda text, seed: engine.generate_from_prompt(
-                    text=text, language=request.language, prompt=cloned, seed=seed
+                    text=text,
+                    language=request.language,
+                    prompt=cloned,
+                    seed=seed,
+                    max_new_tokens=request.max_new_tokens,
                 )
             case ClonePromptRequest():
                 engine = models.of_type(ModelType.BASE)
                 prompt = self._io.prompt(request.voice_id)
                 return lambda text, seed: engine.generate_from_prompt(
-                    text=text, language=request.language, prompt=prompt, seed=seed
+                    text=text,
+                    language=request.language,
+                    prompt=prompt,
+                    seed=seed,
+                    max_new_tokens=request.max_new_tokens,
                 )
 
     def _reference(self, ref: AudioRef) -> Waveform:
         return decode(self._io.reference(ref), max_duration_s=self._limits.max_reference_s)
 
     def _store(self, task: Task, wave: Waveform, fmt: AudioFormat) -> AudioResult:
-        return self._io.store_audio(task, encode(wave, fmt=fmt))
+        return self._io.store_audio(task, encode(wave, fmt=fmt), parts=0)
 
     # -- voices -----------------------------------------------------------------------------
 
@@ -270,3 +300,31 @@ class TaskExecutor:
 
 def _clip(audio: EncodedAudio) -> Clip:
     return Clip(data=audio.data, extension=audio.extension, content_type=audio.content_type)
+
+
+class _Pieces:
+    """A streamed job's audio, encoded as one continuous stream and published piece by piece."""
+
+    def __init__(self, io: TaskIO, task: Task, fmt: AudioFormat) -> None:
+        self._io = io
+        self._task = task
+        self._fmt = fmt
+        self._encoder: StreamEncoder | None = None
+        self._published = 0
+
+    def add(self, wave: Waveform) -> None:
+        if self._encoder is None:
+            self._encoder = StreamEncoder(self._fmt, sample_rate=wave.sample_rate)
+        self._publish(self._encoder.feed(wave))
+
+    def finish(self) -> int:
+        """Flush the encoder; the number of pieces published."""
+        if self._encoder is not None:
+            self._publish(self._encoder.finish())
+        return self._published
+
+    def _publish(self, data: bytes) -> None:
+        if not data:
+            return  # the encoder is still holding samples back for its next frame
+        self._io.publish_part(self._task, index=self._published, data=data, fmt=self._fmt)
+        self._published += 1

@@ -14,6 +14,7 @@ import requests
 from gpu_worker.audio.encoding import EncodedAudio
 from gpu_worker.prompt_cache import PromptCache
 from gpu_worker.tasks import NewVoice, Task
+from shared.domain.audio_formats import FORMATS, AudioFormat
 from shared.domain.errors import BackendUnavailable, PayloadTooLarge, SynthesisFailed
 from shared.domain.jobs import AudioResult
 from shared.domain.synthesis import AudioRef
@@ -39,6 +40,9 @@ class SignedUrlIO:
         self._prompts = prompts
         self._max_audio_bytes = max_audio_bytes
         self._max_prompt_bytes = max_prompt_bytes
+        self._parts_published = 0
+        self._overflow = bytearray()
+        """Pieces past the last signed part URL, written there when the audio is finished."""
 
     def reference(self, ref: AudioRef) -> bytes:
         return self._download(self._url("reference"), limit=self._max_audio_bytes)
@@ -54,9 +58,13 @@ class SignedUrlIO:
             download=lambda: self._download(url, limit=self._max_prompt_bytes),
         )
 
-    def store_audio(self, task: Task, audio: EncodedAudio) -> AudioResult:
+    def store_audio(self, task: Task, audio: EncodedAudio, *, parts: int) -> AudioResult:
         if self._input.audio_uri is None:
             raise SynthesisFailed("the dispatcher gave no place for the audio")
+        urls = self._input.urls.parts
+        if self._overflow:
+            self._upload(urls[-1], bytes(self._overflow), content_type=audio.content_type)
+            self._overflow.clear()
         self._upload(self._url("audio"), audio.data, content_type=audio.content_type)
         return AudioResult(
             uri=self._input.audio_uri,
@@ -65,7 +73,17 @@ class SignedUrlIO:
             sample_rate=audio.sample_rate,
             duration_s=audio.duration_s,
             bytes=len(audio.data),
+            parts=min(parts, len(urls)),
         )
+
+    def publish_part(self, task: Task, *, index: int, data: bytes, fmt: AudioFormat) -> None:
+        urls = self._input.urls.parts
+        if not urls:
+            return  # nothing signed for pieces: streams get the whole audio when it is done
+        if index < len(urls) - 1:
+            self._upload(urls[index], data, content_type=FORMATS[fmt].content_type)
+        else:
+            self._overflow += data
 
     def publish_voice(self, task: Task, voice: NewVoice) -> str:
         ref = voice.reference

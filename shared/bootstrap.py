@@ -3,6 +3,7 @@ tests pass fakes (or emulator-bound adapters) through the same function."""
 
 from __future__ import annotations
 
+import time
 from datetime import UTC, datetime
 from functools import cache
 
@@ -29,6 +30,7 @@ from shared.usecases.ports import (
     EventLog,
     JobStore,
     Publisher,
+    Sleep,
     VoiceStore,
 )
 
@@ -48,6 +50,7 @@ def build_gateway(
     voices: VoiceStore | None = None,
     events: EventLog | None = None,
     clock: Clock | None = None,
+    sleep: Sleep | None = None,
 ) -> Gateway:
     @cache
     def db() -> firestore.Client:
@@ -73,4 +76,5 @@ def build_gateway(
         voices=voices or FirestoreVoiceStore(db(), collection=f"{prefix}voices"),
         events=events or FirestoreEventLog(db(), collection=f"{prefix}events"),
         clock=clock or utc_now,
+        sleep=sleep or time.sleep,
     )

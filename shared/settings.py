@@ -11,8 +11,26 @@ from pydantic import AliasChoices, BaseModel, ConfigDict, Field, SecretStr, mode
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from shared.domain.backends import BackendConfig, BackendKind
+from shared.domain.catalog import BUILTIN_SPEAKERS
 
 DEFAULT_MODEL = "Qwen/Qwen3-TTS-12Hz-1.7B-CustomVoice"
+
+OPENAI_VOICES: dict[str, str] = {
+    "alloy": "Serena",
+    "ash": "Aiden",
+    "ballad": "Ryan",
+    "coral": "Vivian",
+    "echo": "Aiden",
+    "fable": "Ryan",
+    "nova": "Vivian",
+    "onyx": "Ryan",
+    "sage": "Serena",
+    "shimmer": "Vivian",
+    "verse": "Aiden",
+    "marin": "Serena",
+    "cedar": "Ryan",
+}
+"""OpenAI's voices, each onto the built-in speaker nearest in register (English-speaking first)."""
 
 
 class ApiSettings(BaseModel):
@@ -28,6 +46,25 @@ class ApiSettings(BaseModel):
     """How long a process routes on backend documents it has read (0: read every time)."""
     key_cache_ttl_s: float = Field(default=30.0, ge=0)
     """How long a verified API key is trusted before it is read again (revocation delay)."""
+    max_wait_s: float = Field(default=120.0, gt=0, le=3600)
+    """The longest a synchronous call (``/v1/audio/speech``, ``Prefer: wait``) or a stream waits
+    for its job; past it the caller gets ``202`` and the job. Keep it under the function's
+    request timeout."""
+    poll_initial_s: float = Field(default=0.1, gt=0)
+    poll_max_s: float = Field(default=1.0, gt=0)
+    """A waiting call reads the job every ``poll_initial_s`` at first, doubling up to this;
+    every new piece of audio starts it over."""
+    voice_aliases: dict[str, str] = Field(default_factory=lambda: dict(OPENAI_VOICES))
+    """OpenAI's voice names onto built-in speakers, for clients that only know those."""
+    speech_models: tuple[str, ...] = ("tts-1", "tts-1-hd", "gpt-4o-mini-tts", "qwen3-tts")
+    """Names ``/v1/audio/speech`` accepts for ``model`` besides the model ids workers load."""
+
+    @model_validator(mode="after")
+    def _aliases_name_speakers(self) -> ApiSettings:
+        unknown = sorted(set(self.voice_aliases.values()) - set(BUILTIN_SPEAKERS))
+        if unknown:
+            raise ValueError(f"voice_aliases map onto unknown speakers: {unknown}")
+        return self
 
 
 class VoiceSettings(BaseModel):
@@ -69,6 +106,9 @@ class RunPodSettings(BaseModel):
     """HTTP attempts per call (429 / 5xx / timeouts back off exponentially)."""
     max_attempts: int = Field(default=3, ge=1, le=10)
     """Dispatches a job may have before it fails with RunPod's error."""
+    stream_parts: int = Field(default=16, ge=1, le=256)
+    """Part URLs signed for a streamed job (each costs an IAM signBlob call at dispatch); a
+    worker that makes more pieces puts the rest into the last part."""
 
     @model_validator(mode="after")
     def _urls_outlive_the_job(self) -> RunPodSettings:

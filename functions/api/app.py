@@ -2,35 +2,65 @@
 
 from __future__ import annotations
 
-from typing import Any, TypeVar
+from typing import Any
 
 from flask import Flask, Response, g, jsonify, redirect, request
-from pydantic import BaseModel, TypeAdapter, ValidationError
+from pydantic import BaseModel, TypeAdapter
+from werkzeug.routing import BaseConverter
 
 from functions.api import errors as api_errors
+from functions.api import streams
+from functions.api.openai import openai_routes
+from functions.api.parsing import (
+    form_fields,
+    idempotency_key,
+    int_arg,
+    parse,
+    principal,
+    validated,
+)
+from functions.api.relay import relay_routes
 from shared.domain.errors import InvalidRequest, PayloadTooLarge
 from shared.domain.jobs import Job
-from shared.domain.keys import Principal
-from shared.domain.modes import SPEECH_MODES
-from shared.usecases import casting, jobs, library
+from shared.usecases import casting, delivery, jobs, library
 from shared.usecases.auth import authenticate
 from shared.usecases.debug import debug_view
 from shared.usecases.gateway import Gateway
 from shared.wire.bodies import CastBody, CreateVoiceBody, NormalizeBody, SpeechBody, VoicePatch
+from shared.wire.openai import StreamFormat
 from shared.wire.views import JobView, VoiceListView, VoiceView
-
-T = TypeVar("T")
 
 PUBLIC_ENDPOINTS = frozenset({"healthz"})
 BODY_TOO_LARGE = "tts.body_too_large"
 """Set in the WSGI environ by the entry point when the body exceeded the limit unread."""
 
 
+class _Api(Flask):
+    """Flask without its automatic ``OPTIONS`` answers: every method the contract does not
+    list is a 405 naming the ones it does (no CORS preflight is offered)."""
+
+    def add_url_rule(self, *args: Any, **kwargs: Any) -> None:
+        if kwargs.get("provide_automatic_options") is None:  # blueprints pass None
+            kwargs["provide_automatic_options"] = False
+        super().add_url_rule(*args, **kwargs)
+
+
+class _Name(BaseConverter):
+    """A path segment naming a resource, never one of the fixed words beside it in the route
+    table (``/v1/voices/import``, ``/v1/voices/cast``, ``.../prompts/search``): a method those
+    fixed routes lack is then a 405 naming theirs, not a lookup of a voice called "import"."""
+
+    regex = r"(?!(?:import|cast|search)$)[^/]+"
+
+
 def create_api(gw: Gateway) -> Flask:
-    app = Flask(__name__)
+    app = _Api(__name__)
+    app.url_map.converters["name"] = _Name
     app.config["MAX_CONTENT_LENGTH"] = gw.settings.api.max_body_bytes
     app.json.sort_keys = False  # type: ignore[attr-defined]
     api_errors.register(app)
+    app.register_blueprint(openai_routes(gw))
+    app.register_blueprint(relay_routes(gw))
 
     @app.before_request
     def require_key() -> None:
@@ -49,20 +79,33 @@ def create_api(gw: Gateway) -> Flask:
     def submit() -> tuple[Response, int, dict[str, str]]:
         job = jobs.submit_job(
             gw,
-            principal=_principal(),
-            request=_parse(_SPEECH),
-            idempotency_key=_idempotency_key(),
+            principal=principal(),
+            request=parse(_SPEECH),
+            idempotency_key=idempotency_key(),
         )
-        return _accepted(job)
+        wait_s = _preferred_wait_s(gw.settings.api.max_wait_s)
+        if wait_s is None:
+            return _accepted(job)
+        job = delivery.wait_for(gw, job, timeout_s=wait_s)
+        response, status, headers = _accepted(job)
+        headers["Preference-Applied"] = f"wait={wait_s:g}"
+        return response, 200 if job.state.terminal else status, headers
+
+    @app.get("/v1/jobs/<job_id>/stream")
+    def stream_job(job_id: str) -> Any:
+        job = jobs.get_job(gw, principal=principal(), job_id=job_id)
+        kind = _stream_format()
+        start = _resume_from(kind)
+        return streams.stream(gw, job, kind=kind, start=start)
 
     @app.get("/v1/jobs/<job_id>")
     def get_job(job_id: str) -> Response:
-        job = jobs.get_job(gw, principal=_principal(), job_id=job_id)
+        job = jobs.get_job(gw, principal=principal(), job_id=job_id)
         return _json(JobView.of(job))
 
     @app.get("/v1/jobs/<job_id>/audio")
     def get_audio(job_id: str) -> Any:
-        url = jobs.audio_url(gw, principal=_principal(), job_id=job_id)
+        url = jobs.audio_url(gw, principal=principal(), job_id=job_id)
         response = redirect(url, code=302)
         response.headers["Cache-Control"] = "no-store"
         return response
@@ -72,7 +115,7 @@ def create_api(gw: Gateway) -> Flask:
         args = request.args
         page = library.list_voices(
             gw,
-            principal=_principal(),
+            principal=principal(),
             where=library.VoiceFilter(
                 character=args.get("character"),
                 emotion=args.get("emotion"),
@@ -80,7 +123,7 @@ def create_api(gw: Gateway) -> Flask:
                 query=args.get("q"),
                 include_builtin=args.get("builtin", "true").lower() != "false",
             ),
-            page_size=_int_arg("page_size", default=50),
+            page_size=int_arg("page_size", default=50),
             page_token=args.get("page_token"),
         )
         views = [VoiceView.builtin(b.name) for b in page.builtins]
@@ -91,17 +134,17 @@ def create_api(gw: Gateway) -> Flask:
     def create_voice() -> tuple[Response, int, dict[str, str]]:
         audio = None
         if request.mimetype == "multipart/form-data":
-            body = _validated(_CREATE_VOICE, _form_fields())
+            body = validated(_CREATE_VOICE, form_fields())
             upload = request.files.get("ref_audio")
             audio = upload.read() if upload is not None else None
         else:
-            body = _parse(_CREATE_VOICE)
+            body = parse(_CREATE_VOICE)
         job = jobs.create_voice(
             gw,
-            principal=_principal(),
+            principal=principal(),
             body=body,
             audio=audio,
-            idempotency_key=_idempotency_key(),
+            idempotency_key=idempotency_key(),
         )
         return _accepted(job)
 
@@ -109,7 +152,7 @@ def create_api(gw: Gateway) -> Flask:
     def import_voice() -> tuple[Response, int, dict[str, str]]:
         upload = request.files.get("package")
         package = upload.read() if upload is not None else request.get_data()
-        voice_id = library.import_voice(gw, principal=_principal(), package=package)
+        voice_id = library.import_voice(gw, principal=principal(), package=package)
         location = f"/v1/voices/{voice_id}"
         body = {"voice_id": voice_id, "voice_url": location, "state": "pending"}
         return jsonify(body), 202, {"Location": location}
@@ -118,58 +161,53 @@ def create_api(gw: Gateway) -> Flask:
     def cast() -> tuple[Response, int, dict[str, str]]:
         job = casting.cast_voices(
             gw,
-            principal=_principal(),
-            body=_parse(_CAST),
-            idempotency_key=_idempotency_key(),
+            principal=principal(),
+            body=parse(_CAST),
+            idempotency_key=idempotency_key(),
         )
         return _accepted(job)
 
-    @app.get("/v1/voices/<voice_id>")
+    @app.get("/v1/voices/<name:voice_id>")
     def get_voice(voice_id: str) -> Response:
         builtin = library.builtin_speaker(voice_id)
         if builtin is not None:
             return _json(VoiceView.builtin(builtin.name))
-        return _json(VoiceView.of(library.get_voice(gw, principal=_principal(), voice_id=voice_id)))
+        return _json(VoiceView.of(library.get_voice(gw, principal=principal(), voice_id=voice_id)))
 
-    @app.patch("/v1/voices/<voice_id>")
+    @app.patch("/v1/voices/<name:voice_id>")
     def patch_voice(voice_id: str) -> Response:
         voice = library.update_voice(
-            gw, principal=_principal(), voice_id=voice_id, patch=_parse(_PATCH)
+            gw, principal=principal(), voice_id=voice_id, patch=parse(_PATCH)
         )
         return _json(VoiceView.of(voice))
 
-    @app.delete("/v1/voices/<voice_id>")
+    @app.delete("/v1/voices/<name:voice_id>")
     def delete_voice(voice_id: str) -> Response:
-        library.delete_voice(gw, principal=_principal(), voice_id=voice_id)
+        library.delete_voice(gw, principal=principal(), voice_id=voice_id)
         return Response(status=204)
 
-    @app.get("/v1/voices/<voice_id>/package")
+    @app.get("/v1/voices/<name:voice_id>/package")
     def package_voice(voice_id: str) -> Response:
-        name, data = library.package_voice(gw, principal=_principal(), voice_id=voice_id)
+        name, data = library.package_voice(gw, principal=principal(), voice_id=voice_id)
         response = Response(data, mimetype="application/zip")
         response.headers["Content-Disposition"] = f'attachment; filename="{name}"'
         return response
 
     @app.get("/v1/debug")
     def debug() -> Response:
-        return _json(debug_view(gw, principal=_principal()))
+        return _json(debug_view(gw, principal=principal()))
 
     @app.post("/v1/audio/normalize")
     def normalize() -> tuple[Response, int, dict[str, str]]:
         job = jobs.normalize_audio(
             gw,
-            principal=_principal(),
-            body=_parse(_NORMALIZE),
-            idempotency_key=_idempotency_key(),
+            principal=principal(),
+            body=parse(_NORMALIZE),
+            idempotency_key=idempotency_key(),
         )
         return _accepted(job)
 
     return app
-
-
-def _principal() -> Principal:
-    principal: Principal = g.principal
-    return principal
 
 
 def _json(model: BaseModel) -> Response:
@@ -181,72 +219,53 @@ def _accepted(job: Job) -> tuple[Response, int, dict[str, str]]:
     return _json(view), 202, {"Location": view.status_url}
 
 
-def _idempotency_key() -> str | None:
-    return request.headers.get("Idempotency-Key")
-
-
-def _int_arg(name: str, *, default: int) -> int:
-    raw = request.args.get(name)
-    if raw is None:
-        return default
-    try:
-        return int(raw)
-    except ValueError:
-        raise InvalidRequest(f"{name} must be an integer", field=name) from None
-
-
-def _form_fields() -> dict[str, object]:
-    """Multipart fields as the JSON body would carry them (tags repeated or comma-separated)."""
-    form = request.form
-    fields: dict[str, object] = {k: v for k, v in form.items() if k != "tags"}
-    if "x_vector_only" in fields:
-        fields["x_vector_only"] = str(fields["x_vector_only"]).lower() in {"1", "true", "yes"}
-    tags = [t.strip() for raw in form.getlist("tags") for t in raw.split(",") if t.strip()]
-    if tags:
-        fields["tags"] = tags
-    return fields
-
-
-def _parse(adapter: TypeAdapter[T]) -> T:
-    if not request.is_json:
-        raise api_errors.UnsupportedMediaType("send the body as application/json")
-    payload = request.get_json(silent=True)
-    if not isinstance(payload, dict):
-        raise api_errors.MalformedBody("the body must be a JSON object")
-    return _validated(adapter, payload)
-
-
-def _validated(adapter: TypeAdapter[T], payload: dict[str, object]) -> T:
-    try:
-        return adapter.validate_python(payload)
-    except ValidationError as exc:
-        raise _invalid(exc) from exc
-
-
-def _invalid(exc: ValidationError) -> InvalidRequest:
-    problems = [
-        {"field": _field_name(err["loc"]), "message": err["msg"]}
-        for err in exc.errors(include_url=False, include_input=False)
-    ]
-    first = problems[0]
-    return InvalidRequest(
-        f"{first['field']}: {first['message']}",
-        field=first["field"],
-        details={"problems": problems},
-    )
-
-
-def _field_name(loc: tuple[int | str, ...]) -> str:
-    # Drop the union tag pydantic puts first ("voice_clone.ref_text" -> "ref_text").
-    parts = [str(p) for p in loc]
-    if parts and parts[0] in _MODE_TAGS:
-        parts = parts[1:]
-    return ".".join(parts) or "body"
-
-
-_MODE_TAGS = frozenset(SPEECH_MODES)
 _SPEECH: TypeAdapter[SpeechBody] = TypeAdapter(SpeechBody)
 _CREATE_VOICE = TypeAdapter(CreateVoiceBody)
 _PATCH = TypeAdapter(VoicePatch)
 _CAST = TypeAdapter(CastBody)
 _NORMALIZE = TypeAdapter(NormalizeBody)
+
+
+def _preferred_wait_s(limit: float) -> float | None:
+    """RFC 7240 ``Prefer: wait=N``: how long the caller is willing to wait, within ``limit``."""
+    for preference in request.headers.get("Prefer", "").split(","):
+        name, _, value = preference.strip().partition("=")
+        if name.strip().lower() != "wait":
+            continue
+        try:
+            seconds = float(value.strip())
+        except ValueError:
+            raise InvalidRequest(
+                "Prefer: wait=N takes a number of seconds", field="Prefer"
+            ) from None
+        if not 0 <= seconds < float("inf"):
+            raise InvalidRequest("Prefer: wait=N takes a number of seconds", field="Prefer")
+        return min(seconds, limit)
+    return None
+
+
+def _stream_format() -> StreamFormat:
+    raw = request.args.get("stream_format", StreamFormat.AUDIO.value)
+    try:
+        return StreamFormat(raw)
+    except ValueError:
+        valid = [s.value for s in StreamFormat]
+        raise InvalidRequest(
+            f"stream_format must be one of {valid}", field="stream_format"
+        ) from None
+
+
+def _resume_from(kind: StreamFormat) -> int:
+    """The first piece to send: after SSE's ``Last-Event-ID``, or at ``offset``."""
+    last = request.headers.get("Last-Event-ID")
+    if kind is StreamFormat.SSE and last is not None:
+        try:
+            return int(last) + 1
+        except ValueError:
+            raise InvalidRequest(
+                "Last-Event-ID is not one this API sent", field="Last-Event-ID"
+            ) from None
+    offset = int_arg("offset", default=0)
+    if offset < 0:
+        raise InvalidRequest("offset must not be negative", field="offset")
+    return offset

@@ -29,6 +29,8 @@ SILENCE_PEAK = 1e-4
 """About -80 dBFS: below it there is no voice to clone or normalise."""
 
 EDGE_FADE_S = 0.010
+JOINT_GAP_S = 0.15
+"""Silence between sentences spoken separately."""
 _BLOCK_FRAMES = 1 << 16
 _TRUNCATION_TOLERANCE = 0.01
 """mpg123 estimates the length of MP3s that lack a Xing header; exact formats are never short."""
@@ -109,38 +111,52 @@ def _read_mono(
     return mono[:done], rate
 
 
-def join_waves(waves: Sequence[Waveform], *, gap_s: float = 0.15) -> Waveform:
-    """Concatenate clips with ``gap_s`` of silence, fading each internal edge.
-
-    Clips synthesised separately rarely end on a zero crossing; a 10 ms linear fade at every
-    joint keeps the step from clicking, while the outer edges stay as the model made them.
-    """
+def join_waves(waves: Sequence[Waveform], *, gap_s: float = JOINT_GAP_S) -> Waveform:
+    """Concatenate clips with ``gap_s`` of silence, fading each internal edge."""
     if not waves:
         raise ValueError("join_waves needs at least one clip")
     rate = waves[0].sample_rate
     if any(w.sample_rate != rate for w in waves):
         raise ValueError(f"clips differ in sample rate: {sorted({w.sample_rate for w in waves})}")
-    if any(w.samples.ndim != 1 for w in waves):
-        raise ValueError("join_waves expects mono clips")
+    last = len(waves) - 1
+    return concatenate(
+        [joint(w, first=i == 0, last=i == last, gap_s=gap_s) for i, w in enumerate(waves)]
+    )
+
+
+def joint(wave: Waveform, *, first: bool, last: bool, gap_s: float = JOINT_GAP_S) -> Waveform:
+    """One clip as it stands in a joined whole: faded at each internal edge, followed by
+    ``gap_s`` of silence unless it is the last. Joining clip by clip this way lets a worker send
+    each piece as soon as it is made, and the pieces add up to exactly the joined whole.
+
+    Clips synthesised separately rarely end on a zero crossing; a 10 ms linear fade at every
+    joint keeps the step from clicking, while the outer edges stay as the model made them.
+    """
+    if wave.samples.ndim != 1:
+        raise ValueError("joint expects a mono clip")
     if gap_s < 0:
         raise ValueError(f"gap_s must not be negative, got {gap_s}")
-    gap = np.zeros(round(gap_s * rate), dtype=np.float32)
-    fade = max(1, round(EDGE_FADE_S * rate))
-    parts: list[npt.NDArray[np.float32]] = []
-    last = len(waves) - 1
-    for i, wave in enumerate(waves):
-        clip = wave.samples.astype(np.float32, copy=True)
-        # The ramp reaches 0 at the joint, so the silence starts and ends without a step.
-        n = min(fade, len(clip) // 2)
-        ramp = np.arange(n, dtype=np.float32) / max(n, 1)
-        if n and i > 0:
-            clip[:n] *= ramp
-        if n and i < last:
-            clip[-n:] *= ramp[::-1]
-        parts.append(clip)
-        if i < last:
-            parts.append(gap)
-    return Waveform(samples=np.concatenate(parts), sample_rate=rate)
+    rate = wave.sample_rate
+    clip = wave.samples.astype(np.float32, copy=True)
+    # The ramp reaches 0 at the joint, so the silence starts and ends without a step.
+    n = min(max(1, round(EDGE_FADE_S * rate)), len(clip) // 2)
+    ramp = np.arange(n, dtype=np.float32) / max(n, 1)
+    if n and not first:
+        clip[:n] *= ramp
+    if n and not last:
+        clip[-n:] *= ramp[::-1]
+    if not last:
+        clip = np.concatenate([clip, np.zeros(round(gap_s * rate), dtype=np.float32)])
+    return Waveform(samples=clip, sample_rate=rate)
+
+
+def concatenate(waves: Sequence[Waveform]) -> Waveform:
+    if not waves:
+        raise ValueError("concatenate needs at least one clip")
+    rate = waves[0].sample_rate
+    if any(w.sample_rate != rate for w in waves):
+        raise ValueError(f"clips differ in sample rate: {sorted({w.sample_rate for w in waves})}")
+    return Waveform(samples=np.concatenate([w.samples for w in waves]), sample_rate=rate)
 
 
 def _bad(message: str, **details: object) -> InvalidRequest:

@@ -1,7 +1,7 @@
-"""The output formats the API offers, and how each is written.
+"""The output formats the API offers: what each is called, served as, and whether it streams.
 
-Kept apart from the encoder so the functions (no numpy, no soundfile) can validate a request.
-Adding a format is one entry here: soundfile already writes FLAC, OGG/Opus, MP3 and raw PCM.
+Kept apart from the encoders (``gpu_worker/audio``) so the functions, which have no numpy and
+no codec libraries, can validate a request and label a response.
 """
 
 from __future__ import annotations
@@ -9,23 +9,49 @@ from __future__ import annotations
 from dataclasses import dataclass
 from enum import StrEnum
 
+SAMPLE_RATE = 24_000
+"""Qwen3-TTS speaks at 24 kHz; every format keeps that rate (``pcm`` is defined by it)."""
+
 
 class AudioFormat(StrEnum):
     WAV = "wav"
+    MP3 = "mp3"
+    OPUS = "opus"
+    """Opus in an Ogg container."""
+    FLAC = "flac"
+    AAC = "aac"
+    """AAC-LC in ADTS frames."""
+    PCM = "pcm"
+    """Raw signed 16-bit little-endian samples, 24 kHz, mono, no header."""
 
 
 @dataclass(frozen=True, slots=True)
 class FormatSpec:
-    container: str
-    """soundfile's ``format`` argument."""
-    subtype: str
-    """soundfile's ``subtype`` argument."""
     content_type: str
     extension: str
+    streams: bool
+    """Pieces encoded one after another concatenate into one valid file, so the audio can be
+    sent while it is still being made. FLAC cannot: its header must state the total length."""
 
 
 FORMATS: dict[AudioFormat, FormatSpec] = {
-    AudioFormat.WAV: FormatSpec(
-        container="WAV", subtype="PCM_16", content_type="audio/wav", extension="wav"
-    ),
+    AudioFormat.WAV: FormatSpec(content_type="audio/wav", extension="wav", streams=True),
+    AudioFormat.MP3: FormatSpec(content_type="audio/mpeg", extension="mp3", streams=True),
+    AudioFormat.OPUS: FormatSpec(content_type="audio/ogg", extension="opus", streams=True),
+    AudioFormat.FLAC: FormatSpec(content_type="audio/flac", extension="flac", streams=False),
+    AudioFormat.AAC: FormatSpec(content_type="audio/aac", extension="aac", streams=True),
+    AudioFormat.PCM: FormatSpec(content_type="audio/pcm", extension="pcm", streams=True),
 }
+
+STREAMING_FORMATS: tuple[AudioFormat, ...] = tuple(f for f in AudioFormat if FORMATS[f].streams)
+
+
+def audio_object_name(*, prefix: str, job_id: str, fmt: AudioFormat) -> str:
+    """Where a job's finished audio lives in the bucket."""
+    return f"{prefix}{job_id}.{FORMATS[fmt].extension}"
+
+
+def part_object_name(*, prefix: str, job_id: str, index: int, fmt: AudioFormat) -> str:
+    """Where piece ``index`` of a streamed job's audio lives; the pieces, in order, concatenate
+    into one file of ``fmt``."""
+    return f"{prefix}{job_id}/part-{index:05d}.{FORMATS[fmt].extension}"

@@ -120,6 +120,18 @@ class SynthesisRunaway(SynthesisFailed):
     code = "synthesis_runaway"
 
 
+class JobFailed(PermanentError):
+    """A caller waited for a job that failed; ``details`` carry the job's own error."""
+
+    code = "job_failed"
+
+
+class StillRunning(TransientError):
+    """A caller's wait ran out before its job finished (or before its next piece of audio)."""
+
+    code = "still_running"
+
+
 class RunPodRejected(PermanentError):
     """RunPod refused the request itself (bad input, bad key, unknown endpoint): no retry helps."""
 

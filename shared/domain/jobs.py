@@ -53,6 +53,8 @@ class AudioResult(BaseModel):
     sample_rate: int
     duration_s: float
     bytes: int
+    parts: int = 0
+    """Pieces published while it was made (a streamed job); 0 when it was not streamed."""
 
 
 class JobOutput(BaseModel):

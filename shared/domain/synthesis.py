@@ -10,9 +10,16 @@ from __future__ import annotations
 
 from typing import Annotated, Literal, Self
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+from pydantic import (
+    BaseModel,
+    BeforeValidator,
+    ConfigDict,
+    Field,
+    field_validator,
+    model_validator,
+)
 
-from shared.domain.audio_formats import AudioFormat
+from shared.domain.audio_formats import FORMATS, STREAMING_FORMATS, AudioFormat
 from shared.domain.audio_input import AudioContainer
 from shared.domain.catalog import Language, parse_language, parse_speaker
 from shared.domain.modes import Mode
@@ -37,6 +44,13 @@ Tags = Annotated[
     tuple[Annotated[str, Field(min_length=1, max_length=50)], ...], Field(max_length=20)
 ]
 VoiceId = Annotated[str, Field(pattern=r"^[a-z0-9]{8,64}$")]
+Speed = Annotated[float, Field(ge=0.25, le=4.0)]
+LanguageName = Annotated[
+    Language,
+    BeforeValidator(lambda v: parse_language(v) if isinstance(v, str) else v),
+]
+"""A language by model name or ISO code, in any case (``English``, ``en``)."""
+MaxNewTokens = Annotated[int, Field(ge=1, le=8192)]
 TARGET_LUFS_RANGE = (-70.0, -5.0)
 PEAK_DBFS_RANGE = (-20.0, 0.0)
 
@@ -64,17 +78,32 @@ class VoiceTraits(_Model):
     tags: Tags = ()
 
 
-class SpeechFields(_Model):
+class TextFields(_Model):
+    """What every job that speaks a text carries."""
+
     text: Text
-    language: Language = Language.AUTO
+    language: LanguageName = Language.AUTO
     format: AudioFormat = AudioFormat.WAV
     seed: Seed | None = None
     """Same request, same seed, same backend: the same audio."""
 
-    @field_validator("language", mode="before")
-    @classmethod
-    def _canonical_language(cls, value: object) -> object:
-        return parse_language(value) if isinstance(value, str) else value
+
+class SpeechFields(TextFields):
+    """The speech modes: a text spoken for the caller, at a pace, perhaps streamed."""
+
+    speed: Speed = 1.0
+    """Pace of the result; the pitch is kept."""
+    stream: bool = False
+    """Publish the audio piece by piece while it is made (the streaming routes set it)."""
+    max_new_tokens: MaxNewTokens | None = None
+    """A lower cap on the codec frames generated per chunk than the worker's own bound."""
+
+    @model_validator(mode="after")
+    def _streams_only_in_a_streaming_format(self) -> Self:
+        if self.stream and not FORMATS[self.format].streams:
+            streaming = ", ".join(STREAMING_FORMATS)
+            raise ValueError(f"{self.format} cannot be streamed; these can: {streaming}")
+        return self
 
 
 class CustomVoiceRequest(SpeechFields):
@@ -139,7 +168,7 @@ class CreateVoiceRequest(ReferenceTranscript):
     traits: VoiceTraits = VoiceTraits()
 
 
-class DesignVoiceRequest(SpeechFields):
+class DesignVoiceRequest(TextFields):
     """Casting: design a line from a description, then lock that voice as a clone prompt."""
 
     mode: Literal[Mode.DESIGN_VOICE] = Mode.DESIGN_VOICE
@@ -209,3 +238,8 @@ def parent_of(request: JobRequest) -> str | None:
 def children_of(request: JobRequest) -> tuple[str, ...]:
     """A cast parent's children; nothing for any other job."""
     return request.children if isinstance(request, CastRequest) else ()
+
+
+def spoken_text(request: JobRequest) -> str:
+    """The text a job speaks; empty for jobs that speak none."""
+    return request.text if isinstance(request, TextFields) else ""

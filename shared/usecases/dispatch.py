@@ -19,7 +19,12 @@ from enum import StrEnum
 
 from pydantic import ValidationError
 
-from shared.domain.audio_formats import FORMATS, AudioFormat
+from shared.domain.audio_formats import (
+    FORMATS,
+    AudioFormat,
+    audio_object_name,
+    part_object_name,
+)
 from shared.domain.errors import (
     ConfigurationError,
     InvalidTransition,
@@ -34,6 +39,7 @@ from shared.domain.synthesis import (
     CreateVoiceRequest,
     DesignVoiceRequest,
     NormalizeRequest,
+    SpeechFields,
     VoiceCloneRequest,
     output_format,
 )
@@ -192,11 +198,20 @@ def runpod_input(gw: Gateway, job: Job) -> RunPodInput:
     urls: dict[str, str] = {}
     extra: dict[str, object] = {}
     fmt = output_format(request)
+    parts: tuple[str, ...] = ()
     if fmt is not None:
-        path = f"{settings.audio_prefix}{job.id}.{FORMATS[fmt].extension}"
+        path = audio_object_name(prefix=settings.audio_prefix, job_id=job.id, fmt=fmt)
         urls["audio"] = sign(path, "PUT")
         extra["audio_uri"] = f"gs://{settings.bucket}/{path}"
         extra["audio_content_type"] = FORMATS[fmt].content_type
+        if isinstance(request, SpeechFields) and request.stream:
+            parts = tuple(
+                sign(
+                    part_object_name(prefix=settings.audio_prefix, job_id=job.id, index=i, fmt=fmt),
+                    "PUT",
+                )
+                for i in range(settings.runpod.stream_parts)
+            )
     match request:
         case VoiceCloneRequest() | CreateVoiceRequest():
             urls["reference"] = sign(request.reference.path)
@@ -225,7 +240,7 @@ def runpod_input(gw: Gateway, job: Job) -> RunPodInput:
     return RunPodInput.model_validate(
         {
             "task": RunPodTask(id=job.id, owner=job.owner, request=request),
-            "urls": SignedUrls(**urls),
+            "urls": SignedUrls(**urls, parts=parts),
             **extra,
         }
     )

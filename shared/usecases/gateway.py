@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import time
 import uuid
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -16,6 +17,7 @@ from shared.usecases.ports import (
     EventLog,
     JobStore,
     Publisher,
+    Sleep,
     VoiceStore,
 )
 
@@ -37,4 +39,5 @@ class Gateway:
     voices: VoiceStore
     events: EventLog
     clock: Clock
+    sleep: Sleep = field(default=time.sleep)
     new_id: Callable[[], str] = field(default=random_id)

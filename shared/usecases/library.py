@@ -32,6 +32,7 @@ from shared.usecases.gateway import Gateway
 from shared.wire.bodies import VoiceFields, VoicePatch
 
 MAX_PAGE_SIZE = 200
+MAX_QUERY_CHARS = 200
 PACKAGE_PROMPT = "prompt.pt"
 PACKAGE_METADATA = "voice.json"
 PACKAGE_REFERENCE = "reference"
@@ -79,6 +80,8 @@ def list_voices(
 ) -> VoicePage:
     if not 1 <= page_size <= MAX_PAGE_SIZE:
         raise InvalidRequest(f"page_size must be 1..{MAX_PAGE_SIZE}", field="page_size")
+    if where.query is not None and len(where.query) > MAX_QUERY_CHARS:
+        raise InvalidRequest(f"q has at most {MAX_QUERY_CHARS} characters", field="q")
     offset = _offset(page_token)
     builtins: list[BuiltinSpeaker] = []
     if where.include_builtin and not (where.character or where.emotion or where.tag):

@@ -14,6 +14,8 @@ from shared.domain.voices import Voice
 from shared.wire.runpod_status import EndpointHealth, RunPodStatus
 
 Clock = Callable[[], datetime]
+Sleep = Callable[[float], None]
+"""Waits that many seconds (a fake clock advances instead)."""
 
 
 class JobStore(Protocol):

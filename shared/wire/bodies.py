@@ -26,6 +26,7 @@ from shared.domain.synthesis import (
     Character,
     CustomVoiceRequest,
     Description,
+    LanguageName,
     LoudnessFields,
     Mood,
     Name,
@@ -46,7 +47,9 @@ def _decode_base64(value: object) -> object:
     if len(value) > MAX_BASE64_CHARS:
         raise ValueError("audio is too large")
     # Tolerate a data: URL prefix, which browsers produce; reject anything that is not base64.
-    payload = value.split(",", 1)[1] if value.startswith("data:") else value
+    payload = value.partition(",")[2] if value.startswith("data:") else value
+    if not payload:
+        raise ValueError("must be base64-encoded audio")
     try:
         return base64.b64decode(payload, validate=True)
     except binascii.Error as exc:
@@ -126,7 +129,7 @@ class CastBody(_Body):
     """Who the character is: age, timbre, accent. Emotion presets are added per item."""
     text: Annotated[str, Field(min_length=1, max_length=500)]
     """The line each designed voice speaks (it becomes the voice's reference)."""
-    language: Language = Language.AUTO
+    language: LanguageName = Language.AUTO
     items: Annotated[tuple[CastItem, ...], Field(min_length=1, max_length=100)]
     tags: Tags = ()
     seed: Seed | None = None

@@ -34,6 +34,8 @@ class SignedUrls(_Model):
     voice_sidecar: str | None = None
     voice_reference: str | None = None
     """PUT: a designed line kept as the new voice's reference (design_voice)."""
+    parts: tuple[str, ...] = ()
+    """PUT, in order: the pieces of a streamed job's audio; what does not fit goes in the last."""
 
 
 class RunPodTask(_Model):

@@ -23,6 +23,8 @@ class AudioView(BaseModel):
     sample_rate: int
     duration_s: float
     bytes: int
+    parts: int
+    """Pieces published while it was made: ``/stream`` serves them (0: not streamed)."""
 
 
 class ErrorView(BaseModel):
@@ -70,6 +72,7 @@ class JobView(BaseModel):
                 sample_rate=r.sample_rate,
                 duration_s=r.duration_s,
                 bytes=r.bytes,
+                parts=r.parts,
             )
         error = ErrorView(code=job.error.code, message=job.error.message) if job.error else None
         progress = None

@@ -222,12 +222,20 @@ class FakeClock:
 
     def __init__(self, start: datetime | None = None) -> None:
         self.now = start or datetime(2026, 1, 1, tzinfo=UTC)
+        self.on_sleep: list[Callable[[], None]] = []
+        """Run on every ``sleep``: how a test plays a worker while the API waits."""
 
     def __call__(self) -> datetime:
         return self.now
 
     def advance(self, seconds: float) -> None:
         self.now += timedelta(seconds=seconds)
+
+    def sleep(self, seconds: float) -> None:
+        """A wait that costs no time: the clock moves, and anything hooked to it runs."""
+        self.advance(seconds)
+        for hook in list(self.on_sleep):
+            hook()
 
 
 @dataclass

@@ -59,6 +59,7 @@ def fake_gateway(settings: Settings, fakes: Fakes) -> Gateway:
         voices=fakes.voices,
         events=fakes.events,
         clock=fakes.clock,
+        sleep=fakes.clock.sleep,
     )
 
 

@@ -1,0 +1,94 @@
+"""Reading a request: the caller, its headers and its body, validated into typed models.
+
+Validation errors become one ``InvalidRequest`` naming the first bad field; the error map of
+each route decides how it is shown.
+"""
+
+from __future__ import annotations
+
+from typing import TypeVar
+
+from flask import g, request
+from pydantic import TypeAdapter, ValidationError
+
+from functions.api import errors as api_errors
+from shared.domain.errors import InvalidRequest
+from shared.domain.keys import Principal
+from shared.domain.modes import SPEECH_MODES
+
+T = TypeVar("T")
+
+
+def principal() -> Principal:
+    principal: Principal = g.principal
+    return principal
+
+
+def idempotency_key() -> str | None:
+    return request.headers.get("Idempotency-Key")
+
+
+def int_arg(name: str, *, default: int) -> int:
+    raw = request.args.get(name)
+    if raw is None:
+        return default
+    try:
+        return int(raw)
+    except ValueError:
+        raise InvalidRequest(f"{name} must be an integer", field=name) from None
+
+
+def form_fields() -> dict[str, object]:
+    """Multipart fields as the JSON body would carry them (tags repeated or comma-separated)."""
+    form = request.form
+    fields: dict[str, object] = {k: v for k, v in form.items() if k != "tags"}
+    if "x_vector_only" in fields:
+        fields["x_vector_only"] = str(fields["x_vector_only"]).lower() in {"1", "true", "yes"}
+    tags = [t.strip() for raw in form.getlist("tags") for t in raw.split(",") if t.strip()]
+    if tags:
+        fields["tags"] = tags
+    return fields
+
+
+def parse(adapter: TypeAdapter[T]) -> T:
+    if not request.is_json:
+        raise api_errors.UnsupportedMediaType("send the body as application/json")
+    payload = request.get_json(silent=True)
+    if not isinstance(payload, dict):
+        raise api_errors.MalformedBody("the body must be a JSON object")
+    # Strict: JSON types as the contract states them (no "1" for 1, no 0 for false).
+    try:
+        return adapter.validate_json(request.get_data(), strict=True)
+    except ValidationError as exc:
+        raise _invalid(exc) from exc
+
+
+def validated(adapter: TypeAdapter[T], payload: dict[str, object]) -> T:
+    try:
+        return adapter.validate_python(payload)
+    except ValidationError as exc:
+        raise _invalid(exc) from exc
+
+
+def _invalid(exc: ValidationError) -> InvalidRequest:
+    problems = [
+        {"field": _field_name(err["loc"]), "message": err["msg"]}
+        for err in exc.errors(include_url=False, include_input=False)
+    ]
+    first = problems[0]
+    return InvalidRequest(
+        f"{first['field']}: {first['message']}",
+        field=first["field"],
+        details={"problems": problems},
+    )
+
+
+def _field_name(loc: tuple[int | str, ...]) -> str:
+    # Drop the union tag pydantic puts first ("voice_clone.ref_text" -> "ref_text").
+    parts = [str(p) for p in loc]
+    if parts and parts[0] in _MODE_TAGS:
+        parts = parts[1:]
+    return ".".join(parts) or "body"
+
+
+_MODE_TAGS = frozenset(SPEECH_MODES)

@@ -1,0 +1,153 @@
+"""Delivering a job's audio to a caller who waits: the whole file, or piece by piece.
+
+Nothing here bypasses the job: a synchronous call is a job created as usual plus a bounded wait
+for it, and a stream reads the pieces a worker publishes into the bucket while it works.
+
+How a waiting call learns of progress: it polls. A wait reads the job document every
+``api.poll_initial_s`` at first, doubling to ``api.poll_max_s``; a stream first looks for its
+next piece (one object read), then reads the job document only when the piece is not there yet,
+and starts the backoff over at every piece. With the defaults (0.1 s doubling to 1 s) a job that
+takes a minute costs a synchronous call about 64 document reads; a stream of the same job costs
+about as many again in object reads, plus one read per piece. Firestore listeners would cost
+fewer reads, but hold a stream open per waiting request and are not reliable on the emulator
+the tests run against; polling is bounded and the same everywhere.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from dataclasses import dataclass
+from datetime import timedelta
+
+from shared.domain.audio_formats import AudioFormat, part_object_name
+from shared.domain.errors import Conflict, JobFailed, NotFound, StillRunning
+from shared.domain.jobs import Job, JobState
+from shared.domain.synthesis import output_format
+from shared.usecases.gateway import Gateway
+
+MAX_RETURNED_BYTES = 32 * 1024 * 1024
+"""Cloud Functions answer at most 32 MiB in one response; longer audio is fetched by URL."""
+
+
+@dataclass(frozen=True, slots=True)
+class Piece:
+    index: int
+    data: bytes
+
+
+def wait_for(gw: Gateway, job: Job, *, timeout_s: float) -> Job:
+    """The job once it is finished, or as it stands when ``timeout_s`` has passed."""
+    deadline = gw.clock() + timedelta(seconds=timeout_s)
+    backoff = _Backoff(gw)
+    while not job.state.terminal:
+        remaining = (deadline - gw.clock()).total_seconds()
+        if remaining <= 0:
+            return job
+        gw.sleep(min(backoff.next(), remaining))
+        job = _reread(gw, job)
+    return job
+
+
+def require_success(job: Job) -> None:
+    """``JobFailed`` (with the job's own error) unless the job has succeeded."""
+    if job.state is not JobState.SUCCEEDED:
+        raise _failure(job)
+
+
+def finished_audio(gw: Gateway, job: Job) -> bytes:
+    """The bytes of a job's audio; ``JobFailed`` when the job did not succeed."""
+    require_success(job)
+    if job.result is None:
+        raise Conflict(f"job {job.id} produced no audio", details={"job_id": job.id})
+    if job.result.bytes > MAX_RETURNED_BYTES:
+        raise Conflict(
+            f"the audio is {job.result.bytes} bytes, more than one response carries; "
+            f"fetch it from /v1/jobs/{job.id}/audio",
+            details={"job_id": job.id, "max_bytes": MAX_RETURNED_BYTES},
+        )
+    return gw.blobs.get(_object_path(gw, job.result.uri), max_bytes=MAX_RETURNED_BYTES)
+
+
+def pieces(gw: Gateway, job: Job, *, start: int = 0, idle_s: float) -> Iterator[Piece]:
+    """The job's audio from piece ``start`` on, each piece as soon as it exists.
+
+    Ends when the job has succeeded and every piece was given. Raises ``JobFailed`` when the
+    job fails or is canceled, and ``StillRunning`` when no new piece came for ``idle_s``. A job
+    that was not streamed gives its whole audio as piece 0 once it has succeeded.
+    """
+    fmt = output_format(job.request)
+    index = start
+    backoff = _Backoff(gw)
+    quiet_until = gw.clock() + timedelta(seconds=idle_s)
+    while True:
+        data = _part(gw, job.id, index=index, fmt=fmt) if fmt is not None else None
+        if data is not None:
+            yield Piece(index, data)
+            index += 1
+            backoff.reset()
+            quiet_until = gw.clock() + timedelta(seconds=idle_s)
+            continue
+        job = _reread(gw, job)
+        if job.state.terminal:
+            if job.state is not JobState.SUCCEEDED or job.result is None:
+                raise _failure(job)
+            if index < job.result.parts:
+                continue  # published after the look above and before the job was read
+            if job.result.parts == 0 and index == 0:
+                yield Piece(0, finished_audio(gw, job))
+            return
+        remaining = (quiet_until - gw.clock()).total_seconds()
+        if remaining <= 0:
+            raise StillRunning(
+                f"job {job.id} is {job.state}; no audio for {idle_s:g} s",
+                details={"job_id": job.id, "next_piece": index},
+            )
+        gw.sleep(min(backoff.next(), remaining))
+
+
+# -- helpers -------------------------------------------------------------------------------
+
+
+class _Backoff:
+    def __init__(self, gw: Gateway) -> None:
+        self._initial = gw.settings.api.poll_initial_s
+        self._max = gw.settings.api.poll_max_s
+        self._delay = self._initial
+
+    def next(self) -> float:
+        delay = self._delay
+        self._delay = min(self._delay * 2, self._max)
+        return delay
+
+    def reset(self) -> None:
+        self._delay = self._initial
+
+
+def _reread(gw: Gateway, job: Job) -> Job:
+    current = gw.jobs.get(job.id)
+    if current is None:
+        raise NotFound(f"job {job.id} is gone")
+    return current
+
+
+def _part(gw: Gateway, job_id: str, *, index: int, fmt: AudioFormat) -> bytes | None:
+    path = part_object_name(prefix=gw.settings.audio_prefix, job_id=job_id, index=index, fmt=fmt)
+    try:
+        return gw.blobs.get(path, max_bytes=MAX_RETURNED_BYTES)
+    except NotFound:
+        return None
+
+
+def _object_path(gw: Gateway, uri: str) -> str:
+    return uri.removeprefix(f"gs://{gw.settings.bucket}/")
+
+
+def _failure(job: Job) -> JobFailed:
+    if job.state is JobState.CANCELED:
+        return JobFailed(f"job {job.id} was canceled", details={"job_id": job.id})
+    error = job.error
+    message = error.message if error else f"job {job.id} is {job.state}"
+    return JobFailed(
+        message,
+        details={"job_id": job.id, "job_error": error.code if error else job.state.value},
+    )

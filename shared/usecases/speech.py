@@ -1,0 +1,176 @@
+"""OpenAI-style speech: one call in OpenAI's (or vLLM-Omni's) shape becomes an ordinary job.
+
+Which mode a call asks for follows from ``task_type`` when given, else from what it carries:
+reference audio clones it; a built-in speaker (or an OpenAI voice name aliased onto one) speaks
+with that speaker, ``instructions`` as the style; a registered voice speaks with its clone
+prompt; no voice but ``instructions`` designs one. The Base model that speaks cloned voices
+takes no instructions, so instructions with a cloned voice are refused, never dropped.
+"""
+
+from __future__ import annotations
+
+from typing import TypeVar
+
+from pydantic import BaseModel, ValidationError
+
+from shared.domain.audio_formats import FORMATS, STREAMING_FORMATS
+from shared.domain.backends import BackendStatus
+from shared.domain.catalog import BUILTIN_SPEAKERS
+from shared.domain.errors import InvalidRequest, NotFound
+from shared.domain.jobs import Job
+from shared.domain.keys import Principal
+from shared.domain.synthesis import CustomVoiceRequest, VoiceDesignRequest
+from shared.usecases.gateway import Gateway
+from shared.usecases.jobs import find_voice, submit_job
+from shared.wire.bodies import ClonePromptBody, SpeechBody, VoiceCloneBody
+from shared.wire.openai import ModelList, ModelView, SpeechCreateBody, TaskType
+
+M = TypeVar("M", bound=BaseModel)
+
+_TASK_IN_MODEL_NAME = {
+    "customvoice": TaskType.CUSTOM_VOICE,
+    "voicedesign": TaskType.VOICE_DESIGN,
+    "base": TaskType.BASE,
+}
+
+
+def submit_speech(
+    gw: Gateway,
+    *,
+    principal: Principal,
+    body: SpeechCreateBody,
+    idempotency_key: str | None = None,
+) -> Job:
+    return submit_job(
+        gw,
+        principal=principal,
+        request=speech_body(gw, principal=principal, body=body),
+        idempotency_key=idempotency_key,
+    )
+
+
+def speech_body(gw: Gateway, *, principal: Principal, body: SpeechCreateBody) -> SpeechBody:
+    """The native speech body an OpenAI-style call stands for."""
+    if body.stream_format is not None and not FORMATS[body.response_format].streams:
+        raise InvalidRequest(
+            f"{body.response_format} cannot be streamed; these can: {', '.join(STREAMING_FORMATS)}",
+            field="response_format",
+            details={"streaming_formats": list(STREAMING_FORMATS)},
+        )
+    common: dict[str, object] = {
+        "text": body.input,
+        "language": body.language,
+        "format": body.response_format,
+        "seed": body.seed,
+        "speed": body.speed,
+        "stream": body.stream_format is not None,
+        "max_new_tokens": body.max_new_tokens,
+    }
+    voice = body.voice_name
+    speaker = _speaker(gw, voice)
+    match _task(body, speaker=speaker):
+        case TaskType.CUSTOM_VOICE:
+            if speaker is None:
+                raise _unknown_voice(gw, voice)
+            return _build(CustomVoiceRequest, common, speaker=speaker, instruct=body.instructions)
+        case TaskType.VOICE_DESIGN:
+            if body.instructions is None:
+                raise InvalidRequest(
+                    "designing a voice needs instructions that describe it",
+                    field="instructions",
+                )
+            return _build(VoiceDesignRequest, common, instruct=body.instructions)
+        case TaskType.BASE:
+            if body.instructions is not None:
+                raise InvalidRequest(
+                    "a cloned voice speaks as it was recorded: the Base model takes no "
+                    "instructions; drop them, or use a built-in speaker or voice design",
+                    field="instructions",
+                )
+            if body.ref_audio is not None:
+                return _build(
+                    VoiceCloneBody,
+                    common,
+                    ref_audio=body.ref_audio,
+                    ref_text=body.ref_text,
+                    x_vector_only=body.x_vector_only_mode,
+                )
+            if voice is None:
+                raise InvalidRequest(
+                    "cloning needs ref_audio, or a registered voice as voice", field="voice"
+                )
+            try:
+                registered = find_voice(gw, principal=principal, ref=voice)
+            except NotFound:
+                raise _unknown_voice(gw, voice) from None
+            return _build(ClonePromptBody, common, voice=registered.id)
+
+
+def list_models(gw: Gateway) -> ModelList:
+    """What the backends that are up now can serve: the accepted names, then their models."""
+    up = [
+        beat
+        for backend in gw.settings.backends
+        if (beat := gw.backends.get(backend.id)) is not None and beat.status is BackendStatus.ONLINE
+    ]
+    if not up:
+        return ModelList(data=())
+    names = list(gw.settings.api.speech_models)
+    names += sorted({m for beat in up for m in beat.capabilities.models} - set(names))
+    return ModelList(data=tuple(ModelView(id=name) for name in names))
+
+
+# -- helpers -------------------------------------------------------------------------------
+
+
+def _build(model: type[M], common: dict[str, object], **fields: object) -> M:
+    """One native body from fields that each passed the OpenAI body's validation; what only
+    the combination can violate (a transcript missing for a clone) is the caller's error."""
+    try:
+        return model.model_validate({**common, **fields})
+    except ValidationError as exc:
+        first = exc.errors(include_url=False, include_input=False)[0]
+        field = ".".join(str(p) for p in first["loc"]) or None
+        raise InvalidRequest(f"{first['msg']}", field=field) from exc
+
+
+def _speaker(gw: Gateway, voice: str | None) -> str | None:
+    """The built-in speaker ``voice`` names, directly or through an OpenAI alias."""
+    if voice is None:
+        return None
+    key = voice.casefold()
+    builtin = next((s for s in BUILTIN_SPEAKERS if s.casefold() == key), None)
+    if builtin is not None:
+        return builtin
+    return gw.settings.api.voice_aliases.get(key)
+
+
+def _task(body: SpeechCreateBody, *, speaker: str | None) -> TaskType:
+    if body.task_type is not None:
+        return body.task_type
+    # A model id that names its type (vLLM-Omni serves one model, and clients send its id).
+    squashed = body.model.casefold().replace("-", "").replace("_", "")
+    for token, task in _TASK_IN_MODEL_NAME.items():
+        if squashed.endswith(token):
+            return task
+    if body.ref_audio is not None:
+        return TaskType.BASE
+    if speaker is not None:
+        return TaskType.CUSTOM_VOICE
+    if body.voice is None:
+        return TaskType.VOICE_DESIGN if body.instructions else TaskType.CUSTOM_VOICE
+    return TaskType.BASE
+
+
+def _unknown_voice(gw: Gateway, voice: str | None) -> InvalidRequest:
+    if voice is None:
+        return InvalidRequest("voice is required", field="voice")
+    return InvalidRequest(
+        f"unknown voice {voice!r}: use a built-in speaker, an OpenAI voice name, or the id or "
+        "name of a registered voice",
+        field="voice",
+        details={
+            "speakers": list(BUILTIN_SPEAKERS),
+            "aliases": sorted(gw.settings.api.voice_aliases),
+        },
+    )

@@ -1,0 +1,110 @@
+"""A worker played from inside the API's waits, for tests of waiting and streaming over fakes.
+
+The API waits through ``gateway.sleep``; the fake clock runs this worker's next step on every
+sleep, so a test decides exactly what has happened by the time the API looks again: no threads,
+no timing.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from shared.domain.audio_formats import FORMATS, audio_object_name, part_object_name
+from shared.domain.jobs import AudioResult, Job, JobError, JobState
+from shared.domain.synthesis import CreateVoiceRequest, SpeechFields, output_format
+from shared.domain.voices import Voice
+from tests.support.gateway import Fakes
+
+WORKER = "scripted-worker"
+
+
+@dataclass
+class ScriptedWorker:
+    fakes: Fakes
+    pieces: int = 3
+    """How many pieces a streamed job's audio comes in (one per step)."""
+    idle_steps: int = 0
+    """Steps that do nothing first (a busy or absent worker)."""
+    fail_with: str | None = None
+    """Fail every job it runs with this error code instead of finishing it."""
+    steps: int = 0
+    published: dict[str, list[bytes]] = field(default_factory=dict)
+    log: list[str] = field(default_factory=list)
+    """What happened, in order: ``claimed``, ``piece <n>``, ``succeeded``, ``failed``."""
+
+    def __post_init__(self) -> None:
+        self.fakes.clock.on_sleep.append(self.step)
+
+    def step(self) -> None:
+        self.steps += 1
+        if self.steps <= self.idle_steps:
+            return
+        for job in self.fakes.jobs.find(state=JobState.QUEUED, limit=100):
+            if job.backend:  # a cast parent is bookkeeping: no worker runs it
+                self._claim(job)
+        for job in self.fakes.jobs.find(state=JobState.RUNNING, limit=100):
+            self._advance(job)
+
+    def _claim(self, job: Job) -> None:
+        now = self.fakes.clock()
+        self.fakes.jobs.update(
+            job.id, lambda j: j.claim(WORKER, backend=j.backend, now=now, lease_s=60)
+        )
+        self.log.append("claimed")
+
+    def _advance(self, job: Job) -> None:
+        now = self.fakes.clock()
+        if self.fail_with is not None:
+            error = JobError(code=self.fail_with, message=f"scripted {self.fail_with}")
+            self.fakes.jobs.update(job.id, lambda j: j.fail(WORKER, error=error, now=now))
+            self.log.append("failed")
+            return
+        if isinstance(job.request, CreateVoiceRequest):
+            self._register(job, job.request)
+            return
+        fmt = output_format(job.request)
+        assert fmt is not None
+        streamed = isinstance(job.request, SpeechFields) and job.request.stream
+        done = self.published.setdefault(job.id, [])
+        if streamed and len(done) < self.pieces:
+            data = f"<{job.id}:{len(done)}>".encode()
+            path = part_object_name(prefix="audio/", job_id=job.id, index=len(done), fmt=fmt)
+            self.fakes.blobs.put(path, data, content_type=FORMATS[fmt].content_type)
+            done.append(data)
+            self.log.append(f"piece {len(done) - 1}")
+            return
+        data = b"".join(done) or f"<{job.id}:whole>".encode()
+        path = audio_object_name(prefix="audio/", job_id=job.id, fmt=fmt)
+        stored = self.fakes.blobs.put(path, data, content_type=FORMATS[fmt].content_type)
+        result = AudioResult(
+            uri=stored.uri,
+            format=fmt,
+            content_type=FORMATS[fmt].content_type,
+            sample_rate=24_000,
+            duration_s=1.25,
+            bytes=len(data),
+            parts=len(done),
+        )
+        self.fakes.jobs.update(job.id, lambda j: j.succeed(WORKER, result=result, now=now))
+        self.log.append("succeeded")
+
+    def _register(self, job: Job, request: CreateVoiceRequest) -> None:
+        now = self.fakes.clock()
+        voice = Voice(
+            id=request.voice_id,
+            name=request.name,
+            owner=job.owner,
+            bucket="test-bucket",
+            object_name=f"voice-prompts/{job.id}.pt",
+            generation=1,
+            size=100,
+            ref_text=request.ref_text,
+            traits=request.traits,
+            created_at=now,
+            updated_at=now,
+        )
+        self.fakes.voices.update(voice.id, lambda _: voice)
+        self.fakes.jobs.update(
+            job.id, lambda j: j.succeed(WORKER, result=None, voice_id=voice.id, now=now)
+        )
+        self.log.append("registered")

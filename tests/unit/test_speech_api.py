@@ -1,0 +1,284 @@
+"""The synchronous and streaming doors over fakes: OpenAI's speech route, ``Prefer: wait``,
+job streams, and OpenAI's error envelope. A scripted worker moves on each of the API's waits."""
+
+from __future__ import annotations
+
+import base64
+import json
+from datetime import UTC, datetime
+
+import pytest
+from flask.testing import FlaskClient
+
+from shared.domain.backends import (
+    API_VERSION,
+    BackendHeartbeat,
+    BackendKind,
+    BackendStatus,
+    Capabilities,
+)
+from shared.domain.jobs import JobState
+from shared.domain.synthesis import ClonePromptRequest, CustomVoiceRequest, VoiceDesignRequest
+from tests.support.api import GOOD, checked
+from tests.support.gateway import Fakes, add_voice
+from tests.support.worker import ScriptedWorker
+
+SPEECH = "/v1/audio/speech"
+
+
+def speak(client: FlaskClient, headers: dict[str, str], **body: object) -> object:
+    payload = {"model": "tts-1", "input": "Hello there.", "voice": "alloy", **body}
+    response = client.post(SPEECH, json=payload, headers=headers)
+    return checked("POST", SPEECH, response)
+
+
+def stored_request(fakes: Fakes, job_id: str) -> object:
+    job = fakes.jobs.get(job_id)
+    assert job is not None
+    return job.request
+
+
+def test_a_speech_call_answers_with_the_audio_of_an_ordinary_job(
+    client: FlaskClient, alice: dict[str, str], fakes: Fakes
+) -> None:
+    worker = ScriptedWorker(fakes)
+    response = speak(client, alice, voice="vivian", response_format="mp3")
+    assert response.status_code == 200  # type: ignore[attr-defined]
+    job_id = response.headers["X-Job-Id"]  # type: ignore[attr-defined]
+    assert response.mimetype == "audio/mpeg"  # type: ignore[attr-defined]
+    assert response.data == f"<{job_id}:whole>".encode()  # type: ignore[attr-defined]
+    assert response.headers["X-Duration-S"] == "1.25"  # type: ignore[attr-defined]
+    assert worker.log == ["claimed", "succeeded"]
+    request = stored_request(fakes, job_id)
+    assert isinstance(request, CustomVoiceRequest)
+    assert (request.speaker, request.format.value, request.stream) == ("Vivian", "mp3", False)
+    # The job stays behind like any other.
+    view = client.get(f"/v1/jobs/{job_id}", headers=alice)
+    assert view.json["state"] == "succeeded"  # type: ignore[index]
+
+
+def test_openai_voice_names_and_instructions_reach_a_built_in_speaker(
+    client: FlaskClient, alice: dict[str, str], fakes: Fakes
+) -> None:
+    ScriptedWorker(fakes)
+    response = speak(client, alice, voice={"id": "ALLOY"}, instructions="whisper it", speed=1.5)
+    request = stored_request(fakes, response.headers["X-Job-Id"])  # type: ignore[attr-defined]
+    assert isinstance(request, CustomVoiceRequest)
+    assert (request.speaker, request.instruct, request.speed) == ("Serena", "whisper it", 1.5)
+
+
+def test_a_registered_voice_speaks_its_prompt_and_refuses_instructions(
+    client: FlaskClient, alice: dict[str, str], fakes: Fakes
+) -> None:
+    ScriptedWorker(fakes)
+    voice = add_voice(fakes, name="Narrator", owner="alice", voice_id="v0000000001")
+    response = speak(client, alice, voice="narrator")
+    request = stored_request(fakes, response.headers["X-Job-Id"])  # type: ignore[attr-defined]
+    assert isinstance(request, ClonePromptRequest)
+    assert request.voice_id == voice.id
+
+    refused = speak(client, alice, voice="narrator", instructions="angrily")
+    assert refused.status_code == 400  # type: ignore[attr-defined]
+    error = refused.json["error"]  # type: ignore[attr-defined]
+    assert error["param"] == "instructions"
+    assert "takes no instructions" in error["message"]
+
+
+def test_instructions_without_a_voice_design_one(
+    client: FlaskClient, alice: dict[str, str], fakes: Fakes
+) -> None:
+    ScriptedWorker(fakes)
+    response = speak(client, alice, voice=None, instructions="a calm old sailor")
+    request = stored_request(fakes, response.headers["X-Job-Id"])  # type: ignore[attr-defined]
+    assert isinstance(request, VoiceDesignRequest)
+    assert request.instruct == "a calm old sailor"
+
+
+@pytest.mark.parametrize(
+    ("body", "param", "words"),
+    [
+        ({"voice": "nobody"}, "voice", "unknown voice 'nobody'"),
+        ({"speed": 9}, "speed", "less than or equal to 4"),
+        ({"response_format": "flac", "stream_format": "audio"}, "response_format", "pcm"),
+        ({"task_type": "Base"}, "voice", "unknown voice 'alloy'"),
+    ],
+)
+def test_errors_come_in_openais_envelope(
+    client: FlaskClient, alice: dict[str, str], body: dict[str, object], param: str, words: str
+) -> None:
+    response = speak(client, alice, **body)
+    assert response.status_code == 400  # type: ignore[attr-defined]
+    error = response.json["error"]  # type: ignore[attr-defined]
+    assert error["type"] == "invalid_request_error"
+    assert error["param"] == param
+    assert words in error["message"]
+
+
+def test_any_model_name_is_accepted_and_one_that_names_a_type_picks_it(
+    client: FlaskClient, alice: dict[str, str], fakes: Fakes
+) -> None:
+    """Clients hard-code model names (``tts-1``, a vLLM model id): none is refused, and an id
+    ending in a model type (``...-VoiceDesign``) asks for that type."""
+    ScriptedWorker(fakes)
+    plain = speak(client, alice, model="kokoro")
+    assert plain.status_code == 200  # type: ignore[attr-defined]
+    designed = speak(
+        client,
+        alice,
+        model="Qwen/Qwen3-TTS-12Hz-1.7B-VoiceDesign",
+        voice=None,
+        instructions="a bright young voice",
+    )
+    request = stored_request(fakes, designed.headers["X-Job-Id"])  # type: ignore[attr-defined]
+    assert isinstance(request, VoiceDesignRequest)
+
+
+def test_a_bad_key_is_openais_authentication_error(client: FlaskClient) -> None:
+    response = speak(client, {"Authorization": "Bearer nope"})
+    assert response.status_code == 401  # type: ignore[attr-defined]
+    assert response.json["error"]["type"] == "authentication_error"  # type: ignore[attr-defined]
+
+
+def test_a_wait_past_its_bound_answers_202_with_the_job_and_loses_nothing(
+    client: FlaskClient, alice: dict[str, str], fakes: Fakes
+) -> None:
+    ScriptedWorker(fakes, idle_steps=10_000)
+    response = speak(client, alice)
+    assert response.status_code == 202  # type: ignore[attr-defined]
+    job_id = response.json["id"]  # type: ignore[attr-defined]
+    assert response.headers["X-Job-Id"] == job_id  # type: ignore[attr-defined]
+    assert fakes.jobs.get(job_id).state is JobState.QUEUED  # type: ignore[union-attr]
+    assert fakes.publisher.messages  # routed: a worker that comes back finds it
+
+
+def test_a_failed_job_is_a_502_naming_the_jobs_error(
+    client: FlaskClient, alice: dict[str, str], fakes: Fakes
+) -> None:
+    ScriptedWorker(fakes, fail_with="synthesis_runaway")
+    response = speak(client, alice)
+    assert response.status_code == 502  # type: ignore[attr-defined]
+    error = response.json["error"]  # type: ignore[attr-defined]
+    assert (error["type"], error["code"]) == ("server_error", "job_failed")
+    assert "synthesis_runaway" in error["message"]
+
+
+def test_an_audio_stream_sends_its_first_piece_while_the_job_still_runs(
+    client: FlaskClient, alice: dict[str, str], fakes: Fakes
+) -> None:
+    worker = ScriptedWorker(fakes, pieces=3)
+    payload = {"model": "tts-1", "input": "One. Two. Three.", "voice": "ryan"}
+    response = client.post(
+        SPEECH, json={**payload, "stream_format": "audio", "response_format": "pcm"},
+        headers=alice, buffered=False,
+    )  # fmt: skip
+    assert response.status_code == 200
+    job_id = response.headers["X-Job-Id"]
+    chunks = response.response  # the app's own iterator: read one chunk at a time
+    first = next(iter(chunks))
+    # By event order: the first piece is in hand, and the job has not finished.
+    assert first == f"<{job_id}:0>".encode()
+    assert worker.log == ["claimed", "piece 0"]
+    assert fakes.jobs.get(job_id).state is JobState.RUNNING  # type: ignore[union-attr]
+    rest = b"".join(chunks)
+    assert first + rest == b"".join(f"<{job_id}:{i}>".encode() for i in range(3))
+    assert worker.log[-1] == "succeeded"
+    request = stored_request(fakes, job_id)
+    assert isinstance(request, CustomVoiceRequest)
+    assert request.stream
+
+
+def sse_events(body: bytes) -> list[tuple[str | None, dict[str, object]]]:
+    events = []
+    for block in body.decode().strip().split("\n\n"):
+        fields = dict(line.split(": ", 1) for line in block.splitlines())
+        events.append((fields.get("id"), json.loads(fields["data"])))
+    return events
+
+
+def test_sse_sends_deltas_then_done_and_resumes_after_the_last_event_id(
+    client: FlaskClient, alice: dict[str, str], fakes: Fakes
+) -> None:
+    ScriptedWorker(fakes, pieces=3)
+    response = speak(client, alice, stream_format="sse", response_format="mp3")
+    assert response.mimetype == "text/event-stream"  # type: ignore[attr-defined]
+    job_id = response.headers["X-Job-Id"]  # type: ignore[attr-defined]
+    events = sse_events(response.data)  # type: ignore[attr-defined]
+    assert [(i, e["type"]) for i, e in events] == [
+        ("0", "speech.audio.delta"),
+        ("1", "speech.audio.delta"),
+        ("2", "speech.audio.delta"),
+        (None, "speech.audio.done"),
+    ]
+    pieces = [base64.b64decode(str(e["audio"])) for _, e in events[:3]]
+    assert pieces == [f"<{job_id}:{i}>".encode() for i in range(3)]
+    done = events[-1][1]
+    assert done["job_id"] == job_id
+    assert done["usage"]["input_tokens"] == len("Hello there.")  # type: ignore[index]
+
+    resumed = client.get(
+        f"/v1/jobs/{job_id}/stream?stream_format=sse",
+        headers={**alice, "Last-Event-ID": "0"},
+    )
+    ids = [i for i, _ in sse_events(resumed.data)]
+    assert ids == ["1", "2", None]
+    by_offset = client.get(f"/v1/jobs/{job_id}/stream?offset=2", headers=alice)
+    assert by_offset.data == f"<{job_id}:2>".encode()
+
+
+def test_a_job_that_was_not_streamed_streams_whole_once_done(
+    client: FlaskClient, alice: dict[str, str], fakes: Fakes
+) -> None:
+    ScriptedWorker(fakes)
+    job_id = client.post("/v1/tts/jobs", json=GOOD, headers=alice).json["id"]  # type: ignore[index]
+    response = client.get(f"/v1/jobs/{job_id}/stream", headers=alice)
+    assert response.status_code == 200
+    assert response.data == f"<{job_id}:whole>".encode()
+
+
+def test_prefer_wait_answers_with_the_finished_job_or_202(
+    client: FlaskClient, alice: dict[str, str], fakes: Fakes
+) -> None:
+    worker = ScriptedWorker(fakes)
+    headers = {**alice, "Prefer": "wait=30"}
+    done = checked("POST", "/v1/tts/jobs", client.post("/v1/tts/jobs", json=GOOD, headers=headers))
+    assert done.status_code == 200
+    assert done.json["state"] == "succeeded"  # type: ignore[index]
+    assert done.headers["Preference-Applied"] == "wait=30"
+
+    worker.idle_steps = 10_000
+    late = checked("POST", "/v1/tts/jobs", client.post("/v1/tts/jobs", json=GOOD, headers=headers))
+    assert late.status_code == 202
+    assert late.json["state"] == "queued"  # type: ignore[index]
+
+
+def test_models_lists_what_backends_that_are_up_can_serve(
+    client: FlaskClient, alice: dict[str, str], fakes: Fakes
+) -> None:
+    empty = checked("GET", "/v1/models", client.get("/v1/models", headers=alice))
+    assert empty.json == {"object": "list", "data": []}
+    fakes.backends.heartbeat(
+        BackendHeartbeat(
+            id="home-4090",
+            kind=BackendKind.HOME_GPU,
+            worker_id="w1",
+            status=BackendStatus.ONLINE,
+            capabilities=Capabilities(
+                api_version=API_VERSION, modes=("custom_voice",), models=("Qwen/CV",)
+            ),
+            last_heartbeat=datetime(2026, 1, 1, tzinfo=UTC),
+        )
+    )
+    listed = checked("GET", "/v1/models", client.get("/v1/models", headers=alice))
+    ids = [m["id"] for m in listed.json["data"]]  # type: ignore[index]
+    assert ids[:3] == ["tts-1", "tts-1-hd", "gpt-4o-mini-tts"]
+    assert "Qwen/CV" in ids
+    ScriptedWorker(fakes)
+    assert speak(client, alice, model="Qwen/CV").status_code == 200  # type: ignore[attr-defined]
+
+
+def test_a_wrong_method_says_which_ones_are_allowed(
+    client: FlaskClient, alice: dict[str, str]
+) -> None:
+    response = client.get(SPEECH, headers=alice)
+    assert response.status_code == 405
+    assert "POST" in response.headers["Allow"].split(", ")
