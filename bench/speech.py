@@ -54,7 +54,7 @@ def line(name: str, xs: list[float]) -> str:
 def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--calls", type=int, default=30)
-    parser.add_argument("--streams", type=int, default=5)
+    parser.add_argument("--streams", type=int, default=8)
     parser.add_argument("--warmup", type=int, default=3)
     args = parser.parse_args()
     with tempfile.TemporaryDirectory() as models_dir, Emulators() as emulators:
@@ -203,17 +203,20 @@ def run(args: argparse.Namespace) -> None:
     engine = models.of_type(ModelType.CUSTOM_VOICE)
     text = " ".join(SENTENCES)
 
-    def first_sentence_once() -> float:
+    # The same seed both ways: the stream's first chunk is exactly the generation timed alone.
+    def first_sentence_once(seed: int) -> float:
         started = time.perf_counter()
-        engine.generate_custom_voice(text=SENTENCES[0], speaker="Ryan", language=Language.ENGLISH)
+        engine.generate_custom_voice(
+            text=SENTENCES[0], speaker="Ryan", language=Language.ENGLISH, seed=seed
+        )
         return (time.perf_counter() - started) * 1000
 
-    def stream_once() -> tuple[float, float, bytes]:
+    def stream_once(seed: int) -> tuple[float, float, bytes]:
         started = time.perf_counter()
         response = client.post(
             "/v1/audio/speech",
             json={"model": "tts-1", "input": text, "voice": "ryan", "response_format": "pcm",
-                  "stream_format": "audio", "language": "en"},
+                  "stream_format": "audio", "language": "en", "seed": seed},
             headers=headers,
             buffered=False,
         )  # fmt: skip
@@ -227,10 +230,10 @@ def run(args: argparse.Namespace) -> None:
     first_ms: list[float] = []
     ttfa_ms: list[float] = []
     total_ms: list[float] = []
-    stream_once()  # warm: model kernels, connections
-    for _ in range(args.streams):
-        first_ms.append(first_sentence_once())
-        ttfa, total, pcm = stream_once()
+    stream_once(0)  # warm: model kernels, connections
+    for seed in range(1, args.streams + 1):
+        first_ms.append(first_sentence_once(seed))
+        ttfa, total, pcm = stream_once(seed)
         ttfa_ms.append(ttfa)
         total_ms.append(total)
     audio_s = len(pcm) / 2 / 24_000
