@@ -4,7 +4,7 @@ PYTHON ?= $(shell command -v python3.11 || command -v python3)
 VENV := .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
-REQUIREMENTS := requirements.txt gpu_worker/requirements.txt gpu_worker/constraints.txt requirements-dev.txt
+REQUIREMENTS := requirements.txt gpu_worker/requirements.txt gpu_worker/constraints.txt requirements-dev.txt cli/requirements.txt
 MODEL ?=
 RUNPOD ?=
 PORT ?= 8080
@@ -19,6 +19,7 @@ $(STAMP): $(REQUIREMENTS)
 	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install --quiet --upgrade pip
 	$(PY) -m pip install --quiet -r requirements-dev.txt
+	$(PY) -m pip install --quiet --no-deps -e .
 	@touch $@
 
 ## The whole suite: lint, types, unit, integration (emulators) and end-to-end.

@@ -99,9 +99,8 @@ def run(jobs: int, warmup: int) -> tuple[list[float], list[float]]:
             return JobOutput()
 
     runner = JobRunner(
-        jobs=gw.jobs,
+        gateway=gw,
         executor=StampingExecutor(),
-        clock=gw.clock,
         config=RunnerConfig(worker_id="bench", backend_id="home-4090", lease_s=60),
     )
     beat = Heartbeat(

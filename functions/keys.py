@@ -25,6 +25,8 @@ def main(argv: list[str] | None = None) -> int:
     secret, record = new_api_key(owner=args.owner, scopes=scopes, now=gw.clock())
     gw.keys.put(record)
     sys.stdout.write(secret + "\n")
+    # Not on stdout, which scripts read for the key alone: the id pipelines name it by.
+    sys.stderr.write(f"key id (for signed Pub/Sub intake messages): {record.key_id}\n")
     return 0
 
 

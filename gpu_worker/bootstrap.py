@@ -68,9 +68,8 @@ def bootstrap(
         max_chunk_chars=w.max_chunk_chars,
     )
     runner = JobRunner(
-        jobs=gw.jobs,
+        gateway=gw,
         executor=executor,
-        clock=gw.clock,
         config=RunnerConfig(
             worker_id=w.worker_id,
             backend_id=backend.id,

@@ -19,6 +19,7 @@ from shared.domain.jobs import AudioResult
 from shared.domain.synthesis import AudioRef
 from shared.domain.voice_file import VoicePromptFile
 from shared.domain.voices import PROMPT_SUFFIX, REFERENCE_SUFFIX, SIDECAR_SUFFIX, voice_id_for
+from shared.usecases import completion
 from shared.usecases.gateway import Gateway
 from shared.usecases.registry import Registration, StoredObject, on_object_finalized
 
@@ -60,6 +61,15 @@ class BucketIO:
             bytes=stored.size,
             parts=parts,
         )
+
+    def still_wanted(self, task: Task) -> bool:
+        job = self._gw.jobs.get(task.id)
+        if job is None or job.state.terminal:
+            return False
+        if job.overdue(self._gw.clock()):
+            completion.cancel_overdue(self._gw, task.id)
+            return False
+        return True
 
     def publish_part(self, task: Task, *, index: int, data: bytes, fmt: AudioFormat) -> None:
         path = part_object_name(

@@ -15,9 +15,16 @@ from types import TracebackType
 from typing import Protocol
 
 from gpu_worker.tasks import Task
-from shared.domain.errors import InvalidTransition, NotFound, PermanentError, TransientError
+from shared.domain.errors import (
+    InvalidTransition,
+    JobCanceled,
+    NotFound,
+    PermanentError,
+    TransientError,
+)
 from shared.domain.jobs import Job, JobError, JobOutput
 from shared.usecases import completion
+from shared.usecases.gateway import Gateway
 from shared.usecases.ports import Clock, JobStore
 from shared.wire.messages import JobMessage
 
@@ -62,14 +69,14 @@ class JobRunner:
     def __init__(
         self,
         *,
-        jobs: JobStore,
+        gateway: Gateway,
         executor: Executor,
-        clock: Clock,
         config: RunnerConfig,
     ) -> None:
-        self._jobs = jobs
+        self._gw = gateway
+        self._jobs = gateway.jobs
         self._executor = executor
-        self._clock = clock
+        self._clock = gateway.clock
         self._config = config
 
     def run(self, message: JobMessage) -> RunResult:
@@ -85,12 +92,16 @@ class JobRunner:
         except NotFound:
             return self._skip(job_id, "unknown job")
         except InvalidTransition as exc:
+            if completion.cancel_overdue(self._gw, job_id):
+                return self._skip(job_id, "past its deadline: canceled, not run late")
             return self._skip(job_id, exc.message)
 
         log.info("job claimed", extra={"job_id": job_id, "attempt": job.attempts})
         try:
             with _LeaseKeeper(self._jobs, job_id, config=cfg, clock=self._clock):
                 result = self._executor.execute(Task.of(job))
+        except JobCanceled as exc:
+            return self._skip(job_id, exc.message)
         except PermanentError as exc:
             return self._finish_failed(job, exc.code, exc.message)
         except TransientError as exc:
@@ -105,23 +116,19 @@ class JobRunner:
 
     def _finish_succeeded(self, job: Job, output: JobOutput) -> RunResult:
         worker = self._config.worker_id
-        if not completion.succeed(self._jobs, self._clock, job, worker=worker, output=output):
+        if not completion.succeed(self._gw, job, worker=worker, output=output):
             return self._skip(job.id, "another worker took the job over; its result stands")
         return RunResult(job.id, Outcome.SUCCEEDED)
 
     def _finish_failed(self, job: Job, code: str, message: str) -> RunResult:
         error = JobError(code=code, message=message)
-        if not completion.fail(
-            self._jobs, self._clock, job, worker=self._config.worker_id, error=error
-        ):
+        if not completion.fail(self._gw, job, worker=self._config.worker_id, error=error):
             return self._skip(job.id, "another worker took the job over")
         return RunResult(job.id, Outcome.FAILED, message)
 
     def _release(self, job: Job, exc: TransientError) -> RunResult:
         error = JobError(code=exc.code, message=exc.message, retryable=True)
-        if not completion.release(
-            self._jobs, self._clock, job, worker=self._config.worker_id, error=error
-        ):
+        if not completion.release(self._gw, job, worker=self._config.worker_id, error=error):
             return self._skip(job.id, "another worker took the job over")
         return RunResult(job.id, Outcome.RETRY, exc.message)
 

@@ -20,7 +20,7 @@ from gpu_worker.audio.ops import concatenate, decode, joint
 from gpu_worker.text_split import split_text
 from shared.domain.audio_formats import AudioFormat
 from shared.domain.audio_input import CONTENT_TYPES
-from shared.domain.errors import SynthesisFailed
+from shared.domain.errors import JobCanceled, SynthesisFailed
 from shared.domain.jobs import AudioResult, Job, JobOutput
 from shared.domain.modes import Mode, ModelType
 from shared.domain.synthesis import (
@@ -94,6 +94,10 @@ class TaskIO(Protocol):
         """Store piece ``index`` of audio still being made, for the job's streams to read."""
         ...
 
+    def still_wanted(self, task: Task) -> bool:
+        """False once the job was canceled or ran past its deadline: stop between pieces."""
+        ...
+
     def publish_voice(self, task: Task, voice: NewVoice) -> str:
         """Write the voice's files; return its id once it is (or will be) registered."""
         ...
@@ -142,6 +146,8 @@ class TaskExecutor:
         pieces = _Pieces(self._io, task, request.format) if request.stream else None
         segments = []
         for index, chunk in enumerate(chunks):
+            if index and not self._io.still_wanted(task):
+                raise JobCanceled(f"job {task.id} was canceled after {index} of {len(chunks)}")
             wave = speak(chunk, None if request.seed is None else request.seed + index)
             segment = stretch(
                 joint(wave, first=index == 0, last=index == len(chunks) - 1),

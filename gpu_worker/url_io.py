@@ -76,6 +76,11 @@ class SignedUrlIO:
             parts=min(parts, len(urls)),
         )
 
+    def still_wanted(self, task: Task) -> bool:
+        # No Google credentials here to read the job: a canceled RunPod job is stopped through
+        # RunPod's own /cancel by the monitor, and its result is refused if it arrives anyway.
+        return True
+
     def publish_part(self, task: Task, *, index: int, data: bytes, fmt: AudioFormat) -> None:
         urls = self._input.urls.parts
         if not urls:

@@ -75,6 +75,16 @@ class DevStack:
             push: list[str] = []
             if self.runpod:
                 push = ["--push-endpoint", f"tts-runpod-dispatch={self._start_runpod()}"]
+            intake_port = free_port()
+            intake = self._spawn(
+                "intake",
+                [str(Path(sys.executable).with_name("functions-framework")),
+                 "--source", str(REPO_ROOT / "functions" / "intake.py"), "--target", "intake",
+                 "--signature-type", "cloudevent", "--host", "127.0.0.1",
+                 "--port", str(intake_port)],
+            )  # fmt: skip
+            self._wait(intake, partial(_listening, intake_port))
+            push += ["--push-endpoint", f"tts-intake=http://127.0.0.1:{intake_port}/"]
             self._python("-m", "infra", "apply", *push)
             self.api_key = self._python("-m", "functions.keys", "create", "--owner", "dev").strip()
             port = self.api_port or free_port()

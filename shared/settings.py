@@ -129,6 +129,9 @@ class MonitorSettings(BaseModel):
     webhook_grace_s: float = Field(default=60.0, gt=0)
     """A RunPod job silent this long past its expected finish is polled."""
     batch: int = Field(default=200, gt=0)
+    announce_grace_s: float = Field(default=30.0, ge=0)
+    """A finished job's result still unpublished this long after it ended is published by the
+    monitor (its own publisher died)."""
 
 
 class WorkerSettings(BaseModel):
@@ -168,6 +171,12 @@ class Settings(BaseSettings):
     bucket: str = "tts-gateway-local"
     audio_prefix: str = "audio/"
     jobs_topic: str = "tts-jobs"
+    results_topic: str = "tts-results"
+    """Every job that ends publishes one message here (contracts/schemas/job-result)."""
+    reply_topics: tuple[str, ...] = ()
+    """Topics a request may name as its own ``reply_topic``; any other is refused."""
+    intake_dead_letter_topic: str = "tts-intake-dead-letter"
+    """Intake messages that can never become a job, kept with the reason attached."""
     collection_prefix: str = ""
     """Prefixes every Firestore collection; lets tests share one emulator without clashing."""
     backends: tuple[BackendConfig, ...] = (

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from datetime import UTC, datetime
 from typing import Any
 
 from flask import Flask, Response, g, jsonify, redirect, request
@@ -16,19 +17,20 @@ from functions.api.parsing import (
     idempotency_key,
     int_arg,
     parse,
+    parse_with_options,
     principal,
     validated,
 )
 from functions.api.relay import relay_routes
 from shared.domain.errors import InvalidRequest, PayloadTooLarge
-from shared.domain.jobs import Job
+from shared.domain.jobs import Job, JobState
 from shared.usecases import casting, delivery, jobs, library
 from shared.usecases.auth import authenticate
 from shared.usecases.debug import debug_view
 from shared.usecases.gateway import Gateway
 from shared.wire.bodies import CastBody, CreateVoiceBody, NormalizeBody, SpeechBody, VoicePatch
 from shared.wire.openai import StreamFormat
-from shared.wire.views import JobView, VoiceListView, VoiceView
+from shared.wire.views import JobListView, JobView, VoiceListView, VoiceView
 
 PUBLIC_ENDPOINTS = frozenset({"healthz"})
 BODY_TOO_LARGE = "tts.body_too_large"
@@ -77,11 +79,13 @@ def create_api(gw: Gateway) -> Flask:
 
     @app.post("/v1/tts/jobs")
     def submit() -> tuple[Response, int, dict[str, str]]:
+        body, options = parse_with_options(_SPEECH)
         job = jobs.submit_job(
             gw,
             principal=principal(),
-            request=parse(_SPEECH),
+            request=body,
             idempotency_key=idempotency_key(),
+            options=options,
         )
         wait_s = _preferred_wait_s(gw.settings.api.max_wait_s)
         if wait_s is None:
@@ -90,6 +94,23 @@ def create_api(gw: Gateway) -> Flask:
         response, status, headers = _accepted(job)
         headers["Preference-Applied"] = f"wait={wait_s:g}"
         return response, 200 if job.state.terminal else status, headers
+
+    @app.get("/v1/jobs")
+    def list_jobs() -> Response:
+        page = jobs.list_jobs(
+            gw,
+            principal=principal(),
+            state=_state_arg(),
+            created_after=_time_arg("created_after"),
+            page_size=int_arg("page_size", default=50),
+            page_token=request.args.get("page_token"),
+        )
+        views = tuple(JobView.of(j) for j in page.jobs)
+        return _json(JobListView(jobs=views, next_page_token=page.next_page_token))
+
+    @app.post("/v1/jobs/<job_id>/cancel")
+    def cancel_job(job_id: str) -> Response:
+        return _json(JobView.of(jobs.cancel_job(gw, principal=principal(), job_id=job_id)))
 
     @app.get("/v1/jobs/<job_id>/stream")
     def stream_job(job_id: str) -> Any:
@@ -269,3 +290,25 @@ def _resume_from(kind: StreamFormat) -> int:
     if offset < 0:
         raise InvalidRequest("offset must not be negative", field="offset")
     return offset
+
+
+def _state_arg() -> JobState | None:
+    raw = request.args.get("state")
+    if raw is None:
+        return None
+    try:
+        return JobState(raw)
+    except ValueError:
+        valid = [s.value for s in JobState]
+        raise InvalidRequest(f"state must be one of {valid}", field="state") from None
+
+
+def _time_arg(name: str) -> datetime | None:
+    raw = request.args.get(name)
+    if raw is None:
+        return None
+    try:
+        moment = datetime.fromisoformat(raw)
+    except ValueError:
+        raise InvalidRequest(f"{name} must be an ISO 8601 time", field=name) from None
+    return moment if moment.tzinfo else moment.replace(tzinfo=UTC)

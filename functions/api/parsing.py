@@ -6,6 +6,7 @@ each route decides how it is shown.
 
 from __future__ import annotations
 
+import json
 from typing import TypeVar
 
 from flask import g, request
@@ -15,8 +16,10 @@ from functions.api import errors as api_errors
 from shared.domain.errors import InvalidRequest
 from shared.domain.keys import Principal
 from shared.domain.modes import SPEECH_MODES
+from shared.wire.bodies import OPTION_FIELDS, JobOptions
 
 T = TypeVar("T")
+_OPTIONS = TypeAdapter(JobOptions)
 
 
 def principal() -> Principal:
@@ -61,6 +64,38 @@ def parse(adapter: TypeAdapter[T]) -> T:
         return adapter.validate_json(request.get_data(), strict=True)
     except ValidationError as exc:
         raise _invalid(exc) from exc
+
+
+def parse_with_options(adapter: TypeAdapter[T]) -> tuple[T, JobOptions]:
+    """A body that carries a request and, beside it, how its job is delivered (deadline,
+    correlation, reply topic); ``Cancel-After`` (seconds, or ``30s`` / ``5m`` / ``2h``) sets the
+    deadline as the header Replicate's clients send."""
+    if not request.is_json:
+        raise api_errors.UnsupportedMediaType("send the body as application/json")
+    payload = request.get_json(silent=True)
+    if not isinstance(payload, dict):
+        raise api_errors.MalformedBody("the body must be a JSON object")
+    options = {k: payload.pop(k) for k in OPTION_FIELDS & payload.keys()}
+    header = request.headers.get("Cancel-After")
+    if header is not None and "deadline_s" not in options:
+        options["deadline_s"] = _seconds(header)
+    try:
+        parsed = adapter.validate_json(json.dumps(payload), strict=True)
+        return parsed, _OPTIONS.validate_json(json.dumps(options), strict=True)
+    except ValidationError as exc:
+        raise _invalid(exc) from exc
+
+
+def _seconds(value: str) -> float:
+    units = {"s": 1, "m": 60, "h": 3600}
+    text = value.strip().lower()
+    scale = units.get(text[-1:], 0)
+    try:
+        return float(text[:-1] if scale else text) * (scale or 1)
+    except ValueError:
+        raise InvalidRequest(
+            "Cancel-After takes seconds, or a number with s, m or h", field="Cancel-After"
+        ) from None
 
 
 def validated(adapter: TypeAdapter[T], payload: dict[str, object]) -> T:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Mapping
 from contextlib import suppress
+from datetime import datetime
 from enum import Enum
 from typing import Any
 
@@ -83,6 +84,34 @@ class FirestoreJobStore:
             result = self._by(state=state, backend=backend).count().get()
         return int(result[0][0].value)
 
+    def list_owned(
+        self,
+        *,
+        owner: str,
+        state: JobState | None,
+        created_after: datetime | None,
+        start_after: tuple[datetime, str] | None,
+        limit: int,
+    ) -> list[Job]:
+        # Needs the composite index (owner, state?, created_at, id) the deployment declares.
+        query = self._jobs.where(filter=firestore.FieldFilter("owner", "==", owner))
+        if state is not None:
+            query = query.where(filter=firestore.FieldFilter("state", "==", state.value))
+        if created_after is not None:
+            query = query.where(filter=firestore.FieldFilter("created_at", ">", created_after))
+        query = query.order_by("created_at").order_by("id")
+        if start_after is not None:
+            query = query.start_after({"created_at": start_after[0], "id": start_after[1]})
+        with translated("list jobs"):
+            snaps = list(query.limit(limit).stream())
+        return [Job.model_validate(s.to_dict()) for s in snaps]
+
+    def find_unannounced(self, *, limit: int) -> list[Job]:
+        query = self._jobs.where(filter=firestore.FieldFilter("result_pending", "==", True))
+        with translated("query unannounced jobs"):
+            snaps = list(query.limit(limit).stream())
+        return sorted((Job.model_validate(s.to_dict()) for s in snaps), key=lambda j: j.updated_at)
+
     def _by(self, *, state: JobState, backend: str | None) -> Any:
         query = self._jobs.where(filter=firestore.FieldFilter("state", "==", state.value))
         if backend is not None:
@@ -98,6 +127,12 @@ class FirestoreApiKeyStore:
         with translated("read api key"):
             snap = self._keys.document(key_hash).get()
         return ApiKey.model_validate(snap.to_dict()) if snap.exists else None
+
+    def find_by_id(self, key_id: str) -> ApiKey | None:
+        query = self._keys.where(filter=firestore.FieldFilter("key_id", "==", key_id)).limit(1)
+        with translated("find api key"):
+            snaps = list(query.stream())
+        return ApiKey.model_validate(snaps[0].to_dict()) if snaps else None
 
     def put(self, key: ApiKey) -> None:
         with translated("write api key"):

@@ -120,6 +120,13 @@ class SynthesisRunaway(SynthesisFailed):
     code = "synthesis_runaway"
 
 
+class JobCanceled(PermanentError):
+    """The job was canceled (or ran past its deadline) while a worker held it: stop, keep
+    nothing."""
+
+    code = "canceled"
+
+
 class JobFailed(PermanentError):
     """A caller waited for a job that failed; ``details`` carry the job's own error."""
 

@@ -96,16 +96,30 @@ class Job(BaseModel):
     """The RunPod job running this one, while it is dispatched there."""
     children_done: dict[str, bool] = Field(default_factory=dict)
     """A cast parent: which children finished, and whether each succeeded."""
+    deadline: datetime | None = None
+    """Not finished by then: canceled, never run late (``Cancel-After`` / ``deadline_s``)."""
+    correlation: dict[str, str] = Field(default_factory=dict)
+    """What the caller asked to be echoed on the job's result message."""
+    reply_topic: str | None = None
+    """A topic of the caller's (from the allowed list) that also gets the result message."""
+    result_pending: bool = False
+    """Set with the move into a terminal state, cleared once the result message is out: a
+    crash in between leaves it set, and the monitor publishes it then."""
     created_at: datetime
     updated_at: datetime
     state_times: dict[JobState, datetime] = Field(default_factory=dict)
 
     # -- transitions ------------------------------------------------------------------------
 
+    def overdue(self, now: datetime) -> bool:
+        return self.deadline is not None and now >= self.deadline and not self.state.terminal
+
     def claimable_by(self, worker: str, *, backend: str, now: datetime) -> str | None:
         """Why ``worker`` may not claim this job, or ``None`` if it may."""
         if self.state.terminal:
             return f"job is {self.state}"
+        if self.overdue(now):
+            return "job is past its deadline"
         if self.backend != backend:
             return f"job is routed to {self.backend}"
         if self.state is JobState.RUNNING and self.lease is not None and self.lease.live(now):
@@ -138,6 +152,12 @@ class Job(BaseModel):
         """Record which RunPod job carries this one (its webhook must name the same id)."""
         self._require_holder(worker)
         return self.model_copy(update={"runpod_id": runpod_id, "updated_at": now})
+
+    def runpod_canceled(self) -> Job:
+        """RunPod was told to stop the job it ran for this (canceled) one."""
+        if self.state is not JobState.CANCELED or self.runpod_id is None:
+            raise InvalidTransition("no RunPod job to cancel")
+        return self.model_copy(update={"runpod_id": None})
 
     def reroute(self, backend: str, *, now: datetime) -> Job:
         """Send a job nobody has started to another backend."""
@@ -199,10 +219,27 @@ class Job(BaseModel):
         )
         return self._moved(JobState.FAILED, now=now, children_done=done, error=error)
 
-    def cancel(self, *, now: datetime) -> Job:
+    def cancel(self, *, now: datetime, reason: str = "canceled by its owner") -> Job:
+        """Queued or running, the job ends here; a worker holding it stops at its next piece
+        and its result is discarded (its lease is gone)."""
         if self.state.terminal:
             raise InvalidTransition(f"job is already {self.state}")
-        return self._moved(JobState.CANCELED, now=now, lease=None)
+        error = JobError(code="canceled", message=reason)
+        return self._moved(JobState.CANCELED, now=now, lease=None, error=error)
+
+    def expire_deadline(self, *, now: datetime) -> Job:
+        if not self.overdue(now):
+            raise InvalidTransition("job is not past its deadline")
+        assert self.deadline is not None
+        error = JobError(
+            code="deadline_exceeded",
+            message=f"not finished by its deadline {self.deadline.isoformat()}",
+        )
+        return self._moved(JobState.CANCELED, now=now, lease=None, error=error)
+
+    def announced(self) -> Job:
+        """Its result message is out."""
+        return self.model_copy(update={"result_pending": False})
 
     # -- helpers ----------------------------------------------------------------------------
 
@@ -217,6 +254,13 @@ class Job(BaseModel):
     def _moved(self, state: JobState, *, now: datetime, **changes: object) -> Job:
         times = dict(self.state_times)
         times[state] = now
+        pending = self.result_pending or state.terminal
         return self.model_copy(
-            update={"state": state, "updated_at": now, "state_times": times, **changes}
+            update={
+                "state": state,
+                "updated_at": now,
+                "state_times": times,
+                "result_pending": pending,
+                **changes,
+            }
         )

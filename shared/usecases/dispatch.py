@@ -105,7 +105,7 @@ def dispatch(gw: Gateway, runpod: RunPodApi, message: JobMessage) -> Dispatch:
         )
     except RunPodRejected as exc:
         error = _error(exc.code, exc.message)
-        completion.fail(gw.jobs, gw.clock, job, worker=worker, error=error)
+        completion.fail(gw, job, worker=worker, error=error)
         return Dispatch.FAILED
     except TransientError as exc:
         return _retry_or_fail(gw, job, worker=worker, code=exc.code, message=exc.message)
@@ -139,7 +139,7 @@ def complete(gw: Gateway, *, job_id: str, status: RunPodStatus) -> Completion:
     except ValidationError as exc:
         detail = exc.errors()[0]["msg"]
         error = _error("runpod_bad_output", f"RunPod returned no task output: {detail}")
-        completion.fail(gw.jobs, gw.clock, job, worker=worker, error=error)
+        completion.fail(gw, job, worker=worker, error=error)
         return Completion.FAILED
     if output.job_id != job.id:
         return Completion.STALE  # another gateway job's result: never applied to this one
@@ -151,9 +151,9 @@ def complete(gw: Gateway, *, job_id: str, status: RunPodStatus) -> Completion:
             )
             return _completed(gw, job.id, outcome)
         error = _error(failure.code, failure.message)
-        completion.fail(gw.jobs, gw.clock, job, worker=worker, error=error)
+        completion.fail(gw, job, worker=worker, error=error)
         return Completion.FAILED
-    if completion.succeed(gw.jobs, gw.clock, job, worker=worker, output=output):
+    if completion.succeed(gw, job, worker=worker, output=output):
         return Completion.SUCCEEDED
     return Completion.STALE
 
@@ -253,10 +253,10 @@ def _retry_or_fail(gw: Gateway, job: Job, *, worker: str, code: str, message: st
     attempts = gw.settings.runpod.max_attempts
     if job.attempts >= attempts:
         error = _error(code, f"gave up after {job.attempts} attempts: {message}")
-        completion.fail(gw.jobs, gw.clock, job, worker=worker, error=error)
+        completion.fail(gw, job, worker=worker, error=error)
         return Dispatch.FAILED
     error = JobError(code=code, message=message, retryable=True)
-    if completion.release(gw.jobs, gw.clock, job, worker=worker, error=error):
+    if completion.release(gw, job, worker=worker, error=error):
         return Dispatch.RETRY
     return Dispatch.SKIPPED
 

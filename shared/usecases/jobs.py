@@ -6,9 +6,11 @@ outcome. Nothing here knows about HTTP or Flask.
 
 from __future__ import annotations
 
+import base64
 import hashlib
 from collections.abc import Callable
 from dataclasses import dataclass
+from datetime import datetime, timedelta
 
 from shared.domain.audio_input import (
     CONTENT_TYPES,
@@ -16,7 +18,13 @@ from shared.domain.audio_input import (
     declared_duration_s,
     sniff_container,
 )
-from shared.domain.errors import Conflict, InvalidRequest, NotFound, PayloadTooLarge
+from shared.domain.errors import (
+    Conflict,
+    InvalidRequest,
+    InvalidTransition,
+    NotFound,
+    PayloadTooLarge,
+)
 from shared.domain.jobs import Job, JobState
 from shared.domain.keys import Principal
 from shared.domain.synthesis import (
@@ -26,19 +34,23 @@ from shared.domain.synthesis import (
     JobRequest,
     NormalizeRequest,
     VoiceCloneRequest,
+    children_of,
 )
 from shared.domain.voices import Voice, prompt_object_name, voice_id_for
+from shared.usecases import completion
 from shared.usecases.gateway import Gateway
 from shared.usecases.routing import publish_job, route
 from shared.wire.bodies import (
     ClonePromptBody,
     CreateVoiceBody,
+    JobOptions,
     NormalizeBody,
     SpeechBody,
     VoiceCloneBody,
 )
 
 MAX_IDEMPOTENCY_KEY_CHARS = 200
+NO_OPTIONS = JobOptions()
 
 
 def submit_job(
@@ -47,6 +59,7 @@ def submit_job(
     principal: Principal,
     request: SpeechBody,
     idempotency_key: str | None = None,
+    options: JobOptions = NO_OPTIONS,
 ) -> Job:
     """Turn a speech body into a job: store its reference audio, resolve its voice, submit."""
     limit = gw.settings.api.max_text_chars
@@ -70,6 +83,7 @@ def submit_job(
                     max_duration_s=gw.settings.voices.max_reference_s,
                 ),
                 build=lambda _, ref: VoiceCloneRequest(**fields, reference=ref),
+                options=options,
             )
         case ClonePromptBody():
             voice = find_voice(gw, principal=principal, ref=request.voice)
@@ -78,7 +92,14 @@ def submit_job(
         case _:
             stored = request
     job_id = job_id_for(gw, owner=principal.owner, idempotency_key=idempotency_key)
-    return _submit(gw, job_id=job_id, principal=principal, request=stored, key=idempotency_key)
+    return _submit(
+        gw,
+        job_id=job_id,
+        principal=principal,
+        request=stored,
+        key=idempotency_key,
+        options=options,
+    )
 
 
 def create_voice(
@@ -175,6 +196,47 @@ def find_voice(gw: Gateway, *, principal: Principal, ref: str) -> Voice:
     return named[0]
 
 
+def cancel_job(gw: Gateway, *, principal: Principal, job_id: str) -> Job:
+    """A queued job never runs; a running one stops at its next piece and its result is
+    discarded; a finished one is a ``Conflict``. A cast or batch takes its children with it."""
+    job = get_job(gw, principal=principal, job_id=job_id)
+    for child_id in children_of(job.request):
+        _cancel(gw, child_id)
+    canceled = _cancel(gw, job.id)
+    if canceled is None:
+        current = gw.jobs.get(job.id) or job
+        raise Conflict(
+            f"job {job.id} is already {current.state}",
+            details={"state": current.state.value},
+        )
+    return canceled
+
+
+def list_jobs(
+    gw: Gateway,
+    *,
+    principal: Principal,
+    state: JobState | None = None,
+    created_after: datetime | None = None,
+    page_size: int = 50,
+    page_token: str | None = None,
+) -> JobPage:
+    """The caller's jobs, oldest first, a page at a time."""
+    if not 1 <= page_size <= MAX_PAGE_SIZE:
+        raise InvalidRequest(f"page_size must be 1..{MAX_PAGE_SIZE}", field="page_size")
+    jobs = gw.jobs.list_owned(
+        owner=principal.owner,
+        state=state,
+        created_after=created_after,
+        start_after=_cursor(page_token),
+        limit=page_size + 1,
+    )
+    more = len(jobs) > page_size
+    page = tuple(jobs[:page_size])
+    token = _token(page[-1]) if more else None
+    return JobPage(jobs=page, next_page_token=token)
+
+
 def audio_url(gw: Gateway, *, principal: Principal, job_id: str) -> str:
     """A short-lived signed URL for a finished job's audio."""
     job = get_job(gw, principal=principal, job_id=job_id)
@@ -209,16 +271,26 @@ def _submit_upload(
     key: str | None,
     upload: Upload,
     build: Callable[[str, AudioRef], JobRequest],
+    options: JobOptions = NO_OPTIONS,
 ) -> Job:
     """Store the upload under the job's folder in ``uploads/`` (which expires), then submit
     the request ``build`` makes from the job id and the stored audio."""
     job_id = job_id_for(gw, owner=principal.owner, idempotency_key=key)
     ref = _store_upload(gw, upload, path=f"{gw.settings.voices.upload_prefix}{job_id}/")
-    return _submit(gw, job_id=job_id, principal=principal, request=build(job_id, ref), key=key)
+    request = build(job_id, ref)
+    return _submit(
+        gw, job_id=job_id, principal=principal, request=request, key=key, options=options
+    )
 
 
 def _submit(
-    gw: Gateway, *, job_id: str, principal: Principal, request: JobRequest, key: str | None
+    gw: Gateway,
+    *,
+    job_id: str,
+    principal: Principal,
+    request: JobRequest,
+    key: str | None,
+    options: JobOptions = NO_OPTIONS,
 ) -> Job:
     """Persist a job, then route and publish it. The job exists before anyone hears 'accepted'.
 
@@ -227,7 +299,13 @@ def _submit(
     """
     backend = route(gw, mode=request.mode)
     candidate = new_job(
-        gw, job_id=job_id, principal=principal, request=request, backend=backend.id, key=key
+        gw,
+        job_id=job_id,
+        principal=principal,
+        request=request,
+        backend=backend.id,
+        key=key,
+        options=options,
     )
     job, created = gw.jobs.create(candidate)
     if not created:
@@ -246,8 +324,18 @@ def new_job(
     request: JobRequest,
     backend: str,
     key: str | None,
+    options: JobOptions = NO_OPTIONS,
 ) -> Job:
     now = gw.clock()
+    if options.reply_topic is not None and options.reply_topic not in gw.settings.reply_topics:
+        raise InvalidRequest(
+            f"reply_topic {options.reply_topic!r} is not one this deployment allows",
+            field="reply_topic",
+            details={"allowed": list(gw.settings.reply_topics)},
+        )
+    deadline = None
+    if options.deadline_s is not None:
+        deadline = now + timedelta(seconds=options.deadline_s)
     return Job(
         id=job_id,
         owner=principal.owner,
@@ -257,6 +345,9 @@ def new_job(
         created_at=now,
         updated_at=now,
         state_times={JobState.QUEUED: now},
+        deadline=deadline,
+        correlation=dict(options.correlation),
+        reply_topic=options.reply_topic,
     )
 
 
@@ -316,3 +407,37 @@ def job_id_for(gw: Gateway, *, owner: str, idempotency_key: str | None) -> str:
 
 def _plausible_id(job_id: str) -> bool:
     return 0 < len(job_id) <= 128 and job_id.isalnum()
+
+
+@dataclass(frozen=True, kw_only=True)
+class JobPage:
+    jobs: tuple[Job, ...]
+    next_page_token: str | None
+
+
+MAX_PAGE_SIZE = 200
+
+
+def _cancel(gw: Gateway, job_id: str) -> Job | None:
+    try:
+        canceled = gw.jobs.update(job_id, lambda j: j.cancel(now=gw.clock()))
+    except (InvalidTransition, NotFound):
+        return None
+    completion.finished(gw, canceled)
+    return canceled
+
+
+def _token(job: Job) -> str:
+    raw = f"{job.created_at.isoformat()}|{job.id}"
+    return base64.urlsafe_b64encode(raw.encode()).decode()
+
+
+def _cursor(token: str | None) -> tuple[datetime, str] | None:
+    if not token:
+        return None
+    try:
+        raw = base64.urlsafe_b64decode(token.encode()).decode()
+        created, _, job_id = raw.partition("|")
+        return datetime.fromisoformat(created), job_id
+    except (ValueError, UnicodeDecodeError) as exc:
+        raise InvalidRequest("page_token is not one this API issued", field="page_token") from exc

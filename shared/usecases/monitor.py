@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Callable
+from contextlib import suppress
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 
@@ -37,9 +38,11 @@ from shared.domain.errors import GatewayError, InvalidTransition, NoBackendAvail
 from shared.domain.jobs import Job, JobState
 from shared.domain.modes import Mode
 from shared.domain.synthesis import CastRequest
+from shared.usecases import completion
 from shared.usecases.dispatch import complete
 from shared.usecases.gateway import Gateway
 from shared.usecases.ports import RunPodApi
+from shared.usecases.results import announce_pending
 from shared.usecases.routing import publish_job, route
 from shared.wire.runpod_status import RunPodStatus
 
@@ -55,18 +58,27 @@ class MonitorReport:
     republished: list[str] = field(default_factory=list)
     settled: list[str] = field(default_factory=list)
     """Cast children whose report to their parent had been lost, counted now."""
+    overdue: list[str] = field(default_factory=list)
+    """Jobs canceled at their deadline (queued ones too: nothing runs late)."""
+    runpod_canceled: list[str] = field(default_factory=list)
+    announced: list[str] = field(default_factory=list)
+    """Results whose publisher died before it could record the message, published now."""
 
 
 def run_monitor(gw: Gateway, *, runpod: RunPodApi | None = None) -> MonitorReport:
     report = MonitorReport()
     now = gw.clock()
     down = _check_backends(gw, runpod=runpod, now=now, report=report)
+    _cancel_overdue(gw, now=now, report=report)
+    if runpod is not None:
+        _cancel_on_runpod(gw, runpod, report=report)
     _reroute(gw, down=down, report=report)
     _expire_leases(gw, now=now, report=report)
     if runpod is not None:
         _poll_runpod(gw, runpod, now=now, report=report)
     _republish_stuck(gw, now=now, report=report)
     _settle_parents(gw, report=report)
+    report.announced = announce_pending(gw, limit=gw.settings.monitor.batch)
     _count_queues(gw)
     return report
 
@@ -115,6 +127,36 @@ def _check_backends(
         elif beat.status is BackendStatus.OFFLINE:
             down.add(backend.id)
     return down
+
+
+def _cancel_overdue(gw: Gateway, *, now: datetime, report: MonitorReport) -> None:
+    """Jobs past their deadline end now, including jobs waiting for a backend that is down."""
+    batch = gw.settings.monitor.batch
+    for state in (JobState.QUEUED, JobState.RUNNING):
+        for job in gw.jobs.find(state=state, limit=batch):
+            if job.overdue(now) and completion.cancel_overdue(gw, job.id):
+                report.overdue.append(job.id)
+
+
+def _cancel_on_runpod(gw: Gateway, runpod: RunPodApi, *, report: MonitorReport) -> None:
+    """A canceled job RunPod still runs: tell RunPod to stop it (its result is refused anyway)."""
+    backend = gw.settings.runpod.backend_id
+    for job in gw.jobs.find(
+        state=JobState.CANCELED, backend=backend, limit=gw.settings.monitor.batch
+    ):
+        if job.runpod_id is None:
+            continue
+        try:
+            runpod.cancel(job.runpod_id)
+        except GatewayError as exc:
+            # Purged or finished on RunPod's side, or RunPod is down: either way nothing of
+            # ours waits on it, and the next pass tries again unless it is gone.
+            log.warning("runpod cancel failed", extra={"job_id": job.id, "error": exc.message})
+            if exc.retryable:
+                continue
+        with suppress(InvalidTransition):
+            gw.jobs.update(job.id, lambda j: j.runpod_canceled())
+        report.runpod_canceled.append(job.id)
 
 
 def _count_queues(gw: Gateway) -> None:

@@ -39,6 +39,22 @@ class JobStore(Protocol):
 
     def count(self, *, state: JobState, backend: str) -> int: ...
 
+    def list_owned(
+        self,
+        *,
+        owner: str,
+        state: JobState | None,
+        created_after: datetime | None,
+        start_after: tuple[datetime, str] | None,
+        limit: int,
+    ) -> list[Job]:
+        """An owner's jobs by ``(created_at, id)``, after ``start_after`` when given."""
+        ...
+
+    def find_unannounced(self, *, limit: int) -> list[Job]:
+        """Finished jobs whose result message is still pending, oldest update first."""
+        ...
+
 
 @dataclass(frozen=True, slots=True)
 class StoredBlob:
@@ -71,6 +87,8 @@ class Publisher(Protocol):
 
 class ApiKeyStore(Protocol):
     def get(self, key_hash: str) -> ApiKey | None: ...
+
+    def find_by_id(self, key_id: str) -> ApiKey | None: ...
 
     def put(self, key: ApiKey) -> None: ...
 
@@ -135,3 +153,5 @@ class RunPodApi(Protocol):
     def status(self, runpod_id: str) -> RunPodStatus: ...
 
     def health(self) -> EndpointHealth: ...
+
+    def cancel(self, runpod_id: str) -> None: ...

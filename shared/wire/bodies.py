@@ -137,3 +137,23 @@ class CastBody(_Body):
 
 class NormalizeBody(LoudnessFields):
     audio: Base64Audio
+
+
+CorrelationKey = Annotated[str, Field(pattern=r"^[A-Za-z][A-Za-z0-9_.-]{0,63}$")]
+CorrelationValue = Annotated[str, Field(max_length=256)]
+MAX_DEADLINE_S = 7 * 24 * 3600
+
+
+class JobOptions(_Body):
+    """How a job is delivered, apart from what it asks for: they travel beside the request in
+    a body (or as message attributes on the intake topic) and are kept on the job."""
+
+    deadline_s: Annotated[float, Field(gt=0, le=MAX_DEADLINE_S)] | None = None
+    """Not finished this many seconds after submission: canceled, never run late."""
+    correlation: Annotated[dict[CorrelationKey, CorrelationValue], Field(max_length=16)] = {}
+    """Echoed as attributes (and in the body) of the job's result message."""
+    reply_topic: Annotated[str, Field(min_length=1, max_length=255)] | None = None
+    """Also publish the result here; only topics the deployment allows."""
+
+
+OPTION_FIELDS = frozenset(JobOptions.model_fields)

@@ -97,8 +97,15 @@ class JobView(BaseModel):
             voice_id=voice_id,
             voice_url=f"{base_path}/v1/voices/{voice_id}" if voice_id else None,
             progress=progress,
-            error=error if job.state is JobState.FAILED else None,
+            error=error if job.state in {JobState.FAILED, JobState.CANCELED} else None,
         )
+
+
+class JobListView(BaseModel):
+    model_config = ConfigDict(frozen=True)
+
+    jobs: tuple[JobView, ...]
+    next_page_token: str | None = None
 
 
 class VoiceView(BaseModel):

@@ -8,6 +8,7 @@ RunPod, which runs them; when the 4090 comes back and gets the old messages, it 
 
 from __future__ import annotations
 
+import dataclasses
 import io
 import json
 import os
@@ -20,6 +21,7 @@ from pathlib import Path
 
 import functions_framework
 import google.cloud.pubsub_v1 as pubsub_v1
+import numpy as np
 import pytest
 import soundfile as sf
 from pytest_mock import MockerFixture
@@ -32,6 +34,7 @@ from infra.processes import free_port
 from infra.runpod_local import LocalRunPod
 from shared.adapters.runpod_api import RunPodClient
 from shared.bootstrap import build_gateway
+from shared.domain.audio_formats import AudioFormat, part_object_name
 from shared.domain.backends import BackendConfig, BackendKind
 from shared.domain.jobs import Job, JobState
 from shared.domain.keys import Principal, Scope
@@ -162,6 +165,37 @@ def test_a_job_runs_on_runpod_and_the_webhook_finishes_it(
     assert local_runpod.webhooks_sent[-1]["status"] == "COMPLETED"
 
 
+def test_a_streamed_job_on_runpod_publishes_its_pieces_through_signed_urls(
+    gw: Gateway,
+    client: RunPodClient,
+    settings: Settings,
+    local_runpod: LocalRunPod,
+) -> None:
+    """More pieces than signed part URLs: the rest go into the last part, and the pieces end to
+    end are the job's audio."""
+    streaming = Settings(runpod=settings.runpod.model_copy(update={"stream_parts": 2}))
+    gw = dataclasses.replace(gw, settings=streaming)
+    text = " ".join(f"Piece number {i} is spoken here." for i in range(6))
+    request = CustomVoiceRequest(
+        text=text, speaker="ryan", seed=5, format=AudioFormat.PCM, stream=True
+    )
+    job = runpod_job(gw, request=request)
+    assert dispatch(gw, client, JobMessage(job_id=job.id)) is Dispatch.DISPATCHED
+    done = wait_for(gw, job.id, states={JobState.SUCCEEDED, JobState.FAILED})
+    assert done.state is JobState.SUCCEEDED, done.error
+    assert done.result is not None
+    assert done.result.parts == 2
+    pieces = [
+        gw.blobs.get(part_object_name(prefix="audio/", job_id=job.id, index=i, fmt=AudioFormat.PCM))
+        for i in range(2)
+    ]
+    whole = gw.blobs.get(done.result.uri.removeprefix(f"gs://{settings.bucket}/"))
+    joined = np.frombuffer(b"".join(pieces), dtype="<i2").astype(np.int32)
+    expected = np.frombuffer(whole, dtype="<i2").astype(np.int32)
+    assert len(joined) == len(expected)
+    assert np.abs(joined - expected).max() <= 1  # two encoders may round a sample differently
+
+
 def test_overload_is_retried_and_a_bad_webhook_secret_changes_nothing(
     gw: Gateway, client: RunPodClient, local_runpod: LocalRunPod
 ) -> None:
@@ -277,9 +311,8 @@ def test_failover_from_a_silent_4090_to_runpod_and_no_second_synthesis(
     # The 4090 comes back and receives the messages published to it before the failover.
     executor = mocker.Mock()
     runner = JobRunner(
-        jobs=gw.jobs,
+        gateway=gw,
         executor=executor,
-        clock=gw.clock,
         config=RunnerConfig(worker_id="home-1", backend_id="home-4090", lease_s=30),
     )
     subscriber = pubsub_v1.SubscriberClient()
@@ -313,14 +346,13 @@ def test_runpod_and_the_4090_write_the_same_job_document(
     )
     engine.load()
     runner = JobRunner(
-        jobs=gw.jobs,
+        gateway=gw,
         executor=TaskExecutor(
             models=ModelSet([engine]),
             io=BucketIO(gateway=gw, prompts=PromptCache(max_bytes=0, max_file_bytes=1 << 20)),
             limits=settings.voices,
             max_chunk_chars=settings.worker.max_chunk_chars,
         ),
-        clock=gw.clock,
         config=RunnerConfig(worker_id="home-1", backend_id="home-4090", lease_s=30),
     )
     request = CustomVoiceRequest(text="The same words, twice.", speaker="aiden", seed=21)

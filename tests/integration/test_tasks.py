@@ -65,9 +65,8 @@ def executor(gateway: Gateway, models: ModelSet) -> TaskExecutor:
 @pytest.fixture
 def runner(gateway: Gateway, executor: TaskExecutor) -> JobRunner:
     return JobRunner(
-        jobs=gateway.jobs,
+        gateway=gateway,
         executor=executor,
-        clock=gateway.clock,
         config=RunnerConfig(worker_id="w1", backend_id="home-4090", lease_s=60),
     )
 

@@ -59,6 +59,31 @@ class InMemoryJobStore:
     def count(self, *, state: JobState, backend: str) -> int:
         return len(self.find(state=state, backend=backend, limit=1 << 30))
 
+    def list_owned(
+        self,
+        *,
+        owner: str,
+        state: JobState | None,
+        created_after: datetime | None,
+        start_after: tuple[datetime, str] | None,
+        limit: int,
+    ) -> list[Job]:
+        with self._lock:
+            found = [
+                j
+                for j in self._jobs.values()
+                if j.owner == owner
+                and (state is None or j.state is state)
+                and (created_after is None or j.created_at > created_after)
+                and (start_after is None or (j.created_at, j.id) > start_after)
+            ]
+        return sorted(found, key=lambda j: (j.created_at, j.id))[:limit]
+
+    def find_unannounced(self, *, limit: int) -> list[Job]:
+        with self._lock:
+            found = [j for j in self._jobs.values() if j.result_pending]
+        return sorted(found, key=lambda j: j.updated_at)[:limit]
+
     def all(self) -> list[Job]:
         with self._lock:
             return list(self._jobs.values())
@@ -136,6 +161,9 @@ class InMemoryApiKeyStore:
 
     def get(self, key_hash: str) -> ApiKey | None:
         return self._keys.get(key_hash)
+
+    def find_by_id(self, key_id: str) -> ApiKey | None:
+        return next((k for k in self._keys.values() if k.key_id == key_id), None)
 
     def put(self, key: ApiKey) -> None:
         self._keys[key.key_hash] = key
@@ -245,6 +273,7 @@ class FakeRunPod:
     failures: list[Exception] = field(default_factory=list)
     submitted: list[dict[str, object]] = field(default_factory=list)
     statuses: dict[str, RunPodStatus] = field(default_factory=dict)
+    canceled: list[str] = field(default_factory=list)
 
     def run(
         self,
@@ -261,6 +290,9 @@ class FakeRunPod:
 
     def status(self, runpod_id: str) -> RunPodStatus:
         return self.statuses.get(runpod_id, RunPodStatus(id=runpod_id, status="IN_PROGRESS"))
+
+    def cancel(self, runpod_id: str) -> None:
+        self.canceled.append(runpod_id)
 
     def health(self) -> EndpointHealth:
         return EndpointHealth(

@@ -11,7 +11,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
-PACKAGES = ("shared", "functions", "gpu_worker", "infra")
+PACKAGES = ("shared", "functions", "gpu_worker", "infra", "cli")
 
 
 @dataclass(frozen=True, slots=True)

@@ -4,7 +4,7 @@ reaches into another folder's private modules, and no import cycle exists anywhe
 Layers, lowest first (a module may import its own layer and those below):
 ``shared.domain`` < ``shared.wire`` < ``shared.settings`` < ``shared.usecases`` <
 ``shared.adapters`` < ``shared.bootstrap`` / ``shared.logs`` < the entry points
-(``functions``, ``gpu_worker``, which never import each other) < ``infra`` (the local stack
+(``functions``, ``gpu_worker``, and ``cli``, an HTTP client; none imports another) < ``infra`` (the local stack
 and deployment tooling, which may start anything).
 """
 
@@ -30,9 +30,10 @@ LAYERS: dict[str, int] = {
     "shared.logs": 5,
     "functions": 6,
     "gpu_worker": 6,
+    "cli": 6,
     "infra": 7,
 }
-ENTRY_POINTS = ("functions", "gpu_worker")
+ENTRY_POINTS = ("functions", "gpu_worker", "cli")
 HEAVY = frozenset({"numpy", "torch", "torchaudio", "soundfile", "scipy", "qwen_tts"})
 PROMPT_FILE_LOADER = "shared.domain.voice_file"
 

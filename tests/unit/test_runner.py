@@ -60,9 +60,8 @@ def make_runner(
     if synth.gateway is None:
         synth.gateway = gateway
     return JobRunner(
-        jobs=gateway.jobs,
+        gateway=gateway,
         executor=synth,
-        clock=gateway.clock,
         config=RunnerConfig(worker_id=worker, backend_id="home-4090", lease_s=lease_s),
     )
 
@@ -214,9 +213,8 @@ def test_a_message_for_a_job_routed_to_another_backend_is_acked_without_work(
     message = new_job(gateway)
     synth = CountingSynth()
     runner = JobRunner(
-        jobs=gateway.jobs,
+        gateway=gateway,
         executor=synth,
-        clock=gateway.clock,
         config=RunnerConfig(worker_id="rp", backend_id="runpod", lease_s=60),
     )
     result = runner.run(message)

@@ -85,6 +85,25 @@ def test_a_dispatch_signs_only_what_the_task_needs_and_records_runpods_id(gw: Ga
     assert len(runpod.submitted) == 1
 
 
+def test_a_streamed_job_gets_its_part_urls_and_no_other_job_does(gw: Gateway) -> None:
+    runpod = FakeRunPod()
+    plain = submitted(gw)
+    streamed = submit_job(
+        gw,
+        principal=ALICE,
+        request=CustomVoiceRequest(text="Hi.", speaker="ryan", format="mp3", stream=True),
+    )
+    for job in (plain, streamed):
+        dispatch(gw, runpod, JobMessage(job_id=job.id))
+    first, second = (RunPodInput.model_validate(s["payload"]) for s in runpod.submitted)
+    assert first.urls.parts == ()
+    parts = second.urls.parts
+    assert len(parts) == gw.settings.runpod.stream_parts
+    assert all("method=PUT" in url for url in parts)
+    assert f"audio/{streamed.id}/part-00000.mp3" in parts[0]
+    assert f"audio/{streamed.id}/part-00015.mp3" in parts[-1]
+
+
 def test_the_webhook_finishes_the_job_exactly_once(gw: Gateway) -> None:
     runpod = FakeRunPod()
     job = submitted(gw)

@@ -24,7 +24,7 @@ ACCEPTED = ["2xx", "3xx", "401", "403", "404", "409", "429", "5xx"]
 # whether a voice name names a voice (OpenAI answers 400 for an unknown voice), and limits that
 # are deployment settings (text length, cast size) rather than constants of the document.
 SEMANTIC_REFUSALS = [
-    ("^/v1/voices$", "422"),
+    ("^/v1/voices$|^/v1/jobs$", "422"),
     (
         "^(/v1/tts/jobs|/v1/audio/normalize|/api/v1/audio/normalize|/api/v1/tts/clone"
         "|/api/v1/tts/clone-prompt|/api/v1/voices/clone-prompt|/v1/voices/import"

@@ -1,0 +1,206 @@
+"""``qtts render``: a chapter file to one audio file per item, through one batch job.
+
+The batch is submitted with an ``Idempotency-Key`` derived from its items, so running the same
+command again (after Ctrl-C, a lost connection, a closed laptop) finds the same batch instead of
+paying for a second one, and only the files not on disk yet are fetched. Files are written
+under a temporary name and renamed when complete, so a file that exists is a finished one.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from rich.console import Console
+from rich.progress import (
+    BarColumn,
+    MofNCompleteColumn,
+    Progress,
+    TextColumn,
+    TimeElapsedColumn,
+)
+
+from cli.errors import QttsError
+from cli.http import ApiError, Client, Job, JsonObject, save_atomically
+from cli.split import split_chapter
+
+# The CustomVoice model's speakers (README, "Limits and errors"). Anything else is taken for a
+# registered voice; the gateway answers 404 for one it does not know.
+BUILTIN_SPEAKERS = frozenset(
+    {"vivian", "serena", "uncle_fu", "dylan", "eric", "ryan", "aiden", "ono_anna", "sohee"}
+)
+RECORD_NAME = "render.json"
+MAX_STEM_CHARS = 90  # item keys are at most 100 characters: the stem, "-", four digits
+FAILED_STATES = frozenset({"failed", "canceled"})
+FINISHED_STATES = FAILED_STATES | {"succeeded"}
+
+
+@dataclass(frozen=True, slots=True)
+class RenderOptions:
+    voice: str
+    format: str
+    speed: float | None = None
+    language: str | None = None
+    max_chars: int = 1500
+
+
+@dataclass(slots=True)
+class Outcome:
+    total: int
+    batch_id: str | None = None
+    succeeded: set[str] = field(default_factory=set)
+    failed: dict[str, str] = field(default_factory=dict)
+    """Item key to the reason, for items that have no file."""
+    downloaded: int = 0
+
+
+def speech_item(*, key: str, text: str, options: RenderOptions) -> JsonObject:
+    """One native speech body (``SpeechRequest``) with its batch key."""
+    item: JsonObject = {"key": key, "text": text, "format": options.format}
+    if options.voice.lower() in BUILTIN_SPEAKERS:
+        item |= {"mode": "custom_voice", "speaker": options.voice}
+    else:
+        item |= {"mode": "clone_prompt", "voice": options.voice}
+    if options.speed is not None:
+        item["speed"] = options.speed
+    if options.language is not None:
+        item["language"] = options.language
+    return item
+
+
+def chapter_items(text: str, *, stem: str, options: RenderOptions) -> list[JsonObject]:
+    stem = stem[:MAX_STEM_CHARS] or "item"
+    chunks = split_chapter(text, max_chars=options.max_chars)
+    return [
+        speech_item(key=f"{stem}-{index:04d}", text=chunk, options=options)
+        for index, chunk in enumerate(chunks, start=1)
+    ]
+
+
+def idempotency_key(items: list[JsonObject], *, salt: str = "") -> str:
+    """SHA-256 of the canonical JSON of the items (their text and every option): the same
+    chapter with the same options finds the same batch; any change makes a new one."""
+    canonical = json.dumps(
+        {"qtts-render": 1, "items": items, "salt": salt},
+        sort_keys=True,
+        separators=(",", ":"),
+        ensure_ascii=False,
+    )
+    return hashlib.sha256(canonical.encode()).hexdigest()
+
+
+def render(
+    client: Client,
+    *,
+    book: Path,
+    out_dir: Path,
+    options: RenderOptions,
+    poll_s: float,
+    new_batch: bool,
+    console: Console,
+) -> Outcome:
+    items = chapter_items(book.read_text(encoding="utf-8"), stem=book.stem, options=options)
+    if not items:
+        raise QttsError(f"{book} holds no text to render")
+    out_dir.mkdir(parents=True, exist_ok=True)
+    paths = {str(item["key"]): out_dir / f"{item['key']}.{options.format}" for item in items}
+    outcome = Outcome(total=len(items))
+    outcome.succeeded = {key for key, path in paths.items() if path.exists()}
+    missing = [item for item in items if str(item["key"]) not in outcome.succeeded]
+    if not missing:
+        return outcome
+
+    if new_batch:
+        # Only what is not on disk, under a key of its own: the way to try failed items again,
+        # since the chapter's own key always finds the batch in which they failed.
+        submitted, key = missing, idempotency_key(missing, salt=f"new-batch-{time.time_ns()}")
+    else:
+        submitted, key = items, idempotency_key(items)
+    batch = Job.parse(
+        client.post_json("/v1/tts/batch", {"items": submitted}, headers={"Idempotency-Key": key})
+    )
+    outcome.batch_id = batch.id
+    _write_record(out_dir, batch_id=batch.id, book=book, keys=list(paths))
+    console.print(f"batch {batch.id}: {len(submitted)} items, {len(outcome.succeeded)} on disk")
+
+    submitted_keys = [str(item["key"]) for item in submitted]
+    with Progress(
+        TextColumn("[bold]{task.description}"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TextColumn("{task.fields[status]}"),
+        TimeElapsedColumn(),
+        console=console,
+    ) as progress:
+        task = progress.add_task(
+            book.stem, total=len(items), completed=len(outcome.succeeded), status=""
+        )
+        delay = poll_s
+        while True:
+            manifest = client.manifest(batch.id)
+            changed = False
+            for index, entry in enumerate(manifest.items):
+                # The manifest lists items in submission order; the key is what we match on,
+                # the position only covers a server that did not echo it.
+                item_key = entry.key or (
+                    submitted_keys[index] if index < len(submitted_keys) else None
+                )
+                if item_key not in paths or item_key in outcome.succeeded:
+                    continue
+                if item_key in outcome.failed:
+                    continue
+                if entry.state == "succeeded":
+                    changed = True
+                    audio = entry.audio_url or f"/v1/jobs/{entry.job_id}/audio"
+                    try:
+                        client.download(audio, paths[item_key])
+                    except ApiError as exc:
+                        if exc.status is None:
+                            raise  # the connection broke: stop here, a re-run resumes
+                        outcome.failed[item_key] = f"download failed: {exc}"
+                        continue
+                    outcome.succeeded.add(item_key)
+                    outcome.downloaded += 1
+                elif entry.state in FAILED_STATES:
+                    changed = True
+                    outcome.failed[item_key] = str(entry.error) if entry.error else entry.state
+            progress.update(
+                task,
+                completed=len(outcome.succeeded) + len(outcome.failed),
+                status=f"{len(outcome.failed)} failed" if outcome.failed else "",
+            )
+            pending = [k for k in paths if k not in outcome.succeeded and k not in outcome.failed]
+            if not pending:
+                break
+            listed_all_finished = all(
+                e.state == "succeeded" or e.state in FAILED_STATES for e in manifest.items
+            )
+            if listed_all_finished and (manifest.items or manifest.state in FINISHED_STATES):
+                # Every listed child is done, yet some items are neither on disk nor failed:
+                # the batch does not hold them (it cannot, with keys we chose; say so anyway).
+                for key in pending:
+                    outcome.failed[key] = f"not in batch {batch.id}"
+                break
+            time.sleep(delay)
+            delay = poll_s if changed else min(delay * 1.5, poll_s * 5)
+    return outcome
+
+
+def _write_record(out_dir: Path, *, batch_id: str, book: Path, keys: list[str]) -> None:
+    """``render.json``, for people: which batch made these files. Nothing reads it back."""
+    path = out_dir / RECORD_NAME
+    batches: list[str] = []
+    try:
+        previous = json.loads(path.read_text())
+        if isinstance(previous, dict) and isinstance(previous.get("batches"), list):
+            batches = [str(b) for b in previous["batches"]]
+    except (OSError, ValueError):
+        pass
+    if batch_id not in batches:
+        batches.append(batch_id)
+    record = {"book": str(book), "batch_id": batch_id, "batches": batches, "keys": keys}
+    text = json.dumps(record, indent=2, ensure_ascii=False) + "\n"
+    save_atomically([text.encode()], path)
