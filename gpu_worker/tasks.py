@@ -25,6 +25,7 @@ from shared.domain.jobs import AudioResult, Job, JobOutput
 from shared.domain.modes import Mode, ModelType
 from shared.domain.synthesis import (
     AudioRef,
+    BatchRequest,
     CastRequest,
     ClonePromptRequest,
     CreateVoiceRequest,
@@ -132,8 +133,8 @@ class TaskExecutor:
                 return self._design_voice(task, request)
             case NormalizeRequest():
                 return JobOutput(audio=self._store(task, self._normalize(request), request.format))
-            case CastRequest():
-                raise SynthesisFailed("a cast parent is bookkeeping; no worker runs it")
+            case CastRequest() | BatchRequest():
+                raise SynthesisFailed("a cast or batch parent is bookkeeping; no worker runs it")
 
     # -- speech -----------------------------------------------------------------------------
 

@@ -56,6 +56,8 @@ class ApiSettings(BaseModel):
     every new piece of audio starts it over."""
     voice_aliases: dict[str, str] = Field(default_factory=lambda: dict(OPENAI_VOICES))
     """OpenAI's voice names onto built-in speakers, for clients that only know those."""
+    max_batch_items: int = Field(default=500, gt=0, le=1000)
+    """Items one batch may have (each is a job; the manifest reads each one)."""
     speech_models: tuple[str, ...] = ("tts-1", "tts-1-hd", "gpt-4o-mini-tts", "qwen3-tts")
     """Names ``/v1/audio/speech`` accepts for ``model`` besides the model ids workers load."""
 

@@ -24,13 +24,28 @@ from functions.api.parsing import (
 from functions.api.relay import relay_routes
 from shared.domain.errors import InvalidRequest, PayloadTooLarge
 from shared.domain.jobs import Job, JobState
-from shared.usecases import casting, delivery, jobs, library
+from shared.usecases import batch, casting, delivery, jobs, library
 from shared.usecases.auth import authenticate
 from shared.usecases.debug import debug_view
 from shared.usecases.gateway import Gateway
-from shared.wire.bodies import CastBody, CreateVoiceBody, NormalizeBody, SpeechBody, VoicePatch
+from shared.wire.bodies import (
+    BatchBody,
+    CastBody,
+    CreateVoiceBody,
+    NormalizeBody,
+    SpeechBody,
+    VoicePatch,
+)
 from shared.wire.openai import StreamFormat
-from shared.wire.views import JobListView, JobView, VoiceListView, VoiceView
+from shared.wire.views import (
+    ErrorView,
+    JobListView,
+    JobView,
+    ManifestItemView,
+    ManifestView,
+    VoiceListView,
+    VoiceView,
+)
 
 PUBLIC_ENDPOINTS = frozenset({"healthz"})
 BODY_TOO_LARGE = "tts.body_too_large"
@@ -94,6 +109,40 @@ def create_api(gw: Gateway) -> Flask:
         response, status, headers = _accepted(job)
         headers["Preference-Applied"] = f"wait={wait_s:g}"
         return response, 200 if job.state.terminal else status, headers
+
+    @app.post("/v1/tts/batch")
+    def submit_batch() -> tuple[Response, int, dict[str, str]]:
+        body, options = parse_with_options(_BATCH)
+        job = batch.submit_batch(
+            gw,
+            principal=principal(),
+            body=body,
+            idempotency_key=idempotency_key(),
+            options=options,
+        )
+        return _accepted(job)
+
+    @app.get("/v1/jobs/<job_id>/manifest")
+    def get_manifest(job_id: str) -> Response:
+        found = batch.manifest(gw, principal=principal(), job_id=job_id)
+        items = tuple(
+            ManifestItemView(
+                key=item.key,
+                job_id=item.job_id,
+                state=item.state,
+                audio_url=f"/v1/jobs/{item.job_id}/audio" if item.audio else None,
+                duration_s=item.audio.duration_s if item.audio else None,
+                error=ErrorView(code=item.error.code, message=item.error.message)
+                if item.error
+                else None,
+            )
+            for item in found.items
+        )
+        return _json(ManifestView(job_id=found.job.id, state=found.job.state, items=items))
+
+    @app.post("/v1/jobs/<job_id>/retry")
+    def retry_job(job_id: str) -> tuple[Response, int, dict[str, str]]:
+        return _accepted(batch.retry_job(gw, principal=principal(), job_id=job_id))
 
     @app.get("/v1/jobs")
     def list_jobs() -> Response:
@@ -244,6 +293,7 @@ _SPEECH: TypeAdapter[SpeechBody] = TypeAdapter(SpeechBody)
 _CREATE_VOICE = TypeAdapter(CreateVoiceBody)
 _PATCH = TypeAdapter(VoicePatch)
 _CAST = TypeAdapter(CastBody)
+_BATCH = TypeAdapter(BatchBody)
 _NORMALIZE = TypeAdapter(NormalizeBody)
 
 

@@ -2,8 +2,10 @@
 
 ``queued -> running -> succeeded | failed | canceled``. A running job is held by one worker
 under a lease; a lease that runs out lets another worker claim it (or the monitor requeue it).
-Terminal states never change. Every transition is a pure function ``Job -> Job`` so the job
-store can apply it inside a transaction and tests can exercise it without any store.
+Terminal states never change, but for an owner's explicit ``retry`` of a failed or canceled job
+(and the batch it belongs to, which runs again with it). Every transition is a pure function
+``Job -> Job`` so the job store can apply it inside a transaction and tests can exercise it
+without any store.
 """
 
 from __future__ import annotations
@@ -96,6 +98,8 @@ class Job(BaseModel):
     """The RunPod job running this one, while it is dispatched there."""
     children_done: dict[str, bool] = Field(default_factory=dict)
     """A cast parent: which children finished, and whether each succeeded."""
+    parent_id: str | None = None
+    """The batch this job is an item of: it reports into it when it ends."""
     deadline: datetime | None = None
     """Not finished by then: canceled, never run late (``Cancel-After`` / ``deadline_s``)."""
     correlation: dict[str, str] = Field(default_factory=dict)
@@ -219,6 +223,35 @@ class Job(BaseModel):
         )
         return self._moved(JobState.FAILED, now=now, children_done=done, error=error)
 
+    def retry(self, *, now: datetime) -> Job:
+        """A failed or canceled job, asked for again by its owner: back to ``queued`` under the
+        same id (as RunPod's ``/retry``). The one way out of a terminal state, and only by
+        request; it announces its end again when it ends again."""
+        if self.state not in {JobState.FAILED, JobState.CANCELED}:
+            raise InvalidTransition(f"job is {self.state}; only failed or canceled jobs retry")
+        return self._moved(
+            JobState.QUEUED,
+            now=now,
+            lease=None,
+            error=None,
+            attempts=0,
+            deadline=None,
+            result_pending=False,
+            runpod_id=None,
+        )
+
+    def child_retried(self, child_id: str, *, now: datetime) -> Job:
+        """One of a batch's children runs again: it is no longer counted, and a batch that
+        had ended (because that child failed) is running again."""
+        if child_id not in children_of(self.request):
+            raise InvalidTransition(f"{child_id} is not a child of job {self.id}")
+        done = {c: ok for c, ok in self.children_done.items() if c != child_id}
+        if self.state is JobState.RUNNING:
+            return self.model_copy(update={"children_done": done, "updated_at": now})
+        return self._moved(
+            JobState.RUNNING, now=now, children_done=done, error=None, result_pending=False
+        )
+
     def cancel(self, *, now: datetime, reason: str = "canceled by its owner") -> Job:
         """Queued or running, the job ends here; a worker holding it stops at its next piece
         and its result is discarded (its lease is gone)."""
@@ -254,13 +287,10 @@ class Job(BaseModel):
     def _moved(self, state: JobState, *, now: datetime, **changes: object) -> Job:
         times = dict(self.state_times)
         times[state] = now
-        pending = self.result_pending or state.terminal
-        return self.model_copy(
-            update={
-                "state": state,
-                "updated_at": now,
-                "state_times": times,
-                "result_pending": pending,
-                **changes,
-            }
-        )
+        update: dict[str, object] = {
+            "state": state,
+            "updated_at": now,
+            "state_times": times,
+            "result_pending": self.result_pending or state.terminal,
+        }
+        return self.model_copy(update={**update, **changes})

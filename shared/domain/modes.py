@@ -27,6 +27,8 @@ class Mode(StrEnum):
     """Loudness-normalise an uploaded clip."""
     CAST = "cast"
     """The parent of a casting call: bookkeeping, never routed to a worker."""
+    BATCH = "batch"
+    """The parent of a batch of speech jobs: bookkeeping, never routed to a worker."""
 
 
 class ModelType(StrEnum):

@@ -204,6 +204,20 @@ class CastRequest(_Model):
     """Of the cast body: a reused Idempotency-Key with a different body is a conflict."""
 
 
+ItemKey = Annotated[str, Field(min_length=1, max_length=100)]
+
+
+class BatchRequest(_Model):
+    """The parent of a batch: no worker runs it; its children report into it."""
+
+    mode: Literal[Mode.BATCH] = Mode.BATCH
+    children: tuple[str, ...]
+    keys: tuple[ItemKey | None, ...]
+    """The client's key for each child, in the same order."""
+    fingerprint: str
+    """Of the batch body: a reused Idempotency-Key with a different body is a conflict."""
+
+
 SpeechRequest = CustomVoiceRequest | VoiceDesignRequest | VoiceCloneRequest | ClonePromptRequest
 """The modes that turn text into audio."""
 
@@ -215,7 +229,8 @@ JobRequest = Annotated[
     | CreateVoiceRequest
     | DesignVoiceRequest
     | NormalizeRequest
-    | CastRequest,
+    | CastRequest
+    | BatchRequest,
     Field(discriminator="mode"),
 ]
 """Everything a job can carry."""
@@ -224,7 +239,7 @@ JobRequest = Annotated[
 def output_format(request: JobRequest) -> AudioFormat | None:
     """The format of the audio a job produces; ``None`` when it produces none."""
     match request:
-        case CreateVoiceRequest() | CastRequest():
+        case CreateVoiceRequest() | CastRequest() | BatchRequest():
             return None
         case _:
             return request.format
@@ -236,8 +251,8 @@ def parent_of(request: JobRequest) -> str | None:
 
 
 def children_of(request: JobRequest) -> tuple[str, ...]:
-    """A cast parent's children; nothing for any other job."""
-    return request.children if isinstance(request, CastRequest) else ()
+    """A cast or batch parent's children; nothing for any other job."""
+    return request.children if isinstance(request, CastRequest | BatchRequest) else ()
 
 
 def spoken_text(request: JobRequest) -> str:

@@ -78,7 +78,7 @@ def cancel_overdue(gw: Gateway, job_id: str) -> bool:
 def finished(gw: Gateway, job: Job) -> None:
     """After any move into a terminal state: announce it, and count it into its parent."""
     announce(gw, job)
-    parent_id = parent_of(job.request)
+    parent_id = job.parent_id or parent_of(job.request)
     if parent_id is None:
         return
     succeeded = job.state is JobState.SUCCEEDED

@@ -62,36 +62,8 @@ def submit_job(
     options: JobOptions = NO_OPTIONS,
 ) -> Job:
     """Turn a speech body into a job: store its reference audio, resolve its voice, submit."""
-    limit = gw.settings.api.max_text_chars
-    if len(request.text) > limit:
-        raise InvalidRequest(
-            f"text has {len(request.text)} characters; the limit is {limit}",
-            field="text",
-            details={"max_chars": limit},
-        )
-    match request:
-        case VoiceCloneBody():
-            fields = request.model_dump(exclude={"mode", "ref_audio"})
-            return _submit_upload(
-                gw,
-                principal=principal,
-                key=idempotency_key,
-                upload=Upload(
-                    data=request.ref_audio,
-                    name="reference",
-                    field="ref_audio",
-                    max_duration_s=gw.settings.voices.max_reference_s,
-                ),
-                build=lambda _, ref: VoiceCloneRequest(**fields, reference=ref),
-                options=options,
-            )
-        case ClonePromptBody():
-            voice = find_voice(gw, principal=principal, ref=request.voice)
-            fields = request.model_dump(exclude={"mode", "voice"})
-            stored: JobRequest = ClonePromptRequest(**fields, voice_id=voice.id)
-        case _:
-            stored = request
     job_id = job_id_for(gw, owner=principal.owner, idempotency_key=idempotency_key)
+    stored = prepare_speech(gw, principal=principal, body=request, job_id=job_id)
     return _submit(
         gw,
         job_id=job_id,
@@ -100,6 +72,37 @@ def submit_job(
         key=idempotency_key,
         options=options,
     )
+
+
+def prepare_speech(
+    gw: Gateway, *, principal: Principal, body: SpeechBody, job_id: str
+) -> JobRequest:
+    """The stored request a speech body stands for: uploaded audio stored under the job's
+    upload folder, a voice named by id or name resolved to its id."""
+    limit = gw.settings.api.max_text_chars
+    if len(body.text) > limit:
+        raise InvalidRequest(
+            f"text has {len(body.text)} characters; the limit is {limit}",
+            field="text",
+            details={"max_chars": limit},
+        )
+    match body:
+        case VoiceCloneBody():
+            upload = Upload(
+                data=body.ref_audio,
+                name="reference",
+                field="ref_audio",
+                max_duration_s=gw.settings.voices.max_reference_s,
+            )
+            reference = _store_upload(gw, upload, path=_upload_folder(gw, job_id))
+            fields = body.model_dump(exclude={"mode", "ref_audio"})
+            return VoiceCloneRequest(**fields, reference=reference)
+        case ClonePromptBody():
+            voice = find_voice(gw, principal=principal, ref=body.voice)
+            fields = body.model_dump(exclude={"mode", "voice"})
+            return ClonePromptRequest(**fields, voice_id=voice.id)
+        case _:
+            return body
 
 
 def create_voice(
@@ -276,7 +279,7 @@ def _submit_upload(
     """Store the upload under the job's folder in ``uploads/`` (which expires), then submit
     the request ``build`` makes from the job id and the stored audio."""
     job_id = job_id_for(gw, owner=principal.owner, idempotency_key=key)
-    ref = _store_upload(gw, upload, path=f"{gw.settings.voices.upload_prefix}{job_id}/")
+    ref = _store_upload(gw, upload, path=_upload_folder(gw, job_id))
     request = build(job_id, ref)
     return _submit(
         gw, job_id=job_id, principal=principal, request=request, key=key, options=options
@@ -325,6 +328,7 @@ def new_job(
     backend: str,
     key: str | None,
     options: JobOptions = NO_OPTIONS,
+    parent_id: str | None = None,
 ) -> Job:
     now = gw.clock()
     if options.reply_topic is not None and options.reply_topic not in gw.settings.reply_topics:
@@ -348,6 +352,7 @@ def new_job(
         deadline=deadline,
         correlation=dict(options.correlation),
         reply_topic=options.reply_topic,
+        parent_id=parent_id,
     )
 
 
@@ -360,6 +365,10 @@ def existing_job(job: Job, *, request: JobRequest) -> Job:
             details={"job_id": job.id},
         )
     return job
+
+
+def _upload_folder(gw: Gateway, job_id: str) -> str:
+    return f"{gw.settings.voices.upload_prefix}{job_id}/"
 
 
 def _store_upload(gw: Gateway, upload: Upload, *, path: str) -> AudioRef:

@@ -36,8 +36,7 @@ from shared.domain.backends import (
 )
 from shared.domain.errors import GatewayError, InvalidTransition, NoBackendAvailable, TransientError
 from shared.domain.jobs import Job, JobState
-from shared.domain.modes import Mode
-from shared.domain.synthesis import CastRequest
+from shared.domain.synthesis import children_of
 from shared.usecases import completion
 from shared.usecases.dispatch import complete
 from shared.usecases.gateway import Gateway
@@ -224,7 +223,7 @@ def _rerouted(gw: Gateway, backend_id: str) -> Callable[[Job], Job]:
 
 def _expire_leases(gw: Gateway, *, now: datetime, report: MonitorReport) -> None:
     for job in gw.jobs.find(state=JobState.RUNNING, limit=gw.settings.monitor.batch):
-        if job.lease is None or job.lease.live(now) or job.request.mode is Mode.CAST:
+        if job.lease is None or job.lease.live(now) or _is_parent(job):
             continue
         try:
             requeued = gw.jobs.update(job.id, lambda j: j.expire_lease(now=gw.clock()))
@@ -269,11 +268,10 @@ def _settle_parents(gw: Gateway, *, report: MonitorReport) -> None:
         job
         for state in (JobState.QUEUED, JobState.RUNNING)
         for job in gw.jobs.find(state=state, limit=batch)
-        if isinstance(job.request, CastRequest)
+        if children_of(job.request)
     ]
     for parent in parents:
-        assert isinstance(parent.request, CastRequest)
-        for child_id in parent.request.children:
+        for child_id in children_of(parent.request):
             if child_id in parent.children_done:
                 continue
             child = gw.jobs.get(child_id)
@@ -292,4 +290,4 @@ def _child_counted(gw: Gateway, child_id: str, *, succeeded: bool) -> Callable[[
 
 
 def _is_parent(job: Job) -> bool:
-    return job.request.mode is Mode.CAST
+    return bool(children_of(job.request))

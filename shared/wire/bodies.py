@@ -18,6 +18,7 @@ from pydantic import (
     Discriminator,
     Field,
     Tag,
+    model_validator,
 )
 
 from shared.domain.catalog import Language
@@ -157,3 +158,27 @@ class JobOptions(_Body):
 
 
 OPTION_FIELDS = frozenset(JobOptions.model_fields)
+
+
+MAX_BATCH_ITEMS = 1000
+"""An absolute ceiling; the deployment's ``api.max_batch_items`` is the limit callers meet."""
+
+
+class BatchItem(_Body):
+    """One item of a batch: a speech body, and the caller's key for it. On the wire the key
+    sits beside the body's own fields: ``{"key": "ch1-0001", "text": ..., "speaker": ...}``."""
+
+    key: Annotated[str, Field(min_length=1, max_length=100)] | None = None
+    request: SpeechBody
+
+    @model_validator(mode="before")
+    @classmethod
+    def _flat_on_the_wire(cls, value: object) -> object:
+        if isinstance(value, dict) and "request" not in value:
+            fields = dict(value)
+            return {"key": fields.pop("key", None), "request": fields}
+        return value
+
+
+class BatchBody(_Body):
+    items: Annotated[tuple[BatchItem, ...], Field(min_length=1, max_length=MAX_BATCH_ITEMS)]

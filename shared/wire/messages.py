@@ -41,6 +41,6 @@ class JobMessage(BaseModel):
 def job_attributes(*, backend: str, mode: Mode) -> Mapping[str, str]:
     return {
         BACKEND_ATTRIBUTE: backend,
-        MODE_ATTRIBUTE: mode,
+        MODE_ATTRIBUTE: mode.value,
         API_VERSION_ATTRIBUTE: str(API_VERSION),
     }

@@ -9,7 +9,7 @@ from pydantic import BaseModel, ConfigDict
 
 from shared.domain.audio_formats import AudioFormat
 from shared.domain.jobs import Job, JobState
-from shared.domain.synthesis import CastRequest
+from shared.domain.synthesis import children_of
 from shared.domain.voices import Voice, VoiceState
 
 
@@ -76,13 +76,14 @@ class JobView(BaseModel):
             )
         error = ErrorView(code=job.error.code, message=job.error.message) if job.error else None
         progress = None
-        if isinstance(job.request, CastRequest):
+        children = children_of(job.request)
+        if children:
             done = job.children_done
             progress = ProgressView(
-                total=len(job.request.children),
+                total=len(children),
                 succeeded=sum(done.values()),
                 failed=sum(not ok for ok in done.values()),
-                children=job.request.children,
+                children=children,
             )
         voice_id = job.voice_id if job.state is JobState.SUCCEEDED else None
         return cls(
@@ -99,6 +100,26 @@ class JobView(BaseModel):
             progress=progress,
             error=error if job.state in {JobState.FAILED, JobState.CANCELED} else None,
         )
+
+
+class ManifestItemView(BaseModel):
+    model_config = ConfigDict(frozen=True)
+
+    key: str | None
+    job_id: str
+    state: JobState
+    audio_url: str | None
+    """The API route that redirects to the item's audio, once it has some."""
+    duration_s: float | None
+    error: ErrorView | None
+
+
+class ManifestView(BaseModel):
+    model_config = ConfigDict(frozen=True)
+
+    job_id: str
+    state: JobState
+    items: tuple[ManifestItemView, ...]
 
 
 class JobListView(BaseModel):

@@ -11,8 +11,15 @@ from dataclasses import dataclass, field
 
 from shared.domain.audio_formats import FORMATS, audio_object_name, part_object_name
 from shared.domain.jobs import AudioResult, Job, JobError, JobState
-from shared.domain.synthesis import CreateVoiceRequest, SpeechFields, output_format
+from shared.domain.synthesis import (
+    CreateVoiceRequest,
+    SpeechFields,
+    output_format,
+    spoken_text,
+)
 from shared.domain.voices import Voice
+from shared.usecases import completion
+from shared.usecases.gateway import Gateway
 from tests.support.gateway import Fakes
 
 WORKER = "scripted-worker"
@@ -27,10 +34,15 @@ class ScriptedWorker:
     """Steps that do nothing first (a busy or absent worker)."""
     fail_with: str | None = None
     """Fail every job it runs with this error code instead of finishing it."""
+    fail_texts: set[str] = field(default_factory=set)
+    """Fail only the jobs that speak one of these texts (one bad item of a batch)."""
     steps: int = 0
     published: dict[str, list[bytes]] = field(default_factory=dict)
     log: list[str] = field(default_factory=list)
     """What happened, in order: ``claimed``, ``piece <n>``, ``succeeded``, ``failed``."""
+    gateway: Gateway | None = None
+    """When given, a finished job goes through the real completion path (its result message,
+    its batch's count), as a real worker's does."""
 
     def __post_init__(self) -> None:
         self.fakes.clock.on_sleep.append(self.step)
@@ -43,7 +55,8 @@ class ScriptedWorker:
             if job.backend:  # a cast parent is bookkeeping: no worker runs it
                 self._claim(job)
         for job in self.fakes.jobs.find(state=JobState.RUNNING, limit=100):
-            self._advance(job)
+            if job.backend:
+                self._advance(job)
 
     def _claim(self, job: Job) -> None:
         now = self.fakes.clock()
@@ -54,9 +67,14 @@ class ScriptedWorker:
 
     def _advance(self, job: Job) -> None:
         now = self.fakes.clock()
-        if self.fail_with is not None:
-            error = JobError(code=self.fail_with, message=f"scripted {self.fail_with}")
-            self.fakes.jobs.update(job.id, lambda j: j.fail(WORKER, error=error, now=now))
+        failing = self.fail_with or (
+            "synthesis_failed" if spoken_text(job.request) in self.fail_texts else None
+        )
+        if failing is not None:
+            error = JobError(code=failing, message=f"scripted {failing}")
+            self._finished(
+                self.fakes.jobs.update(job.id, lambda j: j.fail(WORKER, error=error, now=now))
+            )
             self.log.append("failed")
             return
         if isinstance(job.request, CreateVoiceRequest):
@@ -85,7 +103,9 @@ class ScriptedWorker:
             bytes=len(data),
             parts=len(done),
         )
-        self.fakes.jobs.update(job.id, lambda j: j.succeed(WORKER, result=result, now=now))
+        self._finished(
+            self.fakes.jobs.update(job.id, lambda j: j.succeed(WORKER, result=result, now=now))
+        )
         self.log.append("succeeded")
 
     def _register(self, job: Job, request: CreateVoiceRequest) -> None:
@@ -108,3 +128,7 @@ class ScriptedWorker:
             job.id, lambda j: j.succeed(WORKER, result=None, voice_id=voice.id, now=now)
         )
         self.log.append("registered")
+
+    def _finished(self, job: Job) -> None:
+        if self.gateway is not None:
+            completion.finished(self.gateway, job)

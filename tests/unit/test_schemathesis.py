@@ -28,7 +28,7 @@ SEMANTIC_REFUSALS = [
     (
         "^(/v1/tts/jobs|/v1/audio/normalize|/api/v1/audio/normalize|/api/v1/tts/clone"
         "|/api/v1/tts/clone-prompt|/api/v1/voices/clone-prompt|/v1/voices/import"
-        "|/v1/voices/cast|/api/v1/tts/synthesize|/api/v1/tts/design)$",
+        "|/v1/voices/cast|/api/v1/tts/synthesize|/api/v1/tts/design|/v1/tts/batch)$",
         "422",
     ),
     ("^/v1/audio/speech$", "400"),

@@ -1,0 +1,141 @@
+"""Batches: many speech jobs submitted as one, followed as one, and read back as a manifest.
+
+A batch is a parent job that no worker runs, and one ordinary speech job per item (routed on
+its own, so items spread across backends); each item reports into the parent when it ends, so
+the parent shows the progress and ends when the last item does. Child ids derive from the
+parent's, so a retried submission (the same Idempotency-Key) finds the same batch and creates
+only the items a crashed first attempt never created. A failed item can be retried on its own.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from contextlib import suppress
+from dataclasses import dataclass
+
+from shared.domain.errors import Conflict, InvalidRequest, InvalidTransition
+from shared.domain.jobs import AudioResult, Job, JobError, JobState
+from shared.domain.keys import Principal
+from shared.domain.synthesis import BatchRequest, JobRequest
+from shared.usecases.gateway import Gateway
+from shared.usecases.jobs import (
+    NO_OPTIONS,
+    existing_job,
+    get_job,
+    job_id_for,
+    new_job,
+    prepare_speech,
+)
+from shared.usecases.routing import publish_job, route
+from shared.wire.bodies import BatchBody, JobOptions
+
+
+@dataclass(frozen=True, kw_only=True)
+class ManifestItem:
+    key: str | None
+    job_id: str
+    state: JobState
+    audio: AudioResult | None
+    error: JobError | None
+
+
+@dataclass(frozen=True, kw_only=True)
+class Manifest:
+    job: Job
+    items: tuple[ManifestItem, ...]
+
+
+def submit_batch(
+    gw: Gateway,
+    *,
+    principal: Principal,
+    body: BatchBody,
+    idempotency_key: str | None = None,
+    options: JobOptions = NO_OPTIONS,
+) -> Job:
+    limit = gw.settings.api.max_batch_items
+    if len(body.items) > limit:
+        raise InvalidRequest(
+            f"a batch has at most {limit} items", field="items", details={"max_items": limit}
+        )
+    keys = [item.key for item in body.items if item.key is not None]
+    if len(keys) != len(set(keys)):
+        raise InvalidRequest("item keys must be unique within a batch", field="items")
+    parent_id = job_id_for(gw, owner=principal.owner, idempotency_key=idempotency_key)
+    child_ids = tuple(f"{parent_id}i{index}" for index in range(len(body.items)))
+    children: list[JobRequest] = [
+        prepare_speech(gw, principal=principal, body=item.request, job_id=child_id)
+        for child_id, item in zip(child_ids, body.items, strict=True)
+    ]
+    # Route every item before storing anything: a batch some item of which no backend can
+    # run is refused whole, with the reason.
+    backends = {request.mode: route(gw, mode=request.mode) for request in children}
+    request = BatchRequest(
+        children=child_ids,
+        keys=tuple(item.key for item in body.items),
+        fingerprint=hashlib.sha256(body.model_dump_json().encode()).hexdigest(),
+    )
+    parent = new_job(
+        gw,
+        job_id=parent_id,
+        principal=principal,
+        request=request,
+        backend="",
+        key=idempotency_key,
+        options=options,
+    )
+    stored, created = gw.jobs.create(parent)
+    if not created:
+        stored = existing_job(stored, request=request)
+    for child_id, child_request in zip(child_ids, children, strict=True):
+        child = new_job(
+            gw,
+            job_id=child_id,
+            principal=principal,
+            request=child_request,
+            backend=backends[child_request.mode].id,
+            key=None,
+            parent_id=parent_id,
+        )
+        child, _ = gw.jobs.create(child)
+        if child.state is JobState.QUEUED:
+            publish_job(gw, child)
+    return stored
+
+
+def manifest(gw: Gateway, *, principal: Principal, job_id: str) -> Manifest:
+    """Per item: its key, job, state, audio and error, in submission order."""
+    job = get_job(gw, principal=principal, job_id=job_id)
+    if not isinstance(job.request, BatchRequest):
+        raise Conflict(f"job {job_id} is not a batch", details={"mode": job.request.mode.value})
+    items = []
+    for child_id, key in zip(job.request.children, job.request.keys, strict=True):
+        child = gw.jobs.get(child_id)
+        items.append(
+            ManifestItem(
+                key=key,
+                job_id=child_id,
+                state=child.state if child else JobState.QUEUED,
+                audio=child.result if child and child.state is JobState.SUCCEEDED else None,
+                error=child.error if child and child.state.terminal else None,
+            )
+        )
+    return Manifest(job=job, items=tuple(items))
+
+
+def retry_job(gw: Gateway, *, principal: Principal, job_id: str) -> Job:
+    """Run a failed or canceled job again under the same id; its batch runs again with it."""
+    job = get_job(gw, principal=principal, job_id=job_id)
+    try:
+        retried = gw.jobs.update(job.id, lambda j: j.retry(now=gw.clock()))
+    except InvalidTransition as exc:
+        raise Conflict(exc.message, details={"state": job.state.value}) from exc
+    if retried.parent_id is not None:
+        # A parent that no longer lists it has nothing to reopen.
+        with suppress(InvalidTransition):
+            gw.jobs.update(retried.parent_id, lambda p: p.child_retried(retried.id, now=gw.clock()))
+    backend = route(gw, mode=retried.request.mode)
+    if backend.id != retried.backend:
+        retried = gw.jobs.update(retried.id, lambda j: j.reroute(backend.id, now=gw.clock()))
+    publish_job(gw, retried)
+    return retried
