@@ -3,8 +3,8 @@ reaches into another folder's private modules, and no import cycle exists anywhe
 
 Layers, lowest first (a module may import its own layer and those below):
 ``shared.domain`` < ``shared.wire`` < ``shared.settings`` < ``shared.usecases`` <
-``shared.adapters`` < ``shared.bootstrap`` / ``shared.logs`` < the entry points
-(``functions``, ``gpu_worker``, and ``cli``, an HTTP client; none imports another) < ``infra`` (the local stack
+``shared.adapters`` < ``shared.bootstrap`` / ``shared.logs`` < the entry points (``functions``,
+``gpu_worker``, and ``cli``, an HTTP client; none imports another) < ``infra`` (the local stack
 and deployment tooling, which may start anything).
 """
 
