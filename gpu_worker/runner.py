@@ -26,6 +26,7 @@ from shared.domain.jobs import Job, JobError, JobOutput
 from shared.usecases import completion
 from shared.usecases.gateway import Gateway
 from shared.usecases.ports import Clock, JobStore
+from shared.usecases.webhooks import deliver_due
 from shared.wire.messages import JobMessage
 
 log = logging.getLogger(__name__)
@@ -97,6 +98,7 @@ class JobRunner:
             return self._skip(job_id, exc.message)
 
         log.info("job claimed", extra={"job_id": job_id, "attempt": job.attempts})
+        job = deliver_due(self._gw, job)  # the "start" webhook, if the caller asked for one
         try:
             with _LeaseKeeper(self._jobs, job_id, config=cfg, clock=self._clock):
                 result = self._executor.execute(Task.of(job))

@@ -20,6 +20,7 @@ from shared.adapters.firestore import (
 )
 from shared.adapters.key_cache import CachedApiKeyStore
 from shared.adapters.pubsub import PubSubPublisher, low_latency_publisher
+from shared.adapters.webhooks import HttpWebhookSender
 from shared.settings import Settings
 from shared.usecases.gateway import Gateway
 from shared.usecases.ports import (
@@ -32,6 +33,7 @@ from shared.usecases.ports import (
     Publisher,
     Sleep,
     VoiceStore,
+    WebhookSender,
 )
 
 
@@ -51,6 +53,7 @@ def build_gateway(
     events: EventLog | None = None,
     clock: Clock | None = None,
     sleep: Sleep | None = None,
+    webhooks: WebhookSender | None = None,
 ) -> Gateway:
     @cache
     def db() -> firestore.Client:
@@ -75,6 +78,12 @@ def build_gateway(
         ),
         voices=voices or FirestoreVoiceStore(db(), collection=f"{prefix}voices"),
         events=events or FirestoreEventLog(db(), collection=f"{prefix}events"),
+        webhooks=webhooks
+        or HttpWebhookSender(
+            timeout_s=settings.webhooks.timeout_s,
+            allow_http=settings.webhooks.allow_http,
+            allow_private=settings.webhooks.allow_private,
+        ),
         clock=clock or utc_now,
         sleep=sleep or time.sleep,
     )

@@ -121,6 +121,18 @@ class RunPodSettings(BaseModel):
         return self
 
 
+class WebhookSettings(BaseModel):
+    model_config = ConfigDict(frozen=True)
+
+    signing_key: SecretStr = SecretStr("")
+    """Derives each owner's signing secret (Secret Manager); empty: webhooks are off."""
+    allow_private: bool = False
+    """Let webhooks call loopback and private addresses: the local stack only."""
+    allow_http: bool = False
+    """Let webhooks use plain http: the local stack only."""
+    timeout_s: float = Field(default=5.0, gt=0, le=30)
+
+
 class MonitorSettings(BaseModel):
     model_config = ConfigDict(frozen=True)
 
@@ -188,6 +200,7 @@ class Settings(BaseSettings):
     voices: VoiceSettings = VoiceSettings()
     runpod: RunPodSettings = RunPodSettings()
     monitor: MonitorSettings = MonitorSettings()
+    webhooks: WebhookSettings = WebhookSettings()
     worker: WorkerSettings = WorkerSettings()
 
     storage_emulator_host: str | None = Field(

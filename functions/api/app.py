@@ -24,7 +24,7 @@ from functions.api.parsing import (
 from functions.api.relay import relay_routes
 from shared.domain.errors import InvalidRequest, PayloadTooLarge
 from shared.domain.jobs import Job, JobState
-from shared.usecases import batch, casting, delivery, jobs, library
+from shared.usecases import batch, casting, delivery, jobs, library, webhooks
 from shared.usecases.auth import authenticate
 from shared.usecases.debug import debug_view
 from shared.usecases.gateway import Gateway
@@ -109,6 +109,10 @@ def create_api(gw: Gateway) -> Flask:
         response, status, headers = _accepted(job)
         headers["Preference-Applied"] = f"wait={wait_s:g}"
         return response, 200 if job.state.terminal else status, headers
+
+    @app.get("/v1/webhooks/secret")
+    def webhook_secret() -> Response:
+        return jsonify(secret=webhooks.owner_secret(gw, principal().owner))
 
     @app.post("/v1/tts/batch")
     def submit_batch() -> tuple[Response, int, dict[str, str]]:

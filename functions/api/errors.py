@@ -35,6 +35,7 @@ STATUS: tuple[tuple[type[errors.GatewayError], int], ...] = (
     (errors.InvalidRequest, 422),
     (errors.JobFailed, 502),
     (errors.TransientError, 503),
+    (errors.ConfigurationError, 503),
     (errors.PermanentError, 400),
 )
 

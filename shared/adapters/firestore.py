@@ -106,6 +106,12 @@ class FirestoreJobStore:
             snaps = list(query.limit(limit).stream())
         return [Job.model_validate(s.to_dict()) for s in snaps]
 
+    def find_webhooks_due(self, *, limit: int) -> list[Job]:
+        query = self._jobs.where(filter=firestore.FieldFilter("webhook_due", "==", True))
+        with translated("query jobs with webhooks due"):
+            snaps = list(query.limit(limit).stream())
+        return sorted((Job.model_validate(s.to_dict()) for s in snaps), key=lambda j: j.updated_at)
+
     def find_unannounced(self, *, limit: int) -> list[Job]:
         query = self._jobs.where(filter=firestore.FieldFilter("result_pending", "==", True))
         with translated("query unannounced jobs"):

@@ -18,6 +18,7 @@ from pydantic import BaseModel, ConfigDict, Field
 from shared.domain.audio_formats import AudioFormat
 from shared.domain.errors import InvalidTransition
 from shared.domain.synthesis import JobRequest, children_of
+from shared.domain.webhooks import Webhook, WebhookEvent
 
 
 class JobState(StrEnum):
@@ -106,6 +107,10 @@ class Job(BaseModel):
     """What the caller asked to be echoed on the job's result message."""
     reply_topic: str | None = None
     """A topic of the caller's (from the allowed list) that also gets the result message."""
+    webhook: Webhook | None = None
+    """Where the caller wants to hear of its start and end, and how each delivery went."""
+    webhook_due: bool = False
+    """Some delivery is still pending: how the monitor finds the jobs it must call back for."""
     result_pending: bool = False
     """Set with the move into a terminal state, cleared once the result message is out: a
     crash in between leaves it set, and the monitor publishes it then."""
@@ -270,6 +275,13 @@ class Job(BaseModel):
         )
         return self._moved(JobState.CANCELED, now=now, lease=None, error=error)
 
+    def webhook_attempted(self, event: WebhookEvent, *, error: str | None, now: datetime) -> Job:
+        """Record one attempt to deliver ``event`` (``error`` None: delivered)."""
+        if self.webhook is None:
+            raise InvalidTransition(f"job {self.id} has no webhook")
+        webhook = self.webhook.attempted(event, error=error, now=now)
+        return self.model_copy(update={"webhook": webhook, "webhook_due": webhook.pending})
+
     def announced(self) -> Job:
         """Its result message is out."""
         return self.model_copy(update={"result_pending": False})
@@ -293,4 +305,12 @@ class Job(BaseModel):
             "state_times": times,
             "result_pending": self.result_pending or state.terminal,
         }
+        if self.webhook is not None:
+            webhook = self.webhook
+            if state is JobState.RUNNING:
+                webhook = webhook.queued(WebhookEvent.START, now=now)
+            if state.terminal:
+                webhook = webhook.queued(WebhookEvent.COMPLETED, now=now)
+            update["webhook"] = webhook
+            update["webhook_due"] = webhook.pending
         return self.model_copy(update={**update, **changes})

@@ -15,6 +15,7 @@ from shared.domain.jobs import Job, JobError, JobOutput, JobState
 from shared.domain.synthesis import parent_of
 from shared.usecases.gateway import Gateway
 from shared.usecases.results import announce
+from shared.usecases.webhooks import deliver_due
 
 log = logging.getLogger(__name__)
 
@@ -76,8 +77,10 @@ def cancel_overdue(gw: Gateway, job_id: str) -> bool:
 
 
 def finished(gw: Gateway, job: Job) -> None:
-    """After any move into a terminal state: announce it, and count it into its parent."""
+    """After any move into a terminal state: announce it, call back, and count it into its
+    parent."""
     announce(gw, job)
+    deliver_due(gw, job)
     parent_id = job.parent_id or parent_of(job.request)
     if parent_id is None:
         return

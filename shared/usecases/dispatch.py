@@ -48,6 +48,7 @@ from shared.usecases import completion
 from shared.usecases.gateway import Gateway
 from shared.usecases.ports import RunPodApi
 from shared.usecases.routing import publish_job
+from shared.usecases.webhooks import deliver_due
 from shared.wire.messages import JobMessage
 from shared.wire.runpod_io import RunPodInput, RunPodOutput, RunPodTask, SignedUrls
 from shared.wire.runpod_status import RunPodStatus
@@ -95,6 +96,7 @@ def dispatch(gw: Gateway, runpod: RunPodApi, message: JobMessage) -> Dispatch:
     except (NotFound, InvalidTransition) as exc:
         log.info("dispatch skipped", extra={"job_id": message.job_id, "reason": exc.message})
         return Dispatch.SKIPPED
+    job = deliver_due(gw, job)  # the "start" webhook, if the caller asked for one
     try:
         task_input = runpod_input(gw, job)
         runpod_id = runpod.run(

@@ -19,6 +19,7 @@ from shared.usecases.ports import (
     Publisher,
     Sleep,
     VoiceStore,
+    WebhookSender,
 )
 
 
@@ -38,6 +39,7 @@ class Gateway:
     backends: BackendStore
     voices: VoiceStore
     events: EventLog
+    webhooks: WebhookSender
     clock: Clock
     sleep: Sleep = field(default=time.sleep)
     new_id: Callable[[], str] = field(default=random_id)

@@ -19,7 +19,9 @@ from shared.domain.audio_input import (
     sniff_container,
 )
 from shared.domain.errors import (
+    ConfigurationError,
     Conflict,
+    Forbidden,
     InvalidRequest,
     InvalidTransition,
     NotFound,
@@ -37,9 +39,11 @@ from shared.domain.synthesis import (
     children_of,
 )
 from shared.domain.voices import Voice, prompt_object_name, voice_id_for
+from shared.domain.webhooks import Webhook, check_webhook_url
 from shared.usecases import completion
 from shared.usecases.gateway import Gateway
 from shared.usecases.routing import publish_job, route
+from shared.usecases.webhooks import owner_secret
 from shared.wire.bodies import (
     ClonePromptBody,
     CreateVoiceBody,
@@ -337,6 +341,9 @@ def new_job(
             field="reply_topic",
             details={"allowed": list(gw.settings.reply_topics)},
         )
+    webhook = None
+    if options.webhook is not None:
+        webhook = _webhook(gw, owner=principal.owner, options=options)
     deadline = None
     if options.deadline_s is not None:
         deadline = now + timedelta(seconds=options.deadline_s)
@@ -353,7 +360,22 @@ def new_job(
         correlation=dict(options.correlation),
         reply_topic=options.reply_topic,
         parent_id=parent_id,
+        webhook=webhook,
     )
+
+
+def _webhook(gw: Gateway, *, owner: str, options: JobOptions) -> Webhook:
+    assert options.webhook is not None
+    try:
+        owner_secret(gw, owner)
+        check_webhook_url(
+            options.webhook,
+            allow_http=gw.settings.webhooks.allow_http,
+            allow_private=gw.settings.webhooks.allow_private,
+        )
+    except (ConfigurationError, Forbidden) as exc:
+        raise InvalidRequest(exc.message, field="webhook") from exc
+    return Webhook(url=options.webhook, events=options.webhook_events_filter)
 
 
 def existing_job(job: Job, *, request: JobRequest) -> Job:

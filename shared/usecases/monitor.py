@@ -43,6 +43,7 @@ from shared.usecases.gateway import Gateway
 from shared.usecases.ports import RunPodApi
 from shared.usecases.results import announce_pending
 from shared.usecases.routing import publish_job, route
+from shared.usecases.webhooks import deliver_pending
 from shared.wire.runpod_status import RunPodStatus
 
 log = logging.getLogger(__name__)
@@ -60,6 +61,8 @@ class MonitorReport:
     overdue: list[str] = field(default_factory=list)
     """Jobs canceled at their deadline (queued ones too: nothing runs late)."""
     runpod_canceled: list[str] = field(default_factory=list)
+    called_back: list[str] = field(default_factory=list)
+    """Jobs whose webhook deliveries were due again (retries, or left by a dead process)."""
     announced: list[str] = field(default_factory=list)
     """Results whose publisher died before it could record the message, published now."""
 
@@ -78,6 +81,7 @@ def run_monitor(gw: Gateway, *, runpod: RunPodApi | None = None) -> MonitorRepor
     _republish_stuck(gw, now=now, report=report)
     _settle_parents(gw, report=report)
     report.announced = announce_pending(gw, limit=gw.settings.monitor.batch)
+    report.called_back = deliver_pending(gw, limit=gw.settings.monitor.batch)
     _count_queues(gw)
     return report
 

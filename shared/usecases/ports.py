@@ -51,6 +51,10 @@ class JobStore(Protocol):
         """An owner's jobs by ``(created_at, id)``, after ``start_after`` when given."""
         ...
 
+    def find_webhooks_due(self, *, limit: int) -> list[Job]:
+        """Jobs with a webhook delivery still pending (due now or later)."""
+        ...
+
     def find_unannounced(self, *, limit: int) -> list[Job]:
         """Finished jobs whose result message is still pending, oldest update first."""
         ...
@@ -155,3 +159,10 @@ class RunPodApi(Protocol):
     def health(self) -> EndpointHealth: ...
 
     def cancel(self, runpod_id: str) -> None: ...
+
+
+class WebhookSender(Protocol):
+    def send(self, url: str, *, body: bytes, headers: Mapping[str, str]) -> None:
+        """POST ``body`` to ``url``. Raises ``Forbidden`` for an address it must not call,
+        ``TransientError`` when the receiver failed or could not be reached."""
+        ...

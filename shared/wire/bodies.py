@@ -38,6 +38,7 @@ from shared.domain.synthesis import (
     VoiceDesignRequest,
     VoiceTraits,
 )
+from shared.domain.webhooks import WebhookEvent
 
 MAX_BASE64_CHARS = 48 * 1024 * 1024
 
@@ -155,6 +156,12 @@ class JobOptions(_Body):
     """Echoed as attributes (and in the body) of the job's result message."""
     reply_topic: Annotated[str, Field(min_length=1, max_length=255)] | None = None
     """Also publish the result here; only topics the deployment allows."""
+    webhook: Annotated[str, Field(min_length=8, max_length=2048)] | None = None
+    """Called (signed, Standard Webhooks) when the job starts and when it ends."""
+    webhook_events_filter: Annotated[tuple[WebhookEvent, ...], Field(min_length=1)] = (
+        WebhookEvent.START,
+        WebhookEvent.COMPLETED,
+    )
 
 
 OPTION_FIELDS = frozenset(JobOptions.model_fields)

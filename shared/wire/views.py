@@ -11,6 +11,7 @@ from shared.domain.audio_formats import AudioFormat
 from shared.domain.jobs import Job, JobState
 from shared.domain.synthesis import children_of
 from shared.domain.voices import Voice, VoiceState
+from shared.domain.webhooks import DeliveryState, WebhookEvent
 
 
 class AudioView(BaseModel):
@@ -43,6 +44,15 @@ class ProgressView(BaseModel):
     children: tuple[str, ...]
 
 
+class DeliveryView(BaseModel):
+    model_config = ConfigDict(frozen=True)
+
+    event: WebhookEvent
+    state: DeliveryState
+    attempts: int
+    last_error: str | None
+
+
 class JobView(BaseModel):
     model_config = ConfigDict(frozen=True)
 
@@ -58,6 +68,8 @@ class JobView(BaseModel):
     voice_url: str | None = None
     progress: ProgressView | None = None
     error: ErrorView | None = None
+    webhook_deliveries: tuple[DeliveryView, ...] = ()
+    """How each webhook call went (``failed`` after its retries ran out)."""
 
     @classmethod
     def of(cls, job: Job, *, base_path: str = "") -> JobView:
@@ -99,6 +111,12 @@ class JobView(BaseModel):
             voice_url=f"{base_path}/v1/voices/{voice_id}" if voice_id else None,
             progress=progress,
             error=error if job.state in {JobState.FAILED, JobState.CANCELED} else None,
+            webhook_deliveries=tuple(
+                DeliveryView(
+                    event=d.event, state=d.state, attempts=d.attempts, last_error=d.last_error
+                )
+                for d in (job.webhook.deliveries if job.webhook else ())
+            ),
         )
 
 

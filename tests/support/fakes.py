@@ -79,6 +79,11 @@ class InMemoryJobStore:
             ]
         return sorted(found, key=lambda j: (j.created_at, j.id))[:limit]
 
+    def find_webhooks_due(self, *, limit: int) -> list[Job]:
+        with self._lock:
+            found = [j for j in self._jobs.values() if j.webhook_due]
+        return sorted(found, key=lambda j: j.updated_at)[:limit]
+
     def find_unannounced(self, *, limit: int) -> list[Job]:
         with self._lock:
             found = [j for j in self._jobs.values() if j.result_pending]
@@ -298,3 +303,17 @@ class FakeRunPod:
         return EndpointHealth(
             workers_idle=1, workers_running=0, jobs_in_queue=0, jobs_in_progress=0
         )
+
+
+@dataclass
+class RecordingWebhooks:
+    """Webhook calls as a receiver would see them; ``failures`` makes the next N fail."""
+
+    calls: list[tuple[str, bytes, dict[str, str]]] = field(default_factory=list)
+    failures: int = 0
+
+    def send(self, url: str, *, body: bytes, headers: Mapping[str, str]) -> None:
+        if self.failures > 0:
+            self.failures -= 1
+            raise TransientError("the receiver answered HTTP 503 (fake)")
+        self.calls.append((url, body, dict(headers)))

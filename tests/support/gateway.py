@@ -19,6 +19,7 @@ from tests.support.fakes import (
     InMemoryJobStore,
     InMemoryVoiceStore,
     RecordingPublisher,
+    RecordingWebhooks,
 )
 
 
@@ -32,6 +33,7 @@ class Fakes:
     voices: InMemoryVoiceStore
     events: InMemoryEventLog
     clock: FakeClock
+    webhooks: RecordingWebhooks
 
 
 def make_fakes(bucket: str = "test-bucket") -> Fakes:
@@ -44,6 +46,7 @@ def make_fakes(bucket: str = "test-bucket") -> Fakes:
         voices=InMemoryVoiceStore(),
         events=InMemoryEventLog(),
         clock=FakeClock(),
+        webhooks=RecordingWebhooks(),
     )
 
 
@@ -60,6 +63,7 @@ def fake_gateway(settings: Settings, fakes: Fakes) -> Gateway:
         events=fakes.events,
         clock=fakes.clock,
         sleep=fakes.clock.sleep,
+        webhooks=fakes.webhooks,
     )
 
 

@@ -13,7 +13,7 @@ from hypothesis import HealthCheck, settings
 from schemathesis.config import SchemathesisConfig
 
 from functions.api.app import create_api
-from shared.settings import Settings
+from shared.settings import Settings, WebhookSettings
 from tests.support.contracts import openapi
 from tests.support.gateway import fake_gateway, issue_key, make_fakes
 from tests.support.worker import ScriptedWorker
@@ -53,7 +53,9 @@ schema = schemathesis.openapi.from_dict(openapi(), config=CONFIG)
 
 def _app_and_key() -> tuple[object, dict[str, str]]:
     fakes = make_fakes()
-    gateway = fake_gateway(Settings(bucket="test-bucket"), fakes)
+    gateway = fake_gateway(
+        Settings(bucket="test-bucket", webhooks=WebhookSettings(signing_key="k" * 32)), fakes
+    )
     ScriptedWorker(fakes)
     return create_api(gateway), issue_key(gateway, "alice")
 

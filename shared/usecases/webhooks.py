@@ -1,0 +1,98 @@
+"""Calling back: a job's webhook deliveries, signed the Standard Webhooks way.
+
+Each owner has one signing secret, derived from the deployment's key (``GET /v1/webhooks/secret``
+shows it); every delivery carries ``webhook-id`` (job and event, the same on every retry, so a
+receiver dedupes on it), ``webhook-timestamp`` and ``webhook-signature`` (``v1,<base64 HMAC-SHA256
+of "id.timestamp.body">``), as the ``standardwebhooks`` libraries verify. The body is the job as
+``GET /v1/jobs/{id}`` shows it, under ``type`` (``job.start`` / ``job.completed``) and ``data``.
+"""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import hmac
+import json
+import logging
+from collections.abc import Callable
+from datetime import datetime
+
+from standardwebhooks import Webhook as Signer
+
+from shared.domain.errors import ConfigurationError, Forbidden, InvalidTransition, TransientError
+from shared.domain.jobs import Job
+from shared.domain.webhooks import WebhookEvent
+from shared.usecases.gateway import Gateway
+from shared.wire.views import JobView
+
+log = logging.getLogger(__name__)
+
+
+def owner_secret(gw: Gateway, owner: str) -> str:
+    """The owner's signing secret, in the ``whsec_`` form the Standard Webhooks libraries take."""
+    key = gw.settings.webhooks.signing_key.get_secret_value()
+    if not key:
+        raise ConfigurationError("webhooks are not configured (TTS_WEBHOOKS__SIGNING_KEY)")
+    digest = hmac.new(key.encode(), f"webhook-secret:{owner}".encode(), hashlib.sha256).digest()
+    return "whsec_" + base64.b64encode(digest).decode()
+
+
+def deliver_due(gw: Gateway, job: Job) -> Job:
+    """Send every delivery of ``job`` that is due now; record each attempt on the job."""
+    webhook = job.webhook
+    if webhook is None:
+        return job
+    now = gw.clock()
+    for delivery in webhook.deliveries:
+        if not delivery.due(now):
+            continue
+        error = _send(gw, job, delivery.event)
+        try:
+            job = gw.jobs.update(job.id, _attempted(delivery.event, error=error, now=now))
+        except (InvalidTransition, TransientError) as exc:
+            # Still pending on the job: the monitor's next pass sends it again.
+            log.warning("webhook attempt not recorded", extra={"job_id": job.id, "error": str(exc)})
+            return job
+    return job
+
+
+def _attempted(event: WebhookEvent, *, error: str | None, now: datetime) -> Callable[[Job], Job]:
+    return lambda job: job.webhook_attempted(event, error=error, now=now)
+
+
+def _send(gw: Gateway, job: Job, event: WebhookEvent) -> str | None:
+    assert job.webhook is not None
+    body = json.dumps(
+        {"type": f"job.{event.value}", "data": JobView.of(job).model_dump(mode="json")}
+    )
+    message_id = f"{job.id}-{event.value}"
+    now = gw.clock()
+    try:
+        signer = Signer(owner_secret(gw, job.owner))
+        headers = {
+            "webhook-id": message_id,
+            "webhook-timestamp": str(int(now.timestamp())),
+            "webhook-signature": signer.sign(message_id, now, body),
+        }
+        gw.webhooks.send(job.webhook.url, body=body.encode(), headers=headers)
+    except (TransientError, Forbidden, ConfigurationError) as exc:
+        log.warning(
+            "webhook not delivered",
+            extra={"job_id": job.id, "event": event.value, "error": exc.message},
+        )
+        return exc.message
+    log.info("webhook delivered", extra={"job_id": job.id, "event": event.value})
+    return None
+
+
+def deliver_pending(gw: Gateway, *, limit: int) -> list[str]:
+    """The monitor's pass: deliveries due again after a failure, or left by a dead process."""
+    now = gw.clock()
+    due = [
+        job
+        for job in gw.jobs.find_webhooks_due(limit=limit)
+        if job.webhook is not None and any(d.due(now) for d in job.webhook.deliveries)
+    ]
+    for job in due:
+        deliver_due(gw, job)
+    return [job.id for job in due]

@@ -1,0 +1,175 @@
+"""Webhooks over fakes: signed the Standard Webhooks way (checked by the independent
+``standardwebhooks`` verifier), retried from the job's own state, recorded as failed when the
+retries run out, and never sent where they must not go."""
+
+from __future__ import annotations
+
+import json
+from datetime import UTC, datetime
+
+import pytest
+from flask.testing import FlaskClient
+from standardwebhooks import Webhook as Verifier
+
+from gpu_worker.runner import JobRunner, RunnerConfig
+from gpu_worker.tasks import Task
+from shared.adapters.webhooks import check_url
+from shared.domain.errors import Forbidden
+from shared.domain.jobs import JobOutput
+from shared.domain.webhooks import MAX_ATTEMPTS, RETRY_AFTER_S
+from shared.settings import Settings, WebhookSettings
+from shared.usecases.gateway import Gateway
+from shared.usecases.monitor import run_monitor
+from shared.wire.messages import JobMessage
+from tests.support.api import GOOD, checked
+from tests.support.gateway import Fakes, fake_gateway, issue_key
+
+HOOK = "https://hooks.example.com/tts"
+
+
+@pytest.fixture
+def gateway(fakes: Fakes) -> Gateway:
+    # Receivers check the signed timestamp against their own clock: start near the real time.
+    fakes.clock.now = datetime.now(UTC)
+    settings = Settings(bucket="test-bucket", webhooks=WebhookSettings(signing_key="k" * 32))
+    return fake_gateway(settings, fakes)
+
+
+@pytest.fixture
+def client(gateway: Gateway) -> FlaskClient:
+    from functions.api.app import create_api
+
+    return create_api(gateway).test_client()
+
+
+class Instant:
+    def execute(self, task: Task) -> JobOutput:
+        return JobOutput()
+
+
+def run(gateway: Gateway, job_id: str) -> None:
+    config = RunnerConfig(worker_id="w1", backend_id="home-4090", lease_s=60)
+    JobRunner(gateway=gateway, executor=Instant(), config=config).run(JobMessage(job_id=job_id))
+
+
+def submit(client: FlaskClient, headers: dict[str, str], **options: object) -> str:
+    body = {**GOOD, "webhook": HOOK, **options}
+    response = checked(
+        "POST", "/v1/tts/jobs", client.post("/v1/tts/jobs", json=body, headers=headers)
+    )
+    assert response.status_code == 202, response.json
+    return str(response.json["id"])  # type: ignore[index]
+
+
+def test_start_and_completed_are_signed_so_a_standard_verifier_accepts_them(
+    client: FlaskClient, gateway: Gateway, fakes: Fakes
+) -> None:
+    alice = issue_key(gateway, "alice")
+    job_id = submit(client, alice)
+    run(gateway, job_id)
+    secret = checked("GET", "/v1/webhooks/secret", client.get("/v1/webhooks/secret", headers=alice))
+    verifier = Verifier(secret.json["secret"])  # type: ignore[index]
+    events = []
+    for url, body, headers in fakes.webhooks.calls:
+        assert url == HOOK
+        payload = verifier.verify(body, headers)  # raises on a bad signature
+        events.append((payload["type"], payload["data"]["state"], headers["webhook-id"]))
+    assert events == [
+        ("job.start", "running", f"{job_id}-start"),
+        ("job.completed", "succeeded", f"{job_id}-completed"),
+    ]
+    forged = {**fakes.webhooks.calls[0][2], "webhook-signature": "v1,AAAA"}
+    with pytest.raises(Exception, match="signature"):
+        verifier.verify(fakes.webhooks.calls[0][1], forged)
+    # Another owner's secret verifies nothing of alice's.
+    bob = issue_key(gateway, "bob")
+    other = client.get("/v1/webhooks/secret", headers=bob).json["secret"]  # type: ignore[index]
+    with pytest.raises(Exception, match="signature"):
+        Verifier(other).verify(fakes.webhooks.calls[0][1], fakes.webhooks.calls[0][2])
+
+
+def test_a_receiver_that_fails_twice_gets_the_event_on_the_third_try(
+    client: FlaskClient, gateway: Gateway, fakes: Fakes
+) -> None:
+    alice = issue_key(gateway, "alice")
+    job_id = submit(client, alice, webhook_events_filter=["completed"])
+    fakes.webhooks.failures = 2
+    run(gateway, job_id)  # first attempt: fails
+    assert fakes.webhooks.calls == []
+    run_monitor(gateway)  # not yet due
+    assert fakes.webhooks.calls == []
+    fakes.clock.advance(RETRY_AFTER_S[0])
+    assert run_monitor(gateway).called_back == [job_id]  # second attempt: fails
+    fakes.clock.advance(RETRY_AFTER_S[1])
+    # A fresh process (the state is on the job, not in memory) makes the third attempt.
+    restarted = fake_gateway(gateway.settings, fakes)
+    assert run_monitor(restarted).called_back == [job_id]
+    [(_, body, _)] = fakes.webhooks.calls
+    assert json.loads(body)["type"] == "job.completed"
+    view = client.get(f"/v1/jobs/{job_id}", headers=alice).json
+    assert view["webhook_deliveries"] == [  # type: ignore[index]
+        {"event": "completed", "state": "delivered", "attempts": 3, "last_error": None}
+    ]
+    assert run_monitor(gateway).called_back == []
+
+
+def test_a_receiver_that_never_answers_is_recorded_as_failed_on_the_job(
+    client: FlaskClient, gateway: Gateway, fakes: Fakes
+) -> None:
+    alice = issue_key(gateway, "alice")
+    job_id = submit(client, alice, webhook_events_filter=["completed"])
+    fakes.webhooks.failures = 1000
+    run(gateway, job_id)
+    for wait in RETRY_AFTER_S:
+        fakes.clock.advance(wait)
+        run_monitor(gateway)
+    view = client.get(f"/v1/jobs/{job_id}", headers=alice).json
+    [delivery] = view["webhook_deliveries"]  # type: ignore[index]
+    assert (delivery["state"], delivery["attempts"]) == ("failed", MAX_ATTEMPTS)
+    assert "503" in delivery["last_error"]
+    assert fakes.jobs.get(job_id).webhook_due is False  # type: ignore[union-attr]
+
+
+@pytest.mark.parametrize(
+    ("url", "why"),
+    [
+        ("http://hooks.example.com/tts", "https"),
+        ("https://127.0.0.1/hook", "not public"),
+        ("https://10.0.0.7/hook", "not public"),
+        ("https://169.254.169.254/latest/meta-data", "not public"),
+        ("https://[::1]/hook", "not public"),
+        ("https://192.168.1.20/hook", "not public"),
+    ],
+)
+def test_webhooks_never_go_to_private_loopback_or_link_local_addresses(
+    client: FlaskClient, gateway: Gateway, url: str, why: str
+) -> None:
+    alice = issue_key(gateway, "alice")
+    body = {**GOOD, "webhook": url}
+    response = checked(
+        "POST", "/v1/tts/jobs", client.post("/v1/tts/jobs", json=body, headers=alice)
+    )
+    assert response.status_code == 422
+    assert why in response.json["error"]["message"]  # type: ignore[index]
+    with pytest.raises(Forbidden):
+        check_url(url, allow_http=False, allow_private=False)
+
+
+def test_a_name_that_resolves_to_loopback_is_refused_when_sending() -> None:
+    with pytest.raises(Forbidden, match="non-public"):
+        check_url("https://localhost/hook", allow_http=False, allow_private=False)
+    # The local stack may call its own receiver.
+    assert check_url("http://localhost:9/hook", allow_http=True, allow_private=True) == "localhost"
+
+
+def test_webhooks_are_refused_while_the_deployment_has_no_signing_key(
+    fakes: Fakes,
+) -> None:
+    from functions.api.app import create_api
+
+    gw = fake_gateway(Settings(bucket="test-bucket"), fakes)
+    client = create_api(gw).test_client()
+    alice = issue_key(gw, "alice")
+    response = client.post("/v1/tts/jobs", json={**GOOD, "webhook": HOOK}, headers=alice)
+    assert response.status_code == 422
+    assert "not configured" in response.json["error"]["message"]  # type: ignore[index]
