@@ -3,9 +3,9 @@ tests pass fakes (or emulator-bound adapters) through the same function."""
 
 from __future__ import annotations
 
+import functools
 import time
 from datetime import UTC, datetime
-from functools import cache
 
 from google.cloud import firestore
 
@@ -13,6 +13,7 @@ from shared.adapters import clients
 from shared.adapters.backend_cache import CachedBackendStore
 from shared.adapters.firestore import (
     FirestoreApiKeyStore,
+    FirestoreAudioCache,
     FirestoreBackendStore,
     FirestoreEventLog,
     FirestoreJobStore,
@@ -25,6 +26,7 @@ from shared.settings import Settings
 from shared.usecases.gateway import Gateway
 from shared.usecases.ports import (
     ApiKeyStore,
+    AudioCache,
     BackendStore,
     BlobStore,
     Clock,
@@ -54,8 +56,9 @@ def build_gateway(
     clock: Clock | None = None,
     sleep: Sleep | None = None,
     webhooks: WebhookSender | None = None,
+    cache: AudioCache | None = None,
 ) -> Gateway:
-    @cache
+    @functools.cache
     def db() -> firestore.Client:
         return clients.firestore_client(settings)
 
@@ -84,6 +87,7 @@ def build_gateway(
             allow_http=settings.webhooks.allow_http,
             allow_private=settings.webhooks.allow_private,
         ),
+        cache=cache or FirestoreAudioCache(db(), collection=f"{prefix}audio_cache"),
         clock=clock or utc_now,
         sleep=sleep or time.sleep,
     )

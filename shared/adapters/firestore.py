@@ -14,9 +14,10 @@ from google.cloud import firestore
 from shared.adapters.errors import translated
 from shared.domain.backends import BackendHeartbeat, BackendStatus, HealthEvent
 from shared.domain.errors import NotFound
-from shared.domain.jobs import Job, JobState
+from shared.domain.jobs import AudioResult, Job, JobState
 from shared.domain.keys import ApiKey
 from shared.domain.voices import Voice, VoiceState
+from shared.usecases.ports import CachedAudio
 
 
 def to_document(value: Any) -> Any:
@@ -234,3 +235,29 @@ class FirestoreEventLog:
         query = self._events.order_by("at", direction=firestore.Query.DESCENDING).limit(limit)
         with translated("read events"):
             return [HealthEvent.model_validate(s.to_dict()) for s in query.stream()]
+
+
+class FirestoreAudioCache:
+    """``audio_cache/{key}``: which finished job's audio answers a request with that key."""
+
+    def __init__(self, client: firestore.Client, *, collection: str = "audio_cache") -> None:
+        self._entries = client.collection(collection)
+
+    def get(self, key: str) -> CachedAudio | None:
+        with translated("read audio cache"):
+            snap = self._entries.document(key).get()
+        if not snap.exists:
+            return None
+        data = snap.to_dict() or {}
+        return CachedAudio(
+            key=key, job_id=data["job_id"], result=AudioResult.model_validate(data["result"])
+        )
+
+    def put(self, entry: CachedAudio) -> None:
+        document = {
+            "job_id": entry.job_id,
+            "result": to_document(entry.result.model_dump()),
+            "created_at": firestore.SERVER_TIMESTAMP,
+        }
+        with translated("write audio cache"):
+            self._entries.document(entry.key).set(document)

@@ -107,6 +107,10 @@ class Job(BaseModel):
     """What the caller asked to be echoed on the job's result message."""
     reply_topic: str | None = None
     """A topic of the caller's (from the allowed list) that also gets the result message."""
+    cache_key: str | None = None
+    """Set when a result of this request may serve a later identical one (seeded, or asked)."""
+    cached_from: str | None = None
+    """The finished job whose audio this one reuses: no GPU ran for it."""
     webhook: Webhook | None = None
     """Where the caller wants to hear of its start and end, and how each delivery went."""
     webhook_due: bool = False
@@ -281,6 +285,12 @@ class Job(BaseModel):
             raise InvalidTransition(f"job {self.id} has no webhook")
         webhook = self.webhook.attempted(event, error=error, now=now)
         return self.model_copy(update={"webhook": webhook, "webhook_due": webhook.pending})
+
+    def from_cache(self, *, result: AudioResult, source: str, now: datetime) -> Job:
+        """A new job answered by a finished identical one's audio, without a worker."""
+        if self.state is not JobState.QUEUED or self.attempts:
+            raise InvalidTransition("only a new job can be answered from the cache")
+        return self._moved(JobState.SUCCEEDED, now=now, result=result, cached_from=source)
 
     def announced(self) -> Job:
         """Its result message is out."""

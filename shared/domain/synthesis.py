@@ -66,6 +66,8 @@ class AudioRef(_Model):
     """Object path inside the gateway's bucket."""
     container: AudioContainer
     bytes: int = Field(gt=0)
+    sha256: str | None = None
+    """Of the uploaded bytes: what a cached result of this clip is keyed by."""
 
 
 class VoiceTraits(_Model):

@@ -13,6 +13,7 @@ import logging
 from shared.domain.errors import InvalidTransition, NotFound, TransientError
 from shared.domain.jobs import Job, JobError, JobOutput, JobState
 from shared.domain.synthesis import parent_of
+from shared.usecases.cache import remember
 from shared.usecases.gateway import Gateway
 from shared.usecases.results import announce
 from shared.usecases.webhooks import deliver_due
@@ -31,6 +32,7 @@ def succeed(gw: Gateway, job: Job, *, worker: str, output: JobOutput) -> bool:
     except InvalidTransition as exc:
         log.info("lost the lease before finishing", extra={"job_id": job.id, "why": exc.message})
         return False
+    remember(gw, done)
     log.info(
         "job succeeded",
         extra={

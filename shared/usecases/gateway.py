@@ -11,6 +11,7 @@ from dataclasses import dataclass, field
 from shared.settings import Settings
 from shared.usecases.ports import (
     ApiKeyStore,
+    AudioCache,
     BackendStore,
     BlobStore,
     Clock,
@@ -40,6 +41,7 @@ class Gateway:
     voices: VoiceStore
     events: EventLog
     webhooks: WebhookSender
+    cache: AudioCache
     clock: Clock
     sleep: Sleep = field(default=time.sleep)
     new_id: Callable[[], str] = field(default=random_id)

@@ -40,7 +40,7 @@ from shared.domain.synthesis import (
 )
 from shared.domain.voices import Voice, prompt_object_name, voice_id_for
 from shared.domain.webhooks import Webhook, check_webhook_url
-from shared.usecases import completion
+from shared.usecases import cache, completion
 from shared.usecases.gateway import Gateway
 from shared.usecases.routing import publish_job, route
 from shared.usecases.webhooks import owner_secret
@@ -314,11 +314,16 @@ def _submit(
         key=key,
         options=options,
     )
+    hit = cache.lookup(gw, candidate.cache_key) if candidate.cache_key else None
+    if hit is not None:
+        candidate = candidate.from_cache(result=hit.result, source=hit.job_id, now=gw.clock())
     job, created = gw.jobs.create(candidate)
     if not created:
         job = existing_job(job, request=request)
-        if job.state is not JobState.QUEUED:
-            return job
+    elif hit is not None:
+        completion.finished(gw, job)  # answered without a worker: announce it all the same
+    if job.state is not JobState.QUEUED:
+        return job
     publish_job(gw, job)
     return job
 
@@ -361,6 +366,9 @@ def new_job(
         reply_topic=options.reply_topic,
         parent_id=parent_id,
         webhook=webhook,
+        cache_key=cache.cache_key(
+            gw, owner=principal.owner, request=request, backend=backend, opted_in=options.cache
+        ),
     )
 
 
@@ -420,7 +428,8 @@ def _store_upload(gw: Gateway, upload: Upload, *, path: str) -> AudioRef:
         )
     object_path = f"{path}{upload.name}.{container.value}"
     gw.blobs.put(object_path, data, content_type=CONTENT_TYPES[container])
-    return AudioRef(path=object_path, container=container, bytes=len(data))
+    digest = hashlib.sha256(data).hexdigest()
+    return AudioRef(path=object_path, container=container, bytes=len(data), sha256=digest)
 
 
 def job_id_for(gw: Gateway, *, owner: str, idempotency_key: str | None) -> str:

@@ -8,7 +8,7 @@ from datetime import datetime
 from typing import Protocol
 
 from shared.domain.backends import BackendHeartbeat, BackendStatus, HealthEvent
-from shared.domain.jobs import Job, JobState
+from shared.domain.jobs import AudioResult, Job, JobState
 from shared.domain.keys import ApiKey
 from shared.domain.voices import Voice
 from shared.wire.runpod_status import EndpointHealth, RunPodStatus
@@ -166,3 +166,18 @@ class WebhookSender(Protocol):
         """POST ``body`` to ``url``. Raises ``Forbidden`` for an address it must not call,
         ``TransientError`` when the receiver failed or could not be reached."""
         ...
+
+
+@dataclass(frozen=True, slots=True)
+class CachedAudio:
+    key: str
+    job_id: str
+    result: AudioResult
+
+
+class AudioCache(Protocol):
+    """Finished audio by the content of the request that made it."""
+
+    def get(self, key: str) -> CachedAudio | None: ...
+
+    def put(self, entry: CachedAudio) -> None: ...

@@ -68,6 +68,8 @@ class JobView(BaseModel):
     voice_url: str | None = None
     progress: ProgressView | None = None
     error: ErrorView | None = None
+    cached_from: str | None = None
+    """The finished job whose audio answered this one: no GPU ran for it."""
     webhook_deliveries: tuple[DeliveryView, ...] = ()
     """How each webhook call went (``failed`` after its retries ran out)."""
 
@@ -111,6 +113,7 @@ class JobView(BaseModel):
             voice_url=f"{base_path}/v1/voices/{voice_id}" if voice_id else None,
             progress=progress,
             error=error if job.state in {JobState.FAILED, JobState.CANCELED} else None,
+            cached_from=job.cached_from,
             webhook_deliveries=tuple(
                 DeliveryView(
                     event=d.event, state=d.state, attempts=d.attempts, last_error=d.last_error

@@ -18,7 +18,7 @@ from shared.domain.errors import NotFound, PayloadTooLarge, TransientError
 from shared.domain.jobs import Job, JobState
 from shared.domain.keys import ApiKey
 from shared.domain.voices import Voice
-from shared.usecases.ports import StoredBlob
+from shared.usecases.ports import CachedAudio, StoredBlob
 from shared.wire.runpod_status import EndpointHealth, RunPodStatus
 
 
@@ -317,3 +317,14 @@ class RecordingWebhooks:
             self.failures -= 1
             raise TransientError("the receiver answered HTTP 503 (fake)")
         self.calls.append((url, body, dict(headers)))
+
+
+class InMemoryAudioCache:
+    def __init__(self) -> None:
+        self.entries: dict[str, CachedAudio] = {}
+
+    def get(self, key: str) -> CachedAudio | None:
+        return self.entries.get(key)
+
+    def put(self, entry: CachedAudio) -> None:
+        self.entries[entry.key] = entry

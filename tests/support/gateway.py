@@ -13,6 +13,7 @@ from shared.usecases.gateway import Gateway
 from tests.support.fakes import (
     FakeClock,
     InMemoryApiKeyStore,
+    InMemoryAudioCache,
     InMemoryBackendStore,
     InMemoryBlobStore,
     InMemoryEventLog,
@@ -34,6 +35,7 @@ class Fakes:
     events: InMemoryEventLog
     clock: FakeClock
     webhooks: RecordingWebhooks
+    cache: InMemoryAudioCache
 
 
 def make_fakes(bucket: str = "test-bucket") -> Fakes:
@@ -47,6 +49,7 @@ def make_fakes(bucket: str = "test-bucket") -> Fakes:
         events=InMemoryEventLog(),
         clock=FakeClock(),
         webhooks=RecordingWebhooks(),
+        cache=InMemoryAudioCache(),
     )
 
 
@@ -64,6 +67,7 @@ def fake_gateway(settings: Settings, fakes: Fakes) -> Gateway:
         clock=fakes.clock,
         sleep=fakes.clock.sleep,
         webhooks=fakes.webhooks,
+        cache=fakes.cache,
     )
 
 

@@ -1,0 +1,97 @@
+"""The content-addressed audio cache: the same request twice costs one synthesis.
+
+A request is cacheable when it is seeded (the same seed on the same backend gives the same
+audio) or its caller opts in. Its key is a hash of what decides the audio: the normalized text,
+the voice (a built-in speaker; a design description; a registered voice by id and by the GCS
+generation of its prompt, so an overwritten prompt never serves old audio; an uploaded clip by
+the hash of its bytes), the backend (which fixes the model), every parameter, the format and the
+seed. A private voice (a registered voice with an owner, an uploaded clip) scopes the key to the
+requester, so its audio is only ever served back to whoever made it, admins included.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import unicodedata
+
+from shared.domain.backends import API_VERSION
+from shared.domain.errors import TransientError
+from shared.domain.jobs import Job
+from shared.domain.synthesis import (
+    ClonePromptRequest,
+    CustomVoiceRequest,
+    JobRequest,
+    SpeechFields,
+    VoiceCloneRequest,
+    VoiceDesignRequest,
+)
+from shared.usecases.gateway import Gateway
+from shared.usecases.ports import CachedAudio
+
+log = logging.getLogger(__name__)
+
+
+def cache_key(
+    gw: Gateway, *, owner: str, request: JobRequest, backend: str, opted_in: bool
+) -> str | None:
+    """The request's key, or ``None`` when its result may not be reused."""
+    if not isinstance(request, SpeechFields) or (request.seed is None and not opted_in):
+        return None
+    scope = ""  # shared across owners unless the voice is someone's own
+    match request:
+        case CustomVoiceRequest():
+            voice: list[object] = ["speaker", request.speaker, request.instruct]
+        case VoiceDesignRequest():
+            voice = ["design", request.instruct]
+        case ClonePromptRequest():
+            found = gw.voices.get(request.voice_id)
+            if found is None:
+                return None
+            voice = ["prompt", found.id, found.generation]
+            scope = owner if found.owner else ""
+        case VoiceCloneRequest():
+            if request.reference.sha256 is None:
+                return None
+            voice = ["clip", request.reference.sha256, request.ref_text, request.x_vector_only]
+            scope = owner
+        case _:
+            return None
+    material = {
+        "api": API_VERSION,
+        "backend": backend,
+        "mode": request.mode.value,
+        "text": _normalized(request.text),
+        "voice": voice,
+        "language": request.language.value,
+        "format": request.format.value,
+        "speed": request.speed,
+        "max_new_tokens": request.max_new_tokens,
+        "seed": request.seed,
+        "scope": scope,
+    }
+    return hashlib.sha256(json.dumps(material, sort_keys=True).encode()).hexdigest()
+
+
+def lookup(gw: Gateway, key: str) -> CachedAudio | None:
+    try:
+        return gw.cache.get(key)
+    except TransientError as exc:
+        log.warning("cache unavailable: synthesizing", extra={"error": exc.message})
+        return None
+
+
+def remember(gw: Gateway, job: Job) -> None:
+    """Keep a finished job's audio under its key (only for a job that ran, not one that hit)."""
+    if job.cache_key is None or job.result is None or job.cached_from is not None:
+        return
+    try:
+        gw.cache.put(CachedAudio(key=job.cache_key, job_id=job.id, result=job.result))
+    except TransientError as exc:
+        log.warning("result not cached", extra={"job_id": job.id, "error": exc.message})
+
+
+def _normalized(text: str) -> str:
+    """Unicode-normalized, whitespace collapsed: the same words typed twice are one request."""
+    return " ".join(unicodedata.normalize("NFC", text).split())
