@@ -133,6 +133,18 @@ class WebhookSettings(BaseModel):
     timeout_s: float = Field(default=5.0, gt=0, le=30)
 
 
+class RetentionSettings(BaseModel):
+    """How long what the gateway keeps is kept. Job and event documents carry ``expires_at``,
+    which Firestore's TTL policy deletes by; audio goes by the bucket's lifecycle rule on
+    ``audio/`` (``infra/topology.yaml``), which must say the same number of days."""
+
+    model_config = ConfigDict(frozen=True)
+
+    job_days: int = Field(default=30, ge=1, le=3650)
+    audio_days: int = Field(default=30, ge=1, le=3650)
+    event_days: int = Field(default=7, ge=1, le=3650)
+
+
 class MonitorSettings(BaseModel):
     model_config = ConfigDict(frozen=True)
 
@@ -201,6 +213,7 @@ class Settings(BaseSettings):
     runpod: RunPodSettings = RunPodSettings()
     monitor: MonitorSettings = MonitorSettings()
     webhooks: WebhookSettings = WebhookSettings()
+    retention: RetentionSettings = RetentionSettings()
     worker: WorkerSettings = WorkerSettings()
 
     storage_emulator_host: str | None = Field(

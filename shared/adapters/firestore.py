@@ -250,14 +250,17 @@ class FirestoreAudioCache:
             return None
         data = snap.to_dict() or {}
         return CachedAudio(
-            key=key, job_id=data["job_id"], result=AudioResult.model_validate(data["result"])
+            key=key,
+            job_id=data["job_id"],
+            result=AudioResult.model_validate(data["result"]),
+            created_at=data["created_at"],
         )
 
     def put(self, entry: CachedAudio) -> None:
         document = {
             "job_id": entry.job_id,
             "result": to_document(entry.result.model_dump()),
-            "created_at": firestore.SERVER_TIMESTAMP,
+            "created_at": entry.created_at,
         }
         with translated("write audio cache"):
             self._entries.document(entry.key).set(document)

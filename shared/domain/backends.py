@@ -89,3 +89,5 @@ class HealthEvent(BaseModel):
     backend: str | None = None
     job_id: str | None = None
     detail: str = ""
+    expires_at: datetime | None = None
+    """When the record may be deleted (Firestore's TTL policy on this field)."""

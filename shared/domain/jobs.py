@@ -107,6 +107,8 @@ class Job(BaseModel):
     """What the caller asked to be echoed on the job's result message."""
     reply_topic: str | None = None
     """A topic of the caller's (from the allowed list) that also gets the result message."""
+    expires_at: datetime | None = None
+    """When the document may be deleted (Firestore's TTL policy on this field)."""
     cache_key: str | None = None
     """Set when a result of this request may serve a later identical one (seeded, or asked)."""
     cached_from: str | None = None

@@ -15,6 +15,7 @@ import hashlib
 import json
 import logging
 import unicodedata
+from datetime import timedelta
 
 from shared.domain.backends import API_VERSION
 from shared.domain.errors import TransientError
@@ -31,6 +32,9 @@ from shared.usecases.gateway import Gateway
 from shared.usecases.ports import CachedAudio
 
 log = logging.getLogger(__name__)
+
+AUDIO_MARGIN = timedelta(days=1)
+"""An entry whose audio is this close to the lifecycle's deletion is not served."""
 
 
 def cache_key(
@@ -75,11 +79,16 @@ def cache_key(
 
 
 def lookup(gw: Gateway, key: str) -> CachedAudio | None:
+    """A usable entry: one whose audio the bucket's lifecycle has not (nearly) deleted."""
     try:
-        return gw.cache.get(key)
+        entry = gw.cache.get(key)
     except TransientError as exc:
         log.warning("cache unavailable: synthesizing", extra={"error": exc.message})
         return None
+    keep = timedelta(days=gw.settings.retention.audio_days) - AUDIO_MARGIN
+    if entry is None or gw.clock() - entry.created_at > keep:
+        return None
+    return entry
 
 
 def remember(gw: Gateway, job: Job) -> None:
@@ -87,7 +96,9 @@ def remember(gw: Gateway, job: Job) -> None:
     if job.cache_key is None or job.result is None or job.cached_from is not None:
         return
     try:
-        gw.cache.put(CachedAudio(key=job.cache_key, job_id=job.id, result=job.result))
+        gw.cache.put(
+            CachedAudio(key=job.cache_key, job_id=job.id, result=job.result, created_at=gw.clock())
+        )
     except TransientError as exc:
         log.warning("result not cached", extra={"job_id": job.id, "error": exc.message})
 

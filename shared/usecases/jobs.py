@@ -361,6 +361,7 @@ def new_job(
         created_at=now,
         updated_at=now,
         state_times={JobState.QUEUED: now},
+        expires_at=now + timedelta(days=gw.settings.retention.job_days),
         deadline=deadline,
         correlation=dict(options.correlation),
         reply_topic=options.reply_topic,

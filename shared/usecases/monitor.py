@@ -99,7 +99,15 @@ def health_event(
         "backend health",
         extra={"event": event, "backend": backend, "job_id": job_id, "detail": detail},
     )
-    record = HealthEvent(at=gw.clock(), event=event, backend=backend, job_id=job_id, detail=detail)
+    now = gw.clock()
+    record = HealthEvent(
+        at=now,
+        event=event,
+        backend=backend,
+        job_id=job_id,
+        detail=detail,
+        expires_at=now + timedelta(days=gw.settings.retention.event_days),
+    )
     try:
         gw.events.record(record)
     except TransientError as exc:

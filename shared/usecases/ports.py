@@ -173,6 +173,7 @@ class CachedAudio:
     key: str
     job_id: str
     result: AudioResult
+    created_at: datetime
 
 
 class AudioCache(Protocol):

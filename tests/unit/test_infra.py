@@ -93,3 +93,12 @@ def test_runpod_jobs_reach_the_dispatcher_through_a_filtered_push_subscription()
     assert any("scheduler" in c for c in commands)
     secrets = {f.name: f.secrets for f in declared.functions}
     assert "TTS_RUNPOD__WEBHOOK_SECRET" in secrets["tts-runpod-webhook"]
+
+
+def test_the_audio_lifecycle_rule_and_the_retention_setting_agree() -> None:
+    """The cache serves audio younger than ``retention.audio_days``: the bucket must keep it."""
+    from infra import topology
+    from shared.settings import Settings
+
+    rules = {r.prefix: r.age_days for r in topology.load().bucket.expire}
+    assert rules["audio/"] == Settings().retention.audio_days
