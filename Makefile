@@ -44,6 +44,7 @@ bench: venv
 	$(PY) bench/routing_overhead.py
 	$(PY) bench/prompt_cache.py
 	$(PY) bench/speech.py
+	$(PY) bench/cache.py
 
 clean:
 	rm -rf $(VENV) .cache .pytest_cache .mypy_cache .ruff_cache

@@ -175,6 +175,30 @@ def test_bad_input_over_http_is_a_clear_4xx(stack: DevStack) -> None:
     assert response.json()["error"]["field"] == "speaker"
 
 
+def test_a_running_job_canceled_over_http_stops_in_the_worker_process(stack: DevStack) -> None:
+    """The real worker process stops between pieces and keeps no result."""
+    text = " ".join(f"This is sentence number {i} of a long chapter." for i in range(60))
+    job_id = call(
+        stack, "POST", "/v1/tts/jobs", json={"text": text, "speaker": "Ryan", "seed": 4}
+    ).json()["id"]
+    deadline = time.monotonic() + 60
+    while call(stack, "GET", f"/v1/jobs/{job_id}").json()["state"] != "running":
+        assert time.monotonic() < deadline, "the job was never picked up"
+        time.sleep(0.01)
+    canceled = call(stack, "POST", f"/v1/jobs/{job_id}/cancel")
+    assert canceled.status_code == 200
+    assert canceled.json()["state"] == "canceled"
+    worker = stack.process("worker")
+    deadline = time.monotonic() + 120
+    stopped = f'"job_id": "{job_id}", "reason": "job {job_id} was canceled after'
+    while stopped not in worker.log_path.read_text():
+        assert time.monotonic() < deadline, "the worker never stopped the canceled job"
+        time.sleep(0.2)
+    view = call(stack, "GET", f"/v1/jobs/{job_id}").json()
+    assert (view["state"], view["audio"]) == ("canceled", None)
+    assert call(stack, "GET", f"/v1/jobs/{job_id}/audio").status_code == 409
+
+
 def test_sigterm_lets_the_worker_finish_the_job_in_hand(stack: DevStack) -> None:
     """Runs last in this module: it stops the stack's worker for good."""
     job_id = call(
