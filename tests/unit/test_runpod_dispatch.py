@@ -19,7 +19,7 @@ from shared.usecases.dispatch import (
     webhook_token,
 )
 from shared.usecases.gateway import Gateway
-from shared.usecases.jobs import submit_job
+from shared.usecases.jobs import cancel_job, submit_job
 from shared.usecases.monitor import run_monitor
 from shared.wire.messages import JobMessage
 from shared.wire.runpod_io import RunPodFailure, RunPodInput, RunPodOutput
@@ -224,3 +224,17 @@ def test_an_output_for_another_gateway_job_is_never_applied(gw: Gateway) -> None
     status = RunPodStatus(id="rp-1", status="COMPLETED", output=finished_output(other))
     assert complete(gw, job_id=job.id, status=status) is Completion.STALE
     assert stored(gw, job).state is JobState.RUNNING
+
+
+def test_a_job_canceled_while_on_runpod_is_canceled_there_by_the_monitor(gw: Gateway) -> None:
+    runpod = FakeRunPod()
+    job = submitted(gw)
+    dispatch(gw, runpod, JobMessage(job_id=job.id))
+    cancel_job(gw, principal=ALICE, job_id=job.id)
+    assert run_monitor(gw, runpod=runpod).runpod_canceled == [job.id]
+    assert runpod.canceled == ["rp-1"]
+    assert run_monitor(gw, runpod=runpod).runpod_canceled == []  # once
+    # The RunPod job's late result is refused: the gateway job stays canceled.
+    status = RunPodStatus(id="rp-1", status="COMPLETED", output=finished_output(job))
+    assert complete(gw, job_id=job.id, status=status) is Completion.STALE
+    assert stored(gw, job).state is JobState.CANCELED
