@@ -21,6 +21,7 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
+from bench.emulated import emulated_gateway
 from infra.emulators import Emulators
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -44,36 +45,22 @@ def main() -> None:
 def run(args: argparse.Namespace) -> None:
     # Imported after the emulator variables are set: the clients read them when built.
     import functions_framework
-    import google.cloud.pubsub_v1 as pubsub_v1
 
     from gpu_worker.audio.encoding import Waveform, encode
     from gpu_worker.bucket_io import BucketIO
     from gpu_worker.prompt_cache import PromptCache
     from gpu_worker.runner import JobRunner, RunnerConfig
     from gpu_worker.tasks import Task
-    from infra import topology
     from shared.adapters.clients import storage_client
-    from shared.bootstrap import build_gateway
     from shared.domain.audio_formats import AudioFormat
     from shared.domain.jobs import JobOutput
-    from shared.domain.keys import Principal, Scope, new_api_key
+    from shared.domain.keys import Principal, Scope
     from shared.domain.synthesis import CustomVoiceRequest
-    from shared.settings import Settings
     from shared.usecases.jobs import submit_job
     from shared.wire.messages import JobMessage
 
-    settings = Settings()
-    topology.apply(
-        topology.load(),
-        project_id=settings.project_id,
-        bucket=settings.bucket,
-        publisher=pubsub_v1.PublisherClient(),
-        subscriber=pubsub_v1.SubscriberClient(),
-        storage_client=storage_client(settings),
-    )
-    gw = build_gateway(settings)
-    secret, record = new_api_key(owner="bench", scopes=frozenset({Scope.USER}), now=gw.clock())
-    gw.keys.put(record)
+    stack = emulated_gateway()
+    settings, gw, secret = stack.settings, stack.gateway, stack.key
 
     tone = np.sin(2 * np.pi * 220 * np.arange(24_000) / 24_000).astype(np.float32) * 0.3
     wav = encode(Waveform(samples=tone, sample_rate=24_000), fmt=AudioFormat.WAV)

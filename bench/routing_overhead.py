@@ -27,6 +27,7 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
+from bench.emulated import emulated_gateway
 from infra.emulators import Emulators
 
 
@@ -67,27 +68,12 @@ def run(jobs: int, warmup: int) -> tuple[list[float], list[float]]:
     from gpu_worker.heartbeat import Heartbeat
     from gpu_worker.runner import JobRunner, RunnerConfig
     from gpu_worker.subscriber import HomeSubscriber
-    from infra import topology
-    from shared.adapters.clients import storage_client
     from shared.adapters.pubsub import low_latency_publisher
-    from shared.bootstrap import build_gateway
     from shared.domain.backends import BackendKind
     from shared.domain.jobs import JobOutput
-    from shared.domain.keys import Scope, new_api_key
-    from shared.settings import Settings
 
-    settings = Settings()
-    topology.apply(
-        topology.load(),
-        project_id=settings.project_id,
-        bucket=settings.bucket,
-        publisher=pubsub_v1.PublisherClient(),
-        subscriber=pubsub_v1.SubscriberClient(),
-        storage_client=storage_client(settings),
-    )
-    gw = build_gateway(settings)
-    secret, record = new_api_key(owner="bench", scopes=frozenset({Scope.USER}), now=gw.clock())
-    gw.keys.put(record)
+    stack = emulated_gateway()
+    settings, gw, secret = stack.settings, stack.gateway, stack.key
 
     in_hands = threading.Event()
     handed_at: list[float] = []

@@ -33,6 +33,7 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
+from bench.emulated import emulated_gateway
 from infra.emulators import Emulators
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -78,29 +79,15 @@ def run(args: argparse.Namespace) -> None:
     from gpu_worker.bucket_io import BucketIO
     from gpu_worker.prompt_cache import PromptCache
     from gpu_worker.tasks import Task, TaskExecutor
-    from infra import topology
     from shared.adapters.clients import storage_client
     from shared.adapters.pubsub import low_latency_publisher
-    from shared.bootstrap import build_gateway
     from shared.domain.audio_formats import AudioFormat
     from shared.domain.catalog import Language
     from shared.domain.jobs import JobOutput
-    from shared.domain.keys import Scope, new_api_key
     from shared.domain.modes import ModelType
-    from shared.settings import Settings
 
-    settings = Settings()
-    topology.apply(
-        topology.load(),
-        project_id=settings.project_id,
-        bucket=settings.bucket,
-        publisher=pubsub_v1.PublisherClient(),
-        subscriber=pubsub_v1.SubscriberClient(),
-        storage_client=storage_client(settings),
-    )
-    gw = build_gateway(settings)
-    secret, record = new_api_key(owner="bench", scopes=frozenset({Scope.USER}), now=gw.clock())
-    gw.keys.put(record)
+    stack = emulated_gateway()
+    settings, gw, secret = stack.settings, stack.gateway, stack.key
     models = load_models(settings)
 
     tone = np.sin(2 * np.pi * 220 * np.arange(24_000) / 24_000).astype(np.float32) * 0.3
