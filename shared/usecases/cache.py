@@ -38,10 +38,13 @@ AUDIO_MARGIN = timedelta(days=1)
 
 
 def cache_key(
-    gw: Gateway, *, owner: str, request: JobRequest, backend: str, opted_in: bool
+    gw: Gateway, *, owner: str, request: JobRequest, backend: str, wanted: bool | None
 ) -> str | None:
-    """The request's key, or ``None`` when its result may not be reused."""
-    if not isinstance(request, SpeechFields) or (request.seed is None and not opted_in):
+    """The request's key, or ``None`` when its result may not be reused: ``wanted`` True lets
+    an unseeded request share, False keeps even a seeded one apart (a fresh synthesis)."""
+    if not isinstance(request, SpeechFields) or wanted is False:
+        return None
+    if request.seed is None and wanted is not True:
         return None
     scope = ""  # shared across owners unless the voice is someone's own
     match request:
@@ -65,6 +68,9 @@ def cache_key(
     material = {
         "api": API_VERSION,
         "backend": backend,
+        # The models the backend last said it serves: a worker that changes them (a new
+        # checkpoint under the same backend id) never serves audio of the old ones.
+        "models": _models(gw, backend),
         "mode": request.mode.value,
         "text": _normalized(request.text),
         "voice": voice,
@@ -101,6 +107,14 @@ def remember(gw: Gateway, job: Job) -> None:
         )
     except TransientError as exc:
         log.warning("result not cached", extra={"job_id": job.id, "error": exc.message})
+
+
+def _models(gw: Gateway, backend: str) -> list[str]:
+    try:
+        beat = gw.backends.get(backend)
+    except TransientError:
+        beat = None
+    return sorted(beat.capabilities.models) if beat is not None else []
 
 
 def _normalized(text: str) -> str:

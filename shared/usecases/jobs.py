@@ -368,7 +368,7 @@ def new_job(
         parent_id=parent_id,
         webhook=webhook,
         cache_key=cache.cache_key(
-            gw, owner=principal.owner, request=request, backend=backend, opted_in=options.cache
+            gw, owner=principal.owner, request=request, backend=backend, wanted=options.cache
         ),
     )
 

@@ -156,9 +156,9 @@ class JobOptions(_Body):
     """Echoed as attributes (and in the body) of the job's result message."""
     reply_topic: Annotated[str, Field(min_length=1, max_length=255)] | None = None
     """Also publish the result here; only topics the deployment allows."""
-    cache: bool = False
-    """Reuse a finished identical request's audio though no ``seed`` fixes it (seeded
-    requests always may)."""
+    cache: bool | None = None
+    """Reuse a finished identical request's audio: by default only for a seeded request;
+    ``true`` also without a seed; ``false`` never (always synthesize afresh)."""
     webhook: Annotated[str, Field(min_length=8, max_length=2048)] | None = None
     """Called (signed, Standard Webhooks) when the job starts and when it ends."""
     webhook_events_filter: Annotated[tuple[WebhookEvent, ...], Field(min_length=1)] = (

@@ -31,6 +31,7 @@ from shared.wire.bodies import (
     CastItem,
     ClonePromptBody,
     CreateVoiceBody,
+    JobOptions,
     NormalizeBody,
     VoiceCloneBody,
 )
@@ -174,7 +175,11 @@ def test_a_seed_makes_the_audio_repeatable(
 ) -> None:
     def speak(seed: int) -> np.ndarray:
         request = CustomVoiceRequest(text="Same words.", speaker="ryan", seed=seed)
-        done = run(gateway, runner, submit_job(gateway, principal=ALICE, request=request))
+        # Not from the cache: the model itself must say the same thing twice.
+        fresh = JobOptions(cache=False)
+        job = submit_job(gateway, principal=ALICE, request=request, options=fresh)
+        done = run(gateway, runner, job)
+        assert done.cached_from is None
         return audio_of(fakes, done)[0]
 
     first, again, other = speak(7), speak(7), speak(8)

@@ -117,3 +117,47 @@ def test_an_overwritten_prompt_never_serves_its_old_audio(gateway: Gateway, fake
     fakes.voices.update(voice.id, lambda v: v.model_copy(update={"generation": 2}) if v else None)
     assert submit_job(gateway, principal=ALICE, request=body).state is JobState.QUEUED
     assert request.voice_id == voice.id
+
+
+def test_cache_false_always_synthesizes_afresh(gateway: Gateway, fakes: Fakes) -> None:
+    gpu = CountingGpu()
+    request = CustomVoiceRequest(text="Fresh.", speaker="ryan", seed=3)
+    submit_job(gateway, principal=ALICE, request=request)
+    run_all(gateway, fakes, gpu)
+    fresh = submit_job(gateway, principal=ALICE, request=request, options=JobOptions(cache=False))
+    assert (fresh.state, fresh.cache_key) == (JobState.QUEUED, None)
+
+
+def test_a_backend_that_changed_its_models_serves_no_audio_of_the_old_ones(
+    gateway: Gateway, fakes: Fakes
+) -> None:
+    from datetime import UTC, datetime
+
+    from shared.domain.backends import (
+        API_VERSION,
+        BackendHeartbeat,
+        BackendKind,
+        BackendStatus,
+        Capabilities,
+    )
+
+    def serve(model: str) -> None:
+        fakes.backends.heartbeat(
+            BackendHeartbeat(
+                id="home-4090", kind=BackendKind.HOME_GPU, worker_id="w1",
+                status=BackendStatus.ONLINE,
+                capabilities=Capabilities(
+                    api_version=API_VERSION, modes=("custom_voice",), models=(model,)
+                ),
+                last_heartbeat=datetime(2026, 1, 1, tzinfo=UTC),
+            )
+        )  # fmt: skip
+
+    gpu = CountingGpu()
+    request = CustomVoiceRequest(text="Upgrade.", speaker="ryan", seed=3)
+    serve("Qwen/Qwen3-TTS-12Hz-0.6B-CustomVoice")
+    submit_job(gateway, principal=ALICE, request=request)
+    run_all(gateway, fakes, gpu)
+    assert submit_job(gateway, principal=ALICE, request=request).state is JobState.SUCCEEDED
+    serve("Qwen/Qwen3-TTS-12Hz-1.7B-CustomVoice")
+    assert submit_job(gateway, principal=ALICE, request=request).state is JobState.QUEUED
