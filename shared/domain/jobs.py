@@ -175,10 +175,11 @@ class Job(BaseModel):
         return self.model_copy(update={"runpod_id": None})
 
     def reroute(self, backend: str, *, now: datetime) -> Job:
-        """Send a job nobody has started to another backend."""
+        """Send a job nobody has started to another backend. Its cache key named the backend it
+        was routed to first (the backend fixes the model), so it no longer feeds the cache."""
         if self.state is not JobState.QUEUED:
             raise InvalidTransition(f"job is {self.state}; only queued jobs are re-routed")
-        return self.model_copy(update={"backend": backend, "updated_at": now})
+        return self.model_copy(update={"backend": backend, "updated_at": now, "cache_key": None})
 
     def succeed(
         self,

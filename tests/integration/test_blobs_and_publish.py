@@ -11,6 +11,7 @@ from google.pubsub_v1.types import ReceivedMessage
 
 from infra import topology
 from shared.domain.keys import Principal, Scope
+from shared.domain.modes import Mode
 from shared.domain.synthesis import CustomVoiceRequest
 from shared.settings import Settings
 from shared.usecases.gateway import Gateway
@@ -74,4 +75,5 @@ def test_the_home_subscription_filters_on_the_attribute_the_router_sets(
     assert filter_matches(expression, attributes)
     # The emulator (0.8.x) ignores filters, so a message routed elsewhere would reach this
     # subscription locally; in the cloud the filter drops it, and the runner skips it anyway.
-    assert not filter_matches(expression, dict(job_attributes(backend="runpod", mode="x")))
+    elsewhere = job_attributes(backend="runpod", mode=Mode.CUSTOM_VOICE)
+    assert not filter_matches(expression, dict(elsewhere))

@@ -1,4 +1,4 @@
-"""`python -m infra apply` on the emulators: idempotent, and the bucket expires uploads."""
+"""`python -m infra apply` on the emulators: idempotent; the bucket expires uploads and audio."""
 
 from __future__ import annotations
 
@@ -23,6 +23,7 @@ def test_apply_twice_and_uploads_expire(emulator_env: dict[str, str]) -> None:
         )
     bucket = storage_client(settings).get_bucket(BUCKET)
     assert list(bucket.lifecycle_rules) == [
-        {"action": {"type": "Delete"}, "condition": {"age": 7, "matchesPrefix": ["uploads/"]}}
+        {"action": {"type": "Delete"}, "condition": {"age": 7, "matchesPrefix": ["uploads/"]}},
+        {"action": {"type": "Delete"}, "condition": {"age": 30, "matchesPrefix": ["audio/"]}},
     ]
     assert Settings().voices.upload_prefix == "uploads/"

@@ -161,3 +161,14 @@ def test_a_backend_that_changed_its_models_serves_no_audio_of_the_old_ones(
     assert submit_job(gateway, principal=ALICE, request=request).state is JobState.SUCCEEDED
     serve("Qwen/Qwen3-TTS-12Hz-1.7B-CustomVoice")
     assert submit_job(gateway, principal=ALICE, request=request).state is JobState.QUEUED
+
+
+def test_a_rerouted_job_does_not_feed_the_cache_of_the_backend_it_left(
+    gateway: Gateway, fakes: Fakes
+) -> None:
+    job = submit_job(
+        gateway, principal=ALICE, request=CustomVoiceRequest(text="Moved.", speaker="ryan", seed=2)
+    )
+    assert job.cache_key is not None
+    moved = fakes.jobs.update(job.id, lambda j: j.reroute("elsewhere", now=fakes.clock()))
+    assert moved.cache_key is None
