@@ -11,7 +11,7 @@ PORT ?= 8080
 
 export PYTHONPATH := $(CURDIR)
 
-.PHONY: venv test test-unit test-integration lint typecheck run bench clean
+.PHONY: venv test test-unit test-integration lint typecheck run bench soak clean
 
 venv: $(STAMP)
 
@@ -39,6 +39,10 @@ typecheck: venv
 ## The local stack. MODEL=tiny uses the offline plumbing-only model (noise).
 run: venv
 	$(PY) -m infra.devstack --model "$(MODEL)" --port $(PORT) $(if $(RUNPOD),--runpod)
+
+## Minutes of load on the local stack (hundreds of jobs, two worker kills); not in `make test`.
+soak: venv
+	$(PY) -m pytest -m soak -s tests/e2e/test_soak.py
 
 bench: venv
 	$(PY) bench/routing_overhead.py
