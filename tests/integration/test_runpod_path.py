@@ -130,12 +130,21 @@ def client(settings: Settings) -> RunPodClient:
     )
 
 
-def wait_for(gw: Gateway, job_id: str, *, states: set[JobState], timeout_s: float = 60) -> Job:
+def wait_for(
+    gw: Gateway,
+    job_id: str,
+    *,
+    states: set[JobState],
+    announced: bool = False,
+    timeout_s: float = 60,
+) -> Job:
+    """Polls until the job is in one of ``states`` (and, if asked, its result is published)."""
     deadline = time.monotonic() + timeout_s
     while True:
         job = gw.jobs.get(job_id)
         assert job is not None
-        if job.state in states or time.monotonic() > deadline:
+        settled = job.state in states and not (announced and job.result_pending)
+        if settled or time.monotonic() > deadline:
             return job
         time.sleep(0.1)
 
@@ -371,7 +380,11 @@ def test_runpod_and_the_4090_write_the_same_job_document(
     # The same request again: kept from the cache, so that RunPod really makes it.
     away = runpod_job(gw, request=request, options=JobOptions(cache=False))
     assert dispatch(gw, client, JobMessage(job_id=away.id)) is Dispatch.DISPATCHED
-    assert wait_for(gw, away.id, states={JobState.SUCCEEDED}).state is JobState.SUCCEEDED
+    # The webhook handler publishes the result after the state is stored: wait for both, so
+    # the two documents are compared at the same point of their lives.
+    done = wait_for(gw, away.id, states={JobState.SUCCEEDED}, announced=True)
+    assert done.state is JobState.SUCCEEDED
+    assert not done.result_pending
 
     docs = [as_json(stored_job(settings, job_id)) for job_id in (home.id, away.id)]
     for doc in docs:
