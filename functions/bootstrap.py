@@ -22,4 +22,5 @@ def runpod_client(settings: Settings) -> RunPodClient:
         api_key=rp.api_key.get_secret_value(),
         timeout_s=rp.request_timeout_s,
         attempts=rp.attempts,
+        budget_s=rp.call_budget_s,
     )

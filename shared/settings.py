@@ -106,6 +106,9 @@ class RunPodSettings(BaseModel):
     request_timeout_s: float = Field(default=10.0, gt=0)
     attempts: int = Field(default=4, ge=1, le=10)
     """HTTP attempts per call (429 / 5xx / timeouts back off exponentially)."""
+    call_budget_s: float = Field(default=40.0, gt=0, le=300)
+    """Seconds one call may take, retries and back-off included: below the dispatch
+    subscription's 60 s ack deadline, so a slow RunPod never outlives its Pub/Sub message."""
     max_attempts: int = Field(default=3, ge=1, le=10)
     """Dispatches a job may have before it fails with RunPod's error."""
     stream_parts: int = Field(default=16, ge=1, le=256)
@@ -118,6 +121,8 @@ class RunPodSettings(BaseModel):
         # the job before they could expire under it.
         if self.ttl_s + self.execution_timeout_s > 3600:
             raise ValueError("runpod ttl_s + execution_timeout_s must not exceed 3600")
+        if self.request_timeout_s > self.call_budget_s:
+            raise ValueError("runpod request_timeout_s must not exceed call_budget_s")
         return self
 
 

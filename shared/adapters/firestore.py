@@ -74,11 +74,11 @@ class FirestoreJobStore:
         return updated
 
     def find(self, *, state: JobState, backend: str | None = None, limit: int) -> list[Job]:
-        query = self._by(state=state, backend=backend)
-        with translated("query jobs"):
-            snaps = list(query.limit(limit).stream())
-        # Ordered here, not in the query: equality filters alone need no composite index.
-        return sorted((Job.model_validate(s.to_dict()) for s in snaps), key=lambda j: j.updated_at)
+        # Oldest first in the query itself, before the limit: a backlog larger than the limit
+        # must not hide the jobs that have waited longest. Needs the composite indexes
+        # (state, updated_at) and (state, backend, updated_at) the deployment declares.
+        query = self._by(state=state, backend=backend).order_by("updated_at")
+        return self._stream(query.limit(limit), "query jobs")
 
     def count(self, *, state: JobState, backend: str) -> int:
         with translated("count jobs"):
@@ -109,15 +109,15 @@ class FirestoreJobStore:
 
     def find_webhooks_due(self, *, limit: int) -> list[Job]:
         query = self._jobs.where(filter=firestore.FieldFilter("webhook_due", "==", True))
-        with translated("query jobs with webhooks due"):
-            snaps = list(query.limit(limit).stream())
-        return sorted((Job.model_validate(s.to_dict()) for s in snaps), key=lambda j: j.updated_at)
+        return self._stream(query.order_by("updated_at").limit(limit), "query webhooks due")
 
     def find_unannounced(self, *, limit: int) -> list[Job]:
         query = self._jobs.where(filter=firestore.FieldFilter("result_pending", "==", True))
-        with translated("query unannounced jobs"):
-            snaps = list(query.limit(limit).stream())
-        return sorted((Job.model_validate(s.to_dict()) for s in snaps), key=lambda j: j.updated_at)
+        return self._stream(query.order_by("updated_at").limit(limit), "query unannounced jobs")
+
+    def _stream(self, query: Any, operation: str) -> list[Job]:
+        with translated(operation):
+            return [Job.model_validate(s.to_dict()) for s in query.stream()]
 
     def _by(self, *, state: JobState, backend: str | None) -> Any:
         query = self._jobs.where(filter=firestore.FieldFilter("state", "==", state.value))

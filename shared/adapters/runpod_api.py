@@ -18,7 +18,12 @@ from urllib.parse import quote
 
 import requests
 
-from shared.domain.errors import BackendUnavailable, ConfigurationError, RunPodRejected
+from shared.domain.errors import (
+    BackendUnavailable,
+    ConfigurationError,
+    RunPodJobGone,
+    RunPodRejected,
+)
 from shared.wire.runpod_status import EndpointHealth, RunPodStatus, trimmed
 
 logger = logging.getLogger(__name__)
@@ -64,6 +69,10 @@ class RunPodClient:
     Timeouts are retried even for ``/run``: RunPod may have accepted a request whose answer was
     lost, so the same input can be queued twice. The handler must therefore be idempotent per
     gateway job (it is: it writes results keyed by the job id carried in the input).
+
+    ``budget_s`` bounds one call, every attempt, back-off and ``Retry-After`` included: the
+    dispatcher runs inside a Pub/Sub push whose ack deadline must not pass while it retries, or
+    the message comes back while the first delivery still holds the job.
     """
 
     def __init__(
@@ -75,11 +84,15 @@ class RunPodClient:
         timeout_s: float = 10.0,
         attempts: int = 4,
         backoff_s: float = 0.5,
+        budget_s: float = 60.0,
         session: requests.Session | None = None,
         sleep: Callable[[float], None] = time.sleep,
+        clock: Callable[[], float] = time.monotonic,
     ) -> None:
         if attempts < 1:
             raise ValueError("attempts must be at least 1")
+        if budget_s <= 0:
+            raise ValueError("budget_s must be positive")
         if not endpoint_id or not api_key:
             raise ConfigurationError("RunPod endpoint id and API key are required")
         self._endpoint_url = f"{base_url.rstrip('/')}/{quote(endpoint_id, safe='')}"
@@ -87,9 +100,11 @@ class RunPodClient:
         self._timeout_s = timeout_s
         self._attempts = attempts
         self._backoff_s = backoff_s
+        self._budget_s = budget_s
         self._owns_session = session is None
         self._session = session if session is not None else requests.Session()
         self._sleep = sleep
+        self._clock = clock
 
     def __repr__(self) -> str:
         # Spelled out so that no default repr ever prints the key.
@@ -123,28 +138,44 @@ class RunPodClient:
         return job_id
 
     def status(self, runpod_id: str) -> RunPodStatus:
-        answer = self._call("GET", f"/status/{quote(runpod_id, safe='')}", operation="status")
+        """Raises ``RunPodJobGone`` when RunPod no longer knows the job (it purges finished
+        jobs' results after a while)."""
+        answer = self._call(
+            "GET", f"/status/{quote(runpod_id, safe='')}", operation="status", names_job=True
+        )
         return RunPodStatus.parse(answer)
 
     def health(self) -> EndpointHealth:
         return EndpointHealth.parse(self._call("GET", "/health", operation="health"))
 
     def cancel(self, runpod_id: str) -> None:
-        self._call("POST", f"/cancel/{quote(runpod_id, safe='')}", operation="cancel")
+        self._call(
+            "POST", f"/cancel/{quote(runpod_id, safe='')}", operation="cancel", names_job=True
+        )
 
     def _call(
-        self, method: str, path: str, *, operation: str, body: object | None = None
+        self,
+        method: str,
+        path: str,
+        *,
+        operation: str,
+        body: object | None = None,
+        names_job: bool = False,
     ) -> object:
         url = self._endpoint_url + path
         headers = {"Authorization": f"Bearer {self._api_key}", "Accept": "application/json"}
         last_status: int | None = None
         last_problem = ""
         last_exc: Exception | None = None
-        for attempt in range(1, self._attempts + 1):
+        give_up_at = self._clock() + self._budget_s
+        attempt = 0
+        while True:
+            attempt += 1
             delay = self._backoff_s * 2 ** (attempt - 1)
+            timeout_s = min(self._timeout_s, give_up_at - self._clock())
             try:
                 response = self._session.request(
-                    method, url, json=body, headers=headers, timeout=self._timeout_s
+                    method, url, json=body, headers=headers, timeout=timeout_s
                 )
             except _NETWORK_ERRORS as exc:
                 last_status, last_problem, last_exc = None, type(exc).__name__, exc
@@ -162,26 +193,33 @@ class RunPodClient:
                         delay = retry_after
                 elif code >= 400:
                     text = _error_text(response)
-                    raise RunPodRejected(
+                    # On a path that names a job, 404 is about the job; elsewhere (an unknown
+                    # endpoint) it is a setting that is wrong.
+                    rejected = RunPodJobGone if names_job and code == 404 else RunPodRejected
+                    raise rejected(
                         f"RunPod {operation} answered HTTP {code}: {text}",
                         details={"status": code, "error": text},
                     )
                 else:
                     return _decode(response, operation=operation)
-            if attempt < self._attempts:
-                logger.warning(
-                    "RunPod call failed; retrying",
-                    extra={
-                        "operation": operation,
-                        "problem": last_problem,
-                        "attempt": attempt,
-                        "delay_s": delay,
-                    },
-                )
-                self._sleep(delay)
+            # Another attempt only if it can still have a fair share of the budget after its
+            # back-off: a request cut to a sliver of a timeout would fail for nothing.
+            left_after_delay = give_up_at - self._clock() - delay
+            if attempt >= self._attempts or left_after_delay < min(self._timeout_s, 1.0):
+                break
+            logger.warning(
+                "RunPod call failed; retrying",
+                extra={
+                    "operation": operation,
+                    "problem": last_problem,
+                    "attempt": attempt,
+                    "delay_s": delay,
+                },
+            )
+            self._sleep(delay)
         raise BackendUnavailable(
-            f"RunPod {operation} failed after {self._attempts} attempts: {last_problem}",
-            details={"status": last_status, "attempts": self._attempts, "operation": operation},
+            f"RunPod {operation} failed after {attempt} attempts: {last_problem}",
+            details={"status": last_status, "attempts": attempt, "operation": operation},
         ) from last_exc
 
 

@@ -143,3 +143,10 @@ class RunPodRejected(PermanentError):
     """RunPod refused the request itself (bad input, bad key, unknown endpoint): no retry helps."""
 
     code = "runpod_rejected"
+
+
+class RunPodJobGone(RunPodRejected):
+    """RunPod has no record of a job it was given: purged after its retention, or never queued.
+    Whatever it produced is lost to us; only running the gateway job again can help."""
+
+    code = "runpod_job_gone"

@@ -163,10 +163,17 @@ class Job(BaseModel):
             }
         )
 
-    def dispatched(self, worker: str, *, runpod_id: str, now: datetime) -> Job:
-        """Record which RunPod job carries this one (its webhook must name the same id)."""
+    def dispatched(self, worker: str, *, runpod_id: str, now: datetime, lease_s: float) -> Job:
+        """Record which RunPod job carries this one (its webhook must name the same id), and
+        lengthen the lease to cover RunPod's own queue and execution limits."""
         self._require_holder(worker)
-        return self.model_copy(update={"runpod_id": runpod_id, "updated_at": now})
+        return self.model_copy(
+            update={
+                "runpod_id": runpod_id,
+                "updated_at": now,
+                "lease": Lease(owner=worker, expires_at=now + timedelta(seconds=lease_s)),
+            }
+        )
 
     def runpod_canceled(self) -> Job:
         """RunPod was told to stop the job it ran for this (canceled) one."""

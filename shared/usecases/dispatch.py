@@ -1,12 +1,14 @@
 """The RunPod backend from the project's side: dispatch a job, and finish it when RunPod says.
 
-Dispatch claims the job under a lease long enough for RunPod's queue and execution limits,
-signs exactly the URLs the task needs (≤ 1 h), submits it with a per-job webhook, and records
-RunPod's id. Completion, whether from the webhook or from the monitor polling ``/status``,
-accepts only the RunPod job recorded for the gateway job, and finishes it through the same
-steps as the 4090. RunPod's 429 / 5xx / timeouts are retried inside the client with backoff;
-a dispatch that still fails releases the job for Pub/Sub to redeliver, up to
-``runpod.max_attempts``, then the job fails with RunPod's error.
+Dispatch claims the job under a lease that covers only the call to RunPod (if the process dies
+mid-call, the monitor requeues the job minutes later, not an hour later), signs exactly the URLs
+the task needs (≤ 1 h), submits it with a per-job webhook, and records RunPod's id with a lease
+long enough for RunPod's queue and execution limits. Completion, whether from the webhook or
+from the monitor polling ``/status``, accepts only the RunPod job recorded for the gateway job,
+and finishes it through the same steps as the 4090. RunPod's 429 / 5xx / timeouts are retried
+inside the client with backoff, within a time budget below the push's ack deadline; a dispatch
+that still fails releases the job for Pub/Sub to redeliver, up to ``runpod.max_attempts``, then
+the job fails with RunPod's error. A job RunPod has forgotten (purged) is run again the same way.
 """
 
 from __future__ import annotations
@@ -29,6 +31,7 @@ from shared.domain.errors import (
     ConfigurationError,
     InvalidTransition,
     NotFound,
+    RunPodJobGone,
     RunPodRejected,
     TransientError,
     Unauthenticated,
@@ -56,7 +59,7 @@ from shared.wire.runpod_status import RunPodStatus
 log = logging.getLogger(__name__)
 
 LEASE_GRACE_S = 120
-"""Beyond RunPod's own queue and execution limits, before the lease counts as lost."""
+"""Beyond RunPod's own limits, or beyond the call to RunPod, before the lease counts as lost."""
 
 
 class Dispatch(StrEnum):
@@ -90,7 +93,7 @@ def dispatch(gw: Gateway, runpod: RunPodApi, message: JobMessage) -> Dispatch:
                 worker,
                 backend=rp.backend_id,
                 now=gw.clock(),
-                lease_s=rp.ttl_s + rp.execution_timeout_s + LEASE_GRACE_S,
+                lease_s=rp.call_budget_s + LEASE_GRACE_S,
             ),
         )
     except (NotFound, InvalidTransition) as exc:
@@ -113,7 +116,15 @@ def dispatch(gw: Gateway, runpod: RunPodApi, message: JobMessage) -> Dispatch:
         return _retry_or_fail(gw, job, worker=worker, code=exc.code, message=exc.message)
     # InvalidTransition: the webhook already finished the job, RunPod being faster than this.
     with suppress(InvalidTransition):
-        gw.jobs.update(job.id, lambda j: j.dispatched(worker, runpod_id=runpod_id, now=gw.clock()))
+        gw.jobs.update(
+            job.id,
+            lambda j: j.dispatched(
+                worker,
+                runpod_id=runpod_id,
+                now=gw.clock(),
+                lease_s=rp.ttl_s + rp.execution_timeout_s + LEASE_GRACE_S,
+            ),
+        )
     log.info("job dispatched to runpod", extra={"job_id": job.id, "runpod_id": runpod_id})
     return Dispatch.DISPATCHED
 
@@ -158,6 +169,23 @@ def complete(gw: Gateway, *, job_id: str, status: RunPodStatus) -> Completion:
     if completion.succeed(gw, job, worker=worker, output=output):
         return Completion.SUCCEEDED
     return Completion.STALE
+
+
+def lost(gw: Gateway, *, job_id: str, runpod_id: str) -> Completion:
+    """RunPod no longer knows the job it ran for this one: run it again, within its attempts."""
+    job = gw.jobs.get(job_id)
+    worker = dispatcher_id(gw)
+    if (
+        job is None
+        or job.state is not JobState.RUNNING
+        or job.lease is None
+        or job.lease.owner != worker
+        or job.runpod_id != runpod_id
+    ):
+        return Completion.STALE
+    message = f"RunPod has no record of job {runpod_id} (purged, or never queued)"
+    outcome = _retry_or_fail(gw, job, worker=worker, code=RunPodJobGone.code, message=message)
+    return _completed(gw, job.id, outcome)
 
 
 # -- webhook authentication ----------------------------------------------------------------

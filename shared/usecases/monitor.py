@@ -34,11 +34,17 @@ from shared.domain.backends import (
     Capabilities,
     HealthEvent,
 )
-from shared.domain.errors import GatewayError, InvalidTransition, NoBackendAvailable, TransientError
+from shared.domain.errors import (
+    GatewayError,
+    InvalidTransition,
+    NoBackendAvailable,
+    RunPodJobGone,
+    TransientError,
+)
 from shared.domain.jobs import Job, JobState
 from shared.domain.synthesis import children_of
 from shared.usecases import completion
-from shared.usecases.dispatch import complete
+from shared.usecases.dispatch import complete, lost
 from shared.usecases.gateway import Gateway
 from shared.usecases.ports import RunPodApi
 from shared.usecases.results import announce_pending
@@ -258,7 +264,11 @@ def _poll_runpod(gw: Gateway, runpod: RunPodApi, *, now: datetime, report: Monit
             continue
         try:
             status: RunPodStatus = runpod.status(job.runpod_id)
-        except TransientError as exc:
+        except RunPodJobGone:
+            report.polled[job.id] = lost(gw, job_id=job.id, runpod_id=job.runpod_id).value
+            continue
+        except GatewayError as exc:
+            # Down, or refusing us (a revoked key): this job waits, the pass goes on.
             log.warning("runpod status unavailable", extra={"job_id": job.id, "error": exc.message})
             continue
         outcome = complete(gw, job_id=job.id, status=status)

@@ -3,7 +3,8 @@
 from __future__ import annotations
 
 import threading
-from datetime import datetime
+import uuid
+from datetime import datetime, timedelta
 
 from shared.domain.errors import InvalidTransition
 from shared.domain.jobs import JobState
@@ -67,3 +68,28 @@ def test_concurrent_claims_have_exactly_one_winner(cloud_gateway: Gateway) -> No
     assert stored.lease is not None
     assert stored.lease.owner == winners[0]
     assert stored.attempts == 1
+
+
+def test_a_backlog_larger_than_the_limit_yields_the_oldest_jobs_first(
+    cloud_gateway: Gateway,
+) -> None:
+    """The monitor reads a limited page: the jobs that waited longest must be on it."""
+    template = submit_job(
+        cloud_gateway, principal=ALICE, request=CustomVoiceRequest(text="Hi", speaker="Eric")
+    )
+    backend = f"backlog-{uuid.uuid4().hex}"
+    start = cloud_gateway.clock()
+    # The newest job has the lowest id, so an unordered query (document-id order) would return
+    # the newest jobs and this test would fail.
+    for age in range(6):
+        cloud_gateway.jobs.create(
+            template.model_copy(
+                update={
+                    "id": f"{backend}-{age}",
+                    "backend": backend,
+                    "updated_at": start - timedelta(minutes=age),
+                }
+            )
+        )
+    oldest = cloud_gateway.jobs.find(state=JobState.QUEUED, backend=backend, limit=2)
+    assert [job.id for job in oldest] == [f"{backend}-5", f"{backend}-4"]

@@ -28,7 +28,7 @@ from werkzeug.wrappers import Request, Response
 from infra.processes import free_port
 from infra.runpod_local import LocalRunPod
 from shared.adapters.runpod_api import RunPodClient
-from shared.domain.errors import BackendUnavailable, RunPodRejected
+from shared.domain.errors import BackendUnavailable, RunPodJobGone, RunPodRejected
 from shared.wire.runpod_status import EndpointHealth, RunPodStatus
 
 ECHO_HANDLER = Path(__file__).resolve().parents[1] / "support" / "echo_handler.py"
@@ -215,7 +215,8 @@ def test_health_reports_the_single_worker(client: RunPodClient) -> None:
 
 
 def test_unknown_job_and_cancel(client: RunPodClient) -> None:
-    with pytest.raises(RunPodRejected) as info:
+    # A 404 about a job (RunPod purged it) is its own error, which the monitor acts on.
+    with pytest.raises(RunPodJobGone) as info:
         client.status("no-such-job")
     assert info.value.details["status"] == 404
 
@@ -470,3 +471,47 @@ def test_rejection_text_is_trimmed(sleeps: list[float]) -> None:
 
     assert len(str(info.value.details["error"])) == 500
     assert info.value.details["status"] == 422
+
+
+class SlowSession(ScriptedSession):
+    """Each request takes ``took_s`` on ``clock`` (a timeout, say) before its scripted answer."""
+
+    def __init__(self, clock: list[float], took_s: float, *script: requests.Response) -> None:
+        super().__init__(*script)
+        self.clock = clock
+        self.took_s = took_s
+
+    def request(self, method: str, url: str, **kwargs: Any) -> requests.Response:  # type: ignore[override]
+        self.clock[0] += min(self.took_s, kwargs["timeout"])
+        return super().request(method, url, **kwargs)
+
+
+def test_retries_stay_within_the_call_budget() -> None:
+    """Back-off and Retry-After never carry a call past its budget (the push's ack deadline)."""
+    now = [0.0]
+    busy = response(503, "{}")
+    busy.headers["Retry-After"] = "25"
+    session = SlowSession(now, 10.0, busy, busy, busy, busy)
+
+    def sleep(seconds: float) -> None:
+        now[0] += seconds
+
+    client = RunPodClient(
+        base_url="http://runpod.invalid/v2/",
+        endpoint_id="ep",
+        api_key="k",
+        timeout_s=10.0,
+        attempts=4,
+        budget_s=40.0,
+        session=session,
+        sleep=sleep,
+        clock=lambda: now[0],
+    )
+
+    with pytest.raises(BackendUnavailable) as info:
+        client.health()
+
+    # 10 s, 25 s back-off, then a request cut to the 5 s left; no third try.
+    assert info.value.details["attempts"] == 2
+    assert [call["timeout"] for call in session.calls] == [10.0, 5.0]
+    assert now[0] <= 40.0

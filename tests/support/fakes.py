@@ -279,6 +279,8 @@ class FakeRunPod:
     submitted: list[dict[str, object]] = field(default_factory=list)
     statuses: dict[str, RunPodStatus] = field(default_factory=dict)
     canceled: list[str] = field(default_factory=list)
+    status_errors: dict[str, Exception] = field(default_factory=dict)
+    """What ``/status`` raises for a RunPod id (purged: ``RunPodJobGone``)."""
 
     def run(
         self,
@@ -294,6 +296,8 @@ class FakeRunPod:
         return f"rp-{len(self.submitted)}"
 
     def status(self, runpod_id: str) -> RunPodStatus:
+        if runpod_id in self.status_errors:
+            raise self.status_errors[runpod_id]
         return self.statuses.get(runpod_id, RunPodStatus(id=runpod_id, status="IN_PROGRESS"))
 
     def cancel(self, runpod_id: str) -> None:

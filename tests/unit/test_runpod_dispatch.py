@@ -5,7 +5,12 @@ from __future__ import annotations
 import pytest
 
 from shared.domain.backends import BackendConfig, BackendKind
-from shared.domain.errors import BackendUnavailable, RunPodRejected, Unauthenticated
+from shared.domain.errors import (
+    BackendUnavailable,
+    RunPodJobGone,
+    RunPodRejected,
+    Unauthenticated,
+)
 from shared.domain.jobs import AudioResult, Job, JobState
 from shared.domain.keys import Principal, Scope
 from shared.domain.synthesis import CustomVoiceRequest
@@ -181,6 +186,54 @@ def test_a_webhook_that_never_arrives_is_replaced_by_polling(gw: Gateway, fakes:
     )
     assert run_monitor(gw, runpod=runpod).polled == {job.id: "succeeded"}
     assert stored(gw, job).state is JobState.SUCCEEDED
+
+
+def test_a_job_runpod_purged_is_run_again_and_other_errors_do_not_stop_the_pass(
+    gw: Gateway, fakes: Fakes
+) -> None:
+    runpod = FakeRunPod()
+    purged, refused, finished = submitted(gw), submitted(gw), submitted(gw)
+    for job in (purged, refused, finished):
+        dispatch(gw, runpod, JobMessage(job_id=job.id))
+    runpod.status_errors["rp-1"] = RunPodJobGone("RunPod status answered HTTP 404")
+    runpod.status_errors["rp-2"] = RunPodRejected("RunPod status answered HTTP 401")
+    runpod.statuses["rp-3"] = RunPodStatus(
+        id="rp-3", status="COMPLETED", output=finished_output(finished)
+    )
+    fakes.clock.advance(gw.settings.monitor.webhook_grace_s + 1)
+
+    report = run_monitor(gw, runpod=runpod)
+
+    assert report.polled == {purged.id: "retried", finished.id: "succeeded"}
+    again = stored(gw, purged)
+    assert (again.state, again.runpod_id) == (JobState.QUEUED, None)
+    assert again.error is not None
+    assert again.error.code == "runpod_job_gone"
+    sent = [m.data for m in fakes.publisher.messages if m.topic == gw.settings.jobs_topic]
+    assert sent.count(JobMessage(job_id=purged.id).encode()) == 2  # sent for another dispatch
+    assert stored(gw, refused).state is JobState.RUNNING  # waits for the next pass
+
+
+def test_the_lease_covers_the_call_then_runpods_own_limits(gw: Gateway) -> None:
+    """If the dispatcher dies inside the call, the monitor frees the job minutes later."""
+
+    class DiesMidCall(FakeRunPod):
+        def run(self, **kwargs: object) -> str:
+            leased = stored(gw, job).lease
+            assert leased is not None
+            seen.append((leased.expires_at - gw.clock()).total_seconds())
+            return super().run(**kwargs)  # type: ignore[arg-type]
+
+    seen: list[float] = []
+    job = submitted(gw)
+    dispatch(gw, DiesMidCall(), JobMessage(job_id=job.id))
+    rp = gw.settings.runpod
+    assert seen == [rp.call_budget_s + 120]
+    lease = stored(gw, job).lease
+    assert lease is not None
+    assert (
+        lease.expires_at - gw.clock()
+    ).total_seconds() == rp.ttl_s + rp.execution_timeout_s + 120
 
 
 def test_a_retryable_task_failure_is_dispatched_again(gw: Gateway, fakes: Fakes) -> None:
