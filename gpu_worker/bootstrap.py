@@ -66,6 +66,7 @@ def bootstrap(
         io=BucketIO(gateway=gw, prompts=prompts),
         limits=settings.voices,
         max_chunk_chars=w.max_chunk_chars,
+        max_join_s=w.max_join_s,
     )
     runner = JobRunner(
         gateway=gw,

@@ -16,7 +16,7 @@ from shared.domain.audio_formats import (
 )
 from shared.domain.errors import NotFound, SynthesisFailed
 from shared.domain.jobs import AudioResult
-from shared.domain.synthesis import AudioRef
+from shared.domain.synthesis import AudioRef, JoinSource
 from shared.domain.voice_file import VoicePromptFile
 from shared.domain.voices import PROMPT_SUFFIX, REFERENCE_SUFFIX, SIDECAR_SUFFIX, voice_id_for
 from shared.usecases import completion
@@ -34,6 +34,12 @@ class BucketIO:
             return self._gw.blobs.get(ref.path, max_bytes=self._gw.settings.voices.max_audio_bytes)
         except NotFound as exc:
             raise SynthesisFailed(f"the uploaded audio is gone: {ref.path}") from exc
+
+    def join_source(self, source: JoinSource, *, index: int) -> bytes:
+        try:
+            return self._gw.blobs.get(source.path, max_bytes=source.bytes)
+        except NotFound as exc:
+            raise SynthesisFailed(f"an item's audio is gone: {source.path}") from exc
 
     def prompt(self, voice_id: str) -> VoicePromptFile:
         voice = self._gw.voices.get(voice_id)

@@ -64,6 +64,7 @@ def build_handler(settings: Settings, *, models: ModelSet) -> Handler:
             ),
             limits=settings.voices,
             max_chunk_chars=settings.worker.max_chunk_chars,
+            max_join_s=settings.worker.max_join_s,
         )
         try:
             result = executor.execute(Task(id=task.id, owner=task.owner, request=task.request))

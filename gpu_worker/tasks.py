@@ -14,9 +14,16 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Protocol
 
-from gpu_worker.audio.encoding import EncodedAudio, StreamEncoder, Waveform, encode, stretch
+from gpu_worker.audio.encoding import (
+    EncodedAudio,
+    StreamEncoder,
+    Waveform,
+    decode_output,
+    encode,
+    stretch,
+)
 from gpu_worker.audio.loudness import normalize
-from gpu_worker.audio.ops import concatenate, decode, joint
+from gpu_worker.audio.ops import concatenate, decode, join_waves, joint
 from gpu_worker.text_split import split_text
 from shared.domain.audio_formats import AudioFormat
 from shared.domain.audio_input import CONTENT_TYPES
@@ -32,6 +39,8 @@ from shared.domain.synthesis import (
     CustomVoiceRequest,
     DesignVoiceRequest,
     JobRequest,
+    JoinRequest,
+    JoinSource,
     NormalizeRequest,
     SpeechRequest,
     VoiceCloneRequest,
@@ -95,6 +104,10 @@ class TaskIO(Protocol):
         """Store piece ``index`` of audio still being made, for the job's streams to read."""
         ...
 
+    def join_source(self, source: JoinSource, *, index: int) -> bytes:
+        """The stored audio of a join task's source number ``index``."""
+        ...
+
     def still_wanted(self, task: Task) -> bool:
         """False once the job was canceled or ran past its deadline: stop between pieces."""
         ...
@@ -106,12 +119,19 @@ class TaskIO(Protocol):
 
 class TaskExecutor:
     def __init__(
-        self, *, models: ModelSet, io: TaskIO, limits: VoiceSettings, max_chunk_chars: int
+        self,
+        *,
+        models: ModelSet,
+        io: TaskIO,
+        limits: VoiceSettings,
+        max_chunk_chars: int,
+        max_join_s: float = 3 * 3600,
     ) -> None:
         self._models = models
         self._io = io
         self._limits = limits
         self._max_chunk_chars = max_chunk_chars
+        self._max_join_s = max_join_s
 
     @property
     def modes(self) -> tuple[Mode, ...]:
@@ -133,6 +153,8 @@ class TaskExecutor:
                 return self._design_voice(task, request)
             case NormalizeRequest():
                 return JobOutput(audio=self._store(task, self._normalize(request), request.format))
+            case JoinRequest():
+                return JobOutput(audio=self._join(task, request))
             case CastRequest() | BatchRequest():
                 raise SynthesisFailed("a cast or batch parent is bookkeeping; no worker runs it")
 
@@ -287,6 +309,23 @@ class TaskExecutor:
         return NewVoice(voice_id=voice_id, prompt=prompt, fields=fields, reference=reference)
 
     # -- audio ------------------------------------------------------------------------------
+
+    def _join(self, task: Task, request: JoinRequest) -> AudioResult:
+        """A batch's items end to end, each read back from its stored file, with the asked
+        silence and a short fade at each joint. Lossy items are decoded and encoded again."""
+        waves: list[Waveform] = []
+        left_s = self._max_join_s
+        for index, source in enumerate(request.sources):
+            if not self._io.still_wanted(task):
+                raise JobCanceled(f"job {task.id} was canceled while joining")
+            data = self._io.join_source(source, index=index)
+            wave = decode_output(data, fmt=request.format, max_duration_s=left_s)
+            left_s -= wave.duration_s + request.gap_ms / 1000
+            waves.append(wave)
+        if left_s < 0:
+            raise SynthesisFailed(f"the joined file would be longer than {self._max_join_s:g} s")
+        joined = join_waves(waves, gap_s=request.gap_ms / 1000)
+        return self._store(task, joined, request.format)
 
     def _normalize(self, request: NormalizeRequest) -> Waveform:
         wave = decode(

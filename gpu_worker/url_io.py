@@ -17,7 +17,7 @@ from gpu_worker.tasks import NewVoice, Task
 from shared.domain.audio_formats import FORMATS, AudioFormat
 from shared.domain.errors import BackendUnavailable, PayloadTooLarge, SynthesisFailed
 from shared.domain.jobs import AudioResult
-from shared.domain.synthesis import AudioRef
+from shared.domain.synthesis import AudioRef, JoinSource
 from shared.domain.voice_file import VoicePromptFile, loads
 from shared.wire.runpod_io import RunPodInput
 
@@ -46,6 +46,12 @@ class SignedUrlIO:
 
     def reference(self, ref: AudioRef) -> bytes:
         return self._download(self._url("reference"), limit=self._max_audio_bytes)
+
+    def join_source(self, source: JoinSource, *, index: int) -> bytes:
+        urls = self._input.urls.sources
+        if index >= len(urls):
+            raise SynthesisFailed(f"the dispatcher signed no URL for join source {index}")
+        return self._download(urls[index], limit=source.bytes)
 
     def prompt(self, voice_id: str) -> VoicePromptFile:
         url = self._url("prompt")

@@ -188,6 +188,9 @@ class WorkerSettings(BaseModel):
     """Voice prompts kept in memory, keyed by GCS generation."""
     max_attempts: int = Field(default=3, ge=1, le=10)
     """Transient failures a job may have on this backend before it fails for good."""
+    max_join_s: float = Field(default=3 * 3600, gt=0, le=12 * 3600)
+    """The longest joined batch file a worker makes: the whole of it is held in memory
+    (about 100 kB a second as float samples)."""
 
 
 class Settings(BaseSettings):

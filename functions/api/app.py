@@ -129,20 +129,13 @@ def create_api(gw: Gateway) -> Flask:
     @app.get("/v1/jobs/<job_id>/manifest")
     def get_manifest(job_id: str) -> Response:
         found = batch.manifest(gw, principal=principal(), job_id=job_id)
-        items = tuple(
-            ManifestItemView(
-                key=item.key,
-                job_id=item.job_id,
-                state=item.state,
-                audio_url=f"/v1/jobs/{item.job_id}/audio" if item.audio else None,
-                duration_s=item.audio.duration_s if item.audio else None,
-                error=ErrorView(code=item.error.code, message=item.error.message)
-                if item.error
-                else None,
-            )
-            for item in found.items
+        view = ManifestView(
+            job_id=found.job.id,
+            state=found.job.state,
+            items=tuple(map(_manifest_item, found.items)),
+            joined=_manifest_item(found.joined) if found.joined else None,
         )
-        return _json(ManifestView(job_id=found.job.id, state=found.job.state, items=items))
+        return _json(view)
 
     @app.post("/v1/jobs/<job_id>/retry")
     def retry_job(job_id: str) -> tuple[Response, int, dict[str, str]]:
@@ -282,6 +275,17 @@ def create_api(gw: Gateway) -> Flask:
         return _accepted(job)
 
     return app
+
+
+def _manifest_item(item: batch.ManifestItem) -> ManifestItemView:
+    return ManifestItemView(
+        key=item.key,
+        job_id=item.job_id,
+        state=item.state,
+        audio_url=f"/v1/jobs/{item.job_id}/audio" if item.audio else None,
+        duration_s=item.audio.duration_s if item.audio else None,
+        error=ErrorView(code=item.error.code, message=item.error.message) if item.error else None,
+    )
 
 
 def _json(model: BaseModel) -> Response:

@@ -190,6 +190,35 @@ def stretch(wave: Waveform, *, speed: float) -> Waveform:
     return Waveform(samples=np.clip(out, -1.0, 1.0), sample_rate=rate)
 
 
+def decode_output(data: bytes, *, fmt: AudioFormat, max_duration_s: float) -> Waveform:
+    """Read back a file ``encode`` or ``StreamEncoder`` wrote (the inverse of both), as mono
+    float32 at ``SAMPLE_RATE``: FFmpeg reads every container the gateway writes, including the
+    AAC and unknown-length streams libsndfile cannot; raw PCM has no container to probe."""
+    limit = round(max_duration_s * SAMPLE_RATE)
+    if fmt is AudioFormat.PCM:
+        pcm = np.frombuffer(data[: (len(data) // 2) * 2], dtype="<i2")
+        if len(pcm) > limit:
+            raise SynthesisFailed(f"the audio is longer than {max_duration_s:g} s")
+        return Waveform(samples=(pcm / 32768.0).astype(np.float32), sample_rate=SAMPLE_RATE)
+    resampler = av.AudioResampler(format="flt", layout="mono", rate=SAMPLE_RATE)
+    pieces: list[npt.NDArray[np.float32]] = []
+    count = 0
+    try:
+        with av.open(io.BytesIO(data), mode="r") as container:
+            for frame in container.decode(audio=0):
+                for out in resampler.resample(frame):
+                    pieces.append(out.to_ndarray().astype(np.float32, copy=False).reshape(-1))
+                    count += len(pieces[-1])
+                if count > limit:
+                    raise SynthesisFailed(f"the audio is longer than {max_duration_s:g} s")
+            for out in resampler.resample(None):
+                pieces.append(out.to_ndarray().astype(np.float32, copy=False).reshape(-1))
+    except av.FFmpegError as exc:
+        raise SynthesisFailed(f"stored {fmt} audio cannot be read: {exc}") from exc
+    samples = np.concatenate(pieces) if pieces else np.zeros(0, dtype=np.float32)
+    return Waveform(samples=np.clip(samples, -1.0, 1.0), sample_rate=SAMPLE_RATE)
+
+
 class StreamEncoder:
     """Encodes consecutive clips as one file, handing out its bytes as they are ready.
 

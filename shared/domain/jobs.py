@@ -17,7 +17,7 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from shared.domain.audio_formats import AudioFormat
 from shared.domain.errors import InvalidTransition
-from shared.domain.synthesis import JobRequest, children_of
+from shared.domain.synthesis import BatchRequest, JobRequest, JoinPlan, children_of
 from shared.domain.webhooks import Webhook, WebhookEvent
 
 
@@ -221,26 +221,56 @@ class Job(BaseModel):
             raise InvalidTransition("job has no expired lease")
         return self._moved(JobState.QUEUED, now=now, lease=None, runpod_id=None)
 
-    def child_finished(self, child_id: str, *, succeeded: bool, now: datetime) -> Job:
-        """A cast parent hears that one child is done; the last one settles the parent."""
+    def child_finished(
+        self,
+        child_id: str,
+        *,
+        succeeded: bool,
+        now: datetime,
+        result: AudioResult | None = None,
+    ) -> Job:
+        """A parent hears that one child is done; the last one settles the parent.
+
+        A joined batch has one more child, its join job, which exists only once every item has
+        succeeded (``ready_to_join``): a failed item settles the batch as failed at once, and
+        the join's ``result`` becomes the batch's own audio.
+        """
         children = children_of(self.request)
         if child_id not in children:
             raise InvalidTransition(f"{child_id} is not a child of job {self.id}")
         if self.state.terminal or child_id in self.children_done:
             raise InvalidTransition(f"job {self.id} already counted {child_id}")
         done = {**self.children_done, child_id: succeeded}
-        if len(done) < len(children):
+        join = self.request.join if isinstance(self.request, BatchRequest) else None
+        items = [c for c in children if join is None or c != join.job_id]
+        failed = sorted(c for c, ok in done.items() if not ok)
+        items_done = all(c in done for c in items)
+        if len(done) < len(children) and not (join is not None and items_done and failed):
             if self.state is JobState.RUNNING:
                 return self.model_copy(update={"children_done": done, "updated_at": now})
             return self._moved(JobState.RUNNING, now=now, children_done=done)
-        failed = sorted(c for c, ok in done.items() if not ok)
         if not failed:
-            return self._moved(JobState.SUCCEEDED, now=now, children_done=done)
+            joined = result if join is not None and child_id == join.job_id else None
+            return self._moved(JobState.SUCCEEDED, now=now, children_done=done, result=joined)
         error = JobError(
             code="children_failed",
-            message=f"{len(failed)} of {len(children)} items failed: {', '.join(failed)}",
+            message=f"{len(failed)} of {len(items)} items failed: {', '.join(failed)}",
         )
+        if join is not None and join.job_id in failed:
+            error = JobError(code="join_failed", message=f"the joined file failed: {join.job_id}")
         return self._moved(JobState.FAILED, now=now, children_done=done, error=error)
+
+    @property
+    def ready_to_join(self) -> JoinPlan | None:
+        """A running joined batch whose items have all succeeded and whose join job has not
+        reported: the join job to start (again, if it was lost)."""
+        if self.state is not JobState.RUNNING or not isinstance(self.request, BatchRequest):
+            return None
+        join = self.request.join
+        if join is None or join.job_id in self.children_done:
+            return None
+        items = self.request.children
+        return join if all(self.children_done.get(c) for c in items) else None
 
     def retry(self, *, now: datetime) -> Job:
         """A failed or canceled job, asked for again by its owner: back to ``queued`` under the

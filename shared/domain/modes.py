@@ -29,6 +29,8 @@ class Mode(StrEnum):
     """The parent of a casting call: bookkeeping, never routed to a worker."""
     BATCH = "batch"
     """The parent of a batch of speech jobs: bookkeeping, never routed to a worker."""
+    JOIN = "join"
+    """Join a finished batch's audio into one file."""
 
 
 class ModelType(StrEnum):
@@ -52,8 +54,9 @@ WORKER_MODES: tuple[Mode, ...] = (
     Mode.CREATE_VOICE,
     Mode.DESIGN_VOICE,
     Mode.NORMALIZE,
+    Mode.JOIN,
 )
-"""Modes a worker runs; ``cast`` is bookkeeping and never routed."""
+"""Modes a worker runs; ``cast`` and ``batch`` are bookkeeping and never routed."""
 
 MODES_BY_MODEL_TYPE: dict[ModelType, tuple[Mode, ...]] = {
     ModelType.CUSTOM_VOICE: (Mode.CUSTOM_VOICE,),
@@ -64,10 +67,10 @@ MODES_BY_MODEL_TYPE: dict[ModelType, tuple[Mode, ...]] = {
 
 def modes_offered(model_types: Iterable[ModelType]) -> tuple[Mode, ...]:
     """What a worker with these models can run. ``design_voice`` needs VoiceDesign to speak
-    the line and Base to lock it; ``normalize`` needs no model at all."""
+    the line and Base to lock it; ``normalize`` and ``join`` need no model at all."""
     loaded = set(model_types)
     offered = {mode for t in loaded for mode in MODES_BY_MODEL_TYPE[t]}
     if {ModelType.VOICE_DESIGN, ModelType.BASE} <= loaded:
         offered.add(Mode.DESIGN_VOICE)
-    offered.add(Mode.NORMALIZE)
+    offered.update({Mode.NORMALIZE, Mode.JOIN})
     return tuple(m for m in WORKER_MODES if m in offered)

@@ -209,6 +209,18 @@ class CastRequest(_Model):
 ItemKey = Annotated[str, Field(min_length=1, max_length=100)]
 
 
+MAX_JOIN_GAP_MS = 10_000
+
+
+class JoinPlan(_Model):
+    """A batch's joined file: made by one more child job once every item has succeeded."""
+
+    job_id: str
+    format: AudioFormat
+    gap_ms: int = Field(default=0, ge=0, le=MAX_JOIN_GAP_MS)
+    """Silence between items."""
+
+
 class BatchRequest(_Model):
     """The parent of a batch: no worker runs it; its children report into it."""
 
@@ -218,6 +230,22 @@ class BatchRequest(_Model):
     """The client's key for each child, in the same order."""
     fingerprint: str
     """Of the batch body: a reused Idempotency-Key with a different body is a conflict."""
+    join: JoinPlan | None = None
+
+
+class JoinSource(_Model):
+    path: str
+    """Object path of one item's audio inside the gateway's bucket."""
+    bytes: int = Field(gt=0)
+
+
+class JoinRequest(_Model):
+    """Join a batch's items' audio, in order, into one file of the items' format."""
+
+    mode: Literal[Mode.JOIN] = Mode.JOIN
+    sources: tuple[JoinSource, ...] = Field(min_length=1)
+    format: AudioFormat
+    gap_ms: int = Field(default=0, ge=0, le=MAX_JOIN_GAP_MS)
 
 
 SpeechRequest = CustomVoiceRequest | VoiceDesignRequest | VoiceCloneRequest | ClonePromptRequest
@@ -232,7 +260,8 @@ JobRequest = Annotated[
     | DesignVoiceRequest
     | NormalizeRequest
     | CastRequest
-    | BatchRequest,
+    | BatchRequest
+    | JoinRequest,
     Field(discriminator="mode"),
 ]
 """Everything a job can carry."""
@@ -253,7 +282,10 @@ def parent_of(request: JobRequest) -> str | None:
 
 
 def children_of(request: JobRequest) -> tuple[str, ...]:
-    """A cast or batch parent's children; nothing for any other job."""
+    """A cast or batch parent's children, a joined batch's join job last; nothing for any
+    other job."""
+    if isinstance(request, BatchRequest) and request.join is not None:
+        return (*request.children, request.join.job_id)
     return request.children if isinstance(request, CastRequest | BatchRequest) else ()
 
 

@@ -16,16 +16,11 @@ from dataclasses import dataclass
 from shared.domain.errors import Conflict, InvalidRequest, InvalidTransition
 from shared.domain.jobs import AudioResult, Job, JobError, JobState
 from shared.domain.keys import Principal
-from shared.domain.synthesis import BatchRequest, JobRequest
+from shared.domain.modes import Mode
+from shared.domain.synthesis import BatchRequest, JobRequest, JoinPlan, output_format
 from shared.usecases.gateway import Gateway
-from shared.usecases.jobs import (
-    NO_OPTIONS,
-    existing_job,
-    get_job,
-    job_id_for,
-    new_job,
-    prepare_speech,
-)
+from shared.usecases.jobs import existing_job, get_job, job_id_for, prepare_speech
+from shared.usecases.new_jobs import NO_OPTIONS, new_job
 from shared.usecases.routing import publish_job, route
 from shared.wire.bodies import BatchBody, JobOptions
 
@@ -43,6 +38,8 @@ class ManifestItem:
 class Manifest:
     job: Job
     items: tuple[ManifestItem, ...]
+    joined: ManifestItem | None = None
+    """The joined file's job, once it exists (a batch submitted with ``join``)."""
 
 
 def submit_batch(
@@ -74,6 +71,7 @@ def submit_batch(
         children=child_ids,
         keys=tuple(item.key for item in body.items),
         fingerprint=hashlib.sha256(body.model_dump_json().encode()).hexdigest(),
+        join=_join_plan(gw, body=body, children=children, parent_id=parent_id),
     )
     parent = new_job(
         gw,
@@ -103,24 +101,46 @@ def submit_batch(
     return stored
 
 
+def _join_plan(
+    gw: Gateway, *, body: BatchBody, children: list[JobRequest], parent_id: str
+) -> JoinPlan | None:
+    if not body.join:
+        return None
+    formats = sorted({fmt for fmt in map(output_format, children) if fmt is not None})
+    if len(formats) != 1:
+        raise InvalidRequest(
+            "a joined batch needs one format for all its items",
+            field="join",
+            details={"formats": formats},
+        )
+    route(gw, mode=Mode.JOIN)  # refused now, not after every item has run
+    return JoinPlan(job_id=f"{parent_id}j", format=formats[0], gap_ms=body.join_gap_ms)
+
+
 def manifest(gw: Gateway, *, principal: Principal, job_id: str) -> Manifest:
     """Per item: its key, job, state, audio and error, in submission order."""
     job = get_job(gw, principal=principal, job_id=job_id)
     if not isinstance(job.request, BatchRequest):
         raise Conflict(f"job {job_id} is not a batch", details={"mode": job.request.mode.value})
-    items = []
-    for child_id, key in zip(job.request.children, job.request.keys, strict=True):
-        child = gw.jobs.get(child_id)
-        items.append(
-            ManifestItem(
-                key=key,
-                job_id=child_id,
-                state=child.state if child else JobState.QUEUED,
-                audio=child.result if child and child.state is JobState.SUCCEEDED else None,
-                error=child.error if child and child.state.terminal else None,
-            )
-        )
-    return Manifest(job=job, items=tuple(items))
+    items = tuple(
+        _item(gw, child_id, key=key)
+        for child_id, key in zip(job.request.children, job.request.keys, strict=True)
+    )
+    joined = None
+    if job.request.join is not None and gw.jobs.get(job.request.join.job_id) is not None:
+        joined = _item(gw, job.request.join.job_id, key=None)
+    return Manifest(job=job, items=items, joined=joined)
+
+
+def _item(gw: Gateway, job_id: str, *, key: str | None) -> ManifestItem:
+    child = gw.jobs.get(job_id)
+    return ManifestItem(
+        key=key,
+        job_id=job_id,
+        state=child.state if child else JobState.QUEUED,
+        audio=child.result if child and child.state is JobState.SUCCEEDED else None,
+        error=child.error if child and child.state.terminal else None,
+    )
 
 
 def retry_job(gw: Gateway, *, principal: Principal, job_id: str) -> Job:

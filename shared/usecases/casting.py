@@ -22,7 +22,8 @@ from shared.domain.synthesis import (
 )
 from shared.domain.voices import prompt_object_name, voice_id_for
 from shared.usecases.gateway import Gateway
-from shared.usecases.jobs import existing_job, job_id_for, new_job
+from shared.usecases.jobs import existing_job, job_id_for
+from shared.usecases.new_jobs import new_job
 from shared.usecases.routing import publish_job, route
 from shared.wire.bodies import CastBody
 

@@ -15,6 +15,7 @@ from shared.domain.jobs import Job, JobError, JobOutput, JobState
 from shared.domain.synthesis import parent_of
 from shared.usecases.cache import remember
 from shared.usecases.gateway import Gateway
+from shared.usecases.joining import start_join
 from shared.usecases.results import announce
 from shared.usecases.webhooks import deliver_due
 
@@ -90,7 +91,9 @@ def finished(gw: Gateway, job: Job) -> None:
     try:
         parent = gw.jobs.update(
             parent_id,
-            lambda p: p.child_finished(job.id, succeeded=succeeded, now=gw.clock()),
+            lambda p: p.child_finished(
+                job.id, succeeded=succeeded, now=gw.clock(), result=job.result
+            ),
         )
     except InvalidTransition:
         return  # counted already (a redelivery); counting is idempotent by child id
@@ -102,3 +105,6 @@ def finished(gw: Gateway, job: Job) -> None:
         return
     if parent.state.terminal:
         announce(gw, parent)
+        deliver_due(gw, parent)
+    else:
+        start_join(gw, parent)

@@ -65,7 +65,7 @@ def finished_audio(gw: Gateway, job: Job) -> bytes:
             f"fetch it from /v1/jobs/{job.id}/audio",
             details={"job_id": job.id, "max_bytes": MAX_RETURNED_BYTES},
         )
-    return gw.blobs.get(_object_path(gw, job.result.uri), max_bytes=MAX_RETURNED_BYTES)
+    return gw.blobs.get(gw.object_path(job.result.uri), max_bytes=MAX_RETURNED_BYTES)
 
 
 def pieces(gw: Gateway, job: Job, *, start: int = 0, idle_s: float) -> Iterator[Piece]:
@@ -136,10 +136,6 @@ def _part(gw: Gateway, job_id: str, *, index: int, fmt: AudioFormat) -> bytes | 
         return gw.blobs.get(path, max_bytes=MAX_RETURNED_BYTES)
     except NotFound:
         return None
-
-
-def _object_path(gw: Gateway, uri: str) -> str:
-    return uri.removeprefix(f"gs://{gw.settings.bucket}/")
 
 
 def _failure(job: Job) -> JobFailed:

@@ -41,6 +41,7 @@ from shared.domain.synthesis import (
     ClonePromptRequest,
     CreateVoiceRequest,
     DesignVoiceRequest,
+    JoinRequest,
     NormalizeRequest,
     SpeechFields,
     VoiceCloneRequest,
@@ -242,7 +243,10 @@ def runpod_input(gw: Gateway, job: Job) -> RunPodInput:
                 )
                 for i in range(settings.runpod.stream_parts)
             )
+    sources: tuple[str, ...] = ()
     match request:
+        case JoinRequest():
+            sources = tuple(sign(source.path) for source in request.sources)
         case VoiceCloneRequest() | CreateVoiceRequest():
             urls["reference"] = sign(request.reference.path)
         case NormalizeRequest():
@@ -270,7 +274,7 @@ def runpod_input(gw: Gateway, job: Job) -> RunPodInput:
     return RunPodInput.model_validate(
         {
             "task": RunPodTask(id=job.id, owner=job.owner, request=request),
-            "urls": SignedUrls(**urls, parts=parts),
+            "urls": SignedUrls(**urls, parts=parts, sources=sources),
             **extra,
         }
     )

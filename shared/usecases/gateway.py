@@ -45,3 +45,7 @@ class Gateway:
     clock: Clock
     sleep: Sleep = field(default=time.sleep)
     new_id: Callable[[], str] = field(default=random_id)
+
+    def object_path(self, uri: str) -> str:
+        """The object path of a ``gs://`` URI of this gateway's bucket."""
+        return uri.removeprefix(f"gs://{self.settings.bucket}/")

@@ -10,7 +10,7 @@ import base64
 import hashlib
 from collections.abc import Callable
 from dataclasses import dataclass
-from datetime import datetime, timedelta
+from datetime import datetime
 
 from shared.domain.audio_input import (
     CONTENT_TYPES,
@@ -19,9 +19,7 @@ from shared.domain.audio_input import (
     sniff_container,
 )
 from shared.domain.errors import (
-    ConfigurationError,
     Conflict,
-    Forbidden,
     InvalidRequest,
     InvalidTransition,
     NotFound,
@@ -39,11 +37,10 @@ from shared.domain.synthesis import (
     children_of,
 )
 from shared.domain.voices import Voice, prompt_object_name, voice_id_for
-from shared.domain.webhooks import Webhook, check_webhook_url
 from shared.usecases import cache, completion
 from shared.usecases.gateway import Gateway
+from shared.usecases.new_jobs import NO_OPTIONS, new_job
 from shared.usecases.routing import publish_job, route
-from shared.usecases.webhooks import owner_secret
 from shared.wire.bodies import (
     ClonePromptBody,
     CreateVoiceBody,
@@ -54,7 +51,6 @@ from shared.wire.bodies import (
 )
 
 MAX_IDEMPOTENCY_KEY_CHARS = 200
-NO_OPTIONS = JobOptions()
 
 
 def submit_job(
@@ -252,7 +248,7 @@ def audio_url(gw: Gateway, *, principal: Principal, job_id: str) -> str:
             f"job {job_id} is {job.state}; audio exists only once it has succeeded",
             details={"state": job.state.value},
         )
-    path = job.result.uri.removeprefix(f"gs://{gw.settings.bucket}/")
+    path = gw.object_path(job.result.uri)
     return gw.blobs.signed_url(path, ttl_s=gw.settings.api.signed_url_ttl_s)
 
 
@@ -326,65 +322,6 @@ def _submit(
         return job
     publish_job(gw, job)
     return job
-
-
-def new_job(
-    gw: Gateway,
-    *,
-    job_id: str,
-    principal: Principal,
-    request: JobRequest,
-    backend: str,
-    key: str | None,
-    options: JobOptions = NO_OPTIONS,
-    parent_id: str | None = None,
-) -> Job:
-    now = gw.clock()
-    if options.reply_topic is not None and options.reply_topic not in gw.settings.reply_topics:
-        raise InvalidRequest(
-            f"reply_topic {options.reply_topic!r} is not one this deployment allows",
-            field="reply_topic",
-            details={"allowed": list(gw.settings.reply_topics)},
-        )
-    webhook = None
-    if options.webhook is not None:
-        webhook = _webhook(gw, owner=principal.owner, options=options)
-    deadline = None
-    if options.deadline_s is not None:
-        deadline = now + timedelta(seconds=options.deadline_s)
-    return Job(
-        id=job_id,
-        owner=principal.owner,
-        request=request,
-        backend=backend,
-        idempotency_key=key,
-        created_at=now,
-        updated_at=now,
-        state_times={JobState.QUEUED: now},
-        expires_at=now + timedelta(days=gw.settings.retention.job_days),
-        deadline=deadline,
-        correlation=dict(options.correlation),
-        reply_topic=options.reply_topic,
-        parent_id=parent_id,
-        webhook=webhook,
-        cache_key=cache.cache_key(
-            gw, owner=principal.owner, request=request, backend=backend, wanted=options.cache
-        ),
-    )
-
-
-def _webhook(gw: Gateway, *, owner: str, options: JobOptions) -> Webhook:
-    assert options.webhook is not None
-    try:
-        owner_secret(gw, owner)
-        check_webhook_url(
-            options.webhook,
-            allow_http=gw.settings.webhooks.allow_http,
-            allow_private=gw.settings.webhooks.allow_private,
-        )
-    except (ConfigurationError, Forbidden) as exc:
-        raise InvalidRequest(exc.message, field="webhook") from exc
-    return Webhook(url=options.webhook, events=options.webhook_events_filter)
 
 
 def existing_job(job: Job, *, request: JobRequest) -> Job:

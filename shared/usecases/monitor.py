@@ -46,6 +46,7 @@ from shared.domain.synthesis import children_of
 from shared.usecases import completion
 from shared.usecases.dispatch import complete, lost
 from shared.usecases.gateway import Gateway
+from shared.usecases.joining import start_join
 from shared.usecases.ports import RunPodApi
 from shared.usecases.results import announce_pending
 from shared.usecases.routing import publish_job, route
@@ -299,16 +300,20 @@ def _settle_parents(gw: Gateway, *, report: MonitorReport) -> None:
             child = gw.jobs.get(child_id)
             if child is None or not child.state.terminal:
                 continue
-            succeeded = child.state is JobState.SUCCEEDED
             try:
-                gw.jobs.update(parent.id, _child_counted(gw, child_id, succeeded=succeeded))
+                parent = gw.jobs.update(parent.id, _child_counted(gw, child))
             except InvalidTransition:
                 continue  # counted meanwhile
             report.settled.append(child_id)
+        # A joined batch whose join job was never made (its maker died): make it now.
+        start_join(gw, parent)
 
 
-def _child_counted(gw: Gateway, child_id: str, *, succeeded: bool) -> Callable[[Job], Job]:
-    return lambda parent: parent.child_finished(child_id, succeeded=succeeded, now=gw.clock())
+def _child_counted(gw: Gateway, child: Job) -> Callable[[Job], Job]:
+    succeeded = child.state is JobState.SUCCEEDED
+    return lambda parent: parent.child_finished(
+        child.id, succeeded=succeeded, now=gw.clock(), result=child.result
+    )
 
 
 def _is_parent(job: Job) -> bool:

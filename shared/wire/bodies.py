@@ -24,6 +24,7 @@ from pydantic import (
 from shared.domain.catalog import Language
 from shared.domain.modes import Mode
 from shared.domain.synthesis import (
+    MAX_JOIN_GAP_MS,
     Character,
     CustomVoiceRequest,
     Description,
@@ -192,3 +193,7 @@ class BatchItem(_Body):
 
 class BatchBody(_Body):
     items: Annotated[tuple[BatchItem, ...], Field(min_length=1, max_length=MAX_BATCH_ITEMS)]
+    join: bool = False
+    """Also make one file of every item's audio, in order (all items share one format)."""
+    join_gap_ms: int = Field(default=0, ge=0, le=MAX_JOIN_GAP_MS)
+    """Silence between items in the joined file."""

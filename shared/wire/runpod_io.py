@@ -36,6 +36,8 @@ class SignedUrls(_Model):
     """PUT: a designed line kept as the new voice's reference (design_voice)."""
     parts: tuple[str, ...] = ()
     """PUT, in order: the pieces of a streamed job's audio; what does not fit goes in the last."""
+    sources: tuple[str, ...] = ()
+    """GET, in order: each item's audio, for a batch's join."""
 
 
 class RunPodTask(_Model):

@@ -141,6 +141,8 @@ class ManifestView(BaseModel):
     job_id: str
     state: JobState
     items: tuple[ManifestItemView, ...]
+    joined: ManifestItemView | None = None
+    """The joined file, for a batch submitted with ``join``, once its job exists."""
 
 
 class JobListView(BaseModel):

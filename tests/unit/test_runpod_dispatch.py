@@ -13,7 +13,7 @@ from shared.domain.errors import (
 )
 from shared.domain.jobs import AudioResult, Job, JobState
 from shared.domain.keys import Principal, Scope
-from shared.domain.synthesis import CustomVoiceRequest
+from shared.domain.synthesis import CustomVoiceRequest, JoinRequest, JoinSource
 from shared.settings import RunPodSettings, Settings
 from shared.usecases.dispatch import (
     Completion,
@@ -26,6 +26,7 @@ from shared.usecases.dispatch import (
 from shared.usecases.gateway import Gateway
 from shared.usecases.jobs import cancel_job, submit_job
 from shared.usecases.monitor import run_monitor
+from shared.usecases.new_jobs import new_job
 from shared.wire.messages import JobMessage
 from shared.wire.runpod_io import RunPodFailure, RunPodInput, RunPodOutput
 from shared.wire.runpod_status import RunPodStatus
@@ -291,3 +292,27 @@ def test_a_job_canceled_while_on_runpod_is_canceled_there_by_the_monitor(gw: Gat
     status = RunPodStatus(id="rp-1", status="COMPLETED", output=finished_output(job))
     assert complete(gw, job_id=job.id, status=status) is Completion.STALE
     assert stored(gw, job).state is JobState.CANCELED
+
+
+def test_a_join_is_sent_with_a_read_url_for_each_item_in_order(gw: Gateway) -> None:
+    sources = tuple(JoinSource(path=f"audio/item{i}.mp3", bytes=100 + i) for i in range(3))
+    job = gw.jobs.create(
+        new_job(
+            gw,
+            job_id="batch1j",
+            principal=ALICE,
+            request=JoinRequest(sources=sources, format="mp3"),  # type: ignore[arg-type]
+            backend="runpod",
+            key=None,
+            parent_id="batch1",
+        )
+    )[0]
+    runpod = FakeRunPod()
+    assert dispatch(gw, runpod, JobMessage(job_id=job.id)) is Dispatch.DISPATCHED
+    task = RunPodInput.model_validate(runpod.submitted[0]["payload"])
+    assert len(task.urls.sources) == 3
+    for index, url in enumerate(task.urls.sources):
+        assert f"audio/item{index}.mp3" in url
+        assert "method=PUT" not in url
+    assert task.urls.audio is not None
+    assert "batch1j.mp3" in task.urls.audio
