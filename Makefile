@@ -4,6 +4,9 @@ PYTHON ?= $(shell command -v python3.11 || command -v python3)
 VENV := .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
+# checkov (terraform checks) lives apart: its pins would fight the gateway's.
+IAC_VENV := .venv-iac
+IAC_STAMP := $(IAC_VENV)/.installed
 REQUIREMENTS := requirements.txt gpu_worker/requirements.txt gpu_worker/constraints.txt requirements-dev.txt cli/requirements.txt
 MODEL ?=
 RUNPOD ?=
@@ -11,7 +14,7 @@ PORT ?= 8080
 
 export PYTHONPATH := $(CURDIR)
 
-.PHONY: venv test test-unit test-integration lint typecheck run bench soak clean
+.PHONY: venv iac-venv test test-unit test-integration lint typecheck run bench soak clean
 
 venv: $(STAMP)
 
@@ -22,9 +25,18 @@ $(STAMP): $(REQUIREMENTS)
 	$(PY) -m pip install --quiet --no-deps -e .
 	@touch $@
 
-## The whole suite: lint, types, unit, integration (emulators) and end-to-end.
-test: venv lint typecheck
-	$(PY) -m pytest
+iac-venv: $(IAC_STAMP)
+
+$(IAC_STAMP):
+	@test -x $(IAC_VENV)/bin/python || $(PYTHON) -m venv $(IAC_VENV)
+	$(IAC_VENV)/bin/python -m pip install --quiet --upgrade pip
+	$(IAC_VENV)/bin/python -m pip install --quiet -r requirements-iac.txt
+	@touch $@
+
+## The whole suite: lint, types, unit, integration (emulators), end-to-end, and the Terraform
+## checks (fmt where the binary exists, checkov, topology coverage).
+test: venv iac-venv lint typecheck
+	TTS_REQUIRE_IAC=1 $(PY) -m pytest
 
 test-unit: venv
 	$(PY) -m pytest tests/unit
@@ -51,4 +63,4 @@ bench: venv
 	$(PY) bench/cache.py
 
 clean:
-	rm -rf $(VENV) .cache .pytest_cache .mypy_cache .ruff_cache
+	rm -rf $(VENV) $(IAC_VENV) .build .cache .pytest_cache .mypy_cache .ruff_cache

@@ -1,17 +1,22 @@
-"""Typed view of ``topology.yaml`` and an idempotent ``apply`` using the Google clients."""
+"""Typed view of ``topology.yaml`` and an idempotent ``apply`` for the emulators.
+
+The cloud is deployed by ``infra/terraform``, which decodes the same file; ``apply`` only creates
+what the local stack and the tests need (topics, subscriptions, the bucket).
+"""
 
 from __future__ import annotations
 
 import logging
 from collections.abc import Mapping
 from pathlib import Path
+from typing import Literal
 
 import google.cloud.pubsub_v1 as pubsub_v1
 import google.cloud.storage as storage
 import yaml
 from google.api_core import exceptions as gexc
 from google.protobuf import duration_pb2
-from pydantic import BaseModel, ConfigDict
+from pydantic import BaseModel, ConfigDict, Field
 
 log = logging.getLogger(__name__)
 
@@ -22,8 +27,15 @@ class _Model(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
 
+Principal = Literal["functions", "home-worker"]
+"""The gateway's own identities (Terraform's service accounts): the functions' runtime account
+and the home 4090 worker's."""
+
+
 class Topic(_Model):
     name: str
+    publishers: tuple[Principal, ...] = ()
+    """Who may publish here (Pub/Sub itself publishes to dead letters; Cloud Scheduler to ticks)."""
 
 
 class DeadLetter(_Model):
@@ -46,6 +58,8 @@ class Subscription(_Model):
     retry: Retry | None = None
     push_function: str | None = None
     """Deliver by push to this declared function (its URL is known only once deployed)."""
+    subscribers: tuple[Principal, ...] = ()
+    """Who pulls from it (a push subscription's function is called by Pub/Sub instead)."""
 
 
 class Schedule(_Model):
@@ -73,19 +87,46 @@ class Function(_Model):
     trigger: str
     """``http``, ``topic:<name>``, or ``storage:finalized`` / ``storage:deleted`` on the bucket."""
     memory: str = "512Mi"
-    timeout_s: int = 60
+    cpu: str | None = None
+    """vCPUs per instance; unset: what the memory size implies. Concurrency above 1 needs 1+."""
+    concurrency: int = Field(default=1, ge=1, le=1000)
+    """Requests one instance serves at once; the framework's threads are set to match."""
+    timeout_s: int = Field(default=60, gt=0, le=3600)
     retry: bool = False
     """Redeliver an event the function failed on (event triggers only)."""
     extra_requirements: tuple[str, ...] = ()
+    """Installed on top of the functions' ``requirements.txt`` for this function only."""
     secrets: dict[str, str] = {}
     """Environment variable -> Secret Manager secret, mounted at deploy (never in env vars)."""
     public: bool = False
     """Reachable without Google IAM: the API (its own keys) and the RunPod webhook (tokens)."""
-    """Installed on top of the functions' ``requirements.txt`` for this function only."""
 
     @property
     def module(self) -> str:
         return self.source.removesuffix(".py").replace("/", ".")
+
+
+class TtlField(_Model):
+    collection: str
+    field: str
+
+
+class IndexField(_Model):
+    path: str
+    array: bool = False
+    """``array_contains`` on this field instead of an ascending order."""
+
+
+class CompositeIndex(_Model):
+    collection: str
+    fields: tuple[IndexField, ...]
+
+
+class Firestore(_Model):
+    """Deployed by Terraform only: the emulator has no TTL and enforces no index."""
+
+    ttl: tuple[TtlField, ...] = ()
+    indexes: tuple[CompositeIndex, ...] = ()
 
 
 class Topology(_Model):
@@ -94,6 +135,7 @@ class Topology(_Model):
     bucket: Bucket
     functions: tuple[Function, ...]
     schedules: tuple[Schedule, ...] = ()
+    firestore: Firestore = Firestore()
 
     def subscription(self, name: str) -> Subscription:
         return next(s for s in self.subscriptions if s.name == name)

@@ -1,4 +1,4 @@
-"""The topology file and the deploy staging, checked without a cloud."""
+"""The topology file and the functions' staging, checked without a cloud."""
 
 from __future__ import annotations
 
@@ -6,7 +6,9 @@ import subprocess
 import sys
 from pathlib import Path
 
-from infra import deploy, topology
+import pytest
+
+from infra import staging, topology
 from shared.domain.backends import BackendKind
 from shared.settings import Settings
 
@@ -31,7 +33,7 @@ def staged_packages(staged: Path) -> set[str]:
 
 def test_the_api_stages_without_the_model_stack(tmp_path: Path) -> None:
     api = next(f for f in topology.load().functions if f.trigger == "http")
-    staged = deploy.stage(tmp_path / "api", function=api)
+    staged = staging.stage(tmp_path / "api", function=api)
     assert not staged_packages(staged) & {"torch", "torchaudio", "qwen-tts", "numpy", "soundfile"}
     code = (
         "import sys, main\n"
@@ -41,40 +43,77 @@ def test_the_api_stages_without_the_model_stack(tmp_path: Path) -> None:
     subprocess.run([sys.executable, "-c", code], cwd=staged, check=True, env={"PATH": ""})
 
 
-def test_the_voice_registry_gets_torch_but_never_qwen_tts(tmp_path: Path) -> None:
+CPU_INDEX = "https://wheels.example/whl/cpu"
+
+
+def test_the_voice_registry_gets_cpu_torch_but_never_qwen_tts(tmp_path: Path) -> None:
     declared = topology.load()
     registry = [f for f in declared.functions if f.trigger.startswith("storage:")]
     assert {f.trigger for f in registry} == {"storage:finalized", "storage:deleted"}
     for function in registry:
-        staged = deploy.stage(tmp_path / function.name, function=function)
+        staged = staging.stage(
+            tmp_path / function.name, function=function, extra_index_url=CPU_INDEX
+        )
         packages = staged_packages(staged)
         assert "torch" in packages
-        assert not packages & {"qwen-tts", "transformers", "runpod"}
+        assert not packages & {"qwen-tts", "transformers", "runpod", "torchaudio"}
+        text = (staged / "requirements.txt").read_text()
+        # The CPU build (a local version only PyTorch's CPU index serves), found through the
+        # extra index the Cloud Functions build's pip reads from the file itself.
+        assert "torch==2.11.0+cpu" in text.splitlines()
+        assert f"--extra-index-url {CPU_INDEX}" in text.splitlines()
         assert (
             f"from functions.events import {function.entry_point}"
             in (staged / "main.py").read_text()
         )
 
 
-def test_deploy_commands_name_each_function(tmp_path: Path) -> None:
+def test_staging_refuses_a_cpu_pin_without_its_index_and_writes_nothing(tmp_path: Path) -> None:
+    with pytest.raises(staging.StagingError, match="extra-index-url"):
+        staging.stage_all(tmp_path / "out", topology.load())
+    assert not (tmp_path / "out").exists()
+
+
+def test_only_the_voice_registry_needs_the_extra_index(tmp_path: Path) -> None:
     declared = topology.load()
-    commands = deploy.deploy_commands(
-        declared,
-        sources={f.name: tmp_path / f.name for f in declared.functions},
-        project_id="p",
-        region="r",
-        bucket="b",
-        env={"TTS_BUCKET": "b"},
-    )
-    assert [c[3] for c in commands] == [f.name for f in declared.functions]
-    api = commands[0]
-    assert "--entry-point=api" in api
-    assert "--trigger-http" in api
-    assert "--set-env-vars=TTS_BUCKET=b" in api
-    finalized = next(c for c in commands if c[3] == "tts-voice-registered")
-    assert "--trigger-event-filters=type=google.cloud.storage.object.v1.finalized" in finalized
-    assert "--trigger-event-filters=bucket=b" in finalized
-    assert "--retry" in finalized
+    staged = staging.stage_all(tmp_path, declared, extra_index_url=CPU_INDEX)
+    assert set(staged) == {f.name for f in declared.functions}
+    for function in declared.functions:
+        text = (staged[function.name] / "requirements.txt").read_text()
+        assert ("--extra-index-url" in text) == function.trigger.startswith("storage:")
+
+
+def test_staging_is_reproducible(tmp_path: Path) -> None:
+    """Terraform zips the staged folders by content: the same checkout, the same bytes."""
+    declared = topology.load()
+    first = staging.stage_all(tmp_path / "a", declared, extra_index_url=CPU_INDEX)
+    second = staging.stage_all(tmp_path / "b", declared, extra_index_url=CPU_INDEX)
+    for name, path in first.items():
+        files = sorted(p.relative_to(path) for p in path.rglob("*") if p.is_file())
+        assert files == sorted(
+            p.relative_to(second[name]) for p in second[name].rglob("*") if p.is_file()
+        )
+        assert all((path / f).read_bytes() == (second[name] / f).read_bytes() for f in files)
+
+
+def test_synchronous_routes_fit_in_the_api_functions_timeout() -> None:
+    """A synchronous call or a stream waits up to max_wait_s inside one request."""
+    api = next(f for f in topology.load().functions if f.entry_point == "api")
+    assert api.timeout_s > Settings().api.max_wait_s + 30
+    assert api.concurrency > 1
+    # Cloud Run: concurrency above 1 needs a whole vCPU.
+    assert api.cpu is not None
+    assert float(api.cpu) >= 1
+
+
+def test_every_function_that_can_send_a_webhook_mounts_the_signing_key() -> None:
+    """Creating a job with a webhook (API, intake) and finishing one (dispatch, webhook,
+    monitor) both need the key; the voice registry never touches jobs."""
+    for function in topology.load().functions:
+        if function.trigger.startswith("storage:"):
+            assert "TTS_WEBHOOKS__SIGNING_KEY" not in function.secrets
+        else:
+            assert function.secrets.get("TTS_WEBHOOKS__SIGNING_KEY") == "webhook-signing-key"
 
 
 def test_runpod_jobs_reach_the_dispatcher_through_a_filtered_push_subscription() -> None:
@@ -85,14 +124,23 @@ def test_runpod_jobs_reach_the_dispatcher_through_a_filtered_push_subscription()
     assert sub.push_function == "tts-runpod-dispatch"
     dispatcher = next(f for f in declared.functions if f.name == sub.push_function)
     assert not dispatcher.public  # only Pub/Sub's signed pushes may call it
-    commands = deploy.wiring_commands(
-        declared, project_id="p", region="r", push_service_account="push@p.iam"
-    )
-    push = next(c for c in commands if "modify-push-config" in c)
-    assert "--push-endpoint=https://r-p.cloudfunctions.net/tts-runpod-dispatch" in push
-    assert any("scheduler" in c for c in commands)
     secrets = {f.name: f.secrets for f in declared.functions}
     assert "TTS_RUNPOD__WEBHOOK_SECRET" in secrets["tts-runpod-webhook"]
+    assert any(s.topic == "tts-monitor-tick" for s in declared.schedules)
+
+
+def test_the_functions_publish_where_the_settings_say() -> None:
+    """IAM follows the topology's publishers; the settings name the topics the code uses."""
+    declared = topology.load()
+    settings = Settings()
+    by_functions = {t.name for t in declared.topics if "functions" in t.publishers}
+    assert {settings.jobs_topic, settings.results_topic, settings.intake_dead_letter_topic} <= (
+        by_functions
+    )
+    by_worker = {t.name for t in declared.topics if "home-worker" in t.publishers}
+    assert settings.results_topic in by_worker
+    pulled = {s.name for s in declared.subscriptions if "home-worker" in s.subscribers}
+    assert pulled == {settings.worker.subscription}
 
 
 def test_the_audio_lifecycle_rule_and_the_retention_setting_agree() -> None:
