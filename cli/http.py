@@ -87,6 +87,8 @@ class Manifest:
     job_id: str
     state: str
     items: tuple[ManifestItem, ...]
+    joined: ManifestItem | None = None
+    """The joined file's job, for a batch submitted with ``join``, once it exists."""
 
     @classmethod
     def parse(cls, body: object) -> Manifest:
@@ -94,20 +96,23 @@ class Manifest:
         items = obj.get("items")
         if not isinstance(items, list):
             raise ApiError("the gateway answered a manifest without an 'items' list")
+        joined = obj.get("joined")
         return cls(
             job_id=_text(obj, "job_id"),
             state=_text(obj, "state"),
-            items=tuple(
-                ManifestItem(
-                    key=_optional_text(entry, "key"),
-                    job_id=_text(entry, "job_id"),
-                    state=_text(entry, "state"),
-                    audio_url=_optional_text(entry, "audio_url"),
-                    error=_job_error(entry.get("error")),
-                )
-                for entry in (_object(e, "manifest item") for e in items)
-            ),
+            items=tuple(_manifest_item(_object(e, "manifest item")) for e in items),
+            joined=None if joined is None else _manifest_item(_object(joined, "joined item")),
         )
+
+
+def _manifest_item(entry: JsonObject) -> ManifestItem:
+    return ManifestItem(
+        key=_optional_text(entry, "key"),
+        job_id=_text(entry, "job_id"),
+        state=_text(entry, "state"),
+        audio_url=_optional_text(entry, "audio_url"),
+        error=_job_error(entry.get("error")),
+    )
 
 
 class Client:

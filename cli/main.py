@@ -473,6 +473,12 @@ def render_command(
             help="Submit the items not on disk as a new batch (to try failed ones again).",
         ),
     ] = False,
+    join: Annotated[
+        bool, typer.Option("--join", help="Also fetch the whole chapter as one file, STEM.FORMAT.")
+    ] = False,
+    gap_ms: Annotated[
+        int, typer.Option("--gap-ms", min=0, max=10_000, help="Silence between items, joined.")
+    ] = 0,
 ) -> None:
     """Render a chapter as one batch: one audio file per item in DIR, resumable."""
     sess = session(ctx)
@@ -482,6 +488,8 @@ def render_command(
         speed=speed,
         language=language,
         max_chars=max_chars,
+        join=join,
+        join_gap_ms=gap_ms,
     )
     outcome = render(
         sess.client,
@@ -495,6 +503,8 @@ def render_command(
     if outcome.batch_id is None:
         typer.echo(f"{book.stem}: all {outcome.total} items are already in {out_dir}")
         return
+    if outcome.joined is not None:
+        typer.echo(f"{book.stem}: joined into {outcome.joined}")
     for key, reason in sorted(outcome.failed.items()):
         note(f"{key}: {one_line(reason)}")
     typer.echo(

@@ -45,6 +45,9 @@ class RenderOptions:
     speed: float | None = None
     language: str | None = None
     max_chars: int = 1500
+    join: bool = False
+    """Also fetch one file of the whole chapter, which the gateway joins from the items."""
+    join_gap_ms: int = 0
 
 
 @dataclass(slots=True)
@@ -55,6 +58,8 @@ class Outcome:
     failed: dict[str, str] = field(default_factory=dict)
     """Item key to the reason, for items that have no file."""
     downloaded: int = 0
+    joined: Path | None = None
+    """The whole chapter in one file, when it was asked for and is on disk."""
 
 
 def speech_item(*, key: str, text: str, options: RenderOptions) -> JsonObject:
@@ -107,20 +112,34 @@ def render(
         raise QttsError(f"{book} holds no text to render")
     out_dir.mkdir(parents=True, exist_ok=True)
     paths = {str(item["key"]): out_dir / f"{item['key']}.{options.format}" for item in items}
+    joined_path = out_dir / f"{book.stem}.{options.format}"
     outcome = Outcome(total=len(items))
     outcome.succeeded = {key for key, path in paths.items() if path.exists()}
     missing = [item for item in items if str(item["key"]) not in outcome.succeeded]
-    if not missing:
+    if options.join and joined_path.exists():
+        outcome.joined = joined_path
+    if not missing and (outcome.joined or not options.join):
         return outcome
+    if options.join and new_batch:
+        # The joined file is of one batch's items: a new batch of some of them cannot make it.
+        raise QttsError("--join makes the whole chapter in one batch; it cannot use --new-batch")
 
+    body: JsonObject = {}
+    if options.join:
+        body = {"join": True, "join_gap_ms": options.join_gap_ms}
     if new_batch:
         # Only what is not on disk, under a key of its own: the way to try failed items again,
         # since the chapter's own key always finds the batch in which they failed.
         submitted, key = missing, idempotency_key(missing, salt=f"new-batch-{time.time_ns()}")
     else:
-        submitted, key = items, idempotency_key(items)
+        # A joined render is another batch than a plain one (an empty salt keeps the plain
+        # render's key as it always was).
+        salt = json.dumps(body, sort_keys=True) if body else ""
+        submitted, key = items, idempotency_key(items, salt=salt)
     batch = Job.parse(
-        client.post_json("/v1/tts/batch", {"items": submitted}, headers={"Idempotency-Key": key})
+        client.post_json(
+            "/v1/tts/batch", {"items": submitted, **body}, headers={"Idempotency-Key": key}
+        )
     )
     outcome.batch_id = batch.id
     _write_record(out_dir, batch_id=batch.id, book=book, keys=list(paths))
@@ -186,7 +205,27 @@ def render(
                 break
             time.sleep(delay)
             delay = poll_s if changed else min(delay * 1.5, poll_s * 5)
+        if options.join and not outcome.failed and outcome.joined is None:
+            progress.update(task, status="joining")
+            outcome.joined = _fetch_joined(client, batch.id, joined_path, poll_s=poll_s)
     return outcome
+
+
+def _fetch_joined(client: Client, batch_id: str, path: Path, *, poll_s: float) -> Path:
+    """Wait for the batch's joined file (made after its last item) and download it."""
+    delay = poll_s
+    while True:
+        manifest = client.manifest(batch_id)
+        joined = manifest.joined
+        if joined is not None and joined.state == "succeeded":
+            client.download(joined.audio_url or f"/v1/jobs/{joined.job_id}/audio", path)
+            return path
+        if joined is not None and joined.state in FAILED_STATES:
+            raise QttsError(f"the joined file failed: {joined.error or joined.state}")
+        if joined is None and manifest.state in FAILED_STATES:
+            raise QttsError(f"batch {batch_id} is {manifest.state}: nothing to join")
+        time.sleep(delay)
+        delay = min(delay * 1.5, poll_s * 5)
 
 
 def _write_record(out_dir: Path, *, batch_id: str, book: Path, keys: list[str]) -> None:

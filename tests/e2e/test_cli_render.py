@@ -76,3 +76,25 @@ def test_render_resumes_after_an_interruption(stack: DevStack, tmp_path: Path) -
     # What the first run had downloaded was kept, not fetched again; and it was one batch.
     assert {p.name: p.stat().st_mtime_ns for p in out.glob("*.wav") if p.name in early} == early
     assert len(batches(stack)) == 1
+
+
+def test_render_join_makes_the_whole_chapter_from_its_items(
+    stack: DevStack, tmp_path: Path
+) -> None:
+    """The join job runs on the real worker process: the joined WAV is the items end to end."""
+    book = tmp_path / "chapter-2.txt"
+    book.write_text("\n\n".join(PARAGRAPHS[:3]))
+    out = tmp_path / "joined"
+    env = {**os.environ, "QTTS_BASE_URL": stack.base_url, "QTTS_API_KEY": stack.api_key}
+    done = subprocess.run(
+        [str(QTTS), "render", str(book), "-o", str(out), "--voice", "vivian", "--format", "wav",
+         "--max-chars", "70", "--join", "--gap-ms", "200"],
+        env=env, capture_output=True, text=True, timeout=300,
+    )  # fmt: skip
+    assert done.returncode == 0, done.stderr
+    items = sorted(out.glob("chapter-2-*.wav"))
+    assert len(items) == 3
+    joined = sf.info(str(out / "chapter-2.wav"))
+    frames = sum(sf.info(str(p)).frames for p in items) + 2 * round(0.2 * 24_000)
+    assert joined.samplerate == 24_000
+    assert joined.frames == frames

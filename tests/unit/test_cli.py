@@ -185,6 +185,8 @@ class FakeGateway:
     signed_with_auth: list[bool] = field(default_factory=list)
     polls: dict[str, int] = field(default_factory=dict)
     batches: dict[str, str] = field(default_factory=dict)
+    joined: set[str] = field(default_factory=set)
+    """Batches submitted with ``join``."""
     children: dict[str, list[Child]] = field(default_factory=dict)
     listed_jobs: list[dict[str, Any]] = field(
         default_factory=lambda: [job_body(f"j{i}", "succeeded") for i in range(5)]
@@ -291,6 +293,8 @@ class FakeGateway:
         return Response(b"ID3 whole mp3", mimetype="audio/mpeg", headers={"X-Job-Id": "w1"})
 
     def state_of(self, job_id: str, *, advance: bool) -> str:
+        if job_id.endswith("j") and job_id[:-1] in self.joined:
+            return "succeeded"  # asked for only once the manifest lists it as made
         for batch_children in self.children.values():
             for child in batch_children:
                 if child.job_id == job_id:
@@ -322,6 +326,8 @@ class FakeGateway:
                 for i, item in enumerate(request.get_json()["items"])
             ]
         batch_id = self.batches[key]
+        if request.get_json().get("join"):
+            self.joined.add(batch_id)
         children = self.children[batch_id]
         progress = {
             "total": len(children),
@@ -357,7 +363,21 @@ class FakeGateway:
         finished = all(i["state"] in {"succeeded", "failed"} for i in items)
         self.events.append(f"manifest {batch_id} {'finished' if finished else 'running'}")
         state = "running" if not finished else "succeeded"
-        return reply({"job_id": batch_id, "state": state, "items": items})
+        body: dict[str, object] = {"job_id": batch_id, "state": state, "items": items}
+        if batch_id in self.joined and finished:
+            # The join job appears once the items are done, and finishes a read later.
+            made = self.polls[batch_id] > len(items) + 1
+            body["joined"] = {
+                "key": None,
+                "job_id": f"{batch_id}j",
+                "state": "succeeded" if made else "running",
+                "audio_url": f"/v1/jobs/{batch_id}j/audio" if made else None,
+                "duration_s": 3.0 if made else None,
+                "error": None,
+            }
+            if not made:
+                body["state"] = "running"
+        return reply(body)
 
     def list_jobs(self, request: Request) -> Response:
         size = min(int(request.args.get("page_size", 50)), self.jobs_page_max)
@@ -612,6 +632,31 @@ def test_render_reports_failed_items_and_can_try_them_in_a_new_batch(
     assert headers["Idempotency-Key"] != idempotency_key(first_items)
     assert (out / "chapter1-0002.mp3").read_bytes() == b"audio of chapter1-0002"
     assert json.loads((out / "render.json").read_text())["batches"] == ["b1", "b2"]
+
+
+def test_render_join_fetches_the_whole_chapter_once_and_resumes_without_asking_again(
+    gateway: FakeGateway, tmp_path: Path
+) -> None:
+    book, out = write_chapter(tmp_path), tmp_path / "out"
+    result = render(gateway, book, out, "--join", "--gap-ms", "300")
+    assert result.exit_code == 0, result.output
+    ((_, _, body),) = gateway.requests_to("POST", "/v1/tts/batch")
+    assert (json.loads(body)["join"], json.loads(body)["join_gap_ms"]) == (True, 300)
+    joined = out / f"{book.stem}.mp3"
+    assert joined.read_bytes() == b"audio of b1j"
+    assert f"joined into {joined}" in result.output
+
+    again = render(gateway, book, out, "--join")
+    assert again.exit_code == 0, again.output
+    assert len(gateway.requests_to("POST", "/v1/tts/batch")) == 1  # all on disk: nothing asked
+    # A plain render of the same chapter is another batch than the joined one.
+    (out / f"{book.stem}-0001.mp3").unlink()
+    assert render(gateway, book, out).exit_code == 0
+    assert len(gateway.batches) == 2
+    joined.unlink()
+    refused = render(gateway, book, out, "--join", "--new-batch")
+    assert refused.exit_code != 0
+    assert "--new-batch" in refused.output
 
 
 def test_render_of_an_empty_file_is_one_line(gateway: FakeGateway, tmp_path: Path) -> None:
