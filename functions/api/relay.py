@@ -18,7 +18,6 @@ from functions.api.parsing import idempotency_key, parse, principal
 from shared.domain.audio_formats import AudioFormat
 from shared.domain.jobs import Job
 from shared.domain.synthesis import CustomVoiceRequest, VoiceDesignRequest
-from shared.domain.voices import Voice
 from shared.usecases import delivery, jobs, library
 from shared.usecases.gateway import Gateway
 from shared.wire.bodies import (
@@ -129,7 +128,7 @@ def relay_routes(gw: Gateway) -> Blueprint:
     def list_tts_voices() -> Response:
         page = _library_page(gw, query=None, include_builtin=True)
         speakers = tuple(b.name for b in page.builtins)
-        prompts = tuple(_prompt(v) for v in page.voices)
+        prompts = tuple(RelayPrompt.of(v) for v in page.voices)
         return _json(RelayVoiceList(speakers=speakers, prompts=prompts))
 
     @bp.post("/api/v1/audio/normalize")
@@ -163,17 +162,4 @@ def _library_page(gw: Gateway, *, query: str | None, include_builtin: bool) -> l
 
 def _prompts(gw: Gateway, *, query: str | None) -> tuple[RelayPrompt, ...]:
     page = _library_page(gw, query=query, include_builtin=False)
-    return tuple(_prompt(v) for v in page.voices)
-
-
-def _prompt(voice: Voice) -> RelayPrompt:
-    return RelayPrompt(
-        prompt_id=voice.id,
-        name=voice.name,
-        ref_text=voice.ref_text,
-        character=voice.traits.character,
-        emotion=voice.traits.emotion,
-        intensity=voice.traits.intensity,
-        description=voice.traits.description,
-        tags=voice.traits.tags,
-    )
+    return tuple(RelayPrompt.of(v) for v in page.voices)

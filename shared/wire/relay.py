@@ -20,6 +20,7 @@ from shared.domain.synthesis import (
     Seed,
     Text,
 )
+from shared.domain.voices import Voice
 from shared.wire.bodies import Base64Audio, VoiceFields
 
 
@@ -91,6 +92,15 @@ class RelayPrompt(BaseModel):
     intensity: str | None = None
     description: str | None = None
     tags: tuple[str, ...] = ()
+
+    @classmethod
+    def of(cls, voice: Voice) -> RelayPrompt:
+        return cls(
+            prompt_id=voice.id,
+            name=voice.name,
+            ref_text=voice.ref_text,
+            **voice.traits.model_dump(),
+        )
 
 
 class RelayPromptList(BaseModel):

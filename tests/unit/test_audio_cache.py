@@ -12,6 +12,7 @@ from shared.usecases.gateway import Gateway
 from shared.usecases.jobs import submit_job
 from shared.wire.bodies import ClonePromptBody, JobOptions
 from shared.wire.messages import JobMessage
+from tests.support.backends import heartbeat
 from tests.support.gateway import Fakes, add_voice
 
 ALICE = Principal(owner="alice", scopes=frozenset({Scope.USER}))
@@ -131,27 +132,9 @@ def test_cache_false_always_synthesizes_afresh(gateway: Gateway, fakes: Fakes) -
 def test_a_backend_that_changed_its_models_serves_no_audio_of_the_old_ones(
     gateway: Gateway, fakes: Fakes
 ) -> None:
-    from datetime import UTC, datetime
-
-    from shared.domain.backends import (
-        API_VERSION,
-        BackendHeartbeat,
-        BackendKind,
-        BackendStatus,
-        Capabilities,
-    )
 
     def serve(model: str) -> None:
-        fakes.backends.heartbeat(
-            BackendHeartbeat(
-                id="home-4090", kind=BackendKind.HOME_GPU, worker_id="w1",
-                status=BackendStatus.ONLINE,
-                capabilities=Capabilities(
-                    api_version=API_VERSION, modes=("custom_voice",), models=(model,)
-                ),
-                last_heartbeat=datetime(2026, 1, 1, tzinfo=UTC),
-            )
-        )  # fmt: skip
+        fakes.backends.heartbeat(heartbeat(models=(model,)))
 
     gpu = CountingGpu()
     request = CustomVoiceRequest(text="Upgrade.", speaker="ryan", seed=3)

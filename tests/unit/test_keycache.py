@@ -4,6 +4,7 @@ from datetime import UTC, datetime
 
 from shared.adapters.key_cache import CachedApiKeyStore
 from shared.domain.keys import ApiKey, hash_key
+from tests.support.backends import heartbeat
 from tests.support.fakes import InMemoryApiKeyStore
 
 
@@ -60,15 +61,11 @@ def test_the_cache_is_bounded() -> None:
 
 
 def test_backend_documents_are_read_once_per_ttl_and_writes_drop_the_copy() -> None:
-    from datetime import UTC, datetime
 
     from shared.adapters.backend_cache import CachedBackendStore
     from shared.domain.backends import (
-        API_VERSION,
         BackendHeartbeat,
-        BackendKind,
         BackendStatus,
-        Capabilities,
     )
     from tests.support.fakes import InMemoryBackendStore
 
@@ -82,11 +79,7 @@ def test_backend_documents_are_read_once_per_ttl_and_writes_drop_the_copy() -> N
     now = [0.0]
     inner = CountingStore()
     cached = CachedBackendStore(inner, ttl_s=2.0, monotonic=lambda: now[0])
-    beat = BackendHeartbeat(
-        id="b", kind=BackendKind.HOME_GPU, worker_id="w", status=BackendStatus.ONLINE,
-        capabilities=Capabilities(api_version=API_VERSION, modes=("custom_voice",), models=()),
-        last_heartbeat=datetime(2026, 1, 1, tzinfo=UTC),
-    )  # fmt: skip
+    beat = heartbeat(backend_id="b", models=())
     assert cached.get("b") is None
     cached.heartbeat(beat)  # a write drops the cached "absent"
     assert cached.get("b") == beat

@@ -4,22 +4,15 @@ from __future__ import annotations
 
 import base64
 import io
-from datetime import UTC, datetime
 
 import pytest
 from flask.testing import FlaskClient
 
-from shared.domain.backends import (
-    API_VERSION,
-    BackendHeartbeat,
-    BackendKind,
-    BackendStatus,
-    Capabilities,
-)
 from shared.domain.jobs import Job
 from shared.domain.synthesis import ClonePromptRequest, VoiceCloneRequest, VoiceDesignRequest
 from shared.usecases.gateway import Gateway
 from tests.support.api import checked, submit
+from tests.support.backends import heartbeat
 from tests.support.gateway import Fakes, add_voice, issue_key
 from tests.support.media import wav_bytes
 
@@ -31,16 +24,7 @@ def stored(fakes: Fakes, job_id: str) -> Job:
 
 
 def advertise(fakes: Fakes, *modes: str) -> None:
-    fakes.backends.heartbeat(
-        BackendHeartbeat(
-            id="home-4090",
-            kind=BackendKind.HOME_GPU,
-            worker_id="w1",
-            status=BackendStatus.ONLINE,
-            capabilities=Capabilities(api_version=API_VERSION, modes=modes, models=("m",)),
-            last_heartbeat=datetime(2026, 1, 1, tzinfo=UTC),
-        )
-    )
+    fakes.backends.heartbeat(heartbeat(modes=modes))
 
 
 def test_voice_design_is_stored_with_its_description(

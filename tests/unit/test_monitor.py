@@ -9,10 +9,8 @@ import pytest
 from shared.domain.backends import (
     API_VERSION,
     BackendConfig,
-    BackendHeartbeat,
     BackendKind,
     BackendStatus,
-    Capabilities,
 )
 from shared.domain.jobs import Job, JobState
 from shared.domain.keys import Principal, Scope
@@ -21,6 +19,7 @@ from shared.settings import MonitorSettings, Settings
 from shared.usecases.gateway import Gateway
 from shared.usecases.jobs import submit_job
 from shared.usecases.monitor import run_monitor
+from tests.support.backends import heartbeat
 from tests.support.fakes import FakeRunPod
 from tests.support.gateway import Fakes, fake_gateway
 
@@ -40,18 +39,7 @@ def gw(fakes: Fakes) -> Gateway:
 
 
 def beat(gw: Gateway, backend_id: str = "home-4090", *, at: datetime | None = None) -> None:
-    gw.backends.heartbeat(
-        BackendHeartbeat(
-            id=backend_id,
-            kind=BackendKind.HOME_GPU,
-            worker_id="w1",
-            status=BackendStatus.ONLINE,
-            capabilities=Capabilities(
-                api_version=API_VERSION, modes=("custom_voice",), models=("m",)
-            ),
-            last_heartbeat=at or gw.clock(),
-        )
-    )
+    gw.backends.heartbeat(heartbeat(backend_id=backend_id, at=at or gw.clock()))
 
 
 def submitted(gw: Gateway) -> Job:

@@ -1,6 +1,5 @@
 from __future__ import annotations
 
-from datetime import UTC, datetime
 from pathlib import Path
 
 import pytest
@@ -9,14 +8,12 @@ from pydantic import ValidationError
 from shared.domain.backends import (
     API_VERSION,
     BackendConfig,
-    BackendHeartbeat,
     BackendKind,
-    BackendStatus,
-    Capabilities,
 )
 from shared.domain.errors import NoBackendAvailable
 from shared.settings import ApiSettings, Settings
 from shared.usecases.routing import choose_backend
+from tests.support.backends import heartbeat
 
 HOME = BackendConfig(
     id="home-4090", kind=BackendKind.HOME_GPU, priority=10, modes=("custom_voice",)
@@ -47,17 +44,6 @@ def test_a_backend_on_another_api_version_is_never_chosen() -> None:
     beat = heartbeat(modes=("custom_voice",), api_version=API_VERSION + 1)
     with pytest.raises(NoBackendAvailable):
         choose_backend([HOME], mode="custom_voice", seen={"home-4090": beat})
-
-
-def heartbeat(*, modes: tuple[str, ...], api_version: int = API_VERSION) -> BackendHeartbeat:
-    return BackendHeartbeat(
-        id="home-4090",
-        kind=BackendKind.HOME_GPU,
-        worker_id="w",
-        status=BackendStatus.ONLINE,
-        capabilities=Capabilities(api_version=api_version, modes=modes, models=()),
-        last_heartbeat=datetime(2026, 1, 1, tzinfo=UTC),
-    )
 
 
 def test_no_capable_backend_is_a_transient_refusal_with_the_reason() -> None:

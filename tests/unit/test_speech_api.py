@@ -5,21 +5,14 @@ from __future__ import annotations
 
 import base64
 import json
-from datetime import UTC, datetime
 
 import pytest
 from flask.testing import FlaskClient
 
-from shared.domain.backends import (
-    API_VERSION,
-    BackendHeartbeat,
-    BackendKind,
-    BackendStatus,
-    Capabilities,
-)
 from shared.domain.jobs import JobState
 from shared.domain.synthesis import ClonePromptRequest, CustomVoiceRequest, VoiceDesignRequest
 from tests.support.api import GOOD, checked
+from tests.support.backends import heartbeat
 from tests.support.gateway import Fakes, add_voice
 from tests.support.worker import ScriptedWorker
 
@@ -256,18 +249,7 @@ def test_models_lists_what_backends_that_are_up_can_serve(
 ) -> None:
     empty = checked("GET", "/v1/models", client.get("/v1/models", headers=alice))
     assert empty.json == {"object": "list", "data": []}
-    fakes.backends.heartbeat(
-        BackendHeartbeat(
-            id="home-4090",
-            kind=BackendKind.HOME_GPU,
-            worker_id="w1",
-            status=BackendStatus.ONLINE,
-            capabilities=Capabilities(
-                api_version=API_VERSION, modes=("custom_voice",), models=("Qwen/CV",)
-            ),
-            last_heartbeat=datetime(2026, 1, 1, tzinfo=UTC),
-        )
-    )
+    fakes.backends.heartbeat(heartbeat(models=("Qwen/CV",)))
     listed = checked("GET", "/v1/models", client.get("/v1/models", headers=alice))
     ids = [m["id"] for m in listed.json["data"]]  # type: ignore[index]
     assert ids[:3] == ["tts-1", "tts-1-hd", "gpt-4o-mini-tts"]
