@@ -44,7 +44,7 @@ def wait_for(gw: Gateway, job: Job, *, timeout_s: float) -> Job:
         if remaining <= 0:
             return job
         gw.sleep(min(backoff.next(), remaining))
-        job = _reread(gw, job)
+        job = backoff.seen(_reread(gw, job))
     return job
 
 
@@ -87,7 +87,7 @@ def pieces(gw: Gateway, job: Job, *, start: int = 0, idle_s: float) -> Iterator[
             backoff.reset()
             quiet_until = gw.clock() + timedelta(seconds=idle_s)
             continue
-        job = _reread(gw, job)
+        job = backoff.seen(_reread(gw, job))
         if job.state.terminal:
             if job.state is not JobState.SUCCEEDED or job.result is None:
                 raise _failure(job)
@@ -109,10 +109,21 @@ def pieces(gw: Gateway, job: Job, *, start: int = 0, idle_s: float) -> Iterator[
 
 
 class _Backoff:
+    """Polls ease off while nothing happens, and start short again when the job moves: a job
+    that has just started running makes its first audio soon, and a wait that had eased off
+    while it queued would see that audio up to ``poll_max_s`` late."""
+
     def __init__(self, gw: Gateway) -> None:
         self._initial = gw.settings.api.poll_initial_s
         self._max = gw.settings.api.poll_max_s
         self._delay = self._initial
+        self._state: JobState | None = None
+
+    def seen(self, job: Job) -> Job:
+        if self._state is not None and job.state is not self._state:
+            self.reset()
+        self._state = job.state
+        return job
 
     def next(self) -> float:
         delay = self._delay

@@ -10,11 +10,17 @@ import pytest
 from flask.testing import FlaskClient
 
 from shared.domain.jobs import JobState
+from shared.domain.keys import Principal, Scope
 from shared.domain.synthesis import ClonePromptRequest, CustomVoiceRequest, VoiceDesignRequest
+from shared.usecases.delivery import wait_for
+from shared.usecases.gateway import Gateway
+from shared.usecases.jobs import submit_job
 from tests.support.api import GOOD, checked
 from tests.support.backends import heartbeat
 from tests.support.gateway import Fakes, add_voice
 from tests.support.worker import ScriptedWorker
+
+ALICE = Principal(owner="alice", scopes=frozenset({Scope.USER}))
 
 SPEECH = "/v1/audio/speech"
 
@@ -264,3 +270,28 @@ def test_a_wrong_method_says_which_ones_are_allowed(
     response = client.get(SPEECH, headers=alice)
     assert response.status_code == 405
     assert "POST" in response.headers["Allow"].split(", ")
+
+
+def test_a_wait_polls_quickly_again_once_the_job_starts_running(
+    gateway: Gateway, fakes: Fakes
+) -> None:
+    """Eased off while the job queued, the wait starts short again when it runs, so the audio
+    is seen soon after it exists rather than up to ``poll_max_s`` later."""
+    slept: list[float] = []
+    last = [fakes.clock()]
+
+    def record() -> None:
+        slept.append((fakes.clock() - last[0]).total_seconds())
+        last[0] = fakes.clock()
+
+    fakes.clock.on_sleep.append(record)
+    # Queued for six polls, then running for three (one streamed piece a step).
+    worker = ScriptedWorker(fakes, idle_steps=6, pieces=3)
+    request = CustomVoiceRequest(text="Hi.", speaker="ryan", stream=True, format="pcm")
+    job = submit_job(gateway, principal=ALICE, request=request)
+    done = wait_for(gateway, job, timeout_s=60)
+
+    assert done.state is JobState.SUCCEEDED
+    assert worker.log[:2] == ["claimed", "piece 0"]  # at the seventh poll
+    assert slept[:7] == [0.1, 0.2, 0.4, 0.8, 1.0, 1.0, 1.0]  # eased off while it queued
+    assert slept[7] == gateway.settings.api.poll_initial_s  # short again once it runs
