@@ -120,7 +120,7 @@ def test_a_duplicated_job_message_is_synthesized_once(
     beat = cloud_gateway.backends.get("home-4090")
     assert beat is not None
     assert beat.status is BackendStatus.ONLINE
-    assert beat.capabilities.modes == ("custom_voice", "normalize")
+    assert beat.capabilities.modes == ("custom_voice", "normalize", "join")
     assert beat.capabilities.api_version == 1
     validate_schema("backend-document.schema.json", as_json(beat.model_dump(mode="json")))
 

@@ -99,7 +99,7 @@ def audio_of(fakes: Fakes, job: Job) -> tuple[np.ndarray, int]:
 def test_the_worker_offers_every_mode_its_models_allow(models: ModelSet) -> None:
     assert set(models.modes) == {
         "custom_voice", "voice_design", "voice_clone", "clone_prompt", "create_voice",
-        "design_voice", "normalize",
+        "design_voice", "normalize", "join",
     }  # fmt: skip
 
 
