@@ -175,10 +175,14 @@ class TaskExecutor:
     ) -> AudioResult:
         pieces = _Pieces(self._io, task, request.format)
         segments: list[Waveform] = []
+        # A sentence's faded last 10 ms and the pause after it go out with the next sentence's
+        # first piece: one part per engine piece, not an extra one per sentence.
+        carried: list[Waveform] = []
 
         def add(wave: Waveform) -> None:
             if wave.samples.size:
-                segment = stretch(wave, speed=request.speed)
+                segment = stretch(concatenate([*carried, wave]), speed=request.speed)
+                carried.clear()
                 segments.append(segment)
                 pieces.add(segment)
 
@@ -196,7 +200,8 @@ class TaskExecutor:
                     add(clip.feed(piece))
             if clip is None:
                 raise SynthesisFailed(f"the model made no audio for chunk {index}")
-            add(clip.finish())
+            carried.append(clip.finish())
+        add(concatenate(carried))
         parts = pieces.finish()
         audio = encode(concatenate(segments), fmt=request.format)
         return self._io.store_audio(task, audio, parts=parts)
