@@ -49,6 +49,7 @@ bench: venv
 	$(PY) bench/prompt_cache.py
 	$(PY) bench/speech.py
 	$(PY) bench/cache.py
+	$(PY) bench/engine.py
 
 clean:
 	rm -rf $(VENV) .cache .pytest_cache .mypy_cache .ruff_cache
