@@ -13,8 +13,9 @@ import pytest
 from gpu_worker.audio.encoding import Waveform
 from gpu_worker.audio.ops import StreamedClip, concatenate, joint
 from gpu_worker.batching import BatchQueue
+from gpu_worker.bootstrap import bootstrap
 from gpu_worker.engine import Design, Line, Speaker
-from gpu_worker.synthesizer import Synthesizer
+from gpu_worker.synthesizer import ModelSet, Synthesizer
 from shared.domain.catalog import Language
 from shared.domain.errors import (
     PromptTooLong,
@@ -24,6 +25,8 @@ from shared.domain.errors import (
 )
 from shared.domain.modes import ModelType
 from shared.domain.voice_file import PromptItem
+from shared.settings import Settings
+from shared.usecases.gateway import Gateway
 
 RATE = 24_000
 FRAME = 1920  # samples per 12.5 Hz codec frame
@@ -259,3 +262,47 @@ def test_a_clip_fed_in_pieces_adds_up_to_the_clip_joined_whole(
     out.append(clip.finish())
     whole = joint(Waveform(samples=samples, sample_rate=RATE), first=first, last=last)
     assert np.array_equal(concatenate(out).samples, whole.samples)
+
+
+# -- the subscriber's flow control -------------------------------------------------------
+
+
+class FakeFuture:
+    def done(self) -> bool:
+        return False
+
+    def cancel(self) -> None: ...
+
+    def result(self, timeout: float | None = None) -> None: ...
+
+
+class RecordingSubscriber:
+    def __init__(self) -> None:
+        self.kwargs: dict[str, object] = {}
+
+    def subscription_path(self, project: str, name: str) -> str:
+        return f"projects/{project}/subscriptions/{name}"
+
+    def subscribe(self, path: str, **kwargs: object) -> FakeFuture:
+        self.kwargs = kwargs
+        return FakeFuture()
+
+
+def test_the_subscribers_flow_control_follows_the_batch_bound(
+    settings: Settings, gateway: Gateway
+) -> None:
+    worker_settings = settings.worker.model_copy(update={"batch_size": 6})
+    client = RecordingSubscriber()
+    worker = bootstrap(
+        settings.model_copy(update={"worker": worker_settings}),
+        gateway=gateway,
+        models=ModelSet([Synthesizer(engine=FakeEngine(), max_new_tokens=64)]),
+        subscriber_client=client,  # type: ignore[arg-type]
+    )
+    stop = threading.Event()
+    stop.set()
+    worker.subscriber.serve(stop)
+    flow = client.kwargs["flow_control"]
+    assert flow.max_messages == 6  # type: ignore[attr-defined]
+    pool = client.kwargs["scheduler"]._executor  # type: ignore[attr-defined]
+    assert pool._max_workers == 6  # a callback thread for every job in hand
