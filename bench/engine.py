@@ -19,6 +19,7 @@ Usage: python bench/engine.py [--model DIR] [--rounds N] [--stream-frames N]
 from __future__ import annotations
 
 import argparse
+import random
 import statistics
 import sys
 import tempfile
@@ -41,7 +42,8 @@ SENTENCES = [
     "Time flies when you are having fun.",
 ]
 CONCURRENCY = (1, 4, 8)
-"""Each divides len(SENTENCES): a round says every sentence once, that many at a time."""
+"""Each divides len(SENTENCES): a round says every sentence once, that many at a time.
+Concurrency 1 is measured interleaved with the bare call, request by request."""
 
 
 def main() -> None:
@@ -64,14 +66,13 @@ def run(model: str, *, rounds: int, stream_frames: int) -> None:
 
     from gpu_worker.bootstrap import build_engine
     from gpu_worker.engine import Line, Speaker, token_budget
-    from gpu_worker.fast_engine import FastEngine
-    from gpu_worker.qwen_engine import QwenEngine
     from shared.domain.catalog import Language
     from shared.settings import EngineKind, WithoutCuda, WorkerSettings
 
     cuda = torch.cuda.is_available()
     device = torch.cuda.get_device_name(0) if cuda else "CPU (no CUDA: faster-qwen3-tts eager)"
     print(f"device: {device}; torch {torch.__version__}; model: {model}")
+    jitter = random.Random(7)
     lines = [Line(text=s, language=Language.ENGLISH, voice=Speaker(name="Ryan")) for s in SENTENCES]
 
     for kind in (EngineKind.QWEN, EngineKind.FASTER):
@@ -98,48 +99,37 @@ def run(model: str, *, rounds: int, stream_frames: int) -> None:
             engine.synthesize([line], max_new_tokens=token_budget(line.text, cap=2048))
             stream_once(synthesizer(engine, settings, batch_size=1), line, seed=i)
 
-        # -- bare ------------------------------------------------------------------------------
-        bare_ttfa: list[float] = []
-        bare_rtf: list[float] = []
+        # -- bare and ours, one at a time, interleaved in random order --------------------------
+        one = synthesizer(engine, settings, batch_size=1)
+        times: dict[str, tuple[list[float], list[float]]] = {"bare": ([], []), "ours": ([], [])}
         for r in range(rounds):
             for i, line in enumerate(lines):
-                torch.manual_seed(r * 100 + i)
-                assert isinstance(line.voice, Speaker)
-                kwargs: dict[str, Any] = {
-                    "text": line.text, "speaker": line.voice.name, "language": "English",
-                    "max_new_tokens": token_budget(line.text, cap=settings.max_new_tokens),
-                }  # fmt: skip
-                t0 = time.perf_counter()
-                if isinstance(engine, FastEngine):
-                    first = None
-                    audio = 0
-                    rate = 24_000
-                    for chunk, chunk_rate, _ in engine.fast.generate_custom_voice_streaming(
-                        chunk_size=stream_frames, **kwargs
-                    ):
-                        first = first or time.perf_counter()
-                        audio += len(chunk)
-                        rate = chunk_rate
-                else:
-                    assert isinstance(engine, QwenEngine)
-                    wavs, rate = engine.model.generate_custom_voice(**kwargs)
-                    first = time.perf_counter()
-                    audio = len(wavs[0])
-                wall = time.perf_counter() - t0
-                bare_ttfa.append(((first or t0) - t0) * 1000)
-                bare_rtf.append(audio / rate / wall)
-        print(stat("bare: time to first audio", bare_ttfa, "ms"))
-        print(stat("bare: real-time factor", bare_rtf, "x"))
+                for path in jitter.sample(sorted(times), 2):
+                    t0 = time.perf_counter()
+                    if path == "bare":
+                        first_ms, audio_s = bare_once(
+                            engine, line, seed=r * 100 + i, stream_frames=stream_frames
+                        )
+                    else:
+                        first_ms, audio_s = stream_once(one, line, seed=r * 100 + i)
+                    times[path][0].append(first_ms)
+                    times[path][1].append(audio_s / (time.perf_counter() - t0))
+        for path, label in (("bare", "bare call"), ("ours", "stream, concurrency 1")):
+            print(stat(f"{label}: first audio", times[path][0], "ms"), end="")
+            print(f"   RTF p50 {statistics.median(times[path][1]):6.2f}x")
+        (bare_ttfa, bare_rtf), (ours_ttfa, ours_rtf) = times["bare"], times["ours"]
+        print(
+            f"ratio ours/bare: first audio "
+            f"{statistics.median(ours_ttfa) / statistics.median(bare_ttfa):.2f}x, "
+            f"RTF {statistics.median(ours_rtf) / statistics.median(bare_rtf):.2f}x"
+        )
 
-        # -- through the synthesizer, streaming, at each concurrency -----------------------------
-        one = synthesizer(engine, settings, batch_size=1)
-        ours: dict[int, tuple[list[float], float]] = {}
-        for c in CONCURRENCY:
+        # -- ours at higher concurrency (requests wait for the one engine) ----------------------
+        for c in CONCURRENCY[1:]:
             ttfa: list[float] = []
-            audio_s = 0.0
-            wall = 0.0
+            audio_total = wall_total = 0.0
             for r in range(rounds):
-                # Every line once per round, c at a time, with the seeds the bare calls had.
+                # Every line once per round, c at a time.
                 for g in range(0, len(lines), c):
                     t, a, w = concurrently(
                         c,
@@ -148,30 +138,53 @@ def run(model: str, *, rounds: int, stream_frames: int) -> None:
                         ),
                     )
                     ttfa += t
-                    audio_s += a
-                    wall += w
-            ours[c] = (ttfa, audio_s / wall)
+                    audio_total += a
+                    wall_total += w
             print(stat(f"stream, concurrency {c}: first audio", ttfa, "ms"), end="")
-            print(f"   RTF {audio_s / wall:6.2f}x")
-        ttfa1, rtf1 = ours[1]
-        print(
-            f"ratio at concurrency 1, ours/bare: first audio "
-            f"{statistics.median(ttfa1) / statistics.median(bare_ttfa):.2f}x, "
-            f"RTF {rtf1 / statistics.median(bare_rtf):.2f}x"
-        )
+            print(f"   RTF all {audio_total / wall_total:6.2f}x")
 
-        # -- batched against one at a time -------------------------------------------------------
-        throughput = {}
+        # -- batched against one at a time, interleaved --------------------------------------------
+        queues = {bound: synthesizer(engine, settings, batch_size=bound) for bound in (8, 1)}
+        made = {bound: [0.0, 0.0] for bound in queues}
+        for _ in range(rounds):
+            for bound in jitter.sample(sorted(queues), 2):
+                _, a, w = concurrently(8, lambda i, q=queues[bound]: said(q, lines[i]))
+                made[bound][0] += a
+                made[bound][1] += w
+        throughput = {bound: audio / wall for bound, (audio, wall) in made.items()}
         for bound in (8, 1):
-            queued = synthesizer(engine, settings, batch_size=bound)
-            audio_s = wall = 0.0
-            for _ in range(rounds):
-                _, a, w = concurrently(8, lambda i, q=queued: said(q, lines[i]))
-                audio_s += a
-                wall += w
-            throughput[bound] = audio_s / wall
             print(f"8 jobs, batch bound {bound}: {throughput[bound]:6.2f} s of audio per second")
         print(f"ratio batched/one at a time: {throughput[8] / throughput[1]:.2f}x")
+
+
+def bare_once(engine: Any, line: Any, *, seed: int, stream_frames: int) -> tuple[float, float]:
+    """The library's own call on the engine's loaded model: (ms to first audio, audio s)."""
+    import torch
+
+    from gpu_worker.engine import token_budget
+    from gpu_worker.fast_engine import FastEngine
+
+    torch.manual_seed(seed)
+    kwargs: dict[str, Any] = {
+        "text": line.text, "speaker": line.voice.name, "language": "English",
+        "max_new_tokens": token_budget(line.text, cap=2048),
+    }  # fmt: skip
+    t0 = time.perf_counter()
+    first = None
+    samples = 0
+    rate = 24_000
+    if isinstance(engine, FastEngine):
+        for chunk, chunk_rate, _ in engine.fast.generate_custom_voice_streaming(
+            chunk_size=stream_frames, **kwargs
+        ):
+            first = first or time.perf_counter()
+            samples += len(chunk)
+            rate = chunk_rate
+    else:
+        wavs, rate = engine.model.generate_custom_voice(**kwargs)
+        first = time.perf_counter()
+        samples = len(wavs[0])
+    return ((first or t0) - t0) * 1000, samples / rate
 
 
 def synthesizer(engine: Any, settings: Any, *, batch_size: int) -> Any:
