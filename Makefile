@@ -61,6 +61,7 @@ bench: venv
 	$(PY) bench/prompt_cache.py
 	$(PY) bench/speech.py
 	$(PY) bench/cache.py
+	$(PY) bench/engine.py
 
 clean:
 	rm -rf $(VENV) $(IAC_VENV) .build .cache .pytest_cache .mypy_cache .ruff_cache

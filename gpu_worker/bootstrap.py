@@ -2,22 +2,26 @@
 
 from __future__ import annotations
 
+import logging
 from dataclasses import dataclass
 
 import google.cloud.pubsub_v1 as pubsub_v1
 
 from gpu_worker.bucket_io import BucketIO
-from gpu_worker.engine import ModelSet, QwenEngine
+from gpu_worker.engine import Engine
 from gpu_worker.heartbeat import Heartbeat
 from gpu_worker.prompt_cache import PromptCache
 from gpu_worker.runner import Executor, JobRunner, RunnerConfig
 from gpu_worker.subscriber import HomeSubscriber
+from gpu_worker.synthesizer import ModelSet, Synthesizer
 from gpu_worker.tasks import TaskExecutor
 from shared.bootstrap import build_gateway
 from shared.domain.backends import BackendKind
 from shared.domain.errors import ConfigurationError
-from shared.settings import Settings
+from shared.settings import EngineKind, Settings, WithoutCuda, WorkerSettings
 from shared.usecases.gateway import Gateway
+
+log = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -29,15 +33,49 @@ class Worker:
 
 
 def load_models(settings: Settings) -> ModelSet:
+    """Every configured model, loaded and warmed up before the first job."""
     w = settings.worker
-    engines = []
+    synthesizers = []
     for source in w.models:
-        engine = QwenEngine(
-            model_source=source, device=w.device, dtype=w.dtype, max_new_tokens=w.max_new_tokens
+        synth = Synthesizer(
+            engine=build_engine(w, source=source),
+            max_new_tokens=w.max_new_tokens,
+            batch_size=w.batch_size,
+            batch_window_s=w.batch_window_s,
         )
-        engine.load()
-        engines.append(engine)
-    return ModelSet(engines)
+        synth.load()
+        synthesizers.append(synth)
+    return ModelSet(synthesizers)
+
+
+def build_engine(w: WorkerSettings, *, source: str) -> Engine:
+    """The engine ``TTS_WORKER__ENGINE`` names; for ``faster`` without CUDA, what
+    ``TTS_WORKER__WITHOUT_CUDA`` says (fail, the baseline, or eager graphs)."""
+    # Imported here: each pulls torch and its model library, which only a worker needs.
+    from gpu_worker.qwen_engine import QwenEngine, resolve_device
+
+    if w.engine is EngineKind.QWEN:
+        return QwenEngine(model_source=source, device=w.device, dtype=w.dtype)
+
+    import torch
+
+    from gpu_worker.fast_engine import FastEngine
+
+    has_cuda = resolve_device(w.device).startswith("cuda") and torch.cuda.is_available()
+    if not has_cuda and w.without_cuda is WithoutCuda.BASELINE:
+        log.warning(
+            "TTS_WORKER__ENGINE=faster needs CUDA, which this worker lacks: "
+            "running the qwen-tts baseline (TTS_WORKER__WITHOUT_CUDA=baseline)"
+        )
+        return QwenEngine(model_source=source, device=w.device, dtype=w.dtype)
+    return FastEngine(
+        model_source=source,
+        device=w.device,
+        dtype=w.dtype,
+        stream_frames=w.stream_frames,
+        max_seq_len=w.max_seq_len,
+        eager=not has_cuda and w.without_cuda is WithoutCuda.EAGER,
+    )
 
 
 def bootstrap(
@@ -97,5 +135,6 @@ def bootstrap(
         heartbeat=heartbeat,
         max_lease_s=w.shutdown_grace_s + w.lease_s,
         shutdown_grace_s=w.shutdown_grace_s,
+        max_jobs=w.batch_size,
     )
     return Worker(gateway=gw, runner=runner, heartbeat=heartbeat, subscriber=subscriber)

@@ -17,8 +17,8 @@ import requests
 from pydantic import ValidationError
 
 from gpu_worker.bootstrap import load_models
-from gpu_worker.engine import ModelSet
 from gpu_worker.prompt_cache import PromptCache
+from gpu_worker.synthesizer import ModelSet
 from gpu_worker.tasks import Task, TaskExecutor
 from gpu_worker.url_io import SignedUrlIO
 from shared.domain.backends import API_VERSION

@@ -1,18 +1,23 @@
-"""The home 4090's entrypoint: a streaming-pull subscriber, one job at a time.
+"""The home 4090's entrypoint: a streaming-pull subscriber holding at most ``max_jobs`` jobs.
 
-Flow control of one message keeps the rest of the queue available to others; the client
-library extends the Pub/Sub ack deadline while the callback runs, and the runner extends the
-job's Firestore lease. On shutdown it stops pulling, lets the job in hand finish, then returns.
+Flow control follows the batch bound (``TTS_WORKER__BATCH_SIZE``): that many jobs in hand, each
+on its own callback thread with its own claim and lease, lets their lines meet in one batch at
+the model (``gpu_worker.batching``), while the rest of the queue stays available to others.
+The client library extends the Pub/Sub ack deadline while a callback runs, and the runner
+extends the job's Firestore lease. On shutdown it stops pulling, lets the jobs in hand finish,
+then returns.
 """
 
 from __future__ import annotations
 
 import logging
 import threading
+from concurrent.futures import ThreadPoolExecutor
 from concurrent.futures import TimeoutError as FutureTimeout
 
 import google.cloud.pubsub_v1 as pubsub_v1
 from google.cloud.pubsub_v1.subscriber.message import Message
+from google.cloud.pubsub_v1.subscriber.scheduler import ThreadScheduler
 
 from gpu_worker.heartbeat import Heartbeat
 from gpu_worker.runner import JobRunner
@@ -33,6 +38,7 @@ class HomeSubscriber:
         heartbeat: Heartbeat,
         max_lease_s: float,
         shutdown_grace_s: float,
+        max_jobs: int = 1,
     ) -> None:
         self._client = client
         self._subscription_path = subscription_path
@@ -40,6 +46,7 @@ class HomeSubscriber:
         self._heartbeat = heartbeat
         self._max_lease_s = max_lease_s
         self._shutdown_grace_s = shutdown_grace_s
+        self._max_jobs = max_jobs
 
     def handle(self, message: Message) -> None:
         """One delivery: decode, run, ack or nack. The outermost boundary of a job."""
@@ -68,7 +75,7 @@ class HomeSubscriber:
             message.nack()
 
     def serve(self, stop: threading.Event) -> None:
-        """Pull and run jobs until ``stop`` is set, then drain the job in hand."""
+        """Pull and run jobs until ``stop`` is set, then drain the jobs in hand."""
         beats = threading.Thread(
             target=self._heartbeat.run, args=(stop,), name="heartbeat", daemon=True
         )
@@ -77,7 +84,11 @@ class HomeSubscriber:
             self._subscription_path,
             callback=self.handle,
             flow_control=pubsub_v1.types.FlowControl(
-                max_messages=1, max_lease_duration=self._max_lease_s
+                max_messages=self._max_jobs, max_lease_duration=self._max_lease_s
+            ),
+            # One callback thread per job in hand: the library's default pool has ten.
+            scheduler=ThreadScheduler(
+                ThreadPoolExecutor(max_workers=self._max_jobs, thread_name_prefix="job")
             ),
             await_callbacks_on_shutdown=True,
         )

@@ -10,7 +10,7 @@ values: waveforms, prompt files, text.
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable
+from contextlib import closing
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Protocol
 
@@ -23,11 +23,12 @@ from gpu_worker.audio.encoding import (
     stretch,
 )
 from gpu_worker.audio.loudness import normalize
-from gpu_worker.audio.ops import concatenate, decode, join_waves, joint
+from gpu_worker.audio.ops import StreamedClip, concatenate, decode, join_waves, joint
+from gpu_worker.engine import Clone, Design, Line, Speaker, Voice
 from gpu_worker.text_split import split_text
 from shared.domain.audio_formats import AudioFormat
 from shared.domain.audio_input import CONTENT_TYPES
-from shared.domain.errors import JobCanceled, SynthesisFailed
+from shared.domain.errors import GatewayError, JobCanceled, SynthesisFailed
 from shared.domain.jobs import AudioResult, Job, JobOutput
 from shared.domain.modes import Mode, ModelType
 from shared.domain.synthesis import (
@@ -51,12 +52,9 @@ from shared.domain.voice_file import PromptItem, VoicePromptFile, dumps
 from shared.settings import VoiceSettings
 
 if TYPE_CHECKING:
-    from gpu_worker.engine import ModelSet
+    from gpu_worker.synthesizer import ModelSet, Spoken, Synthesizer
 
 log = logging.getLogger(__name__)
-
-Speak = Callable[[str, int | None], Waveform]
-"""Say one chunk of text with a given seed."""
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -161,76 +159,99 @@ class TaskExecutor:
     # -- speech -----------------------------------------------------------------------------
 
     def _speak(self, task: Task, request: SpeechRequest) -> AudioResult:
-        """Long text is spoken sentence group by sentence group; each group, joined to the
-        last and set to the requested pace, is published at once when the job streams, and
-        the finished audio is those same groups end to end."""
+        """Long text is spoken sentence group by sentence group and joined. A streamed job
+        publishes audio as the engine makes it (every few frames on the accelerated engine,
+        every chunk on the baseline); a seeded one says its chunks one by one (chunk *i* with
+        ``seed + i``) so its audio depends on nothing else queued; any other hands all its
+        chunks to the model's batch queue at once, beside other jobs' lines."""
         chunks = split_text(request.text, max_chars=self._max_chunk_chars)
-        speak = self._speaker(request)
-        pieces = _Pieces(self._io, task, request.format) if request.stream else None
-        segments = []
-        for index, chunk in enumerate(chunks):
-            if index and not self._io.still_wanted(task):
-                raise JobCanceled(f"job {task.id} was canceled after {index} of {len(chunks)}")
-            wave = speak(chunk, None if request.seed is None else request.seed + index)
-            segment = stretch(
-                joint(wave, first=index == 0, last=index == len(chunks) - 1),
-                speed=request.speed,
+        synth, voice = self._voice(request)
+        lines = [
+            Line(
+                text=chunk,
+                language=request.language,
+                voice=voice,
+                max_new_tokens=request.max_new_tokens,
             )
-            segments.append(segment)
-            if pieces is not None:
+            for chunk in chunks
+        ]
+        if request.stream:
+            return self._stream(task, request, synth, lines)
+        if request.seed is not None:
+            waves = []
+            for index, line in enumerate(lines):
+                self._check_wanted(task, index, len(lines))
+                waves.append(synth.say(line, seed=request.seed + index))
+        else:
+            waves = [_raised(result) for result in synth.queue.submit(lines)]
+        last = len(waves) - 1
+        segments = [
+            stretch(joint(wave, first=i == 0, last=i == last), speed=request.speed)
+            for i, wave in enumerate(waves)
+        ]
+        audio = encode(concatenate(segments), fmt=request.format)
+        return self._io.store_audio(task, audio, parts=0)
+
+    def _stream(
+        self, task: Task, request: SpeechRequest, synth: Synthesizer, lines: list[Line]
+    ) -> AudioResult:
+        pieces = _Pieces(self._io, task, request.format)
+        segments: list[Waveform] = []
+        # A sentence's faded last 10 ms and the pause after it go out with the next sentence's
+        # first piece: one part per engine piece, not an extra one per sentence.
+        carried: list[Waveform] = []
+
+        def add(wave: Waveform) -> None:
+            if wave.samples.size:
+                segment = stretch(concatenate([*carried, wave]), speed=request.speed)
+                carried.clear()
+                segments.append(segment)
                 pieces.add(segment)
-        parts = pieces.finish() if pieces is not None else 0
+
+        for index, line in enumerate(lines):
+            self._check_wanted(task, index, len(lines))
+            seed = None if request.seed is None else request.seed + index
+            clip: StreamedClip | None = None
+            with closing(synth.stream(line, seed=seed)) as made:
+                for piece in made:
+                    clip = clip or StreamedClip(
+                        first=index == 0,
+                        last=index == len(lines) - 1,
+                        sample_rate=piece.sample_rate,
+                    )
+                    add(clip.feed(piece))
+            if clip is None:
+                raise SynthesisFailed(f"the model made no audio for chunk {index}")
+            carried.append(clip.finish())
+        add(concatenate(carried))
+        parts = pieces.finish()
         audio = encode(concatenate(segments), fmt=request.format)
         return self._io.store_audio(task, audio, parts=parts)
 
-    def _speaker(self, request: SpeechRequest) -> Speak:
+    def _check_wanted(self, task: Task, index: int, total: int) -> None:
+        if index and not self._io.still_wanted(task):
+            raise JobCanceled(f"job {task.id} was canceled after {index} of {total}")
+
+    def _voice(self, request: SpeechRequest) -> tuple[Synthesizer, Voice]:
         models = self._models
         match request:
             case CustomVoiceRequest():
-                engine = models.of_type(ModelType.CUSTOM_VOICE)
-                return lambda text, seed: engine.generate_custom_voice(
-                    text=text,
-                    speaker=request.speaker,
-                    language=request.language,
-                    instruct=request.instruct,
-                    seed=seed,
-                    max_new_tokens=request.max_new_tokens,
-                )
+                speaker = Speaker(name=request.speaker, instruct=request.instruct)
+                return models.of_type(ModelType.CUSTOM_VOICE), speaker
             case VoiceDesignRequest():
-                engine = models.of_type(ModelType.VOICE_DESIGN)
-                return lambda text, seed: engine.generate_voice_design(
-                    text=text,
-                    instruct=request.instruct,
-                    language=request.language,
-                    seed=seed,
-                    max_new_tokens=request.max_new_tokens,
-                )
+                return models.of_type(ModelType.VOICE_DESIGN), Design(instruct=request.instruct)
             case VoiceCloneRequest():
-                engine = models.of_type(ModelType.BASE)
+                synth = models.of_type(ModelType.BASE)
                 # Encode the reference once, not once per chunk of a long text.
-                items = engine.create_voice_prompt(
+                items = synth.create_voice_prompt(
                     reference=self._reference(request.reference),
                     ref_text=request.ref_text,
                     x_vector_only=request.x_vector_only,
                 )
-                cloned = VoicePromptFile(items=items)
-                return lambda text, seed: engine.generate_from_prompt(
-                    text=text,
-                    language=request.language,
-                    prompt=cloned,
-                    seed=seed,
-                    max_new_tokens=request.max_new_tokens,
-                )
+                return synth, Clone(prompt=VoicePromptFile(items=items))
             case ClonePromptRequest():
-                engine = models.of_type(ModelType.BASE)
-                prompt = self._io.prompt(request.voice_id)
-                return lambda text, seed: engine.generate_from_prompt(
-                    text=text,
-                    language=request.language,
-                    prompt=prompt,
-                    seed=seed,
-                    max_new_tokens=request.max_new_tokens,
-                )
+                synth = models.of_type(ModelType.BASE)
+                return synth, Clone(prompt=self._io.prompt(request.voice_id))
 
     def _reference(self, ref: AudioRef) -> Waveform:
         return decode(self._io.reference(ref), max_duration_s=self._limits.max_reference_s)
@@ -342,6 +363,13 @@ class TaskExecutor:
             },
         )
         return result.wave
+
+
+def _raised(result: Spoken) -> Waveform:
+    """A batched line's own audio, or its own error: one bad line fails only its job."""
+    if isinstance(result, GatewayError):
+        raise result
+    return result
 
 
 def _clip(audio: EncodedAudio) -> Clip:

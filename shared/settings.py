@@ -7,6 +7,8 @@ client libraries read them too.
 
 from __future__ import annotations
 
+from enum import StrEnum
+
 from pydantic import AliasChoices, BaseModel, ConfigDict, Field, SecretStr, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
@@ -165,6 +167,27 @@ class MonitorSettings(BaseModel):
     monitor (its own publisher died)."""
 
 
+class EngineKind(StrEnum):
+    """Which implementation runs the model (the worker README says which to pick on which card)."""
+
+    QWEN = "qwen"
+    """qwen-tts itself: any device; batches in one list call; streams one sentence chunk a piece."""
+    FASTER = "faster"
+    """faster-qwen3-tts: CUDA graphs, streams every ``stream_frames`` frames; one item at a time."""
+
+
+class WithoutCuda(StrEnum):
+    """What the ``faster`` engine does on a machine (or device setting) without CUDA."""
+
+    FAIL = "fail"
+    """Refuse to start, naming the settings: the default, so a misconfigured GPU host is loud."""
+    BASELINE = "baseline"
+    """Run the ``qwen`` engine instead, with a warning."""
+    EAGER = "eager"
+    """Run faster-qwen3-tts's own decode loop with its CUDA graphs called eagerly: slower than
+    the baseline, for tests and development on a CPU only."""
+
+
 class WorkerSettings(BaseModel):
     model_config = ConfigDict(frozen=True)
 
@@ -191,6 +214,19 @@ class WorkerSettings(BaseModel):
     max_join_s: float = Field(default=3 * 3600, gt=0, le=12 * 3600)
     """The longest joined batch file a worker makes: the whole of it is held in memory
     (about 100 kB a second as float samples)."""
+    engine: EngineKind = EngineKind.QWEN
+    without_cuda: WithoutCuda = WithoutCuda.FAIL
+    """For ``engine=faster`` where CUDA is absent (or ``device`` is not a CUDA device)."""
+    stream_frames: int = Field(default=8, ge=1, le=250)
+    """Codec frames (12.5 a second) per streamed piece on the ``faster`` engine: 8 is 0.64 s."""
+    max_seq_len: int = Field(default=2048, ge=64, le=32768)
+    """The ``faster`` engine's static KV cache, in tokens: a prompt plus its token budget must
+    fit, else the item fails with ``prompt_too_long`` (the library would cut it silently)."""
+    batch_size: int = Field(default=4, ge=1, le=64)
+    """Utterances synthesized in one call: queued jobs of the same model and mode, or one long
+    job's sentence chunks. Also how many jobs the subscriber holds at once."""
+    batch_window_s: float = Field(default=0.02, ge=0, le=5)
+    """How long the first utterance waits for others to join its batch."""
 
 
 class Settings(BaseSettings):

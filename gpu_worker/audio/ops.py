@@ -150,6 +150,51 @@ def joint(wave: Waveform, *, first: bool, last: bool, gap_s: float = JOINT_GAP_S
     return Waveform(samples=clip, sample_rate=rate)
 
 
+class StreamedClip:
+    """``joint`` for a clip that arrives in pieces: what ``feed`` and ``finish`` return adds up
+    to exactly ``joint(whole, first=..., last=...)``, and only the last fade's few milliseconds
+    are held back, so a piece can be sent as soon as it is made."""
+
+    def __init__(self, *, first: bool, last: bool, sample_rate: int) -> None:
+        self._first = first
+        self._last = last
+        self._rate = sample_rate
+        self._fade = max(1, round(EDGE_FADE_S * sample_rate))
+        self._held = np.zeros(0, dtype=np.float32)
+        self._started = False
+
+    def feed(self, piece: Waveform) -> Waveform:
+        """What of the clip so far can be sent now (perhaps nothing)."""
+        if piece.sample_rate != self._rate:
+            raise ValueError(f"a {piece.sample_rate} Hz piece in a {self._rate} Hz clip")
+        held = np.concatenate([self._held, piece.samples.astype(np.float32)])
+        n = self._fade
+        # Until two fades' worth has come, the clip may yet be short enough that joint would
+        # fade less; after that the fades are known.
+        if not self._started and len(held) < 2 * n:
+            self._held = held
+            return self._wave(np.zeros(0, dtype=np.float32))
+        if not self._started and not self._first:
+            held[:n] *= np.arange(n, dtype=np.float32) / n
+        self._started = True
+        self._held = held[-n:]
+        return self._wave(held[:-n])
+
+    def finish(self) -> Waveform:
+        """The rest: the held tail, faded, and the gap after it unless the clip is last."""
+        if not self._started:
+            return joint(self._wave(self._held), first=self._first, last=self._last)
+        tail = self._held.copy()
+        if not self._last:
+            n = len(tail)
+            tail *= (np.arange(n, dtype=np.float32) / n)[::-1]
+            tail = np.concatenate([tail, np.zeros(round(JOINT_GAP_S * self._rate), np.float32)])
+        return self._wave(tail)
+
+    def _wave(self, samples: npt.NDArray[np.float32]) -> Waveform:
+        return Waveform(samples=samples, sample_rate=self._rate)
+
+
 def concatenate(waves: Sequence[Waveform]) -> Waveform:
     if not waves:
         raise ValueError("concatenate needs at least one clip")

@@ -120,6 +120,13 @@ class SynthesisRunaway(SynthesisFailed):
     code = "synthesis_runaway"
 
 
+class PromptTooLong(SynthesisFailed):
+    """A prompt plus its token budget would overflow the engine's fixed sequence length (the
+    accelerated engine's static cache), which would cut the audio short without a word."""
+
+    code = "prompt_too_long"
+
+
 class JobCanceled(PermanentError):
     """The job was canceled (or ran past its deadline) while a worker held it: stop, keep
     nothing."""

@@ -354,13 +354,13 @@ def test_runpod_and_the_4090_write_the_same_job_document(
 ) -> None:
     """One request, one seed, one model, two backends: the same document, the same audio."""
     from gpu_worker.bucket_io import BucketIO
-    from gpu_worker.engine import ModelSet, QwenEngine
     from gpu_worker.prompt_cache import PromptCache
+    from gpu_worker.synthesizer import ModelSet
     from gpu_worker.tasks import TaskExecutor
+    from shared.settings import EngineKind
+    from tests.support.engines import tiny_synthesizer
 
-    engine = QwenEngine(
-        model_source=tiny_models_dir["custom_voice"], device="cpu", max_new_tokens=2048
-    )
+    engine = tiny_synthesizer(tiny_models_dir["custom_voice"], kind=EngineKind.QWEN)
     engine.load()
     runner = JobRunner(
         gateway=gw,

@@ -15,31 +15,32 @@ import soundfile as sf
 from pytest_mock import MockerFixture
 
 from gpu_worker.bootstrap import Worker, bootstrap
-from gpu_worker.engine import ModelSet, QwenEngine
+from gpu_worker.synthesizer import ModelSet, Synthesizer
 from infra import topology
 from shared.domain.backends import BackendStatus
 from shared.domain.jobs import JobState
 from shared.domain.keys import Principal, Scope
 from shared.domain.synthesis import CustomVoiceRequest
-from shared.settings import Settings, WorkerSettings
+from shared.settings import EngineKind, Settings, WorkerSettings
 from shared.usecases.gateway import Gateway
 from shared.usecases.jobs import submit_job
 from shared.wire.messages import JobMessage, job_attributes
 from tests.support.contracts import validate_schema
+from tests.support.engines import tiny_synthesizer
 from tests.support.firestore import as_json, stored_job
 
 ALICE = Principal(owner="alice", scopes=frozenset({Scope.USER}))
 
 
 @pytest.fixture(scope="module")
-def engine(tiny_model_dir: str) -> QwenEngine:
-    engine = QwenEngine(model_source=tiny_model_dir, device="cpu", max_new_tokens=2048)
+def engine(tiny_model_dir: str) -> Synthesizer:
+    engine = tiny_synthesizer(tiny_model_dir, kind=EngineKind.QWEN)
     engine.load()
     return engine
 
 
 @pytest.fixture
-def worker(cloud_settings: Settings, cloud_gateway: Gateway, engine: QwenEngine) -> Worker:
+def worker(cloud_settings: Settings, cloud_gateway: Gateway, engine: Synthesizer) -> Worker:
     # A subscription of its own per test, declared like the real one: the emulator keeps
     # delivering to a closed stream until the ack deadline, which would leak between tests.
     declared = topology.load().subscription("tts-jobs-home-4090")
@@ -85,11 +86,11 @@ def test_a_duplicated_job_message_is_synthesized_once(
     worker: Worker,
     cloud_gateway: Gateway,
     cloud_settings: Settings,
-    engine: QwenEngine,
+    engine: Synthesizer,
     mocker: MockerFixture,
     serving: threading.Event,
 ) -> None:
-    spy = mocker.spy(engine, "generate_custom_voice")
+    spy = mocker.spy(engine, "speak")
     job = submit_job(
         cloud_gateway,
         principal=ALICE,
@@ -128,18 +129,18 @@ def test_a_duplicated_job_message_is_synthesized_once(
 def test_shutdown_finishes_the_job_in_hand(
     worker: Worker,
     cloud_gateway: Gateway,
-    engine: QwenEngine,
+    engine: Synthesizer,
     mocker: MockerFixture,
 ) -> None:
     stop = threading.Event()
-    real = engine.generate_custom_voice
+    real = engine.speak
 
-    def stop_mid_job(**kwargs: Any) -> Any:
+    def stop_mid_job(*args: Any, **kwargs: Any) -> Any:
         stop.set()  # SIGTERM arrives while the GPU works
         time.sleep(1.5)
-        return real(**kwargs)
+        return real(*args, **kwargs)
 
-    mocker.patch.object(engine, "generate_custom_voice", side_effect=stop_mid_job)
+    mocker.patch.object(engine, "speak", side_effect=stop_mid_job)
     job = submit_job(
         cloud_gateway, principal=ALICE, request=CustomVoiceRequest(text="Bye.", speaker="Eric")
     )

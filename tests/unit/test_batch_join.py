@@ -9,9 +9,9 @@ from flask.testing import FlaskClient
 
 from gpu_worker.audio.encoding import Waveform, decode_output, encode
 from gpu_worker.bucket_io import BucketIO
-from gpu_worker.engine import ModelSet
 from gpu_worker.prompt_cache import PromptCache
 from gpu_worker.runner import JobRunner, RunnerConfig
+from gpu_worker.synthesizer import ModelSet
 from gpu_worker.tasks import Task, TaskExecutor
 from shared.domain.audio_formats import SAMPLE_RATE, AudioFormat
 from shared.domain.errors import SynthesisFailed
