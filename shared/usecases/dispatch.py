@@ -132,15 +132,9 @@ def dispatch(gw: Gateway, runpod: RunPodApi, message: JobMessage) -> Dispatch:
 
 def complete(gw: Gateway, *, job_id: str, status: RunPodStatus) -> Completion:
     """Finish a job from RunPod's view of it (webhook or ``/status``)."""
-    job = gw.jobs.get(job_id)
     worker = dispatcher_id(gw)
-    if (
-        job is None
-        or job.state is not JobState.RUNNING
-        or job.lease is None
-        or job.lease.owner != worker
-        or (job.runpod_id is not None and job.runpod_id != status.id)
-    ):
+    job = _waiting_on(gw.jobs.get(job_id), worker=worker, runpod_id=status.id)
+    if job is None:
         return Completion.STALE
     if not status.finished:
         return Completion.PENDING
@@ -174,15 +168,9 @@ def complete(gw: Gateway, *, job_id: str, status: RunPodStatus) -> Completion:
 
 def lost(gw: Gateway, *, job_id: str, runpod_id: str) -> Completion:
     """RunPod no longer knows the job it ran for this one: run it again, within its attempts."""
-    job = gw.jobs.get(job_id)
     worker = dispatcher_id(gw)
-    if (
-        job is None
-        or job.state is not JobState.RUNNING
-        or job.lease is None
-        or job.lease.owner != worker
-        or job.runpod_id != runpod_id
-    ):
+    job = _waiting_on(gw.jobs.get(job_id), worker=worker, runpod_id=runpod_id)
+    if job is None:
         return Completion.STALE
     message = f"RunPod has no record of job {runpod_id} (purged, or never queued)"
     outcome = _retry_or_fail(gw, job, worker=worker, code=RunPodJobGone.code, message=message)
@@ -281,6 +269,20 @@ def runpod_input(gw: Gateway, job: Job) -> RunPodInput:
 
 
 # -- helpers -------------------------------------------------------------------------------
+
+
+def _waiting_on(job: Job | None, *, worker: str, runpod_id: str) -> Job | None:
+    """The job, if it is still running on RunPod under ``runpod_id`` (or under an id not yet
+    recorded: RunPod can answer before the dispatcher has written it down)."""
+    if (
+        job is None
+        or job.state is not JobState.RUNNING
+        or job.lease is None
+        or job.lease.owner != worker
+        or (job.runpod_id is not None and job.runpod_id != runpod_id)
+    ):
+        return None
+    return job
 
 
 def _retry_or_fail(gw: Gateway, job: Job, *, worker: str, code: str, message: str) -> Dispatch:

@@ -16,30 +16,16 @@ from werkzeug.serving import make_server
 from werkzeug.wrappers import Request, Response
 
 from functions.api.app import create_api
-from gpu_worker.runner import JobRunner, RunnerConfig
-from gpu_worker.tasks import Task
 from infra.processes import free_port
 from shared.adapters.webhooks import HttpWebhookSender
-from shared.bootstrap import build_gateway
 from shared.domain.errors import Forbidden, TransientError
-from shared.domain.jobs import JobOutput
 from shared.domain.webhooks import RETRY_AFTER_S
 from shared.settings import Settings, WebhookSettings
 from shared.usecases.gateway import Gateway
 from shared.usecases.monitor import run_monitor
-from shared.wire.messages import JobMessage
 from tests.support.api import GOOD
-from tests.support.gateway import Fakes, issue_key, make_fakes
-
-
-class Instant:
-    def execute(self, task: Task) -> JobOutput:
-        return JobOutput()
-
-
-def run(gateway: Gateway, job_id: str) -> None:
-    config = RunnerConfig(worker_id="w1", backend_id="home-4090", lease_s=60)
-    JobRunner(gateway=gateway, executor=Instant(), config=config).run(JobMessage(job_id=job_id))
+from tests.support.gateway import Fakes, fake_gateway, issue_key, make_fakes
+from tests.support.worker import run_instantly
 
 
 @dataclass
@@ -89,20 +75,8 @@ def gateway(fakes: Fakes) -> Gateway:
     # The local stack's allowances: plain http and loopback, which production refuses.
     hooks = WebhookSettings(signing_key="k" * 32, allow_http=True, allow_private=True)
     settings = Settings(bucket="test-bucket", webhooks=hooks)
-    return build_gateway(
-        settings,
-        jobs=fakes.jobs,
-        blobs=fakes.blobs,
-        publisher=fakes.publisher,
-        keys=fakes.keys,
-        backends=fakes.backends,
-        voices=fakes.voices,
-        events=fakes.events,
-        clock=fakes.clock,
-        sleep=fakes.clock.sleep,
-        webhooks=HttpWebhookSender(timeout_s=1.0, allow_http=True, allow_private=True),
-        cache=fakes.cache,
-    )
+    sender = HttpWebhookSender(timeout_s=1.0, allow_http=True, allow_private=True)
+    return fake_gateway(settings, fakes, webhooks=sender)
 
 
 def test_a_receiver_failing_twice_verifies_the_third_delivery(
@@ -114,7 +88,7 @@ def test_a_receiver_failing_twice_verifies_the_third_delivery(
     body = {**GOOD, "webhook": f"{receiver.url}/hook", "webhook_events_filter": ["completed"]}
     job_id = client.post("/v1/tts/jobs", json=body, headers=alice).json["id"]  # type: ignore[index]
 
-    run(gateway, job_id)
+    run_instantly(gateway, job_id)
     for wait in RETRY_AFTER_S[:2]:
         fakes.clock.advance(wait)
         run_monitor(gateway)

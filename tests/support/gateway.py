@@ -10,6 +10,7 @@ from shared.domain.keys import Scope, new_api_key
 from shared.domain.voices import Voice
 from shared.settings import Settings
 from shared.usecases.gateway import Gateway
+from shared.usecases.ports import WebhookSender
 from tests.support.fakes import (
     FakeClock,
     InMemoryApiKeyStore,
@@ -53,8 +54,10 @@ def make_fakes(bucket: str = "test-bucket") -> Fakes:
     )
 
 
-def fake_gateway(settings: Settings, fakes: Fakes) -> Gateway:
-    """The real bootstrap, every port a fake."""
+def fake_gateway(
+    settings: Settings, fakes: Fakes, *, webhooks: WebhookSender | None = None
+) -> Gateway:
+    """The real bootstrap, every port a fake (or ``webhooks`` a real sender)."""
     return build_gateway(
         settings,
         jobs=fakes.jobs,
@@ -66,7 +69,7 @@ def fake_gateway(settings: Settings, fakes: Fakes) -> Gateway:
         events=fakes.events,
         clock=fakes.clock,
         sleep=fakes.clock.sleep,
-        webhooks=fakes.webhooks,
+        webhooks=webhooks or fakes.webhooks,
         cache=fakes.cache,
     )
 

@@ -9,8 +9,10 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
+from gpu_worker.runner import JobRunner, RunnerConfig
+from gpu_worker.tasks import Task
 from shared.domain.audio_formats import FORMATS, audio_object_name, part_object_name
-from shared.domain.jobs import AudioResult, Job, JobError, JobState
+from shared.domain.jobs import AudioResult, Job, JobError, JobOutput, JobState
 from shared.domain.synthesis import (
     CreateVoiceRequest,
     SpeechFields,
@@ -20,6 +22,7 @@ from shared.domain.synthesis import (
 from shared.domain.voices import Voice
 from shared.usecases import completion
 from shared.usecases.gateway import Gateway
+from shared.wire.messages import JobMessage
 from tests.support.gateway import Fakes
 
 WORKER = "scripted-worker"
@@ -132,3 +135,16 @@ class ScriptedWorker:
     def _finished(self, job: Job) -> None:
         if self.gateway is not None:
             completion.finished(self.gateway, job)
+
+
+class Instant:
+    """An executor that finishes every task at once with no output."""
+
+    def execute(self, task: Task) -> JobOutput:
+        return JobOutput()
+
+
+def run_instantly(gateway: Gateway, job_id: str) -> None:
+    """Run one job through the real runner (claim, lease, completion) on ``Instant``."""
+    config = RunnerConfig(worker_id="w1", backend_id="home-4090", lease_s=60)
+    JobRunner(gateway=gateway, executor=Instant(), config=config).run(JobMessage(job_id=job_id))

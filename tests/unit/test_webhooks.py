@@ -11,18 +11,15 @@ import pytest
 from flask.testing import FlaskClient
 from standardwebhooks import Webhook as Verifier
 
-from gpu_worker.runner import JobRunner, RunnerConfig
-from gpu_worker.tasks import Task
 from shared.adapters.webhooks import check_url
 from shared.domain.errors import Forbidden
-from shared.domain.jobs import JobOutput
 from shared.domain.webhooks import MAX_ATTEMPTS, RETRY_AFTER_S
 from shared.settings import Settings, WebhookSettings
 from shared.usecases.gateway import Gateway
 from shared.usecases.monitor import run_monitor
-from shared.wire.messages import JobMessage
 from tests.support.api import GOOD, checked
 from tests.support.gateway import Fakes, fake_gateway, issue_key
+from tests.support.worker import run_instantly
 
 HOOK = "https://hooks.example.com/tts"
 
@@ -42,16 +39,6 @@ def client(gateway: Gateway) -> FlaskClient:
     return create_api(gateway).test_client()
 
 
-class Instant:
-    def execute(self, task: Task) -> JobOutput:
-        return JobOutput()
-
-
-def run(gateway: Gateway, job_id: str) -> None:
-    config = RunnerConfig(worker_id="w1", backend_id="home-4090", lease_s=60)
-    JobRunner(gateway=gateway, executor=Instant(), config=config).run(JobMessage(job_id=job_id))
-
-
 def submit(client: FlaskClient, headers: dict[str, str], **options: object) -> str:
     body = {**GOOD, "webhook": HOOK, **options}
     response = checked(
@@ -66,7 +53,7 @@ def test_start_and_completed_are_signed_so_a_standard_verifier_accepts_them(
 ) -> None:
     alice = issue_key(gateway, "alice")
     job_id = submit(client, alice)
-    run(gateway, job_id)
+    run_instantly(gateway, job_id)
     secret = checked("GET", "/v1/webhooks/secret", client.get("/v1/webhooks/secret", headers=alice))
     verifier = Verifier(secret.json["secret"])  # type: ignore[index]
     events = []
@@ -94,7 +81,7 @@ def test_a_receiver_that_fails_twice_gets_the_event_on_the_third_try(
     alice = issue_key(gateway, "alice")
     job_id = submit(client, alice, webhook_events_filter=["completed"])
     fakes.webhooks.failures = 2
-    run(gateway, job_id)  # first attempt: fails
+    run_instantly(gateway, job_id)  # first attempt: fails
     assert fakes.webhooks.calls == []
     run_monitor(gateway)  # not yet due
     assert fakes.webhooks.calls == []
@@ -119,7 +106,7 @@ def test_a_receiver_that_never_answers_is_recorded_as_failed_on_the_job(
     alice = issue_key(gateway, "alice")
     job_id = submit(client, alice, webhook_events_filter=["completed"])
     fakes.webhooks.failures = 1000
-    run(gateway, job_id)
+    run_instantly(gateway, job_id)
     for wait in RETRY_AFTER_S:
         fakes.clock.advance(wait)
         run_monitor(gateway)
