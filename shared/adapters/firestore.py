@@ -9,6 +9,7 @@ from enum import Enum
 from typing import Any
 
 from google.api_core import exceptions as gexc
+from google.api_core.retry import Retry, if_exception_type
 from google.cloud import firestore
 
 from shared.adapters.errors import translated
@@ -35,6 +36,14 @@ def to_document(value: Any) -> Any:
     return value
 
 
+_CONTENDED = Retry(
+    predicate=if_exception_type(gexc.Aborted), initial=0.05, maximum=1.0, timeout=10.0
+)
+"""Firestore answers ABORTED to a write that meets a transaction holding the same document (a
+worker finishing the job a resubmission creates again). Nothing was written, so it is retried;
+create-if-absent then finds the document, or makes it."""
+
+
 class FirestoreJobStore:
     def __init__(self, client: firestore.Client, *, collection: str = "jobs") -> None:
         self._client = client
@@ -44,7 +53,7 @@ class FirestoreJobStore:
         ref = self._jobs.document(job.id)
         with translated("create job"):
             try:
-                ref.create(to_document(job.model_dump()))
+                ref.create(to_document(job.model_dump()), retry=_CONTENDED)
             except gexc.AlreadyExists:
                 existing = self.get(job.id)
                 if existing is None:  # deleted between the two calls
