@@ -98,6 +98,7 @@ def run(args: argparse.Namespace) -> None:
         io=io_port,
         limits=settings.voices,
         max_chunk_chars=settings.worker.max_chunk_chars,
+        max_join_s=settings.worker.max_join_s,
     )
     instant = {"on": False}
 

@@ -123,7 +123,7 @@ class TaskExecutor:
         io: TaskIO,
         limits: VoiceSettings,
         max_chunk_chars: int,
-        max_join_s: float = 3 * 3600,
+        max_join_s: float,
     ) -> None:
         self._models = models
         self._io = io

@@ -112,9 +112,7 @@ class FirestoreJobStore:
         query = query.order_by("created_at").order_by("id")
         if start_after is not None:
             query = query.start_after({"created_at": start_after[0], "id": start_after[1]})
-        with translated("list jobs"):
-            snaps = list(query.limit(limit).stream())
-        return [Job.model_validate(s.to_dict()) for s in snaps]
+        return self._stream(query.limit(limit), "list jobs")
 
     def find_webhooks_due(self, *, limit: int) -> list[Job]:
         query = self._jobs.where(filter=firestore.FieldFilter("webhook_due", "==", True))

@@ -105,6 +105,7 @@ def runner(gateway: Gateway, synth: Synthesizer) -> JobRunner:
         io=BucketIO(gateway=gateway, prompts=PromptCache(max_bytes=0, max_file_bytes=1 << 20)),
         limits=gateway.settings.voices,
         max_chunk_chars=60,
+        max_join_s=gateway.settings.worker.max_join_s,
     )
     config = RunnerConfig(worker_id="w1", backend_id="home-4090", lease_s=60)
     return JobRunner(gateway=gateway, executor=executor, config=config)

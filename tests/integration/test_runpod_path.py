@@ -369,6 +369,7 @@ def test_runpod_and_the_4090_write_the_same_job_document(
             io=BucketIO(gateway=gw, prompts=PromptCache(max_bytes=0, max_file_bytes=1 << 20)),
             limits=settings.voices,
             max_chunk_chars=settings.worker.max_chunk_chars,
+            max_join_s=settings.worker.max_join_s,
         ),
         config=RunnerConfig(worker_id="home-1", backend_id="home-4090", lease_s=30),
     )

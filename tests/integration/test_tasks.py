@@ -57,6 +57,7 @@ def executor(gateway: Gateway, models: ModelSet) -> TaskExecutor:
         io=BucketIO(gateway=gateway, prompts=prompts),
         limits=gateway.settings.voices,
         max_chunk_chars=60,
+        max_join_s=gateway.settings.worker.max_join_s,
     )
 
 

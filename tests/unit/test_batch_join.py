@@ -34,7 +34,11 @@ class Items:
         io = BucketIO(gateway=gateway, prompts=PromptCache(max_bytes=0, max_file_bytes=1 << 20))
         self.io = io
         self.real = TaskExecutor(
-            models=ModelSet([]), io=io, limits=gateway.settings.voices, max_chunk_chars=300
+            models=ModelSet([]),
+            io=io,
+            limits=gateway.settings.voices,
+            max_chunk_chars=300,
+            max_join_s=gateway.settings.worker.max_join_s,
         )
         self.failing: set[str] = set()
         self.joins = 0
