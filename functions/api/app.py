@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from datetime import UTC, datetime
 from typing import Any
 
@@ -160,9 +161,9 @@ def create_api(gw: Gateway) -> Flask:
 
     @app.get("/v1/jobs/<job_id>/stream")
     def stream_job(job_id: str) -> Any:
-        job = jobs.get_job(gw, principal=principal(), job_id=job_id)
         kind = _stream_format()
         start = _resume_from(kind)
+        job = jobs.get_job(gw, principal=principal(), job_id=job_id)
         return streams.stream(gw, job, kind=kind, start=start)
 
     @app.get("/v1/jobs/<job_id>")
@@ -338,16 +339,22 @@ def _resume_from(kind: StreamFormat) -> int:
     """The first piece to send: after SSE's ``Last-Event-ID``, or at ``offset``."""
     last = request.headers.get("Last-Event-ID")
     if kind is StreamFormat.SSE and last is not None:
-        try:
-            return int(last) + 1
-        except ValueError:
-            raise InvalidRequest(
-                "Last-Event-ID is not one this API sent", field="Last-Event-ID"
-            ) from None
-    offset = int_arg("offset", default=0)
-    if offset < 0:
-        raise InvalidRequest("offset must not be negative", field="offset")
-    return offset
+        return _piece_index(last, field="Last-Event-ID") + 1
+    offset = request.args.get("offset")
+    return 0 if offset is None else _piece_index(offset, field="offset")
+
+
+_PIECE_INDEX = re.compile(r"[0-9]{1,9}")
+"""Digits only, and few: ``int`` would also take ``-3`` (a piece that can never come), `` 4``
+and ``1_0``, and fail on thousands of digits."""
+
+
+def _piece_index(raw: str, *, field: str) -> int:
+    if _PIECE_INDEX.fullmatch(raw) is None:
+        raise api_errors.BadResumePoint(
+            f"{field} must be the index of a piece (0, 1, 2, ...)", field=field
+        )
+    return int(raw)
 
 
 def _state_arg() -> JobState | None:

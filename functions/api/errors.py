@@ -23,9 +23,17 @@ class UnsupportedMediaType(errors.InvalidRequest):
     code = "unsupported_media_type"
 
 
+class BadResumePoint(errors.InvalidRequest):
+    """A stream's ``Last-Event-ID`` or ``offset`` that is not the index of a piece: a malformed
+    request, like a malformed body, since the client only ever had it from us."""
+
+    code = "invalid_resume_point"
+
+
 # Most specific first: the first matching class decides the status.
 STATUS: tuple[tuple[type[errors.GatewayError], int], ...] = (
     (MalformedBody, 400),
+    (BadResumePoint, 400),
     (UnsupportedMediaType, 415),
     (errors.PayloadTooLarge, 413),
     (errors.Unauthenticated, 401),

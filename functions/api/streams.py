@@ -11,7 +11,7 @@ from collections.abc import Iterator, Mapping
 from flask import Response
 
 from shared.domain.audio_formats import FORMATS
-from shared.domain.errors import GatewayError, StillRunning
+from shared.domain.errors import FailedJobStream, GatewayError, StillRunning
 from shared.domain.jobs import Job
 from shared.domain.synthesis import output_format, spoken_text
 from shared.usecases import delivery
@@ -54,16 +54,22 @@ def stream(
     Waiting for the first piece happens before any byte is sent, so a job that fails or a wait
     that runs out still gets a proper status (the error, or ``202`` with the job). After that
     the status is sent: an audio stream that breaks ends early, an SSE stream sends an
-    ``error`` event, and either can be resumed from the next piece.
+    ``error`` event, and either can be resumed from the next piece. An SSE stream of a job
+    that failed or was canceled is that ``error`` event whenever it is learnt, before the first
+    piece too, so an SSE client hears of a failed job one way.
     """
     pieces = delivery.pieces(gw, job, start=start, idle_s=gw.settings.api.max_wait_s)
+    headers = {**job_headers(job), "Cache-Control": "no-store", "X-Accel-Buffering": "no"}
     try:
         first: delivery.Piece | None = next(pieces)
     except StillRunning:
         return accepted(job)
     except StopIteration:
         first = None  # every piece was sent before: resuming at the end
-    headers = {**job_headers(job), "Cache-Control": "no-store", "X-Accel-Buffering": "no"}
+    except FailedJobStream as exc:
+        if kind is not StreamFormat.SSE:
+            raise  # nothing sent yet: the error handler answers it (409)
+        return Response(iter([_error(exc)]), mimetype="text/event-stream", headers=headers)
     if kind is StreamFormat.SSE:
         events = _sse(gw, job, first, pieces)
         return Response(events, mimetype="text/event-stream", headers=headers)
@@ -94,8 +100,7 @@ def _sse(
         for piece in rest:
             yield _delta(piece)
     except GatewayError as exc:
-        error = {"type": "error", "error": {"code": exc.code, "message": exc.message}}
-        yield _event(error, event_id=None)
+        yield _error(exc)
         return
     finished = gw.jobs.get(job.id) or job
     duration = finished.result.duration_s if finished.result else 0.0
@@ -113,6 +118,16 @@ def _sse(
         "duration_s": duration,
     }
     yield _event(done, event_id=None)
+
+
+def _error(exc: GatewayError) -> str:
+    """An SSE ``error`` event, as OpenAI's streams end with one: the code and message an error
+    response would carry, and the job's own error (``job_error``) where the job failed."""
+    error: dict[str, object] = {"code": exc.code, "message": exc.message}
+    for key in ("job_id", "job_error"):
+        if key in exc.details:
+            error[key] = str(exc.details[key])
+    return _event({"type": "error", "error": error}, event_id=None)
 
 
 def _delta(piece: delivery.Piece) -> str:

@@ -140,6 +140,20 @@ class JobFailed(PermanentError):
     code = "job_failed"
 
 
+class FailedJobStream(Conflict):
+    """A stream asked for the audio of a job that failed: it has none and never will. A 409,
+    since the job's state is what refuses, where a caller that waited for the job is answered
+    ``JobFailed``; ``details`` carry the job's own error."""
+
+    code = "job_failed"
+
+
+class CanceledJobStream(FailedJobStream):
+    """A stream asked for the audio of a job that was canceled (or ran past its deadline)."""
+
+    code = "job_canceled"
+
+
 class StillRunning(TransientError):
     """A caller's wait ran out before its job finished (or before its next piece of audio)."""
 

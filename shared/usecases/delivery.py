@@ -20,7 +20,15 @@ from dataclasses import dataclass
 from datetime import timedelta
 
 from shared.domain.audio_formats import AudioFormat, part_object_name
-from shared.domain.errors import Conflict, JobFailed, NotFound, StillRunning
+from shared.domain.errors import (
+    CanceledJobStream,
+    Conflict,
+    FailedJobStream,
+    InvalidRequest,
+    JobFailed,
+    NotFound,
+    StillRunning,
+)
 from shared.domain.jobs import Job, JobState
 from shared.domain.synthesis import output_format
 from shared.usecases.gateway import Gateway
@@ -71,16 +79,21 @@ def finished_audio(gw: Gateway, job: Job) -> bytes:
 def pieces(gw: Gateway, job: Job, *, start: int = 0, idle_s: float) -> Iterator[Piece]:
     """The job's audio from piece ``start`` on, each piece as soon as it exists.
 
-    Ends when the job has succeeded and every piece was given. Raises ``JobFailed`` when the
-    job fails or is canceled, and ``StillRunning`` when no new piece came for ``idle_s``. A job
-    that was not streamed gives its whole audio as piece 0 once it has succeeded.
+    Ends when the job has succeeded and every piece was given. Raises ``FailedJobStream``
+    (``CanceledJobStream``) when the job fails or is canceled, and ``StillRunning`` when no new
+    piece came for ``idle_s``. A job that was not streamed, or was answered from the cache,
+    gives its whole audio as piece 0 once it has succeeded.
     """
+    if start < 0:
+        raise InvalidRequest("a stream starts at piece 0 or later", field="start")
     fmt = output_format(job.request)
     index = start
     backoff = _Backoff(gw)
     quiet_until = gw.clock() + timedelta(seconds=idle_s)
-    while True:
-        data = _part(gw, job.id, index=index, fmt=fmt) if fmt is not None else None
+    # Polled only while the job runs, and every turn gives a piece, sleeps, or leaves the loop
+    # (finished, or quiet for ``idle_s``): no turn comes round again having done none of these.
+    while not job.state.terminal:
+        data = _part(gw, job, index=index, fmt=fmt)
         if data is not None:
             yield Piece(index, data)
             index += 1
@@ -89,13 +102,7 @@ def pieces(gw: Gateway, job: Job, *, start: int = 0, idle_s: float) -> Iterator[
             continue
         job = backoff.seen(_reread(gw, job))
         if job.state.terminal:
-            if job.state is not JobState.SUCCEEDED or job.result is None:
-                raise _failure(job)
-            if index < job.result.parts:
-                continue  # published after the look above and before the job was read
-            if job.result.parts == 0 and index == 0:
-                yield Piece(0, finished_audio(gw, job))
-            return
+            break
         remaining = (quiet_until - gw.clock()).total_seconds()
         if remaining <= 0:
             raise StillRunning(
@@ -103,6 +110,7 @@ def pieces(gw: Gateway, job: Job, *, start: int = 0, idle_s: float) -> Iterator[
                 details={"job_id": job.id, "next_piece": index},
             )
         gw.sleep(min(backoff.next(), remaining))
+    yield from _finished_pieces(gw, job, start=index, fmt=fmt)
 
 
 # -- helpers -------------------------------------------------------------------------------
@@ -141,8 +149,48 @@ def _reread(gw: Gateway, job: Job) -> Job:
     return current
 
 
-def _part(gw: Gateway, job_id: str, *, index: int, fmt: AudioFormat) -> bytes | None:
-    path = part_object_name(prefix=gw.settings.audio_prefix, job_id=job_id, index=index, fmt=fmt)
+def _finished_pieces(
+    gw: Gateway, job: Job, *, start: int, fmt: AudioFormat | None
+) -> Iterator[Piece]:
+    """What is left of a finished job's audio from piece ``start``: read once, nothing more is
+    waited for, so a piece that is missing now is gone (``NotFound``), not late."""
+    if job.state is not JobState.SUCCEEDED:
+        raise _stream_failure(job)
+    parts = _own_parts(job)
+    if parts == 0:
+        if start == 0:
+            yield Piece(0, finished_audio(gw, job))
+        return
+    for index in range(start, parts):
+        data = _part(gw, job, index=index, fmt=fmt)
+        if data is None:
+            raise NotFound(
+                f"piece {index} of job {job.id} is no longer stored; "
+                f"fetch the whole audio from /v1/jobs/{job.id}/audio",
+                details={"job_id": job.id, "next_piece": index},
+            )
+        yield Piece(index, data)
+
+
+def _own_parts(job: Job) -> int:
+    """How many pieces of its audio are stored under the job itself.
+
+    A job answered from the cache has none: its result (``parts`` included) is copied from the
+    job that ran, and it is streamed as its whole audio, one piece. That file is what the cache
+    vouches for (a lookup skips audio near the bucket's deletion), and ``result.uri`` names it
+    outright, where the source's pieces are found only by knowing how the source stored them.
+    """
+    if job.result is None or job.cached_from is not None:
+        return 0
+    return job.result.parts
+
+
+def _part(gw: Gateway, job: Job, *, index: int, fmt: AudioFormat | None) -> bytes | None:
+    """Piece ``index`` of the job's audio, ``None`` while it is not there. The one place that
+    knows where a job's pieces are stored."""
+    if fmt is None:
+        return None
+    path = part_object_name(prefix=gw.settings.audio_prefix, job_id=job.id, index=index, fmt=fmt)
     try:
         return gw.blobs.get(path, max_bytes=MAX_RETURNED_BYTES)
     except NotFound:
@@ -158,3 +206,12 @@ def _failure(job: Job) -> JobFailed:
         message,
         details={"job_id": job.id, "job_error": error.code if error else job.state.value},
     )
+
+
+def _stream_failure(job: Job) -> FailedJobStream:
+    error = job.error
+    details = {"job_id": job.id, "job_error": error.code if error else job.state.value}
+    if job.state is JobState.CANCELED:
+        return CanceledJobStream(f"job {job.id} was canceled", details=details)
+    message = error.message if error else f"job {job.id} is {job.state}"
+    return FailedJobStream(message, details=details)
