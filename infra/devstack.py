@@ -1,4 +1,5 @@
-"""The whole gateway on one machine: emulators, topology, the API function, the 4090 worker.
+"""The whole gateway on one machine: emulators, topology, the API function, the 4090 worker,
+and the monitor on the cloud's schedule.
 
 ``make run`` runs this module; the end-to-end tests use ``DevStack`` directly. Everything it
 starts runs in its own process group and is stopped on exit, Ctrl-C included.
@@ -24,6 +25,7 @@ from functools import partial
 from pathlib import Path
 from types import TracebackType
 
+from infra import topology
 from infra.emulators import Emulators
 from infra.processes import ManagedProcess, ProcessError, free_port, spawn
 from infra.runpod_local import LocalRunPod
@@ -33,6 +35,15 @@ from shared.settings import Settings
 REPO_ROOT = Path(__file__).resolve().parent.parent
 TINY_MODEL_DIR = REPO_ROOT / ".cache" / "tiny-model"
 READY_TIMEOUT_S = 120.0
+MONITOR_MODULE = "functions.monitor"
+
+
+def monitor_tick_s() -> float:
+    """Seconds between the cloud's monitor passes: the schedule whose tick triggers the
+    function the monitor module serves, as ``topology.yaml`` declares it."""
+    declared = topology.load()
+    function = next(f for f in declared.functions if f.module == MONITOR_MODULE)
+    return declared.schedule_of(function).every_s
 
 
 @dataclass
@@ -45,8 +56,11 @@ class DevStack:
     emulators: Emulators = field(init=False)
     processes: list[ManagedProcess] = field(default_factory=list)
     runpod: bool = False
-    """Also RunPod: the one handler behind a local RunPod API, the dispatcher, the webhook and
-    the monitor, with RunPod configured as the second backend."""
+    """Also RunPod: the one handler behind a local RunPod API, the dispatcher and the webhook,
+    with RunPod configured as the second backend."""
+    monitor_every_s: float | None = field(default_factory=monitor_tick_s)
+    """Seconds between monitor passes: the cloud's schedule unless told. ``None`` runs no
+    monitor, for a test that runs the passes itself to see what one of them did."""
     api_key: str = ""
     base_url: str = ""
     local_runpod: LocalRunPod | None = None
@@ -58,6 +72,8 @@ class DevStack:
 
     def __post_init__(self) -> None:
         self.emulators = Emulators(log_dir=self.run_dir)
+        if self.runpod and self.monitor_every_s is None:
+            raise ValueError("RunPod's health reaches the gateway only through the monitor")
 
     @property
     def env(self) -> dict[str, str]:
@@ -113,6 +129,12 @@ class DevStack:
                  "--target", f"http://127.0.0.1:{events_port}/"],
             )  # fmt: skip
             self._wait(notifier, partial(_logged, notifier, "notifier ready"))
+            if self.monitor_every_s is not None:
+                monitor = self._spawn(
+                    "monitor",
+                    [sys.executable, "-m", MONITOR_MODULE, "--every", str(self.monitor_every_s)],
+                )
+                self._wait(monitor, partial(_logged, monitor, '"monitor ready"'))
             self._wait(worker, partial(_logged, worker, '"worker ready"'))
         except BaseException:
             self.stop()
@@ -142,6 +164,9 @@ class DevStack:
             log_dir=self.run_dir,
         ).start()
         home = {"id": "home-4090", "kind": "home_gpu", "priority": 10}
+        # Only a monitor pass refreshes RunPod's health: it must stay fresh from one pass to
+        # the next, or routing would count RunPod as down between passes.
+        stale_after_s = max(10.0, 2 * (self.monitor_every_s or 0.0))
         self._runpod_env = {
             "TTS_BACKENDS": json.dumps([home, {"id": "runpod", "kind": "runpod", "priority": 20}]),
             "TTS_RUNPOD__ENDPOINT_ID": self.local_runpod.endpoint_id,
@@ -149,7 +174,7 @@ class DevStack:
             "TTS_RUNPOD__BASE_URL": self.local_runpod.base_url,
             "TTS_RUNPOD__WEBHOOK_URL": f"http://127.0.0.1:{webhook_port}/",
             "TTS_RUNPOD__WEBHOOK_SECRET": secrets.token_hex(16),
-            "TTS_MONITOR__STALE_AFTER_S": "10",
+            "TTS_MONITOR__STALE_AFTER_S": str(stale_after_s),
             "TTS_MONITOR__WEBHOOK_GRACE_S": "30",
         }
         framework = str(Path(sys.executable).with_name("functions-framework"))
@@ -164,10 +189,6 @@ class DevStack:
                  "--signature-type", signature, "--host", "127.0.0.1", "--port", str(port)],
             )  # fmt: skip
             self._wait(process, partial(_listening, port))
-        monitor = self._spawn(
-            "monitor", [sys.executable, "-m", "functions.monitor", "--every", "2"]
-        )
-        self._wait(monitor, partial(_logged, monitor, "monitor ready"))
         return f"http://127.0.0.1:{dispatcher_port}/"
 
     def start_worker(self, name: str) -> ManagedProcess:
@@ -251,7 +272,7 @@ def main() -> int:
     parser.add_argument(
         "--runpod",
         action="store_true",
-        help="also RunPod: the handler behind a local RunPod API, dispatcher, webhook, monitor",
+        help="also RunPod: the handler behind a local RunPod API, the dispatcher and the webhook",
     )
     args = parser.parse_args()
     from shared.settings import DEFAULT_MODEL
@@ -274,6 +295,7 @@ def main() -> int:
         f"API base URL : {stack.base_url}",
         f"API key (dev): {stack.api_key}",
         f"logs         : {stack.run_dir}",
+        f"monitor      : a pass every {stack.monitor_every_s:g} s (the cloud's schedule)",
         "",
         "Submit, wait, and fetch a WAV:",
         f"  JOB=$(curl -s -X POST {stack.base_url}/v1/tts/jobs -H '{auth}' "

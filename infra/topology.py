@@ -67,6 +67,20 @@ class Schedule(_Model):
     topic: str
     cron: str
 
+    @property
+    def every_s(self) -> int:
+        """Seconds between two ticks, for a cron that fires at one fixed step all day long:
+        ``* * * * *`` or ``*/N * * * *`` with N dividing 60. The local stack ticks at this
+        interval instead of running Cloud Scheduler; any other cron has no single interval, so
+        it is refused rather than approximated."""
+        minute, *rest = self.cron.split()
+        step = "1" if minute == "*" else minute[2:] if minute.startswith("*/") else ""
+        if rest != ["*"] * 4 or not step.isdigit() or int(step) == 0 or 60 % int(step):
+            raise ValueError(
+                f"schedule {self.name}: cron {self.cron!r} is not a fixed step of minutes"
+            )
+        return int(step) * 60
+
 
 class ExpiryRule(_Model):
     prefix: str
@@ -139,6 +153,13 @@ class Topology(_Model):
 
     def subscription(self, name: str) -> Subscription:
         return next(s for s in self.subscriptions if s.name == name)
+
+    def schedule_of(self, function: Function) -> Schedule:
+        """The schedule whose tick, published to a topic, triggers ``function``."""
+        for schedule in self.schedules:
+            if function.trigger == f"topic:{schedule.topic}":
+                return schedule
+        raise LookupError(f"no schedule publishes to the topic that triggers {function.name}")
 
 
 def load(path: Path = TOPOLOGY_FILE) -> Topology:

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import base64
 import io
+import json
 import signal
 import time
 import zipfile
@@ -17,6 +18,7 @@ import pytest
 import requests
 import soundfile as sf
 
+from infra import topology
 from infra.devstack import DevStack
 from shared.adapters.clients import storage_client
 from shared.settings import Settings
@@ -197,6 +199,22 @@ def test_a_running_job_canceled_over_http_stops_in_the_worker_process(stack: Dev
     view = call(stack, "GET", f"/v1/jobs/{job_id}").json()
     assert (view["state"], view["audio"]) == ("canceled", None)
     assert call(stack, "GET", f"/v1/jobs/{job_id}/audio").status_code == 409
+
+
+def test_the_monitor_runs_on_the_cloud_s_schedule_and_stops_with_sigterm(
+    stack: DevStack,
+) -> None:
+    declared = topology.load()
+    function = next(f for f in declared.functions if f.module == "functions.monitor")
+    monitor = stack.process("monitor")
+    assert monitor.alive
+    logged = monitor.log_path.read_text().splitlines()
+    lines = [json.loads(line) for line in logged if line.startswith("{")]
+    (ready,) = [line for line in lines if line.get("message") == "monitor ready"]
+    assert ready["every_s"] == declared.schedule_of(function).every_s
+    assert monitor.last_error() is None  # its first pass, made at start, went through
+    monitor.process.send_signal(signal.SIGTERM)
+    assert monitor.process.wait(timeout=10) == 0
 
 
 def test_sigterm_lets_the_worker_finish_the_job_in_hand(stack: DevStack) -> None:

@@ -150,3 +150,28 @@ def test_the_audio_lifecycle_rule_and_the_retention_setting_agree() -> None:
 
     rules = {r.prefix: r.age_days for r in topology.load().bucket.expire}
     assert rules["audio/"] == Settings().retention.audio_days
+
+
+def test_a_schedule_s_interval_is_its_fixed_step_of_minutes_and_nothing_else() -> None:
+    def every_s(cron: str) -> int:
+        return topology.Schedule(name="s", topic="t", cron=cron).every_s
+
+    assert every_s("* * * * *") == 60
+    assert every_s("*/5 * * * *") == 300
+    # At minute 5 of each hour, weekdays at nine, a step that skips at the hour: no one interval.
+    for cron in ("5 * * * *", "0 9 * * 1-5", "*/7 * * * *", "*/0 * * * *", "* * * *"):
+        with pytest.raises(ValueError, match="fixed step"):
+            every_s(cron)
+
+
+def test_the_local_stack_runs_the_monitor_on_the_cloud_s_schedule(tmp_path: Path) -> None:
+    from infra.devstack import DevStack
+
+    declared = topology.load()
+    monitor = next(f for f in declared.functions if f.module == "functions.monitor")
+    schedule = declared.schedule_of(monitor)  # the tick Cloud Scheduler publishes to its topic
+    assert monitor.trigger == f"topic:{schedule.topic}"
+    stack = DevStack(models=(), run_dir=tmp_path)
+    assert stack.monitor_every_s == schedule.every_s
+    with pytest.raises(ValueError, match="monitor"):
+        DevStack(models=(), run_dir=tmp_path, runpod=True, monitor_every_s=None)

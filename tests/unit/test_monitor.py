@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import logging
+import threading
 from datetime import datetime
 
 import pytest
@@ -12,13 +14,14 @@ from shared.domain.backends import (
     BackendKind,
     BackendStatus,
 )
+from shared.domain.errors import TransientError
 from shared.domain.jobs import Job, JobState
 from shared.domain.keys import Principal, Scope
 from shared.domain.synthesis import CustomVoiceRequest
 from shared.settings import MonitorSettings, Settings
 from shared.usecases.gateway import Gateway
 from shared.usecases.jobs import submit_job
-from shared.usecases.monitor import run_monitor
+from shared.usecases.monitor import MonitorReport, run_monitor
 from tests.support.backends import heartbeat
 from tests.support.fakes import FakeRunPod
 from tests.support.gateway import Fakes, fake_gateway
@@ -155,3 +158,41 @@ def test_a_cast_child_whose_report_was_lost_is_counted_by_the_monitor(
     assert settled is not None
     assert settled.state is JobState.FAILED
     assert run_monitor(gateway).settled == []
+
+
+def test_a_failed_pass_is_logged_and_the_next_tick_runs_anyway(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    from functions.monitor import tick
+
+    stop = threading.Event()
+    passes: list[int] = []
+
+    def run_pass() -> MonitorReport:
+        passes.append(len(passes))
+        if len(passes) == 1:
+            raise TransientError("firestore is away")
+        if len(passes) == 3:
+            stop.set()
+        return MonitorReport(expired=["j1"])
+
+    with caplog.at_level(logging.INFO, logger="functions.monitor"):
+        tick(run_pass, every_s=0.001, stop=stop)
+    assert passes == [0, 1, 2]
+    failed = [r for r in caplog.records if r.getMessage() == "monitor pass failed"]
+    assert len(failed) == 1
+    assert failed[0].exc_info is not None
+    assert [r.getMessage() for r in caplog.records].count("monitor pass") == 2
+
+
+def test_the_monitor_loop_ends_while_it_waits_for_the_next_tick() -> None:
+    from functions.monitor import tick
+
+    stop = threading.Event()
+    loop = threading.Thread(
+        target=tick, args=(MonitorReport,), kwargs={"every_s": 3600, "stop": stop}
+    )
+    loop.start()
+    stop.set()
+    loop.join(timeout=5)
+    assert not loop.is_alive()
