@@ -464,7 +464,14 @@ def render_command(
     speed: Annotated[float | None, typer.Option(min=0.25, max=4.0)] = None,
     language: Annotated[str | None, typer.Option(help="e.g. en, english; default auto.")] = None,
     max_chars: Annotated[
-        int, typer.Option("--max-chars", min=1, max=5000, help="Characters per item.")
+        int,
+        typer.Option(
+            "--max-chars",
+            min=1,
+            max=5000,
+            help="Most characters per item. Each paragraph is an item; a longer one is cut into"
+            " groups of whole sentences (a sentence only when it alone is longer).",
+        ),
     ] = DEFAULT_MAX_CHARS,
     new_batch: Annotated[
         bool,
@@ -480,7 +487,10 @@ def render_command(
         int, typer.Option("--gap-ms", min=0, max=10_000, help="Silence between items, joined.")
     ] = 0,
 ) -> None:
-    """Render a chapter as one batch: one audio file per item in DIR, resumable."""
+    """Render a chapter as one batch: one audio file per item in DIR, resumable.
+
+    Items are the chapter's paragraphs, long ones cut between sentences (see --max-chars).
+    """
     sess = session(ctx)
     options = RenderOptions(
         voice=voice,

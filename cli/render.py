@@ -11,6 +11,7 @@ from __future__ import annotations
 import hashlib
 import json
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -19,13 +20,14 @@ from rich.progress import (
     BarColumn,
     MofNCompleteColumn,
     Progress,
+    SpinnerColumn,
     TextColumn,
     TimeElapsedColumn,
 )
 
 from cli.errors import QttsError
 from cli.http import ApiError, Client, Job, JsonObject, save_atomically
-from cli.split import split_chapter
+from cli.split import DEFAULT_MAX_CHARS, split_chapter
 
 # The CustomVoice model's speakers (README, "Limits and errors"). Anything else is taken for a
 # registered voice; the gateway answers 404 for one it does not know.
@@ -44,7 +46,7 @@ class RenderOptions:
     format: str
     speed: float | None = None
     language: str | None = None
-    max_chars: int = 1500
+    max_chars: int = DEFAULT_MAX_CHARS
     join: bool = False
     """Also fetch one file of the whole chapter, which the gateway joins from the items."""
     join_gap_ms: int = 0
@@ -146,7 +148,12 @@ def render(
     console.print(f"batch {batch.id}: {len(submitted)} items, {len(outcome.succeeded)} on disk")
 
     submitted_keys = [str(item["key"]) for item in submitted]
+    # The joined file counts as one more step, as the batch's own progress counts its join job:
+    # the bar is not full, and its clock does not stop, while the gateway is still joining.
+    joins = 1 if options.join else 0
+    joined_before = 1 if outcome.joined else 0
     with Progress(
+        SpinnerColumn(finished_text=" "),
         TextColumn("[bold]{task.description}"),
         BarColumn(),
         MofNCompleteColumn(),
@@ -155,7 +162,10 @@ def render(
         console=console,
     ) as progress:
         task = progress.add_task(
-            book.stem, total=len(items), completed=len(outcome.succeeded), status=""
+            book.stem,
+            total=len(items) + joins,
+            completed=len(outcome.succeeded) + joined_before,
+            status="",
         )
         delay = poll_s
         while True:
@@ -188,7 +198,7 @@ def render(
                     outcome.failed[item_key] = str(entry.error) if entry.error else entry.state
             progress.update(
                 task,
-                completed=len(outcome.succeeded) + len(outcome.failed),
+                completed=len(outcome.succeeded) + len(outcome.failed) + joined_before,
                 status=f"{len(outcome.failed)} failed" if outcome.failed else "",
             )
             pending = [k for k in paths if k not in outcome.succeeded and k not in outcome.failed]
@@ -207,15 +217,22 @@ def render(
             delay = poll_s if changed else min(delay * 1.5, poll_s * 5)
         if options.join and not outcome.failed and outcome.joined is None:
             progress.update(task, status="joining")
-            outcome.joined = _fetch_joined(client, batch.id, joined_path, poll_s=poll_s)
+            outcome.joined = _fetch_joined(
+                client, batch.id, joined_path, poll_s=poll_s, on_poll=progress.refresh
+            )
+            progress.update(task, advance=1, status="")
     return outcome
 
 
-def _fetch_joined(client: Client, batch_id: str, path: Path, *, poll_s: float) -> Path:
-    """Wait for the batch's joined file (made after its last item) and download it."""
+def _fetch_joined(
+    client: Client, batch_id: str, path: Path, *, poll_s: float, on_poll: Callable[[], None]
+) -> Path:
+    """Wait for the batch's joined file (made after its last item) and download it; ``on_poll``
+    runs after every look, so the display moves even where nothing refreshes it on a timer."""
     delay = poll_s
     while True:
         manifest = client.manifest(batch_id)
+        on_poll()
         joined = manifest.joined
         if joined is not None and joined.state == "succeeded":
             client.download(joined.audio_url or f"/v1/jobs/{joined.job_id}/audio", path)

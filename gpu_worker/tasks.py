@@ -25,7 +25,6 @@ from gpu_worker.audio.encoding import (
 from gpu_worker.audio.loudness import normalize
 from gpu_worker.audio.ops import StreamedClip, concatenate, decode, join_waves, joint
 from gpu_worker.engine import Clone, Design, Line, Speaker, Voice
-from gpu_worker.text_split import split_text
 from shared.domain.audio_formats import AudioFormat
 from shared.domain.audio_input import CONTENT_TYPES
 from shared.domain.errors import GatewayError, JobCanceled, SynthesisFailed
@@ -48,6 +47,7 @@ from shared.domain.synthesis import (
     VoiceDesignRequest,
     VoiceTraits,
 )
+from shared.domain.text_split import split_text
 from shared.domain.voice_file import PromptItem, VoicePromptFile, dumps
 from shared.settings import VoiceSettings
 

@@ -4,9 +4,11 @@ the contract's shapes, the batch routes included."""
 
 from __future__ import annotations
 
+import itertools
 import json
 import re
 import threading
+import time
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -22,7 +24,7 @@ from werkzeug.wrappers import Request, Response
 from cli.http import ApiError, Job, Manifest
 from cli.main import app, main
 from cli.render import RenderOptions, chapter_items, idempotency_key
-from cli.split import paragraphs, sentences, split_chapter
+from cli.split import DEFAULT_MAX_CHARS, paragraphs, split_chapter
 
 KEY = "test-key"
 NOW = "2025-01-01T00:00:00Z"
@@ -35,32 +37,74 @@ def squeeze(text: str) -> str:
     return "".join(text.split())
 
 
-def test_paragraphs_that_fit_are_packed_whole_and_line_wraps_become_spaces() -> None:
+# A chapter as a text file holds it: 669 characters, four paragraphs, lines wrapped for the eye.
+FOUR_PARAGRAPHS = """\
+The rain had not stopped for three days, and the river below the mill ran brown
+and fast. Anna stood at the window and counted the boats that passed, as her
+father had taught her.
+
+"They will come tonight," said Mr. Hale from the doorway. He did not take off
+his coat. Water ran from its hem and gathered in a dark pool on the floorboards.
+
+She did not answer at once. The lamp hissed; somewhere in the house a shutter
+knocked against the wall, again and again, like a slow and patient visitor.
+
+At last she turned. "Then we leave before the bridge goes," she said, and
+reached for the lantern on the hook by the stove. Its glass was cracked, but it
+would do, for now.
+"""
+
+
+def test_each_paragraph_is_an_item_of_its_own_and_line_wraps_become_spaces() -> None:
     text = "One two\nthree.\n\n  \nFour five.\r\n\r\nSix."
     assert paragraphs(text) == ["One two three.", "Four five.", "Six."]
-    assert split_chapter(text, max_chars=1500) == ["One two three.\n\nFour five.\n\nSix."]
-    assert split_chapter(text, max_chars=26) == ["One two three.\n\nFour five.", "Six."]
+    assert split_chapter(text) == ["One two three.", "Four five.", "Six."]
+    assert split_chapter(text, max_chars=5000) == ["One two three.", "Four five.", "Six."]
 
 
-def test_a_long_paragraph_is_cut_between_sentences() -> None:
-    paragraph = "First sentence here. Second one is here! Third? «Quoted.» Last"
-    assert sentences(paragraph) == [
-        "First sentence here.",
-        "Second one is here!",
-        "Third?",
-        "«Quoted.»",
-        "Last",
+def test_a_short_chapter_of_four_paragraphs_is_four_items_by_default() -> None:
+    assert len(FOUR_PARAGRAPHS) == 669
+    items = split_chapter(FOUR_PARAGRAPHS)
+    assert items == paragraphs(FOUR_PARAGRAPHS)
+    assert len(items) == 4
+    assert items[1].startswith('"They will come tonight," said Mr. Hale from the doorway.')
+
+
+def test_a_long_paragraph_becomes_groups_of_whole_sentences_under_the_bound() -> None:
+    said = [
+        f"Sentence {i} is said by Mr. Brown, who paid $3.50 for it at {i} p.m. sharp."
+        for i in range(1, 41)
     ]
-    assert split_chapter(paragraph, max_chars=40) == [
-        "First sentence here. Second one is here!",
-        "Third? «Quoted.» Last",
-    ]
+    paragraph = " ".join(said)
+    assert len(paragraph) > 3 * DEFAULT_MAX_CHARS
+    items = split_chapter(paragraph)
+    assert len(items) >= 4
+    assert all(len(item) <= DEFAULT_MAX_CHARS for item in items)
+    # Every item is a run of whole sentences: no sentence was cut, none is missing or moved.
+    groups = [item.split(" Sentence ") for item in items]
+    rebuilt = [g if i == 0 else f"Sentence {g}" for group in groups for i, g in enumerate(group)]
+    assert rebuilt == said
+    # Packed, not one sentence an item: each group but the last could not take the next one.
+    for item, following in itertools.pairwise(items):
+        assert len(item) + 1 + len(following.split(" Sentence ")[0]) > DEFAULT_MAX_CHARS
+
+    first_two = "First sentence here. Second one is here!"
+    paragraph = f"{first_two} Third? «Quoted.» Last"
+    assert split_chapter(paragraph, max_chars=40) == [first_two, "Third? «Quoted.» Last"]
 
 
 def test_cjk_sentences_need_no_space_and_overlong_sentences_are_cut_between_words() -> None:
     bang, query = "\uff01", "\uff1f"  # full-width ! and ?
-    assert sentences(f"你好。再见{bang}好吗{query}") == ["你好。", f"再见{bang}", f"好吗{query}"]
+    text = f"你好。再见{bang}好吗{query}"
+    assert split_chapter(text, max_chars=3) == ["你好。", f"再见{bang}", f"好吗{query}"]
     assert split_chapter("aaa bbb ccc ddd.", max_chars=7) == ["aaa bbb", "ccc", "ddd."]
+    # Only the sentence over the bound is cut, between words, as late as the bound allows.
+    long_one = "one two three four five six seven eight nine ten eleven twelve."
+    assert split_chapter(f"Short. {long_one} Short again.", max_chars=30) == [
+        "Short. one two three four five",
+        "six seven eight nine ten",
+        "eleven twelve. Short again.",
+    ]
     assert split_chapter("abcdefghij", max_chars=4) == ["abcd", "efgh", "ij"]
 
 
@@ -82,6 +126,8 @@ def test_items_respect_the_bound_and_keep_every_character_in_order(
     assert all(0 < len(item) <= max_chars for item in items)
     assert all(item == item.strip() for item in items)
     assert squeeze("".join(items)) == squeeze(text)
+    # An item never spans two paragraphs.
+    assert all(any(item in block for block in paragraphs(text)) for item in items)
 
 
 def test_items_are_speech_bodies_keyed_by_the_stem() -> None:
@@ -187,6 +233,9 @@ class FakeGateway:
     batches: dict[str, str] = field(default_factory=dict)
     joined: set[str] = field(default_factory=set)
     """Batches submitted with ``join``."""
+    join_s: float = 0.0
+    """Wall-clock seconds a join job runs, at the least, once it appears."""
+    join_started: dict[str, float] = field(default_factory=dict)
     children: dict[str, list[Child]] = field(default_factory=dict)
     listed_jobs: list[dict[str, Any]] = field(
         default_factory=lambda: [job_body(f"j{i}", "succeeded") for i in range(5)]
@@ -365,8 +414,12 @@ class FakeGateway:
         state = "running" if not finished else "succeeded"
         body: dict[str, object] = {"job_id": batch_id, "state": state, "items": items}
         if batch_id in self.joined and finished:
-            # The join job appears once the items are done, and finishes a read later.
-            made = self.polls[batch_id] > len(items) + 1
+            # The join job appears once the items are done, and finishes a read later (and
+            # no sooner than ``join_s`` after it appeared).
+            started = self.join_started.setdefault(batch_id, time.monotonic())
+            made = (
+                self.polls[batch_id] > len(items) + 1 and time.monotonic() - started >= self.join_s
+            )
             body["joined"] = {
                 "key": None,
                 "job_id": f"{batch_id}j",
@@ -408,8 +461,10 @@ def gateway() -> Iterator[FakeGateway]:
     thread.join(timeout=5)
 
 
-def qtts(gateway: FakeGateway, *args: str, key: str | None = KEY) -> Result:
-    env = {"QTTS_API_KEY": key} if key else {"QTTS_API_KEY": ""}
+def qtts(
+    gateway: FakeGateway, *args: str, key: str | None = KEY, env: dict[str, str] | None = None
+) -> Result:
+    env = {"QTTS_API_KEY": key or "", **(env or {})}
     return CliRunner().invoke(
         app, ["--base-url", gateway.url, "--poll-interval", "0.01", *args], env=env
     )
@@ -545,9 +600,10 @@ def write_chapter(tmp_path: Path, text: str = CHAPTER) -> Path:
     return book
 
 
-def render(gateway: FakeGateway, book: Path, out: Path, *extra: str) -> Result:
-    # --max-chars 30 makes each paragraph an item of its own.
-    return qtts(gateway, "render", str(book), "-o", str(out), "--max-chars", "30", *extra)
+def render(
+    gateway: FakeGateway, book: Path, out: Path, *extra: str, env: dict[str, str] | None = None
+) -> Result:
+    return qtts(gateway, "render", str(book), "-o", str(out), *extra, env=env)
 
 
 def test_render_submits_one_batch_and_downloads_each_item_as_it_finishes(
@@ -657,6 +713,27 @@ def test_render_join_fetches_the_whole_chapter_once_and_resumes_without_asking_a
     refused = render(gateway, book, out, "--join", "--new-batch")
     assert refused.exit_code != 0
     assert "--new-batch" in refused.output
+
+
+def test_render_keeps_the_clock_moving_while_the_gateway_joins(
+    gateway: FakeGateway, tmp_path: Path
+) -> None:
+    gateway.join_s = 1.2
+    book, out = write_chapter(tmp_path, FOUR_PARAGRAPHS), tmp_path / "out"
+    # A terminal, as a person's: the bar is drawn live (frame after frame) on stderr.
+    terminal = {"TTY_COMPATIBLE": "1", "TTY_INTERACTIVE": "1", "COLUMNS": "120"}
+    result = render(gateway, book, out, "--join", env=terminal)
+    assert result.exit_code == 0, result.output
+    assert (out / f"{book.stem}.mp3").read_bytes() == b"audio of b1j"
+    join_reads = sum(1 for e in gateway.events if e == "manifest b1 finished")
+    assert join_reads >= 3
+    # The items are done (4 of 4, the join is the 5th step) and the clock goes on: one frame
+    # at least for each look at the batch, and the elapsed time in them moves.
+    drawn = re.sub(r"\x1b\[[0-9;?]*[A-Za-z]", "", result.stderr)  # colours, cursor moves
+    frames = re.findall(r"4/5\s+joining\s+(\d+:\d\d:\d\d)", drawn)
+    assert len(frames) >= join_reads
+    assert len(set(frames)) >= 2, frames
+    assert re.search(r"5/5\s+\d+:\d\d:\d\d", drawn)
 
 
 def test_render_of_an_empty_file_is_one_line(gateway: FakeGateway, tmp_path: Path) -> None:

@@ -5,7 +5,7 @@ import random
 
 import pytest
 
-from gpu_worker.text_split import split_text
+from shared.domain.text_split import split_text
 
 
 def non_space(text: str) -> str:

@@ -1,4 +1,5 @@
-"""Split long text into chunks the TTS model can speak one at a time.
+"""Split long text into pieces of whole sentences: the chunks the worker's model speaks one at
+a time, and the items ``qtts render`` cuts a long paragraph into. Pure, so both use it.
 
 The model's prosody is best across whole sentences, so boundaries are preferred in order:
 sentence ends and line breaks, then clause punctuation, then whitespace, and only as a last
