@@ -162,9 +162,16 @@ class MonitorSettings(BaseModel):
     webhook_grace_s: float = Field(default=60.0, gt=0)
     """A RunPod job silent this long past its expected finish is polled."""
     batch: int = Field(default=200, gt=0)
+    """Jobs one page of a sweep reads."""
+    pages: int = Field(default=5, gt=0)
+    """Pages one sweep reads per pass at most: each starts after the last job of the one before,
+    so jobs a sweep cannot act on this time never hide the ones behind them."""
     announce_grace_s: float = Field(default=30.0, ge=0)
     """A finished job's result still unpublished this long after it ended is published by the
-    monitor (its own publisher died)."""
+    monitor (its own publisher died, or the publish failed)."""
+    reply_attempts: int = Field(default=5, gt=0)
+    """Times a job's own reply topic is tried (about one a pass) before it is given up: logged,
+    and recorded on the job as ``reply_error``. The results topic never waits on it."""
 
 
 class EngineKind(StrEnum):
@@ -242,7 +249,8 @@ class Settings(BaseSettings):
     audio_prefix: str = "audio/"
     jobs_topic: str = "tts-jobs"
     results_topic: str = "tts-results"
-    """Every job that ends publishes one message here (contracts/schemas/job-result)."""
+    """Every job that ends publishes its result here, at least once: subscribers dedupe on
+    ``announcement_id`` (contracts/schemas/job-result)."""
     reply_topics: tuple[str, ...] = ()
     """Topics a request may name as its own ``reply_topic``; any other is refused."""
     intake_dead_letter_topic: str = "tts-intake-dead-letter"

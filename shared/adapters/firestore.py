@@ -82,12 +82,22 @@ class FirestoreJobStore:
             updated: Job = apply(self._client.transaction())
         return updated
 
-    def find(self, *, state: JobState, backend: str | None = None, limit: int) -> list[Job]:
+    def find(
+        self,
+        *,
+        state: JobState,
+        backend: str | None = None,
+        limit: int,
+        updated_before: datetime | None = None,
+        start_after: Job | None = None,
+    ) -> list[Job]:
         # Oldest first in the query itself, before the limit: a backlog larger than the limit
         # must not hide the jobs that have waited longest. Needs the composite indexes
         # (state, updated_at) and (state, backend, updated_at) the deployment declares.
-        query = self._by(state=state, backend=backend).order_by("updated_at")
-        return self._stream(query.limit(limit), "query jobs")
+        query = self._by(state=state, backend=backend)
+        if updated_before is not None:
+            query = query.where(filter=firestore.FieldFilter("updated_at", "<=", updated_before))
+        return self._page(query, "updated_at", limit=limit, start_after=start_after, op="jobs")
 
     def count(self, *, state: JobState, backend: str) -> int:
         with translated("count jobs"):
@@ -114,13 +124,67 @@ class FirestoreJobStore:
             query = query.start_after({"created_at": start_after[0], "id": start_after[1]})
         return self._stream(query.limit(limit), "list jobs")
 
-    def find_webhooks_due(self, *, limit: int) -> list[Job]:
-        query = self._jobs.where(filter=firestore.FieldFilter("webhook_due", "==", True))
-        return self._stream(query.order_by("updated_at").limit(limit), "query webhooks due")
+    def find_webhooks_due(
+        self, *, now: datetime, limit: int, start_after: Job | None = None
+    ) -> list[Job]:
+        # A range on one field, ordered by it: its single-field index serves it. A job with
+        # nothing pending stores null, which no timestamp range matches.
+        query = self._jobs.where(filter=firestore.FieldFilter("webhook_due_at", "<=", now))
+        return self._page(
+            query, "webhook_due_at", limit=limit, start_after=start_after, op="webhooks"
+        )
 
-    def find_unannounced(self, *, limit: int) -> list[Job]:
-        query = self._jobs.where(filter=firestore.FieldFilter("result_pending", "==", True))
-        return self._stream(query.order_by("updated_at").limit(limit), "query unannounced jobs")
+    def find_unannounced(
+        self, *, updated_before: datetime, limit: int, start_after: Job | None = None
+    ) -> list[Job]:
+        # Needs the composite index (result_pending, updated_at) the deployment declares.
+        return self._pending("result_pending", updated_before, limit=limit, start_after=start_after)
+
+    def find_replies_pending(
+        self, *, updated_before: datetime, limit: int, start_after: Job | None = None
+    ) -> list[Job]:
+        # Needs the composite index (reply_pending, updated_at) the deployment declares.
+        return self._pending("reply_pending", updated_before, limit=limit, start_after=start_after)
+
+    def find_expired_leases(
+        self, *, now: datetime, limit: int, start_after: Job | None = None
+    ) -> list[Job]:
+        # Needs the composite index (state, lease.expires_at) the deployment declares. A parent
+        # holds no lease (null), which no timestamp range matches.
+        query = self._by(state=JobState.RUNNING, backend=None)
+        query = query.where(filter=firestore.FieldFilter("lease.expires_at", "<=", now))
+        return self._page(
+            query, "lease.expires_at", limit=limit, start_after=start_after, op="leases"
+        )
+
+    def find_runpod_cancels(self, *, limit: int, start_after: Job | None = None) -> list[Job]:
+        query = self._jobs.where(filter=firestore.FieldFilter("runpod_cancel_due", "==", True))
+        return self._page(query, None, limit=limit, start_after=start_after, op="runpod cancels")
+
+    def _pending(
+        self, flag: str, updated_before: datetime, *, limit: int, start_after: Job | None
+    ) -> list[Job]:
+        query = self._jobs.where(filter=firestore.FieldFilter(flag, "==", True))
+        query = query.where(filter=firestore.FieldFilter("updated_at", "<=", updated_before))
+        return self._page(query, "updated_at", limit=limit, start_after=start_after, op=flag)
+
+    def _page(
+        self, query: Any, order: str | None, *, limit: int, start_after: Job | None, op: str
+    ) -> list[Job]:
+        """``query`` by ``order`` then document id (the job id), from after ``start_after``.
+
+        The id makes the order total, so a cursor names one place in it even where many jobs
+        share a timestamp; composite indexes end with it implicitly."""
+        cursor: dict[str, object] = {}
+        if order is not None:
+            query = query.order_by(order)
+            if start_after is not None:
+                cursor[order] = _field(start_after, order)
+        query = query.order_by(_DOCUMENT_ID)
+        if start_after is not None:
+            cursor[_DOCUMENT_ID] = start_after.id
+            query = query.start_after(cursor)
+        return self._stream(query.limit(limit), f"query {op}")
 
     def _stream(self, query: Any, operation: str) -> list[Job]:
         with translated(operation):
@@ -131,6 +195,17 @@ class FirestoreJobStore:
         if backend is not None:
             query = query.where(filter=firestore.FieldFilter("backend", "==", backend))
         return query
+
+
+_DOCUMENT_ID = "__name__"
+
+
+def _field(job: Job, path: str) -> object:
+    """The value a stored job has at a dotted field path, as the document holds it."""
+    value: Any = job.model_dump()
+    for part in path.split("."):
+        value = value[part]
+    return to_document(value)
 
 
 class FirestoreApiKeyStore:

@@ -13,7 +13,7 @@ from __future__ import annotations
 from datetime import datetime, timedelta
 from enum import StrEnum
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, computed_field
 
 from shared.domain.audio_formats import AudioFormat
 from shared.domain.errors import InvalidTransition
@@ -118,11 +118,35 @@ class Job(BaseModel):
     webhook_due: bool = False
     """Some delivery is still pending: how the monitor finds the jobs it must call back for."""
     result_pending: bool = False
-    """Set with the move into a terminal state, cleared once the result message is out: a
-    crash in between leaves it set, and the monitor publishes it then."""
+    """Set with the move into a terminal state, cleared once the results topic has the result
+    message: a crash or a failed publish in between leaves it set, and the monitor publishes it
+    then."""
+    reply_pending: bool = False
+    """The same for the job's ``reply_topic``, tracked apart so a reply topic that fails never
+    holds back the results topic (see ``replied``)."""
+    reply_failures: int = 0
+    """Failed tries of the reply topic for the latest terminal move."""
+    reply_error: str | None = None
+    """Why the reply topic's last try failed; once it was given up, says so."""
     created_at: datetime
     updated_at: datetime
     state_times: dict[JobState, datetime] = Field(default_factory=dict)
+
+    # Stored with the document (computed fields are dumped, and ignored when read back) so the
+    # monitor's queries select on them; derived, so no transition can leave them stale.
+
+    @computed_field  # type: ignore[prop-decorator]
+    @property
+    def webhook_due_at(self) -> datetime | None:
+        """When the earliest pending webhook delivery is due: the monitor sends what is due."""
+        return self.webhook.due_at if self.webhook is not None else None
+
+    @computed_field  # type: ignore[prop-decorator]
+    @property
+    def runpod_cancel_due(self) -> bool:
+        """Canceled while a RunPod job still carries it: the monitor tells RunPod to stop
+        (``runpod_canceled`` clears ``runpod_id``, and with it this)."""
+        return self.state is JobState.CANCELED and self.runpod_id is not None
 
     # -- transitions ------------------------------------------------------------------------
 
@@ -333,8 +357,27 @@ class Job(BaseModel):
         return self._moved(JobState.SUCCEEDED, now=now, result=result, cached_from=source)
 
     def announced(self) -> Job:
-        """Its result message is out."""
+        """The results topic has its result message."""
         return self.model_copy(update={"result_pending": False})
+
+    def replied(self, *, error: str | None, max_attempts: int) -> Job:
+        """One try of the reply topic: it has the message (``error`` None); or it failed and is
+        tried again; or it has failed ``max_attempts`` times and is given up, saying so in
+        ``reply_error``, so a topic that is gone is not tried for the rest of the job's life."""
+        if not self.reply_pending:
+            raise InvalidTransition(f"job {self.id} owes its reply topic nothing")
+        if error is None:
+            return self.model_copy(update={"reply_pending": False, "reply_error": None})
+        failures = self.reply_failures + 1
+        if failures >= max_attempts:
+            error = f"given up after {failures} attempts: {error}"
+        return self.model_copy(
+            update={
+                "reply_pending": failures < max_attempts,
+                "reply_failures": failures,
+                "reply_error": error,
+            }
+        )
 
     # -- helpers ----------------------------------------------------------------------------
 
@@ -354,6 +397,10 @@ class Job(BaseModel):
             "updated_at": now,
             "state_times": times,
             "result_pending": self.result_pending or state.terminal,
+            # Each terminal move owes the reply topic its message, with tries of its own.
+            "reply_pending": state.terminal and self.reply_topic is not None,
+            "reply_failures": 0 if state.terminal else self.reply_failures,
+            "reply_error": None if state.terminal else self.reply_error,
         }
         if self.webhook is not None:
             webhook = self.webhook

@@ -9,7 +9,7 @@ made the move sends at once, and the monitor sends what is due later.
 from __future__ import annotations
 
 import ipaddress
-from datetime import datetime, timedelta
+from datetime import UTC, datetime, timedelta
 from enum import StrEnum
 from urllib.parse import urlsplit
 
@@ -20,6 +20,7 @@ from shared.domain.errors import Forbidden
 RETRY_AFTER_S = (10, 30, 120, 600, 1800)
 """Waits before the 2nd, 3rd... attempt; after the last one the delivery has failed."""
 MAX_ATTEMPTS = len(RETRY_AFTER_S) + 1
+_EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 
 
 class WebhookEvent(StrEnum):
@@ -41,9 +42,19 @@ class Delivery(BaseModel):
     attempts: int = 0
     next_at: datetime
     last_error: str | None = None
+    queued_at: datetime | None = None
+    """When the job's move queued it; ``None`` in documents written before it was kept."""
 
     def due(self, now: datetime) -> bool:
         return self.state is DeliveryState.PENDING and now >= self.next_at
+
+    def message_id(self, job_id: str) -> str:
+        """Its ``webhook-id``: the same on every retry of this delivery (a receiver dedupes on
+        it), new for the next run's (a retried job queues its deliveries again)."""
+        if self.queued_at is None:
+            return f"{job_id}-{self.event.value}"
+        stamp = (self.queued_at - _EPOCH) // timedelta(microseconds=1)
+        return f"{job_id}-{self.event.value}-{stamp}"
 
 
 class Webhook(BaseModel):
@@ -57,11 +68,18 @@ class Webhook(BaseModel):
     def pending(self) -> bool:
         return any(d.state is DeliveryState.PENDING for d in self.deliveries)
 
+    @property
+    def due_at(self) -> datetime | None:
+        """When the earliest pending delivery is due; ``None`` once none is pending."""
+        return min(
+            (d.next_at for d in self.deliveries if d.state is DeliveryState.PENDING), default=None
+        )
+
     def queued(self, event: WebhookEvent, *, now: datetime) -> Webhook:
         """Add a delivery of ``event`` if the caller wants it and none exists yet."""
         if event not in self.events or any(d.event is event for d in self.deliveries):
             return self
-        delivery = Delivery(event=event, next_at=now)
+        delivery = Delivery(event=event, next_at=now, queued_at=now)
         return self.model_copy(update={"deliveries": (*self.deliveries, delivery)})
 
     def attempted(self, event: WebhookEvent, *, error: str | None, now: datetime) -> Webhook:

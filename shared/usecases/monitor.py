@@ -13,8 +13,10 @@ directly) does, in order:
 6. counts into each cast parent the finished children whose own report was lost;
 7. counts each backend's queue, which spill-over routing reads.
 Every change is one transactional update with its own precondition, so two monitors running at
-once, or a monitor racing a worker, cannot double-move a job. Health changes are logged as
-structured events.
+once, or a monitor racing a worker, cannot double-move a job. Each step's query selects only
+what it may act on (a flag its action clears, a due time at or before now), and reads past what
+it cannot act on this time, page by page (``sweeps``): no number of stuck jobs starves the others,
+and one job that fails is logged and skipped. Health changes are logged as structured events.
 """
 
 from __future__ import annotations
@@ -50,6 +52,7 @@ from shared.usecases.joining import start_join
 from shared.usecases.ports import RunPodApi
 from shared.usecases.results import announce_pending
 from shared.usecases.routing import publish_job, route
+from shared.usecases.sweeps import Page, sweep
 from shared.usecases.webhooks import deliver_pending
 from shared.wire.runpod_status import RunPodStatus
 
@@ -87,8 +90,8 @@ def run_monitor(gw: Gateway, *, runpod: RunPodApi | None = None) -> MonitorRepor
         _poll_runpod(gw, runpod, now=now, report=report)
     _republish_stuck(gw, now=now, report=report)
     _settle_parents(gw, report=report)
-    report.announced = announce_pending(gw, limit=gw.settings.monitor.batch)
-    report.called_back = deliver_pending(gw, limit=gw.settings.monitor.batch)
+    report.announced = announce_pending(gw)
+    report.called_back = deliver_pending(gw)
     _count_queues(gw)
     return report
 
@@ -157,13 +160,12 @@ def _cancel_overdue(gw: Gateway, *, now: datetime, report: MonitorReport) -> Non
 
 
 def _cancel_on_runpod(gw: Gateway, runpod: RunPodApi, *, report: MonitorReport) -> None:
-    """A canceled job RunPod still runs: tell RunPod to stop it (its result is refused anyway)."""
-    backend = gw.settings.runpod.backend_id
-    for job in gw.jobs.find(
-        state=JobState.CANCELED, backend=backend, limit=gw.settings.monitor.batch
-    ):
+    """A canceled job RunPod still runs: tell RunPod to stop it (its result is refused anyway).
+    Done, the job forgets its ``runpod_id``, and with it what selected it."""
+
+    def cancel(job: Job) -> bool:
         if job.runpod_id is None:
-            continue
+            return False
         try:
             runpod.cancel(job.runpod_id)
         except GatewayError as exc:
@@ -171,10 +173,17 @@ def _cancel_on_runpod(gw: Gateway, runpod: RunPodApi, *, report: MonitorReport) 
             # ours waits on it, and the next pass tries again unless it is gone.
             log.warning("runpod cancel failed", extra={"job_id": job.id, "error": exc.message})
             if exc.retryable:
-                continue
+                return False
         with suppress(InvalidTransition):
             gw.jobs.update(job.id, lambda j: j.runpod_canceled())
-        report.runpod_canceled.append(job.id)
+        return True
+
+    report.runpod_canceled = sweep(
+        gw,
+        name="runpod cancels",
+        page=lambda limit, after: gw.jobs.find_runpod_cancels(limit=limit, start_after=after),
+        act=cancel,
+    )
 
 
 def _count_queues(gw: Gateway) -> None:
@@ -216,24 +225,42 @@ def _refresh_runpod(
 
 def _reroute(gw: Gateway, *, down: set[str], report: MonitorReport) -> None:
     for backend_id in sorted(down):
-        for job in gw.jobs.find(
-            state=JobState.QUEUED, backend=backend_id, limit=gw.settings.monitor.batch
-        ):
-            try:
-                target = route(gw, mode=job.request.mode, exclude=frozenset({backend_id}))
-            except NoBackendAvailable:
-                continue  # nobody else can run it: it waits for its backend
-            if target.id in down:
-                continue
-            try:
-                moved = gw.jobs.update(job.id, _rerouted(gw, target.id))
-            except InvalidTransition:
-                continue  # claimed meanwhile
-            publish_job(gw, moved)
-            health_event(
-                gw, "rerouted", backend=target.id, job_id=job.id, detail=f"from {backend_id}"
-            )
-            report.rerouted.append(job.id)
+        report.rerouted += sweep(
+            gw,
+            name="reroute",
+            page=_queued(gw, backend=backend_id),
+            act=_rerouter(gw, source=backend_id, down=down),
+        )
+
+
+def _rerouter(gw: Gateway, *, source: str, down: set[str]) -> Callable[[Job], bool]:
+    def reroute(job: Job) -> bool:
+        try:
+            target = route(gw, mode=job.request.mode, exclude=frozenset({source}))
+        except NoBackendAvailable:
+            return False  # nobody else can run it: it waits for its backend
+        if target.id in down:
+            return False
+        try:
+            moved = gw.jobs.update(job.id, _rerouted(gw, target.id))
+        except InvalidTransition:
+            return False  # claimed meanwhile
+        publish_job(gw, moved)
+        health_event(gw, "rerouted", backend=target.id, job_id=job.id, detail=f"from {source}")
+        return True
+
+    return reroute
+
+
+def _queued(gw: Gateway, *, backend: str, updated_before: datetime | None = None) -> Page:
+    """Jobs queued for ``backend``: parents, routed to none, are never among them."""
+    return lambda limit, after: gw.jobs.find(
+        state=JobState.QUEUED,
+        backend=backend,
+        limit=limit,
+        updated_before=updated_before,
+        start_after=after,
+    )
 
 
 def _rerouted(gw: Gateway, backend_id: str) -> Callable[[Job], Job]:
@@ -241,48 +268,74 @@ def _rerouted(gw: Gateway, backend_id: str) -> Callable[[Job], Job]:
 
 
 def _expire_leases(gw: Gateway, *, now: datetime, report: MonitorReport) -> None:
-    for job in gw.jobs.find(state=JobState.RUNNING, limit=gw.settings.monitor.batch):
-        if job.lease is None or job.lease.live(now) or _is_parent(job):
-            continue
+    """Running jobs whose lease ran out (parents hold none) go back to the queue."""
+
+    def expire(job: Job) -> bool:
+        if job.lease is None:
+            return False
         try:
             requeued = gw.jobs.update(job.id, lambda j: j.expire_lease(now=gw.clock()))
         except InvalidTransition:
-            continue  # extended or finished meanwhile
+            return False  # extended or finished meanwhile
         publish_job(gw, requeued)
         health_event(
             gw, "lease_expired", backend=job.backend, job_id=job.id, detail=job.lease.owner
         )
-        report.expired.append(job.id)
+        return True
+
+    report.expired = sweep(
+        gw,
+        name="leases",
+        page=lambda limit, after: gw.jobs.find_expired_leases(
+            now=now, limit=limit, start_after=after
+        ),
+        act=expire,
+    )
 
 
 def _poll_runpod(gw: Gateway, runpod: RunPodApi, *, now: datetime, report: MonitorReport) -> None:
-    grace = timedelta(seconds=gw.settings.monitor.webhook_grace_s)
-    backend = gw.settings.runpod.backend_id
-    for job in gw.jobs.find(
-        state=JobState.RUNNING, backend=backend, limit=gw.settings.monitor.batch
-    ):
-        if job.runpod_id is None or now - job.updated_at < grace:
-            continue
+    """RunPod jobs silent for ``webhook_grace_s``: ask RunPod how they went."""
+    silent_since = now - timedelta(seconds=gw.settings.monitor.webhook_grace_s)
+
+    def poll(job: Job) -> bool:
+        if job.runpod_id is None:
+            return False  # claimed, not dispatched yet: its lease covers it
         try:
             status: RunPodStatus = runpod.status(job.runpod_id)
         except RunPodJobGone:
             report.polled[job.id] = lost(gw, job_id=job.id, runpod_id=job.runpod_id).value
-            continue
+            return True
         except GatewayError as exc:
             # Down, or refusing us (a revoked key): this job waits, the pass goes on.
             log.warning("runpod status unavailable", extra={"job_id": job.id, "error": exc.message})
-            continue
-        outcome = complete(gw, job_id=job.id, status=status)
-        report.polled[job.id] = outcome.value
+            return False
+        report.polled[job.id] = complete(gw, job_id=job.id, status=status).value
+        return True
+
+    sweep(
+        gw,
+        name="runpod status",
+        page=lambda limit, after: gw.jobs.find(
+            state=JobState.RUNNING,
+            backend=gw.settings.runpod.backend_id,
+            limit=limit,
+            updated_before=silent_since,
+            start_after=after,
+        ),
+        act=poll,
+    )
 
 
 def _republish_stuck(gw: Gateway, *, now: datetime, report: MonitorReport) -> None:
-    wait = timedelta(seconds=gw.settings.monitor.requeue_after_s)
-    for job in gw.jobs.find(state=JobState.QUEUED, limit=gw.settings.monitor.batch):
-        if now - job.updated_at < wait or _is_parent(job):
-            continue
-        if publish_job(gw, job):
-            report.republished.append(job.id)
+    """Jobs queued for ``requeue_after_s`` without a claim: publish them again."""
+    cutoff = now - timedelta(seconds=gw.settings.monitor.requeue_after_s)
+    for backend in gw.settings.backends:
+        report.republished += sweep(
+            gw,
+            name="republish",
+            page=_queued(gw, backend=backend.id, updated_before=cutoff),
+            act=lambda job: publish_job(gw, job),
+        )
 
 
 def _settle_parents(gw: Gateway, *, report: MonitorReport) -> None:
@@ -314,7 +367,3 @@ def _child_counted(gw: Gateway, child: Job) -> Callable[[Job], Job]:
     return lambda parent: parent.child_finished(
         child.id, succeeded=succeeded, now=gw.clock(), result=child.result
     )
-
-
-def _is_parent(job: Job) -> bool:
-    return bool(children_of(job.request))

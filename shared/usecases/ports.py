@@ -33,8 +33,21 @@ class JobStore(Protocol):
         """
         ...
 
-    def find(self, *, state: JobState, backend: str | None = None, limit: int) -> list[Job]:
-        """Jobs in ``state`` (routed to ``backend``), oldest update first, at most ``limit``."""
+    def find(
+        self,
+        *,
+        state: JobState,
+        backend: str | None = None,
+        limit: int,
+        updated_before: datetime | None = None,
+        start_after: Job | None = None,
+    ) -> list[Job]:
+        """Jobs in ``state`` (routed to ``backend``; last updated at or before
+        ``updated_before``), by ``(updated_at, id)``, at most ``limit``.
+
+        Every ``find_*`` below pages the same way: ``start_after`` is the last job of the page
+        before, as that page returned it, and the next page starts after its place in the order.
+        """
         ...
 
     def count(self, *, state: JobState, backend: str) -> int: ...
@@ -51,12 +64,34 @@ class JobStore(Protocol):
         """An owner's jobs by ``(created_at, id)``, after ``start_after`` when given."""
         ...
 
-    def find_webhooks_due(self, *, limit: int) -> list[Job]:
-        """Jobs with a webhook delivery still pending (due now or later)."""
+    def find_webhooks_due(
+        self, *, now: datetime, limit: int, start_after: Job | None = None
+    ) -> list[Job]:
+        """Jobs with a webhook delivery due at or before ``now``, by ``(webhook_due_at, id)``."""
         ...
 
-    def find_unannounced(self, *, limit: int) -> list[Job]:
-        """Finished jobs whose result message is still pending, oldest update first."""
+    def find_unannounced(
+        self, *, updated_before: datetime, limit: int, start_after: Job | None = None
+    ) -> list[Job]:
+        """Jobs whose result message the results topic has not had (``result_pending``), last
+        updated at or before ``updated_before``, by ``(updated_at, id)``."""
+        ...
+
+    def find_replies_pending(
+        self, *, updated_before: datetime, limit: int, start_after: Job | None = None
+    ) -> list[Job]:
+        """The same for the jobs' reply topics (``reply_pending``)."""
+        ...
+
+    def find_expired_leases(
+        self, *, now: datetime, limit: int, start_after: Job | None = None
+    ) -> list[Job]:
+        """Running jobs whose lease ran out at or before ``now``, by ``(lease.expires_at, id)``."""
+        ...
+
+    def find_runpod_cancels(self, *, limit: int, start_after: Job | None = None) -> list[Job]:
+        """Canceled jobs whose RunPod job was not told to stop yet (``runpod_cancel_due``), by
+        id."""
         ...
 
 

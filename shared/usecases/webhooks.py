@@ -1,9 +1,10 @@
 """Calling back: a job's webhook deliveries, signed the Standard Webhooks way.
 
 Each owner has one signing secret, derived from the deployment's key (``GET /v1/webhooks/secret``
-shows it); every delivery carries ``webhook-id`` (job and event, the same on every retry, so a
-receiver dedupes on it), ``webhook-timestamp`` and ``webhook-signature`` (``v1,<base64 HMAC-SHA256
-of "id.timestamp.body">``), as the ``standardwebhooks`` libraries verify. The body is the job as
+shows it); every delivery carries ``webhook-id`` (job, event and when the delivery was queued:
+the same on every retry of it, so a receiver dedupes on it, and new when a retried job reports
+again), ``webhook-timestamp`` and ``webhook-signature`` (``v1,<base64 HMAC-SHA256 of
+"id.timestamp.body">``), as the ``standardwebhooks`` libraries verify. The body is the job as
 ``GET /v1/jobs/{id}`` shows it, under ``type`` (``job.start`` / ``job.completed``) and ``data``.
 """
 
@@ -21,8 +22,9 @@ from standardwebhooks import Webhook as Signer
 
 from shared.domain.errors import ConfigurationError, Forbidden, InvalidTransition, TransientError
 from shared.domain.jobs import Job
-from shared.domain.webhooks import WebhookEvent
+from shared.domain.webhooks import Delivery, WebhookEvent
 from shared.usecases.gateway import Gateway
+from shared.usecases.sweeps import sweep
 from shared.wire.views import JobView
 
 log = logging.getLogger(__name__)
@@ -46,7 +48,7 @@ def deliver_due(gw: Gateway, job: Job) -> Job:
     for delivery in webhook.deliveries:
         if not delivery.due(now):
             continue
-        error = _send(gw, job, delivery.event)
+        error = _send(gw, job, delivery)
         try:
             job = gw.jobs.update(job.id, _attempted(delivery.event, error=error, now=now))
         except (InvalidTransition, TransientError) as exc:
@@ -60,12 +62,13 @@ def _attempted(event: WebhookEvent, *, error: str | None, now: datetime) -> Call
     return lambda job: job.webhook_attempted(event, error=error, now=now)
 
 
-def _send(gw: Gateway, job: Job, event: WebhookEvent) -> str | None:
+def _send(gw: Gateway, job: Job, delivery: Delivery) -> str | None:
     assert job.webhook is not None
+    event = delivery.event
     body = json.dumps(
         {"type": f"job.{event.value}", "data": JobView.of(job).model_dump(mode="json")}
     )
-    message_id = f"{job.id}-{event.value}"
+    message_id = delivery.message_id(job.id)
     now = gw.clock()
     try:
         signer = Signer(owner_secret(gw, job.owner))
@@ -85,14 +88,21 @@ def _send(gw: Gateway, job: Job, event: WebhookEvent) -> str | None:
     return None
 
 
-def deliver_pending(gw: Gateway, *, limit: int) -> list[str]:
-    """The monitor's pass: deliveries due again after a failure, or left by a dead process."""
+def deliver_pending(gw: Gateway) -> list[str]:
+    """The monitor's pass: deliveries due again after a failure, or left by a dead process.
+    The query selects only jobs with a delivery due now (``webhook_due_at``), and each attempt
+    moves the job's due time on, so deliveries due later never hide those due now."""
     now = gw.clock()
-    due = [
-        job
-        for job in gw.jobs.find_webhooks_due(limit=limit)
-        if job.webhook is not None and any(d.due(now) for d in job.webhook.deliveries)
-    ]
-    for job in due:
+
+    def deliver(job: Job) -> bool:
         deliver_due(gw, job)
-    return [job.id for job in due]
+        return True
+
+    return sweep(
+        gw,
+        name="webhooks",
+        page=lambda limit, after: gw.jobs.find_webhooks_due(
+            now=now, limit=limit, start_after=after
+        ),
+        act=deliver,
+    )

@@ -47,14 +47,25 @@ class InMemoryJobStore:
             self._jobs[job_id] = updated
             return updated
 
-    def find(self, *, state: JobState, backend: str | None = None, limit: int) -> list[Job]:
-        with self._lock:
-            found = [
-                j
-                for j in self._jobs.values()
-                if j.state is state and (backend is None or j.backend == backend)
-            ]
-        return sorted(found, key=lambda j: j.updated_at)[:limit]
+    def find(
+        self,
+        *,
+        state: JobState,
+        backend: str | None = None,
+        limit: int,
+        updated_before: datetime | None = None,
+        start_after: Job | None = None,
+    ) -> list[Job]:
+        return self._page(
+            lambda j: (
+                j.state is state
+                and (backend is None or j.backend == backend)
+                and (updated_before is None or j.updated_at <= updated_before)
+            ),
+            _updated,
+            limit=limit,
+            start_after=start_after,
+        )
 
     def count(self, *, state: JobState, backend: str) -> int:
         return len(self.find(state=state, backend=backend, limit=1 << 30))
@@ -79,19 +90,85 @@ class InMemoryJobStore:
             ]
         return sorted(found, key=lambda j: (j.created_at, j.id))[:limit]
 
-    def find_webhooks_due(self, *, limit: int) -> list[Job]:
-        with self._lock:
-            found = [j for j in self._jobs.values() if j.webhook_due]
-        return sorted(found, key=lambda j: j.updated_at)[:limit]
+    def find_webhooks_due(
+        self, *, now: datetime, limit: int, start_after: Job | None = None
+    ) -> list[Job]:
+        return self._page(
+            lambda j: j.webhook_due_at is not None and j.webhook_due_at <= now,
+            lambda j: j.webhook_due_at,
+            limit=limit,
+            start_after=start_after,
+        )
 
-    def find_unannounced(self, *, limit: int) -> list[Job]:
+    def find_unannounced(
+        self, *, updated_before: datetime, limit: int, start_after: Job | None = None
+    ) -> list[Job]:
+        return self._page(
+            lambda j: j.result_pending and j.updated_at <= updated_before,
+            _updated,
+            limit=limit,
+            start_after=start_after,
+        )
+
+    def find_replies_pending(
+        self, *, updated_before: datetime, limit: int, start_after: Job | None = None
+    ) -> list[Job]:
+        return self._page(
+            lambda j: j.reply_pending and j.updated_at <= updated_before,
+            _updated,
+            limit=limit,
+            start_after=start_after,
+        )
+
+    def find_expired_leases(
+        self, *, now: datetime, limit: int, start_after: Job | None = None
+    ) -> list[Job]:
+        return self._page(
+            lambda j: (
+                j.state is JobState.RUNNING and j.lease is not None and j.lease.expires_at <= now
+            ),
+            lambda j: j.lease.expires_at if j.lease is not None else None,
+            limit=limit,
+            start_after=start_after,
+        )
+
+    def find_runpod_cancels(self, *, limit: int, start_after: Job | None = None) -> list[Job]:
+        return self._page(
+            lambda j: j.runpod_cancel_due, lambda j: None, limit=limit, start_after=start_after
+        )
+
+    def _page(
+        self,
+        selected: Callable[[Job], bool],
+        order: Callable[[Job], datetime | None],
+        *,
+        limit: int,
+        start_after: Job | None,
+    ) -> list[Job]:
+        """As Firestore pages: by ``order`` then id, after ``start_after``'s place (taken from
+        the job as the page before returned it, not as it is now)."""
+
+        def key(job: Job) -> tuple[datetime, str]:
+            return (order(job) or _NO_ORDER, job.id)
+
         with self._lock:
-            found = [j for j in self._jobs.values() if j.result_pending]
-        return sorted(found, key=lambda j: j.updated_at)[:limit]
+            found = sorted((j for j in self._jobs.values() if selected(j)), key=key)
+        if start_after is not None:
+            cursor = key(start_after)
+            found = [j for j in found if key(j) > cursor]
+        return found[:limit]
 
     def all(self) -> list[Job]:
         with self._lock:
             return list(self._jobs.values())
+
+
+_NO_ORDER = datetime.min.replace(tzinfo=UTC)
+"""Stands in for a query ordered by id alone."""
+
+
+def _updated(job: Job) -> datetime:
+    return job.updated_at
 
 
 class InMemoryBlobStore:
@@ -147,12 +224,16 @@ class PublishedMessage:
 
 @dataclass
 class RecordingPublisher:
-    """Keeps what was published; ``failures`` makes the next N publishes fail transiently."""
+    """Keeps what was published; ``failures`` makes the next N publishes fail transiently;
+    a topic in ``missing`` refuses every publish, as the adapter does for a deleted topic."""
 
     messages: list[PublishedMessage] = field(default_factory=list)
     failures: int = 0
+    missing: set[str] = field(default_factory=set)
 
     def publish(self, topic: str, data: bytes, *, attributes: Mapping[str, str]) -> str:
+        if topic in self.missing:
+            raise TransientError(f"topic {topic} does not exist (fake)")
         if self.failures > 0:
             self.failures -= 1
             raise TransientError("publisher is down (fake)")

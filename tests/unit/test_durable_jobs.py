@@ -72,7 +72,9 @@ def test_a_finished_job_publishes_one_result_with_its_correlation(
         "job_id": job_id,
         "state": "succeeded",
         "owner": "alice",
+        "announcement_id": f"{job_id}.1",
     }
+    assert result["body"]["announcement_id"] == f"{job_id}.1"  # type: ignore[index]
     stored = fakes.jobs.get(job_id)
     assert stored is not None
     assert not stored.result_pending
@@ -102,6 +104,65 @@ def test_a_reply_topic_must_be_one_the_deployment_allows(fakes: Fakes) -> None:
     assert topics == ["pipeline-a", "tts-results"]
     with pytest.raises(Exception, match="not one this deployment allows"):
         submit(gw, reply_topic="someone-elses-topic")
+
+
+def test_a_reply_topic_that_is_gone_never_holds_back_the_results_topic(
+    fakes: Fakes, caplog: pytest.LogCaptureFixture
+) -> None:
+    gw = fake_gateway(Settings(bucket="test-bucket", reply_topics=("gone",)), fakes)
+    fakes.publisher.missing.add("gone")  # deleted by its owner after the job was submitted
+    job_id = submit(gw, reply_topic="gone")
+    runner(gw, Instant()).run(JobMessage(job_id=job_id))
+    for _ in range(8):  # more passes than the reply topic has tries
+        fakes.clock.advance(60)
+        run_monitor(gw)
+    # Once on the results topic, not once a minute for the life of the job.
+    assert len(results(fakes)) == 1
+    tries = gw.settings.monitor.reply_attempts
+    job = fakes.jobs.get(job_id)
+    assert job is not None
+    assert (job.result_pending, job.reply_pending, job.reply_failures) == (False, False, tries)
+    assert job.reply_error == f"given up after {tries} attempts: topic gone does not exist (fake)"
+    given_up = [r for r in caplog.records if r.getMessage() == "reply topic given up"]
+    assert [r.job_id for r in given_up] == [job_id]  # type: ignore[attr-defined]
+
+
+def test_a_reply_topic_back_within_its_tries_gets_the_result_once(fakes: Fakes) -> None:
+    gw = fake_gateway(Settings(bucket="test-bucket", reply_topics=("flaky",)), fakes)
+    fakes.publisher.missing.add("flaky")
+    job_id = submit(gw, reply_topic="flaky")
+    runner(gw, Instant()).run(JobMessage(job_id=job_id))  # the first try fails
+    fakes.clock.advance(gw.settings.monitor.announce_grace_s)
+    run_monitor(gw)  # the second
+    fakes.publisher.missing.clear()
+    assert run_monitor(gw).announced == [job_id]
+    run_monitor(gw)
+    replies = [m for m in fakes.publisher.messages if m.topic == "flaky"]
+    assert [m.attributes["job_id"] for m in replies] == [job_id]
+    job = fakes.jobs.get(job_id)
+    assert job is not None
+    assert (job.reply_pending, job.reply_failures, job.reply_error) == (False, 2, None)
+    assert len(results(fakes)) == 1
+
+
+def test_each_ending_has_its_own_announcement_id_which_every_copy_repeats(
+    client: FlaskClient, alice: dict[str, str], gateway: Gateway, fakes: Fakes
+) -> None:
+    job_id = client.post("/v1/tts/jobs", json=GOOD, headers=alice).json["id"]  # type: ignore[index]
+    client.post(f"/v1/jobs/{job_id}/cancel", headers=alice)
+    # The process that published died before it recorded that it had: the monitor publishes
+    # a copy, which a subscriber must recognise as the same announcement.
+    fakes.jobs.update(job_id, lambda j: j.model_copy(update={"result_pending": True}))
+    fakes.clock.advance(gateway.settings.monitor.announce_grace_s)
+    assert run_monitor(gateway).announced == [job_id]
+    retried = client.post(f"/v1/jobs/{job_id}/retry", headers=alice)
+    assert retried.status_code == 202, retried.json
+    runner(gateway, Instant()).run(JobMessage(job_id=job_id))
+    sent = results(fakes)
+    assert [r["body"]["state"] for r in sent] == ["canceled", "canceled", "succeeded"]  # type: ignore[index]
+    ids = [r["body"]["announcement_id"] for r in sent]  # type: ignore[index]
+    assert ids == [r["attributes"]["announcement_id"] for r in sent]  # type: ignore[index]
+    assert ids == [f"{job_id}.0", f"{job_id}.0", f"{job_id}.1"]
 
 
 def test_a_queued_job_canceled_never_runs_and_a_finished_one_is_409(

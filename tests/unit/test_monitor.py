@@ -14,14 +14,16 @@ from shared.domain.backends import (
     BackendKind,
     BackendStatus,
 )
-from shared.domain.errors import TransientError
+from shared.domain.errors import InvalidRequest, TransientError
 from shared.domain.jobs import Job, JobState
 from shared.domain.keys import Principal, Scope
 from shared.domain.synthesis import CustomVoiceRequest
 from shared.settings import MonitorSettings, Settings
+from shared.usecases.batch import submit_batch
 from shared.usecases.gateway import Gateway
 from shared.usecases.jobs import submit_job
 from shared.usecases.monitor import MonitorReport, run_monitor
+from shared.wire.bodies import BatchBody, JobOptions
 from tests.support.backends import heartbeat
 from tests.support.fakes import FakeRunPod
 from tests.support.gateway import Fakes, fake_gateway
@@ -196,3 +198,95 @@ def test_the_monitor_loop_ends_while_it_waits_for_the_next_tick() -> None:
     stop.set()
     loop.join(timeout=5)
     assert not loop.is_alive()
+
+
+# -- sweeps make progress ---------------------------------------------------------------------
+
+
+def monitored(fakes: Fakes, **monitor: object) -> Gateway:
+    settings = Settings(
+        bucket="test-bucket",
+        backends=(HOME, RUNPOD),
+        reply_topics=("gone", "kept"),
+        monitor=MonitorSettings.model_validate(monitor),
+    )
+    return fake_gateway(settings, fakes)
+
+
+def ended(gw: Gateway, **options: object) -> Job:
+    """A job that ended as its process died: announcing it is left to the monitor."""
+    request = CustomVoiceRequest(text="Hi.", speaker="eric")
+    job = submit_job(gw, principal=ALICE, request=request, options=JobOptions(**options))
+    return gw.jobs.update(job.id, lambda j: j.cancel(now=gw.clock()))
+
+
+def test_jobs_whose_reply_topic_is_gone_never_starve_a_later_announcement(fakes: Fakes) -> None:
+    gw = monitored(fakes, batch=200, announce_grace_s=0)
+    fakes.publisher.missing.add("gone")
+    stuck = [ended(gw, reply_topic="gone") for _ in range(250)]
+    fakes.clock.advance(1)
+    last = ended(gw, reply_topic="kept")
+    report = run_monitor(gw)
+    assert last.id in report.announced
+    kept = [m.attributes["job_id"] for m in fakes.publisher.messages if m.topic == "kept"]
+    assert kept == [last.id]
+    results = [m for m in fakes.publisher.messages if m.topic == "tts-results"]
+    assert len(results) == 251
+    assert {fakes.jobs.get(j.id).reply_failures for j in stuck} == {1}  # type: ignore[union-attr]
+
+
+def test_runpod_cancels_once_done_are_not_selected_again(fakes: Fakes) -> None:
+    gw = monitored(fakes, batch=2, pages=2)
+    runpod = FakeRunPod()
+
+    def canceled_on_runpod(runpod_id: str) -> Job:
+        job = submitted(gw)
+        gw.jobs.update(
+            job.id, lambda j: j.model_copy(update={"backend": "runpod", "runpod_id": runpod_id})
+        )
+        return gw.jobs.update(job.id, lambda j: j.cancel(now=gw.clock()))
+
+    done = [canceled_on_runpod(f"rp-{i}") for i in range(5)]  # more than one pass reads
+    first = run_monitor(gw, runpod=runpod).runpod_canceled
+    second = run_monitor(gw, runpod=runpod).runpod_canceled
+    assert sorted(first + second) == sorted(j.id for j in done)
+    fakes.clock.advance(1)
+    late = canceled_on_runpod("rp-late")
+    assert run_monitor(gw, runpod=runpod).runpod_canceled == [late.id]
+    assert sorted(runpod.canceled) == sorted([f"rp-{i}" for i in range(5)] + ["rp-late"])
+
+
+def test_queued_parents_never_starve_the_republishing_of_stuck_jobs(fakes: Fakes) -> None:
+    gw = monitored(fakes, batch=2, pages=1, requeue_after_s=120)
+    body = BatchBody.model_validate({"items": [{"text": "Hi.", "speaker": "eric"}]})
+    for _ in range(3):
+        parent = submit_batch(gw, principal=ALICE, body=body)
+        [child] = parent.request.children  # type: ignore[union-attr]
+        gw.jobs.update(
+            child, lambda j: j.claim("w1", backend=j.backend, now=gw.clock(), lease_s=3600)
+        )
+    fakes.clock.advance(1)
+    fakes.publisher.failures = gw.settings.api.publish_attempts  # its publish is lost
+    stuck = submitted(gw)
+    fakes.clock.advance(121)
+    assert run_monitor(gw).republished == [stuck.id]
+
+
+def test_one_job_that_fails_is_logged_and_the_pass_goes_on(
+    fakes: Fakes, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    gw = monitored(fakes, announce_grace_s=0)
+    bad = ended(gw)
+    fakes.clock.advance(1)
+    good = ended(gw)
+    publish = fakes.publisher.publish
+
+    def refusing(topic: str, data: bytes, *, attributes: dict[str, str]) -> str:
+        if attributes.get("job_id") == bad.id:
+            raise InvalidRequest("the message is too large (fake)")
+        return publish(topic, data, attributes=attributes)
+
+    monkeypatch.setattr(fakes.publisher, "publish", refusing)
+    assert run_monitor(gw).announced == [good.id]
+    skipped = [r for r in caplog.records if r.getMessage() == "sweep skipped a job"]
+    assert [r.job_id for r in skipped] == [bad.id]  # type: ignore[attr-defined]

@@ -5,16 +5,18 @@ retries run out, and never sent where they must not go."""
 from __future__ import annotations
 
 import json
-from datetime import UTC, datetime
+from collections.abc import Mapping
+from datetime import UTC, datetime, timedelta
 
 import pytest
 from flask.testing import FlaskClient
 from standardwebhooks import Webhook as Verifier
 
 from shared.adapters.webhooks import check_url
-from shared.domain.errors import Forbidden
+from shared.domain.errors import Forbidden, TransientError
+from shared.domain.jobs import Job
 from shared.domain.webhooks import MAX_ATTEMPTS, RETRY_AFTER_S
-from shared.settings import Settings, WebhookSettings
+from shared.settings import MonitorSettings, Settings, WebhookSettings
 from shared.usecases.gateway import Gateway
 from shared.usecases.monitor import run_monitor
 from tests.support.api import GOOD, checked
@@ -61,9 +63,13 @@ def test_start_and_completed_are_signed_so_a_standard_verifier_accepts_them(
         assert url == HOOK
         payload = verifier.verify(body, headers)  # raises on a bad signature
         events.append((payload["type"], payload["data"]["state"], headers["webhook-id"]))
-    assert events == [
-        ("job.start", "running", f"{job_id}-start"),
-        ("job.completed", "succeeded", f"{job_id}-completed"),
+    assert [(kind, state) for kind, state, _ in events] == [
+        ("job.start", "running"),
+        ("job.completed", "succeeded"),
+    ]
+    assert [message_id.rsplit("-", 1)[0] for _, _, message_id in events] == [
+        f"{job_id}-start",
+        f"{job_id}-completed",
     ]
     forged = {**fakes.webhooks.calls[0][2], "webhook-signature": "v1,AAAA"}
     with pytest.raises(Exception, match="signature"):
@@ -115,6 +121,74 @@ def test_a_receiver_that_never_answers_is_recorded_as_failed_on_the_job(
     assert (delivery["state"], delivery["attempts"]) == ("failed", MAX_ATTEMPTS)
     assert "503" in delivery["last_error"]
     assert fakes.jobs.get(job_id).webhook_due is False  # type: ignore[union-attr]
+
+
+class FlakyReceiver:
+    """Sees every attempt, and fails the first ``failures`` of them."""
+
+    def __init__(self, failures: int) -> None:
+        self.failures = failures
+        self.attempts: list[dict[str, str]] = []
+
+    def send(self, url: str, *, body: bytes, headers: Mapping[str, str]) -> None:
+        self.attempts.append(dict(headers))
+        if len(self.attempts) <= self.failures:
+            raise TransientError("the receiver answered HTTP 503 (fake)")
+
+
+def forget_deliveries(job: Job) -> Job:
+    assert job.webhook is not None
+    return job.model_copy(update={"webhook": job.webhook.model_copy(update={"deliveries": ()})})
+
+
+def test_a_delivery_keeps_its_id_across_retries_and_a_retried_job_reports_with_new_ids(
+    gateway: Gateway, fakes: Fakes
+) -> None:
+    from functions.api.app import create_api
+
+    receiver = FlakyReceiver(failures=1)
+    gw = fake_gateway(gateway.settings, fakes, webhooks=receiver)
+    client = create_api(gw).test_client()
+    alice = issue_key(gw, "alice")
+    job_id = submit(client, alice, webhook_events_filter=["completed"])
+    client.post(f"/v1/jobs/{job_id}/cancel", headers=alice)  # the first attempt fails
+    fakes.clock.advance(RETRY_AFTER_S[0])
+    assert run_monitor(gw).called_back == [job_id]  # the second is delivered
+    fakes.clock.advance(1)
+    assert client.post(f"/v1/jobs/{job_id}/retry", headers=alice).status_code == 202
+    fakes.jobs.update(job_id, forget_deliveries)  # as ``Job.retry`` does: it reports again
+    client.post(f"/v1/jobs/{job_id}/cancel", headers=alice)  # ends again: reports again
+    first, retried, again = (headers["webhook-id"] for headers in receiver.attempts)
+    assert first == retried  # the receiver dedupes the retry of one delivery
+    assert again != first  # ...and must not drop the next run's report
+    assert {first.rsplit("-", 1)[0], again.rsplit("-", 1)[0]} == {f"{job_id}-completed"}
+
+
+def test_webhooks_due_later_never_hide_those_due_now(gateway: Gateway, fakes: Fakes) -> None:
+    from functions.api.app import create_api
+
+    small = gateway.settings.model_copy(update={"monitor": MonitorSettings(batch=2, pages=1)})
+    gw = fake_gateway(small, fakes)
+    client = create_api(gw).test_client()
+    alice = issue_key(gw, "alice")
+    # Two older jobs whose receiver failed twice: due again only in 30 s.
+    later = [submit(client, alice, webhook_events_filter=["completed"]) for _ in range(2)]
+    fakes.webhooks.failures = 4
+    for job_id in later:
+        run_instantly(gw, job_id)
+    fakes.clock.advance(RETRY_AFTER_S[0])
+    assert sorted(run_monitor(gw).called_back) == sorted(later)
+    # A newer job whose first attempt failed: due again in 10 s, before them.
+    now_due = submit(client, alice, webhook_events_filter=["completed"])
+    fakes.webhooks.failures = 1
+    run_instantly(gw, now_due)
+    fakes.clock.advance(RETRY_AFTER_S[0])
+    assert run_monitor(gw).called_back == [now_due]
+    [(_, body, _)] = fakes.webhooks.calls
+    assert json.loads(body)["data"]["id"] == now_due
+    stored = fakes.jobs.get(later[0])
+    assert stored is not None
+    assert stored.webhook_due_at == fakes.clock.now + timedelta(seconds=RETRY_AFTER_S[1] - 10)
 
 
 @pytest.mark.parametrize(
