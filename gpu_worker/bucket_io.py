@@ -55,7 +55,10 @@ class BucketIO:
 
     def store_audio(self, task: Task, audio: EncodedAudio, *, parts: int) -> AudioResult:
         path = audio_object_name(
-            prefix=self._gw.settings.audio_prefix, job_id=task.id, fmt=audio.format
+            prefix=self._gw.settings.audio_prefix,
+            job_id=task.id,
+            attempt=task.attempt,
+            fmt=audio.format,
         )
         stored = self._gw.blobs.put(path, audio.data, content_type=audio.content_type)
         return AudioResult(
@@ -70,7 +73,7 @@ class BucketIO:
 
     def still_wanted(self, task: Task) -> bool:
         job = self._gw.jobs.get(task.id)
-        if job is None or job.state.terminal:
+        if job is None or not job.wanted(attempt=task.attempt):
             return False
         if job.overdue(self._gw.clock()):
             completion.cancel_overdue(self._gw, task.id)
@@ -79,7 +82,11 @@ class BucketIO:
 
     def publish_part(self, task: Task, *, index: int, data: bytes, fmt: AudioFormat) -> None:
         path = part_object_name(
-            prefix=self._gw.settings.audio_prefix, job_id=task.id, index=index, fmt=fmt
+            prefix=self._gw.settings.audio_prefix,
+            job_id=task.id,
+            attempt=task.attempt,
+            index=index,
+            fmt=fmt,
         )
         self._gw.blobs.put(path, data, content_type=FORMATS[fmt].content_type)
 

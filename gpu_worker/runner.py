@@ -100,16 +100,16 @@ class JobRunner:
         log.info("job claimed", extra={"job_id": job_id, "attempt": job.attempts})
         job = deliver_due(self._gw, job)  # the "start" webhook, if the caller asked for one
         try:
-            with _LeaseKeeper(self._jobs, job_id, config=cfg, clock=self._clock):
+            with _LeaseKeeper(self._jobs, job, config=cfg, clock=self._clock):
                 result = self._executor.execute(Task.of(job))
         except JobCanceled as exc:
             return self._skip(job_id, exc.message)
         except PermanentError as exc:
             return self._finish_failed(job, exc.code, exc.message)
         except TransientError as exc:
-            if job.attempts >= cfg.max_attempts:
+            if job.tries >= cfg.max_attempts:
                 return self._finish_failed(
-                    job, exc.code, f"gave up after {job.attempts} attempts: {exc.message}"
+                    job, exc.code, f"gave up after {job.tries} attempts: {exc.message}"
                 )
             return self._release(job, exc)
         return self._finish_succeeded(job, result)
@@ -142,13 +142,14 @@ class JobRunner:
 class _LeaseKeeper:
     """Extends the job's lease every third of its length while the GPU works."""
 
-    def __init__(self, jobs: JobStore, job_id: str, *, config: RunnerConfig, clock: Clock) -> None:
+    def __init__(self, jobs: JobStore, job: Job, *, config: RunnerConfig, clock: Clock) -> None:
         self._jobs = jobs
-        self._job_id = job_id
+        self._job_id = job.id
+        self._attempt = job.attempts
         self._config = config
         self._clock = clock
         self._stop = threading.Event()
-        self._thread = threading.Thread(target=self._loop, name=f"lease-{job_id}", daemon=True)
+        self._thread = threading.Thread(target=self._loop, name=f"lease-{job.id}", daemon=True)
 
     def __enter__(self) -> _LeaseKeeper:
         self._thread.start()
@@ -169,7 +170,9 @@ class _LeaseKeeper:
             try:
                 self._jobs.update(
                     self._job_id,
-                    lambda j: j.extend_lease(cfg.worker_id, now=self._clock(), lease_s=cfg.lease_s),
+                    lambda j: j.extend_lease(
+                        cfg.worker_id, attempt=self._attempt, now=self._clock(), lease_s=cfg.lease_s
+                    ),
                 )
             except InvalidTransition as exc:
                 log.warning("lease lost", extra={"job_id": self._job_id, "reason": exc.message})

@@ -67,7 +67,9 @@ def build_handler(settings: Settings, *, models: ModelSet) -> Handler:
             max_join_s=settings.worker.max_join_s,
         )
         try:
-            result = executor.execute(Task(id=task.id, owner=task.owner, request=task.request))
+            result = executor.execute(
+                Task(id=task.id, owner=task.owner, request=task.request, attempt=task.attempt)
+            )
         except GatewayError as exc:
             log.warning("task failed", extra={"job_id": task.id, "code": exc.code})
             return _failed(task.id, exc.code, exc.message, retryable=exc.retryable)

@@ -64,10 +64,13 @@ class Task:
     id: str
     owner: str
     request: JobRequest
+    attempt: int
+    """The claim this run holds: what it writes is keyed by it, and it stops once the job's
+    current attempt is another (canceled, retried, or re-claimed after its lease ran out)."""
 
     @classmethod
     def of(cls, job: Job) -> Task:
-        return cls(id=job.id, owner=job.owner, request=job.request)
+        return cls(id=job.id, owner=job.owner, request=job.request, attempt=job.attempts)
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -107,7 +110,9 @@ class TaskIO(Protocol):
         ...
 
     def still_wanted(self, task: Task) -> bool:
-        """False once the job was canceled or ran past its deadline: stop between pieces."""
+        """False once the job was canceled, ran past its deadline, or is on another attempt
+        than ``task``'s (retried, or claimed again after its lease ran out): stop between
+        pieces."""
         ...
 
     def publish_voice(self, task: Task, voice: NewVoice) -> str:
@@ -184,6 +189,9 @@ class TaskExecutor:
                 waves.append(synth.say(line, seed=request.seed + index))
         else:
             waves = [_raised(result) for result in synth.queue.submit(lines)]
+            # The lines went to the model together; before the audio is encoded and stored,
+            # make sure someone still wants it.
+            self._check_wanted(task, len(lines), len(lines))
         last = len(waves) - 1
         segments = [
             stretch(joint(wave, first=i == 0, last=i == last), speed=request.speed)

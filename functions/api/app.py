@@ -24,8 +24,8 @@ from functions.api.parsing import (
 )
 from functions.api.relay import relay_routes
 from shared.domain.errors import InvalidRequest, PayloadTooLarge
-from shared.domain.jobs import Job, JobState
-from shared.usecases import batch, casting, delivery, jobs, library, webhooks
+from shared.domain.jobs import Job, JobState, Progress
+from shared.usecases import batch, casting, delivery, jobs, library, parents, webhooks
 from shared.usecases.auth import authenticate
 from shared.usecases.debug import debug_view
 from shared.usecases.gateway import Gateway
@@ -89,6 +89,9 @@ def create_api(gw: Gateway) -> Flask:
             limit = gw.settings.api.max_body_bytes
             raise PayloadTooLarge(f"the body exceeds {limit} bytes", details={"max_bytes": limit})
 
+    def _view(job: Job) -> JobView:
+        return JobView.of(job, progress=parents.progress(gw, job))
+
     @app.get("/healthz")
     def healthz() -> Response:
         return jsonify(status="ok")
@@ -125,7 +128,7 @@ def create_api(gw: Gateway) -> Flask:
             idempotency_key=idempotency_key(),
             options=options,
         )
-        return _accepted(job)
+        return _accepted(job, progress=parents.progress(gw, job))
 
     @app.get("/v1/jobs/<job_id>/manifest")
     def get_manifest(job_id: str) -> Response:
@@ -140,7 +143,8 @@ def create_api(gw: Gateway) -> Flask:
 
     @app.post("/v1/jobs/<job_id>/retry")
     def retry_job(job_id: str) -> tuple[Response, int, dict[str, str]]:
-        return _accepted(batch.retry_job(gw, principal=principal(), job_id=job_id))
+        job = batch.retry_job(gw, principal=principal(), job_id=job_id)
+        return _accepted(job, progress=parents.progress(gw, job))
 
     @app.get("/v1/jobs")
     def list_jobs() -> Response:
@@ -152,12 +156,12 @@ def create_api(gw: Gateway) -> Flask:
             page_size=int_arg("page_size", default=50),
             page_token=request.args.get("page_token"),
         )
-        views = tuple(JobView.of(j) for j in page.jobs)
+        views = tuple(_view(j) for j in page.jobs)
         return _json(JobListView(jobs=views, next_page_token=page.next_page_token))
 
     @app.post("/v1/jobs/<job_id>/cancel")
     def cancel_job(job_id: str) -> Response:
-        return _json(JobView.of(jobs.cancel_job(gw, principal=principal(), job_id=job_id)))
+        return _json(_view(jobs.cancel_job(gw, principal=principal(), job_id=job_id)))
 
     @app.get("/v1/jobs/<job_id>/stream")
     def stream_job(job_id: str) -> Any:
@@ -168,8 +172,7 @@ def create_api(gw: Gateway) -> Flask:
 
     @app.get("/v1/jobs/<job_id>")
     def get_job(job_id: str) -> Response:
-        job = jobs.get_job(gw, principal=principal(), job_id=job_id)
-        return _json(JobView.of(job))
+        return _json(_view(jobs.get_job(gw, principal=principal(), job_id=job_id)))
 
     @app.get("/v1/jobs/<job_id>/audio")
     def get_audio(job_id: str) -> Any:
@@ -233,7 +236,7 @@ def create_api(gw: Gateway) -> Flask:
             body=parse(_CAST),
             idempotency_key=idempotency_key(),
         )
-        return _accepted(job)
+        return _accepted(job, progress=parents.progress(gw, job))
 
     @app.get("/v1/voices/<name:voice_id>")
     def get_voice(voice_id: str) -> Response:
@@ -293,8 +296,10 @@ def _json(model: BaseModel) -> Response:
     return Response(model.model_dump_json(), mimetype="application/json")
 
 
-def _accepted(job: Job) -> tuple[Response, int, dict[str, str]]:
-    view = JobView.of(job)
+def _accepted(
+    job: Job, *, progress: Progress | None = None
+) -> tuple[Response, int, dict[str, str]]:
+    view = JobView.of(job, progress=progress)
     return _json(view), 202, {"Location": view.status_url}
 
 

@@ -25,6 +25,9 @@ _TRANSIENT = (
 )
 
 
+_TRANSACTION_GAVE_UP = "Failed to commit transaction"
+
+
 @contextmanager
 def translated(
     what: str, *, transient: type[TransientError] = StorageUnavailable
@@ -35,6 +38,14 @@ def translated(
         raise NotFound(f"{what}: not found") from exc
     except _TRANSIENT as exc:
         raise transient(f"{what}: {type(exc).__name__}") from exc
+    except ValueError as exc:
+        # A Firestore transaction that kept meeting others on its documents gives up with a
+        # plain ValueError ("Failed to commit transaction in N attempts"), not an API error;
+        # nothing was written, so it is the same "try again" as ABORTED. Any other ValueError
+        # is a fault of ours and propagates as it is.
+        if not str(exc).startswith(_TRANSACTION_GAVE_UP):
+            raise
+        raise transient(f"{what}: contended: {exc}") from exc
     except gexc.GoogleAPICallError as exc:
         # Permission and argument errors are configuration faults: loud, never retried forever.
         raise transient(f"{what}: {type(exc).__name__}: {exc.message}") from exc

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from contextlib import suppress
 from datetime import datetime
 from enum import Enum
@@ -103,6 +103,28 @@ class FirestoreJobStore:
         with translated("count jobs"):
             result = self._by(state=state, backend=backend).count().get()
         return int(result[0][0].value)
+
+    def get_many(self, job_ids: Sequence[str]) -> dict[str, Job]:
+        refs = [self._jobs.document(job_id) for job_id in job_ids]
+        with translated("read jobs"):
+            snaps = list(self._client.get_all(refs)) if refs else []
+        return {job.id: job for job in (Job.model_validate(s.to_dict()) for s in snaps if s.exists)}
+
+    def count_children(self, *, parent_id: str, states: frozenset[JobState]) -> int:
+        query: Any = self._jobs.where(filter=firestore.FieldFilter("parent_id", "==", parent_id))
+        query = query.where(
+            filter=firestore.FieldFilter("state", "in", sorted(s.value for s in states))
+        )
+        with translated("count children"):
+            result = query.count().get()
+        return int(result[0][0].value)
+
+    def find_overdue(self, *, now: datetime, limit: int) -> list[Job]:
+        # Needs the composite index (state, deadline) the deployment declares.
+        open_states = [JobState.QUEUED.value, JobState.RUNNING.value]
+        query = self._jobs.where(filter=firestore.FieldFilter("state", "in", open_states))
+        query = query.where(filter=firestore.FieldFilter("deadline", "<=", now))
+        return self._stream(query.order_by("deadline").limit(limit), "query overdue jobs")
 
     def list_owned(
         self,

@@ -46,12 +46,16 @@ FORMATS: dict[AudioFormat, FormatSpec] = {
 STREAMING_FORMATS: tuple[AudioFormat, ...] = tuple(f for f in AudioFormat if FORMATS[f].streams)
 
 
-def audio_object_name(*, prefix: str, job_id: str, fmt: AudioFormat) -> str:
-    """Where a job's finished audio lives in the bucket."""
-    return f"{prefix}{job_id}.{FORMATS[fmt].extension}"
+def audio_object_name(*, prefix: str, job_id: str, attempt: int, fmt: AudioFormat) -> str:
+    """Where attempt ``attempt`` of a job puts its finished audio. Each attempt writes its own
+    objects: a run that lost its claim but is still finishing cannot overwrite what the
+    current attempt wrote, and the job's result names the objects of the attempt that won."""
+    return f"{prefix}{job_id}/{attempt}.{FORMATS[fmt].extension}"
 
 
-def part_object_name(*, prefix: str, job_id: str, index: int, fmt: AudioFormat) -> str:
-    """Where piece ``index`` of a streamed job's audio lives; the pieces, in order, concatenate
-    into one file of ``fmt``."""
-    return f"{prefix}{job_id}/part-{index:05d}.{FORMATS[fmt].extension}"
+def part_object_name(
+    *, prefix: str, job_id: str, attempt: int, index: int, fmt: AudioFormat
+) -> str:
+    """Where piece ``index`` of attempt ``attempt`` of a streamed job lives; an attempt's
+    pieces, in order, concatenate into one file of ``fmt``."""
+    return f"{prefix}{job_id}/{attempt}/part-{index:05d}.{FORMATS[fmt].extension}"

@@ -154,6 +154,13 @@ class CanceledJobStream(FailedJobStream):
     code = "job_canceled"
 
 
+class StreamRestarted(Conflict):
+    """The run whose pieces a stream was sending lost its claim, and another attempt makes the
+    job's audio anew: the pieces already sent belong to audio that will never be finished."""
+
+    code = "job_restarted"
+
+
 class StillRunning(TransientError):
     """A caller's wait ran out before its job finished (or before its next piece of audio)."""
 

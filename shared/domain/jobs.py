@@ -10,6 +10,8 @@ without any store.
 
 from __future__ import annotations
 
+from collections.abc import Mapping
+from dataclasses import dataclass
 from datetime import datetime, timedelta
 from enum import StrEnum
 
@@ -19,6 +21,9 @@ from shared.domain.audio_formats import AudioFormat
 from shared.domain.errors import InvalidTransition
 from shared.domain.synthesis import BatchRequest, JobRequest, JoinPlan, children_of
 from shared.domain.webhooks import Webhook, WebhookEvent
+
+PARENT_BACKEND = ""
+"""The backend of a batch or cast parent: no worker runs a parent, only its children."""
 
 
 class JobState(StrEnum):
@@ -77,6 +82,16 @@ class JobError(BaseModel):
     retryable: bool = False
 
 
+@dataclass(frozen=True, kw_only=True, slots=True)
+class Progress:
+    """A parent's children, counted from their own documents when asked."""
+
+    total: int
+    succeeded: int
+    failed: int
+    """Failed or canceled."""
+
+
 class Job(BaseModel):
     """A job as stored in ``jobs/{id}``. Never sent over the wire as-is (see ``JobView``)."""
 
@@ -89,6 +104,13 @@ class Job(BaseModel):
     state: JobState = JobState.QUEUED
     backend: str
     attempts: int = 0
+    """The number of the latest claim, never reset: a run is fenced by it, so everything a run
+    writes (audio, stream parts, its finish) is its own, and a run that lost its claim (expired,
+    canceled, retried) can finish nothing. A parent, which is never claimed, counts its rounds
+    (each retry starts one)."""
+    retried_after: int = 0
+    """``attempts`` when its owner last asked for a retry: the attempts since then are the ones
+    a retry limit counts (``tries``)."""
     lease: Lease | None = None
     idempotency_key: str | None = None
     result: AudioResult | None = None
@@ -97,10 +119,8 @@ class Job(BaseModel):
     error: JobError | None = None
     runpod_id: str | None = None
     """The RunPod job running this one, while it is dispatched there."""
-    children_done: dict[str, bool] = Field(default_factory=dict)
-    """A cast parent: which children finished, and whether each succeeded."""
     parent_id: str | None = None
-    """The batch this job is an item of: it reports into it when it ends."""
+    """The batch or cast this job is a child of; its parent counts it by this field."""
     deadline: datetime | None = None
     """Not finished by then: canceled, never run late (``Cancel-After`` / ``deadline_s``)."""
     correlation: dict[str, str] = Field(default_factory=dict)
@@ -131,6 +151,11 @@ class Job(BaseModel):
     created_at: datetime
     updated_at: datetime
     state_times: dict[JobState, datetime] = Field(default_factory=dict)
+
+    @property
+    def tries(self) -> int:
+        """Claims since the job was submitted or last retried by its owner."""
+        return self.attempts - self.retried_after
 
     # Stored with the document (computed fields are dumped, and ignored when read back) so the
     # monitor's queries select on them; derived, so no transition can leave them stale.
@@ -178,8 +203,8 @@ class Job(BaseModel):
             lease=Lease(owner=worker, expires_at=now + timedelta(seconds=lease_s)),
         )
 
-    def extend_lease(self, worker: str, *, now: datetime, lease_s: float) -> Job:
-        self._require_holder(worker)
+    def extend_lease(self, worker: str, *, attempt: int, now: datetime, lease_s: float) -> Job:
+        self._require_holder(worker, attempt=attempt)
         return self.model_copy(
             update={
                 "lease": Lease(owner=worker, expires_at=now + timedelta(seconds=lease_s)),
@@ -187,10 +212,12 @@ class Job(BaseModel):
             }
         )
 
-    def dispatched(self, worker: str, *, runpod_id: str, now: datetime, lease_s: float) -> Job:
+    def dispatched(
+        self, worker: str, *, attempt: int, runpod_id: str, now: datetime, lease_s: float
+    ) -> Job:
         """Record which RunPod job carries this one (its webhook must name the same id), and
         lengthen the lease to cover RunPod's own queue and execution limits."""
-        self._require_holder(worker)
+        self._require_holder(worker, attempt=attempt)
         return self.model_copy(
             update={
                 "runpod_id": runpod_id,
@@ -216,11 +243,12 @@ class Job(BaseModel):
         self,
         worker: str,
         *,
+        attempt: int,
         result: AudioResult | None,
         voice_id: str | None = None,
         now: datetime,
     ) -> Job:
-        self._require_holder(worker)
+        self._require_holder(worker, attempt=attempt)
         return self._moved(
             JobState.SUCCEEDED,
             now=now,
@@ -231,13 +259,13 @@ class Job(BaseModel):
             runpod_id=None,
         )
 
-    def fail(self, worker: str, *, error: JobError, now: datetime) -> Job:
-        self._require_holder(worker)
+    def fail(self, worker: str, *, attempt: int, error: JobError, now: datetime) -> Job:
+        self._require_holder(worker, attempt=attempt)
         return self._moved(JobState.FAILED, now=now, lease=None, error=error, runpod_id=None)
 
-    def release(self, worker: str, *, error: JobError, now: datetime) -> Job:
+    def release(self, worker: str, *, attempt: int, error: JobError, now: datetime) -> Job:
         """Give a running job back to the queue after a transient failure."""
-        self._require_holder(worker)
+        self._require_holder(worker, attempt=attempt)
         return self._moved(JobState.QUEUED, now=now, lease=None, error=error, runpod_id=None)
 
     def expire_lease(self, *, now: datetime) -> Job:
@@ -245,56 +273,59 @@ class Job(BaseModel):
             raise InvalidTransition("job has no expired lease")
         return self._moved(JobState.QUEUED, now=now, lease=None, runpod_id=None)
 
-    def child_finished(
-        self,
-        child_id: str,
-        *,
-        succeeded: bool,
-        now: datetime,
-        result: AudioResult | None = None,
-    ) -> Job:
-        """A parent hears that one child is done; the last one settles the parent.
+    def children_started(self, *, now: datetime) -> Job:
+        """A parent whose first child has finished is running (its progress is its children's)."""
+        if self.state is not JobState.QUEUED or not children_of(self.request):
+            raise InvalidTransition(f"job {self.id} is {self.state}, not a queued parent")
+        return self._moved(JobState.RUNNING, now=now)
 
-        A joined batch has one more child, its join job, which exists only once every item has
-        succeeded (``ready_to_join``): a failed item settles the batch as failed at once, and
-        the join's ``result`` becomes the batch's own audio.
-        """
-        children = children_of(self.request)
-        if child_id not in children:
-            raise InvalidTransition(f"{child_id} is not a child of job {self.id}")
-        if self.state.terminal or child_id in self.children_done:
-            raise InvalidTransition(f"job {self.id} already counted {child_id}")
-        done = {**self.children_done, child_id: succeeded}
-        join = self.request.join if isinstance(self.request, BatchRequest) else None
-        items = [c for c in children if join is None or c != join.job_id]
-        failed = sorted(c for c, ok in done.items() if not ok)
-        items_done = all(c in done for c in items)
-        if len(done) < len(children) and not (join is not None and items_done and failed):
-            if self.state is JobState.RUNNING:
-                return self.model_copy(update={"children_done": done, "updated_at": now})
-            return self._moved(JobState.RUNNING, now=now, children_done=done)
-        if not failed:
-            joined = result if join is not None and child_id == join.job_id else None
-            return self._moved(JobState.SUCCEEDED, now=now, children_done=done, result=joined)
-        error = JobError(
-            code="children_failed",
-            message=f"{len(failed)} of {len(items)} items failed: {', '.join(failed)}",
-        )
-        if join is not None and join.job_id in failed:
-            error = JobError(code="join_failed", message=f"the joined file failed: {join.job_id}")
-        return self._moved(JobState.FAILED, now=now, children_done=done, error=error)
-
-    @property
-    def ready_to_join(self) -> JoinPlan | None:
-        """A running joined batch whose items have all succeeded and whose join job has not
-        reported: the join job to start (again, if it was lost)."""
-        if self.state is not JobState.RUNNING or not isinstance(self.request, BatchRequest):
+    def join_due(self, children: Mapping[str, Job]) -> JoinPlan | None:
+        """A joined batch whose items have all succeeded and whose join job does not exist yet:
+        the join job to start (again, if it was lost). ``children`` are the children as stored
+        now, by id (those not yet created are absent)."""
+        if self.state.terminal or not isinstance(self.request, BatchRequest):
             return None
         join = self.request.join
-        if join is None or join.job_id in self.children_done:
+        if join is None or join.job_id in children:
             return None
         items = self.request.children
-        return join if all(self.children_done.get(c) for c in items) else None
+        ok = all(_state(children, c) is JobState.SUCCEEDED for c in items)
+        return join if ok else None
+
+    def settle(self, children: Mapping[str, Job], *, now: datetime) -> Job:
+        """The parent's one terminal move, made from its children as stored now.
+
+        The children are the truth: no child ever writes into its parent, so a batch finished
+        by many workers at once never contends on one document. Whoever sees every child
+        terminal (the last finisher, or a monitor pass) makes this move; it raises
+        ``InvalidTransition`` while some child still runs, and once the parent has ended, so
+        racing callers settle it once.
+        """
+        if self.state.terminal:
+            raise InvalidTransition(f"job {self.id} is already {self.state}")
+        items = _items(self.request)
+        if not items:
+            raise InvalidTransition(f"job {self.id} has no children")
+        waiting = [c for c in items if not _state(children, c).terminal]
+        if waiting:
+            raise InvalidTransition(f"job {self.id} waits for {len(waiting)} children")
+        failed = [c for c in items if _state(children, c) is not JobState.SUCCEEDED]
+        if failed:
+            error = JobError(
+                code="children_failed",
+                message=f"{len(failed)} of {len(items)} items failed: {', '.join(failed)}",
+            )
+            return self._moved(JobState.FAILED, now=now, error=error)
+        join = self.request.join if isinstance(self.request, BatchRequest) else None
+        if join is None:
+            return self._moved(JobState.SUCCEEDED, now=now, error=None)
+        joined = children.get(join.job_id)
+        if joined is None or not joined.state.terminal:
+            raise InvalidTransition(f"job {self.id} waits for its joined file")
+        if joined.state is JobState.SUCCEEDED:
+            return self._moved(JobState.SUCCEEDED, now=now, error=None, result=joined.result)
+        error = JobError(code="join_failed", message=f"the joined file failed: {join.job_id}")
+        return self._moved(JobState.FAILED, now=now, error=error)
 
     def retry(self, *, now: datetime) -> Job:
         """A failed or canceled job, asked for again by its owner: back to ``queued`` under the
@@ -307,23 +338,26 @@ class Job(BaseModel):
             now=now,
             lease=None,
             error=None,
-            attempts=0,
+            # A retry starts a new attempt at once, not at the next claim: a retried job that
+            # ends again before anyone claims it (canceled, overdue) must not end under the
+            # number its last ending was announced with. A parent, never claimed, counts its
+            # rounds this way.
+            attempts=self.attempts + 1,
+            retried_after=self.attempts + 1,
             deadline=None,
+            result=None,
             result_pending=False,
             runpod_id=None,
+            webhook=self.webhook.reset() if self.webhook is not None else None,
+            webhook_due=False,
         )
 
-    def child_retried(self, child_id: str, *, now: datetime) -> Job:
-        """One of a batch's children runs again: it is no longer counted, and a batch that
-        had ended (because that child failed) is running again."""
-        if child_id not in children_of(self.request):
-            raise InvalidTransition(f"{child_id} is not a child of job {self.id}")
-        done = {c: ok for c, ok in self.children_done.items() if c != child_id}
-        if self.state is JobState.RUNNING:
-            return self.model_copy(update={"children_done": done, "updated_at": now})
-        return self._moved(
-            JobState.RUNNING, now=now, children_done=done, error=None, result_pending=False
-        )
+    def reopen(self, *, now: datetime) -> Job:
+        """A parent one of whose failed or canceled children runs again: no longer ended."""
+        if self.state not in {JobState.FAILED, JobState.CANCELED}:
+            raise InvalidTransition(f"job is {self.state}; only failed or canceled jobs reopen")
+        # Its other children have run already: a new round that is running from its start.
+        return self.retry(now=now)._moved(JobState.RUNNING, now=now)
 
     def cancel(self, *, now: datetime, reason: str = "canceled by its owner") -> Job:
         """Queued or running, the job ends here; a worker holding it stops at its next piece
@@ -381,13 +415,21 @@ class Job(BaseModel):
 
     # -- helpers ----------------------------------------------------------------------------
 
-    def _require_holder(self, worker: str) -> None:
-        # An expired lease still belongs to its worker until someone else claims the job:
-        # finishing late beats redoing the synthesis.
+    def wanted(self, *, attempt: int) -> bool:
+        """Whether the run holding claim ``attempt`` should go on (checked between pieces)."""
+        return self.state is JobState.RUNNING and self.attempts == attempt
+
+    def _require_holder(self, worker: str, *, attempt: int) -> None:
+        # An expired lease still belongs to its run until someone else claims the job:
+        # finishing late beats redoing the synthesis. The attempt is the fence: the same
+        # worker process may hold a later claim of the same job (cancel, retry, claim again),
+        # and its earlier run must not finish that one.
         if self.state is not JobState.RUNNING or self.lease is None:
             raise InvalidTransition(f"job is {self.state}, not running")
         if self.lease.owner != worker:
             raise InvalidTransition(f"job is leased by {self.lease.owner}, not {worker}")
+        if self.attempts != attempt:
+            raise InvalidTransition(f"job is on attempt {self.attempts}, not {attempt}")
 
     def _moved(self, state: JobState, *, now: datetime, **changes: object) -> Job:
         times = dict(self.state_times)
@@ -411,3 +453,16 @@ class Job(BaseModel):
             update["webhook"] = webhook
             update["webhook_due"] = webhook.pending
         return self.model_copy(update={**update, **changes})
+
+
+def _items(request: JobRequest) -> tuple[str, ...]:
+    """A parent's children that do the work: every child but a joined batch's join job."""
+    if isinstance(request, BatchRequest):
+        return request.children
+    return children_of(request)
+
+
+def _state(children: Mapping[str, Job], child_id: str) -> JobState:
+    # A child not created yet (its creator died mid-submit) is as good as queued.
+    child = children.get(child_id)
+    return child.state if child is not None else JobState.QUEUED

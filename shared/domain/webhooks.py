@@ -82,6 +82,10 @@ class Webhook(BaseModel):
         delivery = Delivery(event=event, next_at=now, queued_at=now)
         return self.model_copy(update={"deliveries": (*self.deliveries, delivery)})
 
+    def reset(self) -> Webhook:
+        """A job run again reports again: its earlier deliveries are history."""
+        return self.model_copy(update={"deliveries": ()})
+
     def attempted(self, event: WebhookEvent, *, error: str | None, now: datetime) -> Webhook:
         """Record one attempt: delivered (``error`` is None), due again later, or failed."""
         updated = []

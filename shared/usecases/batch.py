@@ -1,8 +1,8 @@
 """Batches: many speech jobs submitted as one, followed as one, and read back as a manifest.
 
 A batch is a parent job that no worker runs, and one ordinary speech job per item (routed on
-its own, so items spread across backends); each item reports into the parent when it ends, so
-the parent shows the progress and ends when the last item does. Child ids derive from the
+its own, so items spread across backends); the parent's progress is counted from
+its items, and it ends once, when the last item does (``parents``). Child ids derive from the
 parent's, so a retried submission (the same Idempotency-Key) finds the same batch and creates
 only the items a crashed first attempt never created. A failed item can be retried on its own.
 """
@@ -13,14 +13,15 @@ import hashlib
 from contextlib import suppress
 from dataclasses import dataclass
 
-from shared.domain.errors import Conflict, InvalidRequest, InvalidTransition
-from shared.domain.jobs import AudioResult, Job, JobError, JobState
+from shared.domain.errors import Conflict, InvalidRequest, InvalidTransition, NotFound
+from shared.domain.jobs import PARENT_BACKEND, AudioResult, Job, JobError, JobState
 from shared.domain.keys import Principal
 from shared.domain.modes import Mode
-from shared.domain.synthesis import BatchRequest, JobRequest, JoinPlan, output_format
+from shared.domain.synthesis import BatchRequest, JobRequest, JoinPlan, children_of, output_format
 from shared.usecases.gateway import Gateway
 from shared.usecases.jobs import existing_job, get_job, job_id_for, prepare_speech
 from shared.usecases.new_jobs import NO_OPTIONS, new_job
+from shared.usecases.parents import settle
 from shared.usecases.routing import publish_job, route
 from shared.wire.bodies import BatchBody, JobOptions
 
@@ -78,7 +79,7 @@ def submit_batch(
         job_id=parent_id,
         principal=principal,
         request=request,
-        backend="",
+        backend=PARENT_BACKEND,
         key=idempotency_key,
         options=options,
     )
@@ -144,18 +145,44 @@ def _item(gw: Gateway, job_id: str, *, key: str | None) -> ManifestItem:
 
 
 def retry_job(gw: Gateway, *, principal: Principal, job_id: str) -> Job:
-    """Run a failed or canceled job again under the same id; its batch runs again with it."""
+    """Run a failed or canceled job again under the same id. A parent (batch or cast) runs
+    its failed and canceled children again; a child reopens the parent it had ended."""
     job = get_job(gw, principal=principal, job_id=job_id)
+    if children_of(job.request):
+        return _retry_parent(gw, job)
+    backend = route(gw, mode=job.request.mode)  # refused before anything moves
+    retried = _retried(gw, job)
+    if retried.parent_id is not None:
+        # A parent that had ended with this child's failure runs again; one still running
+        # (or gone) has nothing to reopen.
+        with suppress(InvalidTransition, NotFound):
+            gw.jobs.update(retried.parent_id, lambda p: p.reopen(now=gw.clock()))
+    _send(gw, retried, backend_id=backend.id)
+    return retried
+
+
+def _retry_parent(gw: Gateway, parent: Job) -> Job:
+    # Every child to run again is routed before anything moves: a refusal leaves all as it
+    # was. The parent moves first, so no child that ends meanwhile can settle it again; a
+    # crash after it leaves a parent whose children have all ended, which the monitor settles.
+    children = gw.jobs.get_many(children_of(parent.request))
+    again = [c for c in children.values() if c.state in {JobState.FAILED, JobState.CANCELED}]
+    backends = {c.id: route(gw, mode=c.request.mode).id for c in again}
+    retried = _retried(gw, parent)
+    for child in again:
+        with suppress(Conflict):  # retried by its owner meanwhile
+            _send(gw, _retried(gw, child), backend_id=backends[child.id])
+    return settle(gw, retried.id) or retried
+
+
+def _retried(gw: Gateway, job: Job) -> Job:
     try:
-        retried = gw.jobs.update(job.id, lambda j: j.retry(now=gw.clock()))
+        return gw.jobs.update(job.id, lambda j: j.retry(now=gw.clock()))
     except InvalidTransition as exc:
         raise Conflict(exc.message, details={"state": job.state.value}) from exc
-    if retried.parent_id is not None:
-        # A parent that no longer lists it has nothing to reopen.
-        with suppress(InvalidTransition):
-            gw.jobs.update(retried.parent_id, lambda p: p.child_retried(retried.id, now=gw.clock()))
-    backend = route(gw, mode=retried.request.mode)
-    if backend.id != retried.backend:
-        retried = gw.jobs.update(retried.id, lambda j: j.reroute(backend.id, now=gw.clock()))
-    publish_job(gw, retried)
-    return retried
+
+
+def _send(gw: Gateway, job: Job, *, backend_id: str) -> None:
+    if backend_id != job.backend:
+        job = gw.jobs.update(job.id, lambda j: j.reroute(backend_id, now=gw.clock()))
+    publish_job(gw, job)

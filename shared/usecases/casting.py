@@ -10,7 +10,7 @@ import hashlib
 
 from shared.domain.casting import cast_instruct
 from shared.domain.errors import InvalidRequest
-from shared.domain.jobs import Job, JobState
+from shared.domain.jobs import PARENT_BACKEND, Job, JobState
 from shared.domain.keys import Principal
 from shared.domain.modes import Mode
 from shared.domain.synthesis import (
@@ -54,7 +54,7 @@ def cast_voices(
         job_id=parent_id,
         principal=principal,
         request=request,
-        backend="",
+        backend=PARENT_BACKEND,
         key=idempotency_key,
     )
     stored, created = gw.jobs.create(parent)
@@ -69,6 +69,7 @@ def cast_voices(
             request=child_request,
             backend=backend.id,
             key=None,
+            parent_id=parent_id,
         )
         child, _ = gw.jobs.create(child)
         if child.state is JobState.QUEUED:

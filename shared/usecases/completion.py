@@ -2,20 +2,22 @@
 
 Each step is one transactional update by the job's lease holder; a holder that lost its lease
 to another worker (or whose job was canceled meanwhile) finishes nothing (``False``), because
-what happened instead stands. A finished job announces its result; a finished child of a cast
-or a batch reports into its parent.
+what happened instead stands. Each update is fenced by the run's attempt, so a run of an
+earlier claim of the same job (on the same worker, after a cancel and a retry) finishes nothing
+either. A finished job announces its result; a finished child of a cast or a batch lets its
+parent settle (``parents``), writing nothing into it.
 """
 
 from __future__ import annotations
 
 import logging
 
-from shared.domain.errors import InvalidTransition, NotFound, TransientError
-from shared.domain.jobs import Job, JobError, JobOutput, JobState
-from shared.domain.synthesis import parent_of
+from shared.domain.errors import InvalidTransition, NotFound
+from shared.domain.jobs import Job, JobError, JobOutput
+from shared.domain.synthesis import children_of, parent_of
 from shared.usecases.cache import remember
 from shared.usecases.gateway import Gateway
-from shared.usecases.joining import start_join
+from shared.usecases.parents import child_ended
 from shared.usecases.results import announce
 from shared.usecases.webhooks import deliver_due
 
@@ -27,7 +29,11 @@ def succeed(gw: Gateway, job: Job, *, worker: str, output: JobOutput) -> bool:
         done = gw.jobs.update(
             job.id,
             lambda j: j.succeed(
-                worker, result=output.audio, voice_id=output.voice_id, now=gw.clock()
+                worker,
+                attempt=job.attempts,
+                result=output.audio,
+                voice_id=output.voice_id,
+                now=gw.clock(),
             ),
         )
     except InvalidTransition as exc:
@@ -48,7 +54,9 @@ def succeed(gw: Gateway, job: Job, *, worker: str, output: JobOutput) -> bool:
 
 def fail(gw: Gateway, job: Job, *, worker: str, error: JobError) -> bool:
     try:
-        done = gw.jobs.update(job.id, lambda j: j.fail(worker, error=error, now=gw.clock()))
+        done = gw.jobs.update(
+            job.id, lambda j: j.fail(worker, attempt=job.attempts, error=error, now=gw.clock())
+        )
     except InvalidTransition as exc:
         log.info("lost the lease before failing", extra={"job_id": job.id, "why": exc.message})
         return False
@@ -60,7 +68,9 @@ def fail(gw: Gateway, job: Job, *, worker: str, error: JobError) -> bool:
 def release(gw: Gateway, job: Job, *, worker: str, error: JobError) -> bool:
     """Back to ``queued`` after a transient failure, for another attempt."""
     try:
-        gw.jobs.update(job.id, lambda j: j.release(worker, error=error, now=gw.clock()))
+        gw.jobs.update(
+            job.id, lambda j: j.release(worker, attempt=job.attempts, error=error, now=gw.clock())
+        )
     except InvalidTransition as exc:
         log.info("lost the lease before releasing", extra={"job_id": job.id, "why": exc.message})
         return False
@@ -69,42 +79,41 @@ def release(gw: Gateway, job: Job, *, worker: str, error: JobError) -> bool:
 
 
 def cancel_overdue(gw: Gateway, job_id: str) -> bool:
-    """Cancel a job past its deadline; whether this call did."""
+    """Cancel a job past its deadline, and a parent's unfinished children with it; whether
+    this call did."""
     try:
         done = gw.jobs.update(job_id, lambda j: j.expire_deadline(now=gw.clock()))
     except (InvalidTransition, NotFound):
         return False
     log.info("job canceled at its deadline", extra={"job_id": job_id})
     finished(gw, done)
+    cancel_children(gw, done, reason=f"its parent {done.id} passed its deadline")
     return True
 
 
+def cancel(gw: Gateway, job_id: str, *, reason: str) -> Job | None:
+    """Cancel one queued or running job; the canceled job, or ``None`` if it had ended (or
+    does not exist)."""
+    try:
+        canceled = gw.jobs.update(job_id, lambda j: j.cancel(now=gw.clock(), reason=reason))
+    except (InvalidTransition, NotFound):
+        return None
+    finished(gw, canceled)
+    return canceled
+
+
+def cancel_children(gw: Gateway, parent: Job, *, reason: str) -> None:
+    """A parent that ended canceled takes its unfinished children with it. The parent moves
+    first, so a child ending meanwhile finds it settled and cannot count as its failure."""
+    for child_id in children_of(parent.request):
+        cancel(gw, child_id, reason=reason)
+
+
 def finished(gw: Gateway, job: Job) -> None:
-    """After any move into a terminal state: announce it, call back, and count it into its
-    parent."""
+    """After any move into a terminal state: announce it, call back, and let its parent see
+    whether it can settle."""
     announce(gw, job)
     deliver_due(gw, job)
     parent_id = job.parent_id or parent_of(job.request)
-    if parent_id is None:
-        return
-    succeeded = job.state is JobState.SUCCEEDED
-    try:
-        parent = gw.jobs.update(
-            parent_id,
-            lambda p: p.child_finished(
-                job.id, succeeded=succeeded, now=gw.clock(), result=job.result
-            ),
-        )
-    except InvalidTransition:
-        return  # counted already (a redelivery); counting is idempotent by child id
-    except (NotFound, TransientError) as exc:
-        log.warning(
-            "parent not updated",
-            extra={"job_id": job.id, "parent_id": parent_id, "error": exc.message},
-        )
-        return
-    if parent.state.terminal:
-        announce(gw, parent)
-        deliver_due(gw, parent)
-    else:
-        start_join(gw, parent)
+    if parent_id is not None:
+        child_ended(gw, parent_id)

@@ -28,6 +28,7 @@ from shared.domain.errors import (
     JobFailed,
     NotFound,
     StillRunning,
+    StreamRestarted,
 )
 from shared.domain.jobs import Job, JobState
 from shared.domain.synthesis import output_format
@@ -90,19 +91,26 @@ def pieces(gw: Gateway, job: Job, *, start: int = 0, idle_s: float) -> Iterator[
     index = start
     backoff = _Backoff(gw)
     quiet_until = gw.clock() + timedelta(seconds=idle_s)
+    # The pieces of one attempt only: once one is sent, a later attempt's are another audio.
+    attempt: int | None = None
     # Polled only while the job runs, and every turn gives a piece, sleeps, or leaves the loop
     # (finished, or quiet for ``idle_s``): no turn comes round again having done none of these.
     while not job.state.terminal:
-        data = _part(gw, job, index=index, fmt=fmt)
+        # A queued job has no current attempt to read pieces of (it is between runs).
+        running = job.state is JobState.RUNNING
+        data = _part(gw, job, index=index, fmt=fmt) if running else None
         if data is not None:
+            attempt = _same_attempt(job, attempt)
             yield Piece(index, data)
             index += 1
             backoff.reset()
             quiet_until = gw.clock() + timedelta(seconds=idle_s)
             continue
         job = backoff.seen(_reread(gw, job))
-        if job.state.terminal:
-            break
+        if attempt is not None:
+            _same_attempt(job, attempt)
+        if job.state.terminal or (job.state is JobState.RUNNING and not running):
+            continue  # ended, or just started: look for its pieces again before sleeping
         remaining = (quiet_until - gw.clock()).total_seconds()
         if remaining <= 0:
             raise StillRunning(
@@ -110,7 +118,7 @@ def pieces(gw: Gateway, job: Job, *, start: int = 0, idle_s: float) -> Iterator[
                 details={"job_id": job.id, "next_piece": index},
             )
         gw.sleep(min(backoff.next(), remaining))
-    yield from _finished_pieces(gw, job, start=index, fmt=fmt)
+    yield from _finished_pieces(gw, job, start=index, fmt=fmt, attempt=attempt)
 
 
 # -- helpers -------------------------------------------------------------------------------
@@ -150,12 +158,14 @@ def _reread(gw: Gateway, job: Job) -> Job:
 
 
 def _finished_pieces(
-    gw: Gateway, job: Job, *, start: int, fmt: AudioFormat | None
+    gw: Gateway, job: Job, *, start: int, fmt: AudioFormat | None, attempt: int | None
 ) -> Iterator[Piece]:
     """What is left of a finished job's audio from piece ``start``: read once, nothing more is
     waited for, so a piece that is missing now is gone (``NotFound``), not late."""
     if job.state is not JobState.SUCCEEDED:
         raise _stream_failure(job)
+    if attempt is not None:
+        _same_attempt(job, attempt)
     parts = _own_parts(job)
     if parts == 0:
         if start == 0:
@@ -170,6 +180,18 @@ def _finished_pieces(
                 details={"job_id": job.id, "next_piece": index},
             )
         yield Piece(index, data)
+
+
+def _same_attempt(job: Job, attempt: int | None) -> int:
+    """The attempt whose pieces the stream sends; ``StreamRestarted`` once the job is on
+    another."""
+    if attempt is not None and job.attempts != attempt:
+        raise StreamRestarted(
+            f"job {job.id} was started again (attempt {job.attempts}) after this stream had "
+            f"sent pieces of attempt {attempt}; stream it again from the start",
+            details={"job_id": job.id, "attempt": job.attempts},
+        )
+    return job.attempts
 
 
 def _own_parts(job: Job) -> int:
@@ -190,7 +212,13 @@ def _part(gw: Gateway, job: Job, *, index: int, fmt: AudioFormat | None) -> byte
     knows where a job's pieces are stored."""
     if fmt is None:
         return None
-    path = part_object_name(prefix=gw.settings.audio_prefix, job_id=job.id, index=index, fmt=fmt)
+    path = part_object_name(
+        prefix=gw.settings.audio_prefix,
+        job_id=job.id,
+        attempt=job.attempts,
+        index=index,
+        fmt=fmt,
+    )
     try:
         return gw.blobs.get(path, max_bytes=MAX_RETURNED_BYTES)
     except NotFound:

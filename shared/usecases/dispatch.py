@@ -121,6 +121,7 @@ def dispatch(gw: Gateway, runpod: RunPodApi, message: JobMessage) -> Dispatch:
             job.id,
             lambda j: j.dispatched(
                 worker,
+                attempt=job.attempts,
                 runpod_id=runpod_id,
                 now=gw.clock(),
                 lease_s=rp.ttl_s + rp.execution_timeout_s + LEASE_GRACE_S,
@@ -219,14 +220,22 @@ def runpod_input(gw: Gateway, job: Job) -> RunPodInput:
     fmt = output_format(request)
     parts: tuple[str, ...] = ()
     if fmt is not None:
-        path = audio_object_name(prefix=settings.audio_prefix, job_id=job.id, fmt=fmt)
+        path = audio_object_name(
+            prefix=settings.audio_prefix, job_id=job.id, attempt=job.attempts, fmt=fmt
+        )
         urls["audio"] = sign(path, "PUT")
         extra["audio_uri"] = f"gs://{settings.bucket}/{path}"
         extra["audio_content_type"] = FORMATS[fmt].content_type
         if isinstance(request, SpeechFields) and request.stream:
             parts = tuple(
                 sign(
-                    part_object_name(prefix=settings.audio_prefix, job_id=job.id, index=i, fmt=fmt),
+                    part_object_name(
+                        prefix=settings.audio_prefix,
+                        job_id=job.id,
+                        attempt=job.attempts,
+                        index=i,
+                        fmt=fmt,
+                    ),
                     "PUT",
                 )
                 for i in range(settings.runpod.stream_parts)
@@ -261,7 +270,7 @@ def runpod_input(gw: Gateway, job: Job) -> RunPodInput:
         urls["voice_reference"] = sign(f"{stem}{REFERENCE_SUFFIX}.{extension}", "PUT")
     return RunPodInput.model_validate(
         {
-            "task": RunPodTask(id=job.id, owner=job.owner, request=request),
+            "task": RunPodTask(id=job.id, owner=job.owner, request=request, attempt=job.attempts),
             "urls": SignedUrls(**urls, parts=parts, sources=sources),
             **extra,
         }
@@ -287,8 +296,8 @@ def _waiting_on(job: Job | None, *, worker: str, runpod_id: str) -> Job | None:
 
 def _retry_or_fail(gw: Gateway, job: Job, *, worker: str, code: str, message: str) -> Dispatch:
     attempts = gw.settings.runpod.max_attempts
-    if job.attempts >= attempts:
-        error = _error(code, f"gave up after {job.attempts} attempts: {message}")
+    if job.tries >= attempts:
+        error = _error(code, f"gave up after {job.tries} attempts: {message}")
         completion.fail(gw, job, worker=worker, error=error)
         return Dispatch.FAILED
     error = JobError(code=code, message=message, retryable=True)

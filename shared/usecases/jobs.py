@@ -21,7 +21,6 @@ from shared.domain.audio_input import (
 from shared.domain.errors import (
     Conflict,
     InvalidRequest,
-    InvalidTransition,
     NotFound,
     PayloadTooLarge,
 )
@@ -34,7 +33,6 @@ from shared.domain.synthesis import (
     JobRequest,
     NormalizeRequest,
     VoiceCloneRequest,
-    children_of,
 )
 from shared.domain.voices import Voice, prompt_object_name, voice_id_for
 from shared.usecases import cache, completion
@@ -201,17 +199,17 @@ def find_voice(gw: Gateway, *, principal: Principal, ref: str) -> Voice:
 
 def cancel_job(gw: Gateway, *, principal: Principal, job_id: str) -> Job:
     """A queued job never runs; a running one stops at its next piece and its result is
-    discarded; a finished one is a ``Conflict``. A cast or batch takes its children with it."""
+    discarded; a finished one is a ``Conflict``. A cast or batch ends ``canceled`` and takes
+    its unfinished children with it."""
     job = get_job(gw, principal=principal, job_id=job_id)
-    for child_id in children_of(job.request):
-        _cancel(gw, child_id)
-    canceled = _cancel(gw, job.id)
+    canceled = completion.cancel(gw, job.id, reason="canceled by its owner")
     if canceled is None:
         current = gw.jobs.get(job.id) or job
         raise Conflict(
             f"job {job.id} is already {current.state}",
             details={"state": current.state.value},
         )
+    completion.cancel_children(gw, canceled, reason=f"its parent {job.id} was canceled")
     return canceled
 
 
@@ -394,15 +392,6 @@ class JobPage:
 
 
 MAX_PAGE_SIZE = 200
-
-
-def _cancel(gw: Gateway, job_id: str) -> Job | None:
-    try:
-        canceled = gw.jobs.update(job_id, lambda j: j.cancel(now=gw.clock()))
-    except (InvalidTransition, NotFound):
-        return None
-    completion.finished(gw, canceled)
-    return canceled
 
 
 def _token(job: Job) -> str:

@@ -10,9 +10,10 @@ monitor finding it missing) creates it once.
 from __future__ import annotations
 
 import logging
+from collections.abc import Mapping
 
 from shared.domain.errors import NoBackendAvailable, TransientError
-from shared.domain.jobs import Job, JobState
+from shared.domain.jobs import Job
 from shared.domain.keys import Principal
 from shared.domain.modes import Mode
 from shared.domain.synthesis import BatchRequest, JoinRequest, JoinSource
@@ -23,18 +24,15 @@ from shared.usecases.routing import publish_job, route
 log = logging.getLogger(__name__)
 
 
-def start_join(gw: Gateway, parent: Job) -> Job | None:
-    """Create and publish ``parent``'s join job if it is due; the job, or ``None`` if not due
-    or not possible yet (the monitor calls again)."""
-    plan = parent.ready_to_join
+def start_join(gw: Gateway, parent: Job, children: Mapping[str, Job]) -> Job | None:
+    """Create and publish ``parent``'s join job if it is due, given its ``children`` as stored
+    now; the job, or ``None`` if not due or not possible yet (the monitor calls again)."""
+    plan = parent.join_due(children)
     if plan is None or not isinstance(parent.request, BatchRequest):
         return None
-    existing = gw.jobs.get(plan.job_id)
-    if existing is not None:
-        return existing
     sources = []
     for child_id in parent.request.children:
-        child = gw.jobs.get(child_id)
+        child = children.get(child_id)
         if child is None or child.result is None:
             log.warning("join waits for an item", extra={"job_id": parent.id, "item": child_id})
             return None
@@ -57,10 +55,12 @@ def start_join(gw: Gateway, parent: Job) -> Job | None:
         parent_id=parent.id,
     )
     try:
-        stored, _ = gw.jobs.create(job)
+        stored, created = gw.jobs.create(job)
     except TransientError as exc:
         log.warning("join not stored", extra={"job_id": parent.id, "error": exc.message})
         return None
-    if stored.state is JobState.QUEUED:
+    # Only its maker publishes it: a second finisher racing the first finds it made, and a
+    # publish that was lost is the monitor's to repeat (it republishes jobs left queued).
+    if created:
         publish_job(gw, stored)
     return stored

@@ -10,7 +10,7 @@ directly) does, in order:
 4. asks RunPod for the status of dispatched jobs whose webhook is overdue, and finishes them;
 5. publishes again jobs left ``queued`` longer than ``monitor.requeue_after_s`` (a lost
    publish, a lost message): claims make the duplicates harmless;
-6. counts into each cast parent the finished children whose own report was lost;
+6. settles each batch or cast whose children have all ended but which nobody settled;
 7. counts each backend's queue, which spill-over routing reads.
 Every change is one transactional update with its own precondition, so two monitors running at
 once, or a monitor racing a worker, cannot double-move a job. Each step's query selects only
@@ -43,12 +43,11 @@ from shared.domain.errors import (
     RunPodJobGone,
     TransientError,
 )
-from shared.domain.jobs import Job, JobState
-from shared.domain.synthesis import children_of
+from shared.domain.jobs import PARENT_BACKEND, Job, JobState
 from shared.usecases import completion
 from shared.usecases.dispatch import complete, lost
 from shared.usecases.gateway import Gateway
-from shared.usecases.joining import start_join
+from shared.usecases.parents import settle
 from shared.usecases.ports import RunPodApi
 from shared.usecases.results import announce_pending
 from shared.usecases.routing import publish_job, route
@@ -67,7 +66,7 @@ class MonitorReport:
     polled: dict[str, str] = field(default_factory=dict)
     republished: list[str] = field(default_factory=list)
     settled: list[str] = field(default_factory=list)
-    """Cast children whose report to their parent had been lost, counted now."""
+    """Parents whose children had all ended but which nobody had settled, settled now."""
     overdue: list[str] = field(default_factory=list)
     """Jobs canceled at their deadline (queued ones too: nothing runs late)."""
     runpod_canceled: list[str] = field(default_factory=list)
@@ -151,12 +150,14 @@ def _check_backends(
 
 
 def _cancel_overdue(gw: Gateway, *, now: datetime, report: MonitorReport) -> None:
-    """Jobs past their deadline end now, including jobs waiting for a backend that is down."""
-    batch = gw.settings.monitor.batch
-    for state in (JobState.QUEUED, JobState.RUNNING):
-        for job in gw.jobs.find(state=state, limit=batch):
-            if job.overdue(now) and completion.cancel_overdue(gw, job.id):
+    """Jobs past their deadline end now, including jobs waiting for a backend that is down;
+    a parent takes its unfinished children with it."""
+    for job in gw.jobs.find_overdue(now=now, limit=gw.settings.monitor.batch):
+        try:
+            if completion.cancel_overdue(gw, job.id):
                 report.overdue.append(job.id)
+        except GatewayError as exc:
+            log.warning("overdue job not canceled", extra={"job_id": job.id, "error": exc.message})
 
 
 def _cancel_on_runpod(gw: Gateway, runpod: RunPodApi, *, report: MonitorReport) -> None:
@@ -339,31 +340,16 @@ def _republish_stuck(gw: Gateway, *, now: datetime, report: MonitorReport) -> No
 
 
 def _settle_parents(gw: Gateway, *, report: MonitorReport) -> None:
+    """Parents whose last child's finisher died or met contention before settling them: settle
+    them now (or start a joined batch's join job that was never made). Parents are routed to
+    no backend, so the query selects them alone."""
     batch = gw.settings.monitor.batch
-    parents = [
-        job
-        for state in (JobState.QUEUED, JobState.RUNNING)
-        for job in gw.jobs.find(state=state, limit=batch)
-        if children_of(job.request)
-    ]
-    for parent in parents:
-        for child_id in children_of(parent.request):
-            if child_id in parent.children_done:
-                continue
-            child = gw.jobs.get(child_id)
-            if child is None or not child.state.terminal:
-                continue
+    for state in (JobState.QUEUED, JobState.RUNNING):
+        for parent in gw.jobs.find(state=state, backend=PARENT_BACKEND, limit=batch):
             try:
-                parent = gw.jobs.update(parent.id, _child_counted(gw, child))
-            except InvalidTransition:
-                continue  # counted meanwhile
-            report.settled.append(child_id)
-        # A joined batch whose join job was never made (its maker died): make it now.
-        start_join(gw, parent)
-
-
-def _child_counted(gw: Gateway, child: Job) -> Callable[[Job], Job]:
-    succeeded = child.state is JobState.SUCCEEDED
-    return lambda parent: parent.child_finished(
-        child.id, succeeded=succeeded, now=gw.clock(), result=child.result
-    )
+                settled = settle(gw, parent.id)
+            except GatewayError as exc:
+                log.warning("parent not settled", extra={"job_id": parent.id, "error": exc.message})
+                continue
+            if settled is not None and settled.state.terminal:
+                report.settled.append(parent.id)

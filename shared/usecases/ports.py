@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Protocol
@@ -51,6 +51,19 @@ class JobStore(Protocol):
         ...
 
     def count(self, *, state: JobState, backend: str) -> int: ...
+
+    def get_many(self, job_ids: Sequence[str]) -> dict[str, Job]:
+        """The jobs that exist among ``job_ids``, by id, read together."""
+        ...
+
+    def count_children(self, *, parent_id: str, states: frozenset[JobState]) -> int:
+        """How many of ``parent_id``'s children are in one of ``states`` (an aggregation: no
+        child document is read, and no parent document is written)."""
+        ...
+
+    def find_overdue(self, *, now: datetime, limit: int) -> list[Job]:
+        """Queued or running jobs whose deadline is at or before ``now``, earliest first."""
+        ...
 
     def list_owned(
         self,

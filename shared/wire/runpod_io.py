@@ -44,6 +44,8 @@ class RunPodTask(_Model):
     id: str
     owner: str
     request: JobRequest
+    attempt: int = 0
+    """The gateway claim this task runs under; its signed URLs name that attempt's objects."""
 
 
 class RunPodInput(_Model):

@@ -8,7 +8,7 @@ from typing import Literal
 from pydantic import BaseModel, ConfigDict
 
 from shared.domain.audio_formats import AudioFormat
-from shared.domain.jobs import Job, JobState
+from shared.domain.jobs import Job, JobState, Progress
 from shared.domain.synthesis import children_of
 from shared.domain.voices import Voice, VoiceState
 from shared.domain.webhooks import DeliveryState, WebhookEvent
@@ -74,7 +74,8 @@ class JobView(BaseModel):
     """How each webhook call went (``failed`` after its retries ran out)."""
 
     @classmethod
-    def of(cls, job: Job, *, base_path: str = "") -> JobView:
+    def of(cls, job: Job, *, progress: Progress | None = None, base_path: str = "") -> JobView:
+        """``progress`` is a parent's count of its children (``shared.usecases.parents``)."""
         status_url = f"{base_path}/v1/jobs/{job.id}"
         audio = None
         if job.state is JobState.SUCCEEDED and job.result is not None:
@@ -89,14 +90,13 @@ class JobView(BaseModel):
                 parts=r.parts,
             )
         error = ErrorView(code=job.error.code, message=job.error.message) if job.error else None
-        progress = None
+        counted = None
         children = children_of(job.request)
-        if children:
-            done = job.children_done
-            progress = ProgressView(
-                total=len(children),
-                succeeded=sum(done.values()),
-                failed=sum(not ok for ok in done.values()),
+        if children and progress is not None:
+            counted = ProgressView(
+                total=progress.total,
+                succeeded=progress.succeeded,
+                failed=progress.failed,
                 children=children,
             )
         voice_id = job.voice_id if job.state is JobState.SUCCEEDED else None
@@ -111,7 +111,7 @@ class JobView(BaseModel):
             audio=audio,
             voice_id=voice_id,
             voice_url=f"{base_path}/v1/voices/{voice_id}" if voice_id else None,
-            progress=progress,
+            progress=counted,
             error=error if job.state in {JobState.FAILED, JobState.CANCELED} else None,
             cached_from=job.cached_from,
             webhook_deliveries=tuple(

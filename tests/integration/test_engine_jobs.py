@@ -192,7 +192,8 @@ def test_streamed_pieces_join_to_the_finished_audio(
     done = gateway.jobs.get(job.id)
     assert done is not None
     assert done.result is not None
-    parts = sorted(p for p in fakes.blobs.objects if p.startswith(f"audio/{job.id}/"))
+    prefix = f"audio/{job.id}/{done.attempts}/part-"
+    parts = sorted(p for p in fakes.blobs.objects if p.startswith(prefix))
     assert parts, sorted(fakes.blobs.objects)
     joined = b"".join(fakes.blobs.objects[p][0] for p in parts)
     pcm = np.frombuffer(joined, dtype="<i2").astype(np.float32) / 32768

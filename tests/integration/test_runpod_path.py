@@ -203,7 +203,11 @@ def test_a_streamed_job_on_runpod_publishes_its_pieces_through_signed_urls(
     assert done.result is not None
     assert done.result.parts == 2
     pieces = [
-        gw.blobs.get(part_object_name(prefix="audio/", job_id=job.id, index=i, fmt=AudioFormat.PCM))
+        gw.blobs.get(
+            part_object_name(
+                prefix="audio/", job_id=job.id, attempt=1, index=i, fmt=AudioFormat.PCM
+            )
+        )
         for i in range(2)
     ]
     whole = gw.blobs.get(done.result.uri.removeprefix(f"gs://{settings.bucket}/"))
@@ -406,9 +410,9 @@ def test_runpod_and_the_4090_write_the_same_job_document(
     }
     results = [dict(doc["result"]) for doc in docs]
     for result, job_id in zip(results, (home.id, away.id), strict=True):
-        assert result.pop("uri") == f"gs://{settings.bucket}/audio/{job_id}.wav"
+        assert result.pop("uri") == f"gs://{settings.bucket}/audio/{job_id}/1.wav"
     assert results[0] == results[1]
-    audio = [gw.blobs.get(f"audio/{job_id}.wav") for job_id in (home.id, away.id)]
+    audio = [gw.blobs.get(f"audio/{job_id}/1.wav") for job_id in (home.id, away.id)]
     assert audio[0] == audio[1]
 
 

@@ -109,7 +109,7 @@ def test_a_duplicated_job_message_is_synthesized_once(
     assert spy.call_count == 1
 
     assert done.result is not None
-    data = cloud_gateway.blobs.get(f"audio/{job.id}.wav")
+    data = cloud_gateway.blobs.get(f"audio/{job.id}/1.wav")
     samples, rate = sf.read(io.BytesIO(data))
     assert rate == done.result.sample_rate == 24000
     assert done.result.duration_s == pytest.approx(len(samples) / rate, abs=1e-6)

@@ -16,12 +16,12 @@ from gpu_worker.prompt_cache import PromptCache
 from gpu_worker.runner import JobRunner, Outcome, RunnerConfig
 from gpu_worker.synthesizer import ModelSet, Synthesizer
 from gpu_worker.tasks import TaskExecutor
-from shared.domain.jobs import Job, JobState
+from shared.domain.jobs import Job, JobState, Progress
 from shared.domain.keys import Principal, Scope
 from shared.domain.synthesis import CustomVoiceRequest, VoiceDesignRequest
 from shared.domain.voices import VoiceState
 from shared.settings import EngineKind
-from shared.usecases import library
+from shared.usecases import library, parents
 from shared.usecases.casting import cast_voices
 from shared.usecases.gateway import Gateway
 from shared.usecases.jobs import create_voice, normalize_audio, submit_job
@@ -224,7 +224,8 @@ def test_casting_designs_and_registers_one_voice_per_emotion(
     settled = gateway.jobs.get(parent.id)
     assert settled is not None
     assert settled.state is JobState.SUCCEEDED
-    assert settled.children_done == dict.fromkeys(children, True)
+    counted = parents.progress(gateway, settled)
+    assert counted == Progress(total=len(children), succeeded=len(children), failed=0)
     emotions = {v.traits.emotion for v in gateway.voices.query(character="Mira", limit=10)}
     assert emotions == {"happy", "sad"}
 

@@ -9,12 +9,12 @@ from __future__ import annotations
 import itertools
 import threading
 from collections import Counter
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 
 from shared.domain.backends import BackendHeartbeat, BackendStatus, HealthEvent
-from shared.domain.errors import NotFound, PayloadTooLarge, TransientError
+from shared.domain.errors import NotFound, PayloadTooLarge, StorageUnavailable, TransientError
 from shared.domain.jobs import Job, JobState
 from shared.domain.keys import ApiKey
 from shared.domain.voices import Voice
@@ -23,9 +23,14 @@ from shared.wire.runpod_status import EndpointHealth, RunPodStatus
 
 
 class InMemoryJobStore:
+    """``writes`` counts the updates each job took; ``contended`` names jobs whose updates fail
+    as Firestore's do when transactions keep meeting on one document (nothing is written)."""
+
     def __init__(self) -> None:
         self._jobs: dict[str, Job] = {}
         self._lock = threading.Lock()
+        self.writes: Counter[str] = Counter()
+        self.contended: set[str] = set()
 
     def create(self, job: Job) -> tuple[Job, bool]:
         with self._lock:
@@ -39,12 +44,15 @@ class InMemoryJobStore:
             return self._jobs.get(job_id)
 
     def update(self, job_id: str, change: Callable[[Job], Job]) -> Job:
+        if job_id in self.contended:
+            raise StorageUnavailable(f"update job: contended: {job_id}")
         with self._lock:
             current = self._jobs.get(job_id)
             if current is None:
                 raise NotFound(f"no job {job_id!r}")
             updated = change(current)
             self._jobs[job_id] = updated
+            self.writes[job_id] += 1
             return updated
 
     def find(
@@ -69,6 +77,25 @@ class InMemoryJobStore:
 
     def count(self, *, state: JobState, backend: str) -> int:
         return len(self.find(state=state, backend=backend, limit=1 << 30))
+
+    def get_many(self, job_ids: Sequence[str]) -> dict[str, Job]:
+        with self._lock:
+            return {i: self._jobs[i] for i in job_ids if i in self._jobs}
+
+    def count_children(self, *, parent_id: str, states: frozenset[JobState]) -> int:
+        with self._lock:
+            return sum(
+                1 for j in self._jobs.values() if j.parent_id == parent_id and j.state in states
+            )
+
+    def find_overdue(self, *, now: datetime, limit: int) -> list[Job]:
+        with self._lock:
+            found = [
+                j
+                for j in self._jobs.values()
+                if not j.state.terminal and j.deadline is not None and j.deadline <= now
+            ]
+        return sorted(found, key=lambda j: (j.deadline or now, j.id))[:limit]
 
     def list_owned(
         self,

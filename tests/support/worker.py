@@ -76,7 +76,9 @@ class ScriptedWorker:
         if failing is not None:
             error = JobError(code=failing, message=f"scripted {failing}")
             self._finished(
-                self.fakes.jobs.update(job.id, lambda j: j.fail(WORKER, error=error, now=now))
+                self.fakes.jobs.update(
+                    job.id, lambda j: j.fail(WORKER, attempt=job.attempts, error=error, now=now)
+                )
             )
             self.log.append("failed")
             return
@@ -89,13 +91,15 @@ class ScriptedWorker:
         done = self.published.setdefault(job.id, [])
         if streamed and len(done) < self.pieces:
             data = f"<{job.id}:{len(done)}>".encode()
-            path = part_object_name(prefix="audio/", job_id=job.id, index=len(done), fmt=fmt)
+            path = part_object_name(
+                prefix="audio/", job_id=job.id, attempt=job.attempts, index=len(done), fmt=fmt
+            )
             self.fakes.blobs.put(path, data, content_type=FORMATS[fmt].content_type)
             done.append(data)
             self.log.append(f"piece {len(done) - 1}")
             return
         data = b"".join(done) or f"<{job.id}:whole>".encode()
-        path = audio_object_name(prefix="audio/", job_id=job.id, fmt=fmt)
+        path = audio_object_name(prefix="audio/", job_id=job.id, attempt=job.attempts, fmt=fmt)
         stored = self.fakes.blobs.put(path, data, content_type=FORMATS[fmt].content_type)
         result = AudioResult(
             uri=stored.uri,
@@ -107,7 +111,10 @@ class ScriptedWorker:
             parts=len(done),
         )
         self._finished(
-            self.fakes.jobs.update(job.id, lambda j: j.succeed(WORKER, result=result, now=now))
+            self.fakes.jobs.update(
+                job.id,
+                lambda j: j.succeed(WORKER, attempt=job.attempts, result=result, now=now),
+            )
         )
         self.log.append("succeeded")
 
@@ -128,7 +135,10 @@ class ScriptedWorker:
         )
         self.fakes.voices.update(voice.id, lambda _: voice)
         self.fakes.jobs.update(
-            job.id, lambda j: j.succeed(WORKER, result=None, voice_id=voice.id, now=now)
+            job.id,
+            lambda j: j.succeed(
+                WORKER, attempt=job.attempts, result=None, voice_id=voice.id, now=now
+            ),
         )
         self.log.append("registered")
 

@@ -210,7 +210,7 @@ def test_audio_is_409_until_the_job_succeeds_then_a_signed_redirect(
     fakes.jobs.update(
         job_id,
         lambda j: j.claim("w", backend="home-4090", now=fakes.clock(), lease_s=60).succeed(
-            "w", result=result, now=fakes.clock()
+            "w", attempt=1, result=result, now=fakes.clock()
         ),
     )
     done = checked("GET", path, client.get(path, headers=alice))

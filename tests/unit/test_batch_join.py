@@ -91,9 +91,9 @@ def test_a_joined_batch_ends_with_one_file_of_every_item_in_order(
     assert batch is not None
     assert batch.state is JobState.SUCCEEDED
     assert batch.result is not None
-    assert batch.result.uri == f"gs://test-bucket/audio/{batch_id}j.mp3"
+    assert batch.result.uri == f"gs://test-bucket/audio/{batch_id}j/1.mp3"
     joined = decode_output(
-        fakes.blobs.get(f"audio/{batch_id}j.mp3"), fmt=AudioFormat.MP3, max_duration_s=60
+        fakes.blobs.get(f"audio/{batch_id}j/1.mp3"), fmt=AudioFormat.MP3, max_duration_s=60
     )
     expected_s = sum(SECONDS.values()) + 2 * 0.25
     # MP3 adds its encoder's priming and padding, at most about two frames per file.
@@ -107,7 +107,7 @@ def test_a_joined_batch_ends_with_one_file_of_every_item_in_order(
     assert [i["key"] for i in listed["items"]] == ["k0", "k1", "k2"]  # type: ignore[index]
     audio = client.get(f"/v1/jobs/{batch_id}/audio", headers=alice)
     assert audio.status_code == 302  # the batch's own audio is the joined file
-    assert f"audio/{batch_id}j.mp3" in audio.headers["Location"]
+    assert f"audio/{batch_id}j/1.mp3" in audio.headers["Location"]
     assert executor.joins == 1
 
 
@@ -176,7 +176,9 @@ def test_starting_a_join_twice_makes_one_job(
         runner.run(JobMessage(job_id=f"{batch_id}i{index}"))
     parent = fakes.jobs.get(batch_id)
     assert parent is not None
-    first, second = start_join(gateway, parent), start_join(gateway, parent)
+    # As two finishers racing would see them: every item done, no join job yet.
+    children = fakes.jobs.get_many(parent.request.children)  # type: ignore[union-attr]
+    first, second = start_join(gateway, parent, children), start_join(gateway, parent, children)
     assert first is not None
     assert first == second
     published = [m for m in fakes.publisher.messages if m.attributes.get("mode") == "join"]

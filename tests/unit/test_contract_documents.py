@@ -103,7 +103,6 @@ def finished(request: JobRequest) -> list[Job]:
             attempts=1,
             lease=Lease(owner="w1", expires_at=later),
             idempotency_key="k",
-            children_done={"p1c0": True},
         ),
         job(
             request,
@@ -111,14 +110,14 @@ def finished(request: JobRequest) -> list[Job]:
             attempts=1,
             result=result,
             voice_id=VOICE_ID,
-            children_done={"p1c0": True, "p1c1": True},
             state_times={JobState.QUEUED: NOW, JobState.SUCCEEDED: later},
         ),
         job(
             request,
             state=JobState.FAILED,
             error=JobError(code="synthesis_runaway", message="did not stop"),
-            children_done={"p1c0": True, "p1c1": False},
+            attempts=3,
+            retried_after=2,
         ),
     ]
 
@@ -207,7 +206,7 @@ def _mutations() -> list[tuple[str, dict[str, Any]]]:
     case("unknown trait", lambda d: d["request"]["traits"].update(mood="x"))
     case("too many tags", lambda d: d["request"]["traits"].update(tags=["t"] * 21))
     case("missing owner", lambda d: d.pop("owner"))
-    case("children_done not boolean", lambda d: d.update(children_done={"p1c0": "yes"}))
+    case("retried_after negative", lambda d: d.update(retried_after=-1))
     case("unknown field", lambda d: d.update(surprise=1))
     return cases
 

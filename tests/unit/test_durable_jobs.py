@@ -162,7 +162,19 @@ def test_each_ending_has_its_own_announcement_id_which_every_copy_repeats(
     assert [r["body"]["state"] for r in sent] == ["canceled", "canceled", "succeeded"]  # type: ignore[index]
     ids = [r["body"]["announcement_id"] for r in sent]  # type: ignore[index]
     assert ids == [r["attributes"]["announcement_id"] for r in sent]  # type: ignore[index]
-    assert ids == [f"{job_id}.0", f"{job_id}.0", f"{job_id}.1"]
+    # The retry started attempt 1 and the claim attempt 2: each ending its own number.
+    assert ids == [f"{job_id}.0", f"{job_id}.0", f"{job_id}.2"]
+
+
+def test_a_retried_job_that_ends_again_before_any_claim_is_announced_under_a_new_id(
+    client: FlaskClient, alice: dict[str, str], fakes: Fakes
+) -> None:
+    job_id = client.post("/v1/tts/jobs", json=GOOD, headers=alice).json["id"]  # type: ignore[index]
+    for _ in range(2):
+        client.post(f"/v1/jobs/{job_id}/cancel", headers=alice)
+        client.post(f"/v1/jobs/{job_id}/retry", headers=alice)
+    ids = [r["body"]["announcement_id"] for r in results(fakes)]  # type: ignore[index]
+    assert ids == [f"{job_id}.0", f"{job_id}.1"]
 
 
 def test_a_queued_job_canceled_never_runs_and_a_finished_one_is_409(

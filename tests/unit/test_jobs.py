@@ -63,7 +63,7 @@ def test_an_expired_lease_lets_another_worker_take_over() -> None:
     assert taken.lease.owner == "w2"
     assert taken.attempts == 2
     with pytest.raises(InvalidTransition, match="leased by w2"):
-        taken.succeed("w1", result=RESULT, now=later(62))
+        taken.succeed("w1", attempt=2, result=RESULT, now=later(62))
 
 
 def test_expire_lease_returns_the_job_to_queued() -> None:
@@ -83,8 +83,8 @@ def test_a_job_routed_elsewhere_is_not_claimable() -> None:
 @pytest.mark.parametrize(
     "finish",
     [
-        lambda j: j.succeed("w1", result=RESULT, now=later(5)),
-        lambda j: j.fail("w1", error=ERROR, now=later(5)),
+        lambda j: j.succeed("w1", attempt=1, result=RESULT, now=later(5)),
+        lambda j: j.fail("w1", attempt=1, error=ERROR, now=later(5)),
         lambda j: j.cancel(now=later(5)),
     ],
 )
@@ -97,29 +97,29 @@ def test_terminal_states_never_change(finish) -> None:  # type: ignore[no-untype
     with pytest.raises(InvalidTransition):
         done.cancel(now=later(500))
     with pytest.raises(InvalidTransition):
-        done.succeed("w1", result=RESULT, now=later(500))
+        done.succeed("w1", attempt=1, result=RESULT, now=later(500))
     with pytest.raises(InvalidTransition):
-        done.fail("w1", error=ERROR, now=later(500))
+        done.fail("w1", attempt=1, error=ERROR, now=later(500))
 
 
 def test_only_the_lease_holder_extends_finishes_or_releases() -> None:
     job = queued().claim("w1", backend="home-4090", now=T0, lease_s=60)
     for move in (
-        lambda: job.extend_lease("w2", now=later(1), lease_s=60),
-        lambda: job.succeed("w2", result=RESULT, now=later(1)),
-        lambda: job.fail("w2", error=ERROR, now=later(1)),
-        lambda: job.release("w2", error=ERROR, now=later(1)),
+        lambda: job.extend_lease("w2", attempt=1, now=later(1), lease_s=60),
+        lambda: job.succeed("w2", attempt=1, result=RESULT, now=later(1)),
+        lambda: job.fail("w2", attempt=1, error=ERROR, now=later(1)),
+        lambda: job.release("w2", attempt=1, error=ERROR, now=later(1)),
     ):
         with pytest.raises(InvalidTransition, match="leased by w1"):
             move()
-    extended = job.extend_lease("w1", now=later(40), lease_s=60)
+    extended = job.extend_lease("w1", attempt=1, now=later(40), lease_s=60)
     assert extended.lease is not None
     assert extended.lease.expires_at == later(100)
 
 
 def test_release_requeues_with_the_error_kept() -> None:
     job = queued().claim("w1", backend="home-4090", now=T0, lease_s=60)
-    released = job.release("w1", error=ERROR, now=later(2))
+    released = job.release("w1", attempt=1, error=ERROR, now=later(2))
     assert released.state is JobState.QUEUED
     assert released.error == ERROR
     again = released.claim("w2", backend="home-4090", now=later(3), lease_s=60)
@@ -128,4 +128,35 @@ def test_release_requeues_with_the_error_kept() -> None:
 
 def test_queued_jobs_cannot_be_finished_without_a_claim() -> None:
     with pytest.raises(InvalidTransition, match="not running"):
-        queued().succeed("w1", result=RESULT, now=T0)
+        queued().succeed("w1", attempt=1, result=RESULT, now=T0)
+
+
+def test_a_run_of_an_earlier_attempt_finishes_nothing_even_on_the_same_worker() -> None:
+    # Cancel, retry and claim again on the one worker: the first run, still going, holds
+    # attempt 1 and must not finish attempt 2, though the lease names the same worker.
+    first = queued().claim("w1", backend="home-4090", now=T0, lease_s=60)
+    again = (
+        first.cancel(now=later(1))
+        .retry(now=later(2))
+        .claim("w1", backend="home-4090", now=later(3), lease_s=60)
+    )
+    assert again.attempts == 3  # the retry started attempt 2; the claim, 3
+    assert not again.wanted(attempt=1)
+    assert again.wanted(attempt=3)
+    for move in (
+        lambda: again.succeed("w1", attempt=1, result=RESULT, now=later(4)),
+        lambda: again.fail("w1", attempt=1, error=ERROR, now=later(4)),
+        lambda: again.release("w1", attempt=1, error=ERROR, now=later(4)),
+        lambda: again.extend_lease("w1", attempt=1, now=later(4), lease_s=60),
+    ):
+        with pytest.raises(InvalidTransition, match="attempt 3, not 1"):
+            move()
+    assert again.succeed("w1", attempt=3, result=RESULT, now=later(4)).state is JobState.SUCCEEDED
+
+
+def test_a_retry_keeps_counting_attempts_but_resets_the_tries_a_limit_counts() -> None:
+    job = queued().claim("w1", backend="home-4090", now=T0, lease_s=60)
+    job = job.fail("w1", attempt=1, error=ERROR, now=later(1)).retry(now=later(2))
+    assert (job.attempts, job.tries) == (2, 0)
+    job = job.claim("w1", backend="home-4090", now=later(3), lease_s=60)
+    assert (job.attempts, job.tries) == (3, 1)

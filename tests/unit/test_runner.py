@@ -12,15 +12,16 @@ import soundfile as sf
 from gpu_worker.audio.encoding import Waveform, encode
 from gpu_worker.bucket_io import BucketIO
 from gpu_worker.prompt_cache import PromptCache
-from gpu_worker.runner import JobRunner, Outcome, RunnerConfig
+from gpu_worker.runner import JobRunner, Outcome, RunnerConfig, RunResult
 from gpu_worker.tasks import Task
 from shared.domain.audio_formats import AudioFormat
 from shared.domain.errors import BackendUnavailable, SynthesisFailed
 from shared.domain.jobs import JobOutput, JobState
 from shared.domain.keys import Principal, Scope
 from shared.domain.synthesis import CustomVoiceRequest
+from shared.usecases.batch import retry_job
 from shared.usecases.gateway import Gateway
-from shared.usecases.jobs import submit_job
+from shared.usecases.jobs import cancel_job, submit_job
 from shared.wire.messages import JobMessage
 from tests.support.gateway import Fakes
 
@@ -74,14 +75,15 @@ def new_job(gateway: Gateway) -> JobMessage:
 
 
 def start_held_run(
-    gateway: Gateway, message: JobMessage, *, worker: str
+    gateway: Gateway, message: JobMessage, *, worker: str, outcomes: list[RunResult] | None = None
 ) -> tuple[threading.Thread, CountingSynth]:
-    """Start a run on a thread and hold it inside the synthesizer until ``release`` is set."""
+    """Start a run on a thread and hold it inside the synthesizer until ``release`` is set;
+    its result goes into ``outcomes``."""
     synth = CountingSynth()
     synth.release.clear()
-    thread = threading.Thread(
-        target=make_runner(gateway, synth, worker=worker).run, args=(message,)
-    )
+    runner = make_runner(gateway, synth, worker=worker)
+    found = outcomes if outcomes is not None else []
+    thread = threading.Thread(target=lambda: found.append(runner.run(message)))
     thread.start()
     assert synth.entered.wait(5)
     return thread, synth
@@ -96,7 +98,7 @@ def test_success_stores_a_wav_and_finishes_the_job(gateway: Gateway, fakes: Fake
     assert job is not None
     assert job.state is JobState.SUCCEEDED
     assert job.result is not None
-    data, content_type = fakes.blobs.objects[f"audio/{job.id}.wav"]
+    data, content_type = fakes.blobs.objects[f"audio/{job.id}/1.wav"]
     assert content_type == "audio/wav"
     samples, rate = sf.read(io.BytesIO(data))
     assert rate == job.result.sample_rate == 24000
@@ -168,16 +170,48 @@ def test_a_worker_that_outlived_its_lease_does_not_overwrite_the_new_holder(
     gateway: Gateway, fakes: Fakes
 ) -> None:
     message = new_job(gateway)
-    worker, slow = start_held_run(gateway, message, worker="w1")
+    late: list[RunResult] = []
+    worker, slow = start_held_run(gateway, message, worker="w1", outcomes=late)
     fakes.clock.advance(120)  # w1's lease is long gone
     takeover = make_runner(gateway, CountingSynth(), worker="w2").run(message)
     assert takeover.outcome is Outcome.SUCCEEDED
+    won = fakes.jobs.get(message.job_id)
     slow.release.set()
     worker.join()
+    assert [r.outcome for r in late] == [Outcome.SKIPPED]
     job = fakes.jobs.get(message.job_id)
+    assert job == won  # the late run changed nothing of the job
     assert job is not None
-    assert job.state is JobState.SUCCEEDED
     assert job.attempts == 2
+    assert job.result is not None
+    # Each run wrote its own object; the job names the one of the attempt that won.
+    assert job.result.uri.endswith(f"audio/{job.id}/2.wav")
+    assert f"audio/{job.id}/1.wav" in fakes.blobs.objects
+
+
+def test_a_run_canceled_and_retried_on_the_same_worker_cannot_finish_the_new_attempt(
+    gateway: Gateway, fakes: Fakes
+) -> None:
+    # The lease owner is the same worker id both times: only the attempt tells the runs apart.
+    message = new_job(gateway)
+    late: list[RunResult] = []
+    worker, slow = start_held_run(gateway, message, worker="w1", outcomes=late)
+    cancel_job(gateway, principal=ALICE, job_id=message.job_id)
+    retry_job(gateway, principal=ALICE, job_id=message.job_id)
+    second, slower = start_held_run(gateway, message, worker="w1")
+    slow.release.set()  # the first run ends while the second still works
+    worker.join()
+    assert [r.outcome for r in late] == [Outcome.SKIPPED]
+    running = fakes.jobs.get(message.job_id)
+    assert running is not None
+    assert (running.state, running.attempts) == (JobState.RUNNING, 3)
+    slower.release.set()
+    second.join()
+    done = fakes.jobs.get(message.job_id)
+    assert done is not None
+    assert done.state is JobState.SUCCEEDED
+    assert done.result is not None
+    assert done.result.uri.endswith(f"audio/{done.id}/3.wav")
 
 
 def test_the_lease_is_extended_while_the_gpu_works(gateway: Gateway, fakes: Fakes) -> None:

@@ -106,8 +106,8 @@ def test_a_streamed_job_gets_its_part_urls_and_no_other_job_does(gw: Gateway) ->
     parts = second.urls.parts
     assert len(parts) == gw.settings.runpod.stream_parts
     assert all("method=PUT" in url for url in parts)
-    assert f"audio/{streamed.id}/part-00000.mp3" in parts[0]
-    assert f"audio/{streamed.id}/part-00015.mp3" in parts[-1]
+    assert f"audio/{streamed.id}/1/part-00000.mp3" in parts[0]
+    assert f"audio/{streamed.id}/1/part-00015.mp3" in parts[-1]
 
 
 def test_the_webhook_finishes_the_job_exactly_once(gw: Gateway) -> None:
@@ -315,4 +315,4 @@ def test_a_join_is_sent_with_a_read_url_for_each_item_in_order(gw: Gateway) -> N
         assert f"audio/item{index}.mp3" in url
         assert "method=PUT" not in url
     assert task.urls.audio is not None
-    assert "batch1j.mp3" in task.urls.audio
+    assert "audio/batch1j/1.mp3" in task.urls.audio

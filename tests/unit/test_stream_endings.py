@@ -13,7 +13,7 @@ from typing import Any
 import pytest
 from flask.testing import FlaskClient
 
-from shared.domain.errors import InvalidRequest, NotFound, StillRunning
+from shared.domain.errors import InvalidRequest, NotFound, StillRunning, StreamRestarted
 from shared.domain.jobs import Job, JobState
 from shared.domain.keys import Principal, Scope
 from shared.domain.synthesis import CustomVoiceRequest
@@ -286,4 +286,26 @@ def test_a_piece_of_a_finished_job_that_is_gone_ends_the_stream(
     stream = pieces(gateway, job, idle_s=5)
     assert next(stream) == Piece(0, f"<{job.id}:0>".encode())
     with pytest.raises(NotFound):
+        next(stream)
+
+
+def test_a_stream_whose_run_lost_its_claim_ends_rather_than_mixing_two_attempts(
+    gateway: Gateway, fakes: Fakes
+) -> None:
+    # The run that made piece 0 lost its lease; attempt 2 makes the audio anew. Its pieces are
+    # stored under attempt 2 and the stream, having sent attempt 1's first piece, stops there.
+    request = CustomVoiceRequest(text="One. Two.", speaker="ryan", stream=True, format="pcm")
+    job = submit_job(gateway, principal=ALICE, request=request)
+    now = fakes.clock()
+    first = fakes.jobs.update(
+        job.id, lambda j: j.claim("w1", backend=j.backend, now=now, lease_s=5)
+    )
+    fakes.blobs.put(f"audio/{job.id}/1/part-00000.pcm", b"attempt-1", content_type="audio/pcm")
+    stream = pieces(gateway, first, idle_s=60)
+    assert next(stream) == Piece(0, b"attempt-1")
+    fakes.clock.advance(10)
+    later = fakes.clock()
+    fakes.jobs.update(job.id, lambda j: j.claim("w2", backend=j.backend, now=later, lease_s=5))
+    fakes.blobs.put(f"audio/{job.id}/2/part-00001.pcm", b"attempt-2", content_type="audio/pcm")
+    with pytest.raises(StreamRestarted, match="started again"):
         next(stream)
