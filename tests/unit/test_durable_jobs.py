@@ -9,6 +9,7 @@ from flask.testing import FlaskClient
 
 from gpu_worker.runner import JobRunner, Outcome, RunnerConfig
 from gpu_worker.tasks import Task
+from shared.domain.errors import InvalidRequest
 from shared.domain.jobs import JobOutput, JobState
 from shared.domain.keys import Principal, Scope
 from shared.domain.synthesis import CustomVoiceRequest
@@ -102,7 +103,9 @@ def test_a_reply_topic_must_be_one_the_deployment_allows(fakes: Fakes) -> None:
     runner(gw, Instant()).run(JobMessage(job_id=job_id))
     topics = sorted(m.topic for m in fakes.publisher.messages if m.topic != "tts-jobs")
     assert topics == ["pipeline-a", "tts-results"]
-    with pytest.raises(Exception, match="not one this deployment allows"):
+    with pytest.raises(
+        InvalidRequest, match="'someone-elses-topic' is not one this deployment allows"
+    ):
         submit(gw, reply_topic="someone-elses-topic")
 
 
