@@ -5,12 +5,14 @@ from __future__ import annotations
 
 import base64
 import json
+import logging
 from pathlib import Path
 
 import functions_framework
 import pytest
 from flask.testing import FlaskClient
 
+from shared.domain.errors import BackendUnavailable
 from shared.settings import Settings
 
 SOURCE = Path(__file__).resolve().parents[2] / "functions" / "runpod.py"
@@ -42,9 +44,23 @@ def push(data: bytes) -> dict[str, object]:
 
 @pytest.mark.usefixtures("env")
 @pytest.mark.parametrize("data", [b"not json", b'{"job_id": ""}', b'{"unexpected": 1}'])
-def test_a_poison_message_is_refused_for_the_dead_letter_topic(data: bytes) -> None:
-    response = app("runpod_dispatch", "cloudevent").post("/", json=push(data))
+def test_a_poison_message_is_refused_for_the_dead_letter_topic(
+    data: bytes, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    dispatched: list[object] = []
+
+    def dispatch(*args: object) -> None:
+        dispatched.append(args)
+        raise BackendUnavailable("as a closed RunPod port would")  # a 500 just the same
+
+    # Patched where the entry point imports it from: create_app loads the source afresh.
+    monkeypatch.setattr("shared.usecases.dispatch.dispatch", dispatch)
+    with caplog.at_level(logging.ERROR):
+        response = app("runpod_dispatch", "cloudevent").post("/", json=push(data))
     assert response.status_code == 500  # Pub/Sub redelivers, then dead-letters
+    # Refused as undecodable, not failed somewhere past the decoding (where a 500 looks the same).
+    assert dispatched == []
+    assert "undecodable job message" in [r.getMessage() for r in caplog.records]
 
 
 @pytest.mark.usefixtures("env")
