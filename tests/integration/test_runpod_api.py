@@ -30,6 +30,7 @@ from infra.runpod_local import LocalRunPod
 from shared.adapters.runpod_api import RunPodClient
 from shared.domain.errors import BackendUnavailable, RunPodJobGone, RunPodRejected
 from shared.wire.runpod_status import EndpointHealth, RunPodStatus
+from tests.support.waiting import eventually
 
 ECHO_HANDLER = Path(__file__).resolve().parents[1] / "support" / "echo_handler.py"
 POLL_TIMEOUT_S = 10.0
@@ -205,13 +206,29 @@ def test_dropped_webhooks_still_run_the_job(
     assert all(sent["id"] != dropped for sent in local.webhooks_sent)
 
 
-def test_health_reports_the_single_worker(client: RunPodClient) -> None:
-    health = client.health()
-
-    assert isinstance(health, EndpointHealth)
-    assert health.workers_idle + health.workers_running == 1
-    assert health.jobs_in_queue >= 0
-    assert health.jobs_in_progress in {0, 1}
+def test_health_counts_the_busy_worker_and_the_jobs_waiting_for_it(
+    client: RunPodClient, tmp_path: Path
+) -> None:
+    gate = tmp_path / "open"
+    held = submit(client, {"gate": str(gate)})
+    waiting = [submit(client, {"text": f"after {n}"}) for n in (1, 2)]
+    try:
+        # Once the one worker holds the gated job, the other two can only wait in the queue.
+        eventually(
+            lambda: client.status(held).status == "IN_PROGRESS",
+            timeout_s=POLL_TIMEOUT_S,
+            message=f"{held} never started",
+        )
+        assert client.health() == EndpointHealth(
+            workers_idle=0, workers_running=1, jobs_in_queue=2, jobs_in_progress=1
+        )
+    finally:
+        gate.touch()
+    for runpod_id in (held, *waiting):
+        assert wait_finished(client, runpod_id).succeeded
+    assert client.health() == EndpointHealth(
+        workers_idle=1, workers_running=0, jobs_in_queue=0, jobs_in_progress=0
+    )
 
 
 def test_unknown_job_and_cancel(client: RunPodClient) -> None:
