@@ -7,6 +7,7 @@ from __future__ import annotations
 import base64
 import json
 import uuid
+from collections.abc import Callable
 from pathlib import Path
 
 import functions_framework
@@ -22,6 +23,7 @@ from shared.settings import Settings
 from shared.usecases.gateway import Gateway
 from shared.wire.messages import JobMessage
 from tests.support.contracts import validate_schema
+from tests.support.waiting import eventually
 
 SOURCE = Path(__file__).resolve().parents[2] / "functions" / "intake.py"
 BODY = {"text": "From a pipeline.", "speaker": "Ryan", "language": "en"}
@@ -54,20 +56,27 @@ class Tap:
             name=self.path, topic=self._client.topic_path(project, topic)
         )
 
-    def pull(self, *, at_least: int = 0, attempts: int = 20) -> list[pubsub_v1.types.PubsubMessage]:
+    def pull(
+        self, until: Callable[[list[pubsub_v1.types.PubsubMessage]], bool]
+    ) -> list[pubsub_v1.types.PubsubMessage]:
+        """Every message on the tap (each acknowledged), once ``until`` holds of them and a pull
+        comes back empty. The code under test publishes before it returns, so what it sent is
+        already here: an empty pull means all of it was read, and a duplicate shows."""
         got: list[pubsub_v1.types.PubsubMessage] = []
-        for _ in range(attempts):
+
+        def drained() -> bool:
             response = self._client.pull(
                 subscription=self.path, max_messages=50, timeout=5, return_immediately=True
             )
-            if response.received_messages:
-                got += [r.message for r in response.received_messages]
-                self._client.acknowledge(
-                    subscription=self.path,
-                    ack_ids=[r.ack_id for r in response.received_messages],
-                )
-            elif len(got) >= at_least:
-                break
+            if not response.received_messages:
+                return until(got)
+            got.extend(r.message for r in response.received_messages)
+            self._client.acknowledge(
+                subscription=self.path, ack_ids=[r.ack_id for r in response.received_messages]
+            )
+            return False
+
+        eventually(drained, timeout_s=30, interval_s=0.1, message=lambda: f"only {got}")
         return got
 
 
@@ -114,7 +123,13 @@ def test_an_intake_message_becomes_one_job_and_one_result(
     )
     assert runner.run(JobMessage(job_id=job.id)).outcome is Outcome.SUCCEEDED
     runner.run(JobMessage(job_id=job.id))  # a redelivered job message
-    ours = [m for m in results.pull(at_least=1) if m.attributes["job_id"] == job.id]
+
+    def of_job(
+        messages: list[pubsub_v1.types.PubsubMessage],
+    ) -> list[pubsub_v1.types.PubsubMessage]:
+        return [m for m in messages if m.attributes["job_id"] == job.id]
+
+    ours = of_job(results.pull(until=lambda got: bool(of_job(got))))
     assert len(ours) == 1
     body = json.loads(ours[0].data)
     validate_schema("job-result.schema.json", body)
@@ -142,7 +157,7 @@ def test_an_invalid_message_is_dead_lettered_with_its_error_and_acknowledged(
     data, attributes = signed(key, body)
     response = intake.post("/", json=push(data, attributes, f"bad-{uuid.uuid4().hex}"))
     assert response.status_code == 200  # acknowledged: Pub/Sub will not deliver it again
-    [letter] = dead.pull(at_least=1)
+    [letter] = dead.pull(until=bool)
     assert letter.data == data
     assert letter.attributes["error_code"] == code
     assert letter.attributes["error"]
@@ -172,7 +187,7 @@ def test_an_unproven_message_creates_nothing(
     else:
         attributes["key_id"] = "kid_" + "0" * 24
     assert intake.post("/", json=push(data, attributes, f"f-{uuid.uuid4().hex}")).status_code == 200
-    [letter] = dead.pull(at_least=1)
+    [letter] = dead.pull(until=bool)
     assert letter.attributes["error_code"] == "unauthenticated"
     jobs = cloud_gateway.jobs.list_owned(
         owner="pipeline", state=None, created_after=None, start_after=None, limit=10
