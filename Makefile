@@ -14,7 +14,7 @@ PORT ?= 8080
 
 export PYTHONPATH := $(CURDIR)
 
-.PHONY: venv iac-venv test test-unit test-integration lint typecheck run bench soak clean
+.PHONY: venv iac-venv test test-unit test-integration lint typecheck run bench soak fuzz clean
 
 venv: $(STAMP)
 
@@ -55,6 +55,14 @@ run: venv
 ## Minutes of load on the local stack (hundreds of jobs, two worker kills); not in `make test`.
 soak: venv
 	$(PY) -m pytest -m soak -s tests/e2e/test_soak.py
+
+## The lifecycle model (tests/integration/test_lifecycle_model.py) at length, random seeds; it
+## prints its step count. `make test` runs a short, fixed-seed version of the same machine.
+FUZZ_EXAMPLES ?= 300
+FUZZ_STEPS ?= 60
+fuzz: venv
+	TTS_LIFECYCLE_RANDOM=1 TTS_LIFECYCLE_EXAMPLES=$(FUZZ_EXAMPLES) TTS_LIFECYCLE_STEPS=$(FUZZ_STEPS) \
+		$(PY) -m pytest -s -o timeout=0 tests/integration/test_lifecycle_model.py
 
 bench: venv
 	$(PY) bench/routing_overhead.py

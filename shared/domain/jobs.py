@@ -182,6 +182,8 @@ class Job(BaseModel):
         """Why ``worker`` may not claim this job, or ``None`` if it may."""
         if self.state.terminal:
             return f"job is {self.state}"
+        if children_of(self.request):
+            return "a batch or cast parent is not run by a worker; its children are"
         if self.overdue(now):
             return "job is past its deadline"
         if self.backend != backend:

@@ -160,3 +160,16 @@ def test_a_retry_keeps_counting_attempts_but_resets_the_tries_a_limit_counts() -
     assert (job.attempts, job.tries) == (2, 0)
     job = job.claim("w1", backend="home-4090", now=later(3), lease_s=60)
     assert (job.attempts, job.tries) == (3, 1)
+
+
+def test_a_batch_or_cast_parent_is_never_claimed_even_by_its_own_empty_backend() -> None:
+    # Found by the lifecycle model: a parent is routed to no backend (""), and a claim that
+    # named that backend ran the parent and let it succeed while its children still ran.
+    from shared.domain.jobs import PARENT_BACKEND
+    from shared.domain.synthesis import BatchRequest
+
+    parent = queued(backend=PARENT_BACKEND).model_copy(
+        update={"request": BatchRequest(children=("j1i0",), keys=(None,), fingerprint="f")}
+    )
+    with pytest.raises(InvalidTransition, match="parent is not run by a worker"):
+        parent.claim("w1", backend=PARENT_BACKEND, now=T0, lease_s=60)
