@@ -81,6 +81,19 @@ class JobRunner:
         self._config = config
 
     def run(self, message: JobMessage) -> RunResult:
+        """Claim, run and finish one job. A store that is down or contended at any step is a
+        ``RETRY`` (the message comes back; a claim it could not finish is taken again once its
+        lease runs out), never a crashed run."""
+        try:
+            return self._run(message)
+        except TransientError as exc:
+            log.warning(
+                "job store unavailable; the job comes back",
+                extra={"job_id": message.job_id, "error": exc.message},
+            )
+            return RunResult(message.job_id, Outcome.RETRY, exc.message)
+
+    def _run(self, message: JobMessage) -> RunResult:
         job_id = message.job_id
         cfg = self._config
         try:

@@ -261,3 +261,26 @@ def test_a_message_for_a_job_routed_to_another_backend_is_acked_without_work(
     assert (result.outcome, result.ack) == (Outcome.SKIPPED, True)
     assert "routed to home-4090" in result.reason
     assert synth.calls == 0
+
+
+def test_a_contended_store_is_a_retry_at_every_step_never_a_crashed_run(
+    gateway: Gateway, fakes: Fakes
+) -> None:
+    message = new_job(gateway)
+    fakes.jobs.contended.add(message.job_id)
+    claimed = make_runner(gateway, CountingSynth()).run(message)
+    assert (claimed.outcome, claimed.ack) == (Outcome.RETRY, False)
+    fakes.jobs.contended.clear()
+
+    class ContendedAtTheEnd(CountingSynth):
+        def execute(self, task: Task) -> JobOutput:
+            output = super().execute(task)
+            fakes.jobs.contended.add(task.id)  # the finish meets a contended document
+            return output
+
+    finished = make_runner(gateway, ContendedAtTheEnd()).run(message)
+    assert (finished.outcome, finished.ack) == (Outcome.RETRY, False)
+    fakes.jobs.contended.clear()
+    job = fakes.jobs.get(message.job_id)
+    assert job is not None
+    assert job.state is JobState.RUNNING  # its lease runs out and the monitor requeues it
