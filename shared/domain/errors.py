@@ -173,6 +173,12 @@ class RunPodRejected(PermanentError):
     code = "runpod_rejected"
 
 
+class RunPodBadOutput(RunPodRejected):
+    """RunPod's worker reported a result the job cannot have (another job's, another format)."""
+
+    code = "runpod_bad_output"
+
+
 class RunPodJobGone(RunPodRejected):
     """RunPod has no record of a job it was given: purged after its retention, or never queued.
     Whatever it produced is lost to us; only running the gateway job again can help."""

@@ -31,12 +31,13 @@ from shared.domain.errors import (
     ConfigurationError,
     InvalidTransition,
     NotFound,
+    RunPodBadOutput,
     RunPodJobGone,
     RunPodRejected,
     TransientError,
     Unauthenticated,
 )
-from shared.domain.jobs import Job, JobError, JobState
+from shared.domain.jobs import Job, JobError, JobOutput, JobState
 from shared.domain.synthesis import (
     ClonePromptRequest,
     CreateVoiceRequest,
@@ -162,9 +163,38 @@ def complete(gw: Gateway, *, job_id: str, status: RunPodStatus) -> Completion:
         error = _error(failure.code, failure.message)
         completion.fail(gw, job, worker=worker, error=error)
         return Completion.FAILED
-    if completion.succeed(gw, job, worker=worker, output=output):
+    try:
+        trusted = _trusted_output(gw, job, output)
+    except RunPodBadOutput as exc:
+        completion.fail(gw, job, worker=worker, error=_error(exc.code, exc.message))
+        return Completion.FAILED
+    if completion.succeed(gw, job, worker=worker, output=trusted):
         return Completion.SUCCEEDED
     return Completion.STALE
+
+
+def _trusted_output(gw: Gateway, job: Job, output: RunPodOutput) -> JobOutput:
+    """What the gateway records of a RunPod result. Where the audio lies is derived from the
+    job (the object this attempt's signed URL could write), never taken from the worker: a
+    worker that named another object would otherwise have the job serve, and the gateway sign,
+    any object in the bucket. Its format must be the one asked for."""
+    if output.audio is None:
+        return JobOutput(voice_id=output.voice_id)
+    fmt = output_format(job.request)
+    if fmt is None or output.audio.format is not fmt:
+        raise RunPodBadOutput(
+            f"RunPod returned {output.audio.format} audio for a job that asked for {fmt}"
+        )
+    path = audio_object_name(
+        prefix=gw.settings.audio_prefix, job_id=job.id, attempt=job.attempts, fmt=fmt
+    )
+    audio = output.audio.model_copy(
+        update={
+            "uri": f"gs://{gw.settings.bucket}/{path}",
+            "content_type": FORMATS[fmt].content_type,
+        }
+    )
+    return JobOutput(audio=audio, voice_id=output.voice_id)
 
 
 def lost(gw: Gateway, *, job_id: str, runpod_id: str) -> Completion:

@@ -320,3 +320,39 @@ def test_a_join_is_sent_with_a_read_url_for_each_item_in_order(gw: Gateway) -> N
         assert "method=PUT" not in url
     assert task.urls.audio is not None
     assert "audio/batch1j/1.mp3" in task.urls.audio
+
+
+def test_where_a_runpod_result_lies_is_derived_from_the_job_never_taken_from_the_worker(
+    gw: Gateway,
+) -> None:
+    runpod = FakeRunPod()
+    job = submitted(gw)
+    dispatch(gw, runpod, JobMessage(job_id=job.id))
+    # A compromised worker names another owner's object as this job's audio.
+    audio = AudioResult(
+        uri="gs://test-bucket/voices/someone-elses.wav", format="wav", content_type="text/html",
+        sample_rate=24000, duration_s=1.0, bytes=48044,
+    )  # fmt: skip
+    output = RunPodOutput(job_id=job.id, audio=audio).model_dump(mode="json")
+    status = RunPodStatus(id="rp-1", status="COMPLETED", output=output)
+    assert complete(gw, job_id=job.id, status=status) is Completion.SUCCEEDED
+    done = stored(gw, job)
+    assert done.result is not None
+    assert done.result.uri == f"gs://test-bucket/audio/{job.id}/1.wav"
+    assert done.result.content_type == "audio/wav"
+
+
+def test_a_runpod_result_in_another_format_than_asked_fails_the_job(gw: Gateway) -> None:
+    runpod = FakeRunPod()
+    job = submitted(gw)
+    dispatch(gw, runpod, JobMessage(job_id=job.id))
+    audio = AudioResult(
+        uri=f"gs://test-bucket/audio/{job.id}/1.mp3", format="mp3", content_type="audio/mpeg",
+        sample_rate=24000, duration_s=1.0, bytes=100,
+    )  # fmt: skip
+    output = RunPodOutput(job_id=job.id, audio=audio).model_dump(mode="json")
+    status = RunPodStatus(id="rp-1", status="COMPLETED", output=output)
+    assert complete(gw, job_id=job.id, status=status) is Completion.FAILED
+    failed = stored(gw, job)
+    assert failed.error is not None
+    assert failed.error.code == "runpod_bad_output"
