@@ -5,8 +5,9 @@ audio) or its caller opts in. Its key is a hash of what decides the audio: the n
 the voice (a built-in speaker; a design description; a registered voice by id and by the GCS
 generation of its prompt, so an overwritten prompt never serves old audio; an uploaded clip by
 the hash of its bytes), the backend (which fixes the model), every parameter, the format and the
-seed. A private voice (a registered voice with an owner, an uploaded clip) scopes the key to the
-requester, so its audio is only ever served back to whoever made it, admins included.
+seed, and the owner: a hit is only ever served back to the owner whose request made the audio,
+admins included. Sharing across owners would save a synthesis now and then, but a hit (and its
+``cached_from``) would tell one owner that another spoke these words with this seed.
 """
 
 from __future__ import annotations
@@ -46,7 +47,6 @@ def cache_key(
         return None
     if request.seed is None and wanted is not True:
         return None
-    scope = ""  # shared across owners unless the voice is someone's own
     match request:
         case CustomVoiceRequest():
             voice: list[object] = ["speaker", request.speaker, request.instruct]
@@ -57,12 +57,10 @@ def cache_key(
             if found is None:
                 return None
             voice = ["prompt", found.id, found.generation]
-            scope = owner if found.owner else ""
         case VoiceCloneRequest():
             if request.reference.sha256 is None:
                 return None
             voice = ["clip", request.reference.sha256, request.ref_text, request.x_vector_only]
-            scope = owner
         case _:
             return None
     material = {
@@ -79,7 +77,7 @@ def cache_key(
         "speed": request.speed,
         "max_new_tokens": request.max_new_tokens,
         "seed": request.seed,
-        "scope": scope,
+        "scope": owner,
     }
     return hashlib.sha256(json.dumps(material, sort_keys=True).encode()).hexdigest()
 

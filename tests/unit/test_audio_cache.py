@@ -51,10 +51,10 @@ def test_a_repeated_seeded_request_is_served_without_gpu_work(
         request=CustomVoiceRequest(text="Call me Ishmael.", speaker="ryan", seed=7),
     )
     run_all(gateway, fakes, gpu)
-    # The same words, spaced differently, from someone else: a built-in voice is shareable.
+    # The same words, spaced differently, from the same owner.
     again = submit_job(
         gateway,
-        principal=BOB,
+        principal=ALICE,
         request=CustomVoiceRequest(text="  Call me   Ishmael. ", speaker="Ryan", seed=7),
     )
     assert gpu.runs == 1
@@ -105,7 +105,12 @@ def test_a_private_voices_audio_is_never_served_to_another_owner(
     shared = ClonePromptBody(text="Hello.", voice="v00000shared", seed=1)
     submit_job(gateway, principal=ALICE, request=shared)
     run_all(gateway, fakes, gpu)
-    assert submit_job(gateway, principal=BOB, request=shared).state is JobState.SUCCEEDED
+    assert submit_job(gateway, principal=ALICE, request=shared).state is JobState.SUCCEEDED
+    # Another owner's identical request is work of its own: a hit would tell bob that someone
+    # spoke these words with this seed, and which job did.
+    theirs = submit_job(gateway, principal=BOB, request=shared)
+    assert theirs.state is JobState.QUEUED
+    assert theirs.cached_from is None
 
 
 def test_an_overwritten_prompt_never_serves_its_old_audio(gateway: Gateway, fakes: Fakes) -> None:
