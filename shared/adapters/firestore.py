@@ -307,6 +307,7 @@ class FirestoreVoiceStore:
     def query(
         self,
         *,
+        name: str | None = None,
         character: str | None = None,
         emotion: str | None = None,
         tag: str | None = None,
@@ -316,6 +317,7 @@ class FirestoreVoiceStore:
             filter=firestore.FieldFilter("state", "==", VoiceState.ACTIVE.value)
         )
         for field, op, value in (
+            ("name_key", "==", name.casefold() if name is not None else None),
             ("traits.character", "==", character),
             ("traits.emotion", "==", emotion),
             ("traits.tags", "array_contains", tag),

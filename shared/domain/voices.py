@@ -12,7 +12,7 @@ import hashlib
 from datetime import datetime
 from enum import StrEnum
 
-from pydantic import BaseModel, ConfigDict
+from pydantic import BaseModel, ConfigDict, computed_field
 
 from shared.domain.synthesis import VoiceTraits
 
@@ -61,6 +61,13 @@ class Voice(BaseModel):
     quarantine_reason: str | None = None
     created_at: datetime
     updated_at: datetime
+
+    @computed_field  # type: ignore[prop-decorator]
+    @property
+    def name_key(self) -> str:
+        """The name as a lookup matches it (case folded): stored, so a voice is found by name
+        through an indexed query rather than by reading every voice."""
+        return self.name.casefold()
 
     @property
     def active(self) -> bool:

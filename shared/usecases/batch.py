@@ -17,7 +17,15 @@ from shared.domain.errors import Conflict, InvalidRequest, InvalidTransition, No
 from shared.domain.jobs import PARENT_BACKEND, AudioResult, Job, JobError, JobState
 from shared.domain.keys import Principal
 from shared.domain.modes import Mode
-from shared.domain.synthesis import BatchRequest, JobRequest, JoinPlan, children_of, output_format
+from shared.domain.synthesis import (
+    BatchRequest,
+    JobRequest,
+    JoinPlan,
+    SpeechFields,
+    children_of,
+    output_format,
+    spoken_text,
+)
 from shared.usecases.gateway import Gateway
 from shared.usecases.jobs import existing_job, get_job, job_id_for, prepare_speech
 from shared.usecases.new_jobs import NO_OPTIONS, new_job
@@ -102,6 +110,11 @@ def submit_batch(
     return stored
 
 
+FASTEST_CHARS_PER_S = 30.0
+"""More characters a second than any voice speaks (fast English is about 20): a bound under
+which a text's audio cannot be shorter."""
+
+
 def _join_plan(
     gw: Gateway, *, body: BatchBody, children: list[JobRequest], parent_id: str
 ) -> JoinPlan | None:
@@ -115,6 +128,22 @@ def _join_plan(
             details={"formats": formats},
         )
     route(gw, mode=Mode.JOIN)  # refused now, not after every item has run
+    # The joined file's length is known only once every item has run; what is certain now is
+    # that speech is no faster than FASTEST_CHARS_PER_S, so a batch sure to exceed the limit is
+    # refused before any GPU time is spent on it.
+    shortest_s = sum(
+        len(spoken_text(c))
+        / (FASTEST_CHARS_PER_S * (c.speed if isinstance(c, SpeechFields) else 1))
+        for c in children
+    )
+    limit_s = gw.settings.worker.max_join_s
+    if shortest_s > limit_s:
+        raise InvalidRequest(
+            f"the joined file would last at least {shortest_s:.0f} s; a joined batch lasts at "
+            f"most {limit_s:.0f} s: split it",
+            field="join",
+            details={"min_duration_s": round(shortest_s), "max_duration_s": limit_s},
+        )
     return JoinPlan(job_id=f"{parent_id}j", format=formats[0], gap_ms=body.join_gap_ms)
 
 
@@ -123,18 +152,20 @@ def manifest(gw: Gateway, *, principal: Principal, job_id: str) -> Manifest:
     job = get_job(gw, principal=principal, job_id=job_id)
     if not isinstance(job.request, BatchRequest):
         raise Conflict(f"job {job_id} is not a batch", details={"mode": job.request.mode.value})
+    # Every item (and the join job) in one read, not one round trip per item.
+    children = gw.jobs.get_many(children_of(job.request))
     items = tuple(
-        _item(gw, child_id, key=key)
+        _item(children.get(child_id), child_id, key=key)
         for child_id, key in zip(job.request.children, job.request.keys, strict=True)
     )
     joined = None
-    if job.request.join is not None and gw.jobs.get(job.request.join.job_id) is not None:
-        joined = _item(gw, job.request.join.job_id, key=None)
+    if job.request.join is not None and job.request.join.job_id in children:
+        join_id = job.request.join.job_id
+        joined = _item(children[join_id], join_id, key=None)
     return Manifest(job=job, items=items, joined=joined)
 
 
-def _item(gw: Gateway, job_id: str, *, key: str | None) -> ManifestItem:
-    child = gw.jobs.get(job_id)
+def _item(child: Job | None, job_id: str, *, key: str | None) -> ManifestItem:
     return ManifestItem(
         key=key,
         job_id=job_id,

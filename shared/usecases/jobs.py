@@ -180,11 +180,10 @@ def find_voice(gw: Gateway, *, principal: Principal, ref: str) -> Voice:
     voice = gw.voices.get(ref) if ref.isalnum() and len(ref) <= 64 else None
     if voice is not None and voice.active and principal.may_see_voice(voice.owner):
         return voice
-    wanted = ref.casefold()
     named = [
         v
-        for v in gw.voices.query(limit=gw.settings.voices.max_list)
-        if v.name.casefold() == wanted and principal.may_see_voice(v.owner)
+        for v in gw.voices.query(name=ref, limit=gw.settings.voices.max_list)
+        if principal.may_see_voice(v.owner)
     ]
     if not named:
         raise NotFound(f"no voice {ref!r}", field="voice")

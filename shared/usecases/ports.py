@@ -173,12 +173,14 @@ class VoiceStore(Protocol):
     def query(
         self,
         *,
+        name: str | None = None,
         character: str | None = None,
         emotion: str | None = None,
         tag: str | None = None,
         limit: int,
     ) -> list[Voice]:
-        """Active voices matching every given equality filter, at most ``limit``."""
+        """Active voices matching every given equality filter (``name`` case-insensitively),
+        at most ``limit``."""
         ...
 
 

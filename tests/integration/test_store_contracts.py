@@ -12,9 +12,15 @@ import pytest
 from shared.domain.backends import HealthEvent
 from shared.domain.jobs import AudioResult, Job, JobState
 from shared.domain.synthesis import CustomVoiceRequest
+from shared.domain.voices import Voice, VoiceState
 from shared.usecases.gateway import Gateway
-from shared.usecases.ports import AudioCache, CachedAudio, EventLog, JobStore
-from tests.support.fakes import InMemoryAudioCache, InMemoryEventLog, InMemoryJobStore
+from shared.usecases.ports import AudioCache, CachedAudio, EventLog, JobStore, VoiceStore
+from tests.support.fakes import (
+    InMemoryAudioCache,
+    InMemoryEventLog,
+    InMemoryJobStore,
+    InMemoryVoiceStore,
+)
 
 T0 = datetime(2026, 1, 1, tzinfo=UTC)
 RESULT = AudioResult(
@@ -123,3 +129,30 @@ def test_an_owners_jobs_are_paged_by_creation_then_id_with_their_filters(jobs: J
     assert page(state=JobState.SUCCEEDED) == ["a2b", "a3"]
     assert page(since=later(1.5)) == ["a2a", "a2b", "a3"]
     assert page(after=(later(3.0), "a3")) == []
+
+
+@pytest.fixture(params=["fake", "firestore"])
+def voices(request: pytest.FixtureRequest) -> Iterator[VoiceStore]:
+    if request.param == "fake":
+        yield InMemoryVoiceStore()
+    else:
+        gateway: Gateway = request.getfixturevalue("cloud_gateway")
+        yield gateway.voices
+
+
+def test_voices_are_found_by_name_whatever_its_case_through_the_query(voices: VoiceStore) -> None:
+    def voice(voice_id: str, name: str, state: VoiceState = VoiceState.ACTIVE) -> Voice:
+        return Voice(
+            id=voice_id, name=name, owner=None, bucket="b", object_name=f"v/{voice_id}.pt",
+            generation=1, size=10, state=state, created_at=T0, updated_at=T0,
+        )  # fmt: skip
+
+    for made in (
+        voice("v1", "Narrator"),
+        voice("v2", "NARRATOR"),
+        voice("v3", "Narrator two"),
+        voice("v4", "narrator", VoiceState.QUARANTINED),
+    ):
+        voices.update(made.id, lambda _, made=made: made)  # type: ignore[misc]
+    assert [v.id for v in voices.query(name="narrator", limit=10)] == ["v1", "v2"]
+    assert voices.query(name="nobody", limit=10) == []

@@ -330,6 +330,7 @@ class InMemoryVoiceStore:
     def query(
         self,
         *,
+        name: str | None = None,
         character: str | None = None,
         emotion: str | None = None,
         tag: str | None = None,
@@ -340,6 +341,7 @@ class InMemoryVoiceStore:
                 v
                 for v in self._voices.values()
                 if v.active
+                and (name is None or v.name_key == name.casefold())
                 and (character is None or v.traits.character == character)
                 and (emotion is None or v.traits.emotion == emotion)
                 and (tag is None or tag in v.traits.tags)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 
+import pytest
 from flask.testing import FlaskClient
 
 from shared.domain.jobs import JobState
@@ -113,3 +114,22 @@ def test_a_manifest_is_only_for_batches(client: FlaskClient, alice: dict[str, st
 def manifest_status(client: FlaskClient, headers: dict[str, str], job_id: str) -> int:
     path = f"/v1/jobs/{job_id}/manifest"
     return checked("GET", path, client.get(path, headers=headers)).status_code
+
+
+def test_a_manifest_reads_its_items_together_not_one_by_one(
+    client: FlaskClient, alice: dict[str, str], fakes: Fakes, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    items = [{"text": f"Line {n}.", "speaker": "ryan"} for n in range(50)]
+    batch_id = client.post("/v1/tts/batch", json={"items": items}, headers=alice).json["id"]  # type: ignore[index]
+    reads = {"get": 0, "get_many": 0}
+    for name in reads:
+        real = getattr(fakes.jobs, name)
+
+        def counted(*args: object, _real: object = real, _name: str = name) -> object:
+            reads[_name] += 1
+            return _real(*args)  # type: ignore[operator]
+
+        monkeypatch.setattr(fakes.jobs, name, counted)
+    listed = manifest(client, alice, batch_id)
+    assert len(listed["items"]) == 50  # type: ignore[arg-type]
+    assert reads == {"get": 1, "get_many": 1}

@@ -193,3 +193,29 @@ def test_a_joined_batch_needs_one_format(client: FlaskClient, alice: dict[str, s
     response = client.post("/v1/tts/batch", json={"items": items, "join": True}, headers=alice)
     assert response.status_code == 422
     assert "one format" in response.json["error"]["message"]  # type: ignore[index]
+
+
+def test_a_joined_batch_sure_to_outlast_the_join_limit_is_refused_before_any_item_runs(
+    fakes: Fakes,
+) -> None:
+    from functions.api.app import create_api
+    from shared.settings import Settings
+    from tests.support.gateway import fake_gateway, issue_key
+
+    settings = Settings.model_validate({"bucket": "test-bucket", "worker": {"max_join_s": 60}})
+    gateway = fake_gateway(settings, fakes)
+    client = create_api(gateway).test_client()
+    headers = issue_key(gateway, "alice")
+    # 4 x 500 characters: at least 67 s of speech however fast a voice speaks.
+    items = [{"text": "word " * 100, "speaker": "ryan"} for _ in range(4)]
+    refused = client.post("/v1/tts/batch", json={"items": items, "join": True}, headers=headers)
+    assert refused.status_code == 422
+    assert refused.json["error"]["max_duration_s"] == 60  # type: ignore[index]
+    assert fakes.jobs.all() == []
+    # Without the join a batch may be any length.
+    plain = client.post("/v1/tts/batch", json={"items": items}, headers=headers)
+    assert plain.status_code == 202
+    # Short enough to fit: accepted, and checked again exactly when the items have run.
+    short = [{"text": "word " * 60, "speaker": "ryan"} for _ in range(4)]
+    ok = client.post("/v1/tts/batch", json={"items": short, "join": True}, headers=headers)
+    assert ok.status_code == 202
