@@ -16,6 +16,7 @@ from shared.adapters.runpod_api import RunPodClient
 from shared.domain.errors import BackendUnavailable, GatewayError, InvalidRequest, Unauthenticated
 from shared.usecases.dispatch import Dispatch, complete, dispatch, verify_webhook
 from shared.usecases.gateway import Gateway
+from shared.wire import json_text
 from shared.wire.messages import JobMessage
 from shared.wire.runpod_status import RunPodStatus
 
@@ -61,7 +62,7 @@ def runpod_webhook(request: flask.Request) -> flask.Response:
         verify_webhook(gw, job_id=job_id, token=token)
         if (request.content_length or 0) > MAX_WEBHOOK_BYTES:
             raise InvalidRequest("webhook body too large")
-        status = RunPodStatus.parse(request.get_json(silent=True))
+        status = RunPodStatus.parse(_json_body(request))
         outcome = complete(gw, job_id=job_id, status=status)
     except Unauthenticated:
         log.warning("webhook with a bad token refused", extra={"job_id": job_id})
@@ -74,6 +75,17 @@ def runpod_webhook(request: flask.Request) -> flask.Response:
         return _reply(400, error=exc.code, message=exc.message)
     log.info("webhook handled", extra={"job_id": job_id, "outcome": outcome.value})
     return _reply(200, outcome=outcome.value)
+
+
+def _json_body(request: flask.Request) -> object:
+    """The decoded body, or ``None`` when it is no JSON (or nests too deep to be a status):
+    read with a bounded depth, since Flask's decoder crashes on deep nesting."""
+    if not request.is_json:
+        return None
+    try:
+        return json_text.loads(request.get_data())
+    except ValueError:
+        return None
 
 
 def _reply(status: int, **body: str) -> flask.Response:

@@ -16,6 +16,7 @@ from functions.api import errors as api_errors
 from shared.domain.errors import InvalidRequest
 from shared.domain.keys import Principal
 from shared.domain.modes import SPEECH_MODES
+from shared.wire import json_text
 from shared.wire.bodies import OPTION_FIELDS, JobOptions
 
 T = TypeVar("T")
@@ -54,11 +55,7 @@ def form_fields() -> dict[str, object]:
 
 
 def parse(adapter: TypeAdapter[T]) -> T:
-    if not request.is_json:
-        raise api_errors.UnsupportedMediaType("send the body as application/json")
-    payload = request.get_json(silent=True)
-    if not isinstance(payload, dict):
-        raise api_errors.MalformedBody("the body must be a JSON object")
+    _json_object()  # a body that is no JSON object is malformed (400), not invalid (422)
     # Strict: JSON types as the contract states them (no "1" for 1, no 0 for false).
     try:
         return adapter.validate_json(request.get_data(), strict=True)
@@ -70,11 +67,7 @@ def parse_with_options(adapter: TypeAdapter[T]) -> tuple[T, JobOptions]:
     """A body that carries a request and, beside it, how its job is delivered (deadline,
     correlation, reply topic); ``Cancel-After`` (seconds, or ``30s`` / ``5m`` / ``2h``) sets the
     deadline as the header Replicate's clients send."""
-    if not request.is_json:
-        raise api_errors.UnsupportedMediaType("send the body as application/json")
-    payload = request.get_json(silent=True)
-    if not isinstance(payload, dict):
-        raise api_errors.MalformedBody("the body must be a JSON object")
+    payload = _json_object()
     options = {k: payload.pop(k) for k in OPTION_FIELDS & payload.keys()}
     header = request.headers.get("Cancel-After")
     if header is not None and "deadline_s" not in options:
@@ -84,6 +77,24 @@ def parse_with_options(adapter: TypeAdapter[T]) -> tuple[T, JobOptions]:
         return parsed, _OPTIONS.validate_json(json.dumps(options), strict=True)
     except ValidationError as exc:
         raise _invalid(exc) from exc
+
+
+def _json_object() -> dict[str, object]:
+    """The body as a JSON object. Read with a bounded depth, not Flask's ``get_json``: the
+    standard decoder raises ``RecursionError`` on deep nesting, which no handler expects."""
+    if not request.is_json:
+        raise api_errors.UnsupportedMediaType("send the body as application/json")
+    try:
+        payload = json_text.loads(request.get_data())
+    except json_text.TooDeep as exc:
+        raise api_errors.MalformedBody(
+            f"the body nests deeper than {json_text.MAX_DEPTH} levels"
+        ) from exc
+    except ValueError:
+        payload = None
+    if not isinstance(payload, dict):
+        raise api_errors.MalformedBody("the body must be a JSON object")
+    return payload
 
 
 def _seconds(value: str) -> float:

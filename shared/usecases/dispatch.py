@@ -220,7 +220,9 @@ def webhook_token(gw: Gateway, job_id: str) -> str:
 
 
 def verify_webhook(gw: Gateway, *, job_id: str, token: str) -> None:
-    if not hmac.compare_digest(webhook_token(gw, job_id), token):
+    # compare_digest takes str only when both are ASCII (it raises TypeError otherwise), and
+    # the token comes from the caller's URL: anything else is simply not our token.
+    if not token.isascii() or not hmac.compare_digest(webhook_token(gw, job_id), token):
         raise Unauthenticated("bad webhook token")
 
 

@@ -38,6 +38,7 @@ from shared.domain.jobs import Job
 from shared.domain.keys import Principal
 from shared.usecases.gateway import Gateway
 from shared.usecases.jobs import submit_job
+from shared.wire import json_text
 from shared.wire.bodies import OPTION_FIELDS, JobOptions, SpeechBody
 
 log = logging.getLogger(__name__)
@@ -98,7 +99,8 @@ def _prove(gw: Gateway, message: IntakeMessage) -> Principal:
     if key is None or key.disabled:
         raise Unauthenticated(f"no active key {key_id!r}")
     expected = hmac.new(key.key_hash.encode(), message.data, "sha256").hexdigest()
-    if not hmac.compare_digest(expected, signature):
+    # compare_digest raises TypeError on a non-ASCII str; such a signature is simply wrong.
+    if not signature.isascii() or not hmac.compare_digest(expected, signature):
         raise Unauthenticated("the signature does not match the body")
     return Principal(owner=key.owner, scopes=key.scopes)
 
@@ -108,14 +110,24 @@ def _parse(gw: Gateway, message: IntakeMessage) -> tuple[SpeechBody, JobOptions]
     if len(message.data) > limit:
         raise PayloadTooLarge(f"the message body exceeds {limit} bytes")
     try:
-        payload = json.loads(message.data)
-    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
+        payload = json_text.loads(message.data)
+    except json_text.TooDeep as exc:
+        raise InvalidRequest(
+            f"the message body nests deeper than {json_text.MAX_DEPTH} levels"
+        ) from exc
+    except ValueError as exc:  # not UTF-8/16/32, or not JSON
         raise InvalidRequest("the message body is not JSON") from exc
     if not isinstance(payload, dict):
         raise InvalidRequest("the message body must be a JSON object")
     options = {k: payload.pop(k) for k in OPTION_FIELDS & payload.keys()}
     extra = {k: v for k, v in message.attributes.items() if k not in RESERVED}
-    options["correlation"] = {**extra, **options.get("correlation", {})}
+    correlation = options.get("correlation", {})
+    if not isinstance(correlation, dict):
+        # Merged with the attributes below, so checked here (null, a list, a string).
+        raise InvalidRequest(
+            "correlation: must be an object of string values", field="correlation"
+        )
+    options["correlation"] = {**extra, **correlation}
     try:
         body = _SPEECH.validate_json(json.dumps(payload), strict=True)
         return body, _OPTIONS.validate_json(json.dumps(options), strict=True)
