@@ -69,6 +69,7 @@ bench: venv
 	$(PY) bench/prompt_cache.py
 	$(PY) bench/speech.py
 	$(PY) bench/cache.py
+	$(PY) bench/batch.py
 	$(PY) bench/engine.py
 
 clean:
