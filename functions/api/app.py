@@ -73,6 +73,10 @@ class _Name(BaseConverter):
 
 def create_api(gw: Gateway) -> Flask:
     app = _Api(__name__)
+    # Werkzeug answers ``//v1/jobs`` (and a rule's missing default) with a redirect whose body
+    # is an HTML page, raised past every error handler: such a path is simply not found here.
+    app.url_map.merge_slashes = False
+    app.url_map.redirect_defaults = False
     app.url_map.converters["name"] = _Name
     app.config["MAX_CONTENT_LENGTH"] = gw.settings.api.max_body_bytes
     app.json.sort_keys = False  # type: ignore[attr-defined]

@@ -8,6 +8,9 @@ Bounded: a few examples per operation, derandomized, so the run is quick and rep
 
 from __future__ import annotations
 
+import re
+
+import pytest
 import schemathesis
 from hypothesis import HealthCheck, settings
 from schemathesis.config import SchemathesisConfig
@@ -84,4 +87,40 @@ schema.app = APP
     suppress_health_check=list(HealthCheck),
 )
 def test_the_app_keeps_the_contract(case: schemathesis.Case) -> None:
-    case.call_and_validate(headers=KEY)
+    case.call_and_validate(headers=KEY, additional_checks=[no_html])
+
+
+def no_html(ctx: object, response: schemathesis.Response, case: schemathesis.Case) -> None:
+    """No answer is a web page: every error (a 404 or 405 of any route, relay included, and a
+    redirect) is JSON a client can read, whatever the contract allows for the status."""
+    content_type = response.headers.get("content-type", [""])[0]
+    assert "html" not in content_type.lower(), (
+        f"{case.method} {case.formatted_path} answered {response.status_code} as {content_type}"
+    )
+
+
+METHODS = ("GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS", "TRACE")
+
+
+def _strays() -> list[tuple[str, str]]:
+    """What no schema generates: every documented path with each method it lacks, an unknown
+    child, a trailing slash and doubled slashes, under every prefix (the relay's included)."""
+    strays: list[tuple[str, str]] = [("GET", "/"), ("POST", "/api/v1/nope"), ("GET", "/v2/x")]
+    for template, item in openapi()["paths"].items():
+        path = re.sub(r"\{[^}]+\}", "x1", template)
+        allowed = {m.upper() for m in item} | ({"HEAD"} if "get" in item else set())
+        strays += [(m, path) for m in METHODS if m not in allowed]
+        strays += [("GET", f"{path}/nope"), ("GET", f"{path}/")]
+        if path.count("/") > 1:  # doubled inside: a leading "//" would read as a host
+            strays.append(("GET", path[0] + path[1:].replace("/", "//")))
+    return strays
+
+
+@pytest.mark.parametrize(("method", "path"), _strays())
+def test_no_route_answers_a_stray_request_with_html(method: str, path: str) -> None:
+    client = APP.test_client()  # type: ignore[attr-defined]
+    response = client.open(path, method=method, headers=KEY)
+    assert response.status_code in {404, 405}
+    assert response.mimetype == "application/json"
+    if method != "HEAD":
+        assert response.get_json()["error"]["code"] in {"not_found", "method_not_allowed"}
