@@ -29,10 +29,20 @@ USER_AGENT = "qtts/0.1"
 class ApiError(QttsError):
     """The gateway could not be reached, refused the request, or answered something unexpected."""
 
-    def __init__(self, message: str, *, status: int | None = None, code: str | None = None) -> None:
+    def __init__(
+        self,
+        message: str,
+        *,
+        status: int | None = None,
+        code: str | None = None,
+        job_id: str | None = None,
+    ) -> None:
         super().__init__(message)
         self.status = status
         self.code = code
+        self.job_id = job_id
+        """The job the error names (``X-Job-Id``): a wait that ran out names the one that runs
+        on."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -258,7 +268,12 @@ class Client:
             message = text or response.reason or "no message"
         if status == 401 and not self.api_key:
             message += "; set QTTS_API_KEY or pass --api-key"
-        return ApiError(f"{one_line(message)} (HTTP {status})", status=status, code=code)
+        return ApiError(
+            f"{one_line(message)} (HTTP {status})",
+            status=status,
+            code=code,
+            job_id=response.headers.get("X-Job-Id") or None,
+        )
 
 
 def save_atomically(chunks: Iterable[bytes], dest: Path) -> int:

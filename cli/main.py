@@ -239,17 +239,27 @@ def say(
         body["instructions"] = instructions
     if stream:
         body["stream_format"] = "audio"
-    response = sess.client.send("POST", "/v1/audio/speech", json_body=body, stream=stream)
-    with response:
-        job_id = response.headers.get("X-Job-Id", "")
-        if response.status_code == 200:
-            # chunk_size=None: hand on each piece the moment it arrives when streaming.
-            size = write_output(output, response.iter_content(None if stream else CHUNK_BYTES))
-        else:
-            job = Job.parse(json_object(response))
-            job_id = job.id
-            note(f"job {job.id} is taking longer than the gateway waits; still waiting")
-            size = _finish_later(sess, job.id, output=output, stream=stream)
+    try:
+        response = sess.client.send("POST", "/v1/audio/speech", json_body=body, stream=stream)
+    except ApiError as exc:
+        # Past its wait the gateway answers 504 still_running naming the job, which runs on.
+        if exc.code != "still_running" or not exc.job_id:
+            raise
+        job_id = exc.job_id
+        note(f"job {job_id} is taking longer than the gateway waits; still waiting")
+        size = _finish_later(sess, job_id, output=output, stream=stream)
+    else:
+        with response:
+            job_id = response.headers.get("X-Job-Id", "")
+            if response.status_code == 200:
+                # chunk_size=None: hand on each piece the moment it arrives when streaming.
+                chunks = response.iter_content(None if stream else CHUNK_BYTES)
+                size = write_output(output, chunks)
+            else:  # 202 with the job, from a gateway that answers so past its wait
+                job = Job.parse(json_object(response))
+                job_id = job.id
+                note(f"job {job.id} is taking longer than the gateway waits; still waiting")
+                size = _finish_later(sess, job.id, output=output, stream=stream)
     where = "stdout" if output == "-" else output
     note(f"wrote {size} bytes to {where}" + (f" (job {job_id})" if job_id else ""))
 

@@ -8,9 +8,8 @@ no timing.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
 
-from gpu_worker.runner import JobRunner, RunnerConfig
-from gpu_worker.tasks import Task
 from shared.domain.audio_formats import FORMATS, audio_object_name, part_object_name
 from shared.domain.jobs import AudioResult, Job, JobError, JobOutput, JobState
 from shared.domain.synthesis import (
@@ -24,6 +23,9 @@ from shared.usecases import completion
 from shared.usecases.gateway import Gateway
 from shared.wire.messages import JobMessage
 from tests.support.gateway import Fakes
+
+if TYPE_CHECKING:
+    from gpu_worker.tasks import Task
 
 WORKER = "scripted-worker"
 
@@ -46,6 +48,9 @@ class ScriptedWorker:
     gateway: Gateway | None = None
     """When given, a finished job goes through the real completion path (its result message,
     its batch's count), as a real worker's does."""
+    capacity: int | None = None
+    """At most this many jobs running at once (one GPU: 1); ``None``: every queued job is
+    claimed at the next step."""
 
     def __post_init__(self) -> None:
         self.fakes.clock.on_sleep.append(self.step)
@@ -54,12 +59,20 @@ class ScriptedWorker:
         self.steps += 1
         if self.steps <= self.idle_steps:
             return
+        free = self._free_slots()
         for job in self.fakes.jobs.find(state=JobState.QUEUED, limit=100):
-            if job.backend:  # a cast parent is bookkeeping: no worker runs it
+            if job.backend and free > 0:  # a cast parent is bookkeeping: no worker runs it
                 self._claim(job)
+                free -= 1
         for job in self.fakes.jobs.find(state=JobState.RUNNING, limit=100):
             if job.backend:
                 self._advance(job)
+
+    def _free_slots(self) -> int:
+        if self.capacity is None:
+            return 100
+        running = self.fakes.jobs.find(state=JobState.RUNNING, limit=100)
+        return self.capacity - sum(1 for job in running if job.backend)
 
     def _claim(self, job: Job) -> None:
         now = self.fakes.clock()
@@ -156,5 +169,9 @@ class Instant:
 
 def run_instantly(gateway: Gateway, job_id: str) -> None:
     """Run one job through the real runner (claim, lease, completion) on ``Instant``."""
+    # Imported here: the worker's modules bring torch, seconds to import for a test that only
+    # plays the ScriptedWorker.
+    from gpu_worker.runner import JobRunner, RunnerConfig
+
     config = RunnerConfig(worker_id="w1", backend_id="home-4090", lease_s=60)
     JobRunner(gateway=gateway, executor=Instant(), config=config).run(JobMessage(job_id=job_id))

@@ -1,22 +1,28 @@
-"""``qtts``: the chapter splitter, and every command over real HTTP against a small fake
-gateway (werkzeug on 127.0.0.1) that implements just the routes the command line uses, with
-the contract's shapes, the batch routes included."""
+"""``qtts``: the chapter splitter, and every command over real HTTP against the real API
+(``create_api`` over the in-memory fakes, a scripted worker running the jobs), served by
+werkzeug on 127.0.0.1, every answer checked against ``contracts/openapi.yaml``."""
 
 from __future__ import annotations
 
+import io
 import itertools
 import json
+import math
 import re
+import struct
 import threading
 import time
-from collections.abc import Iterator
+import wave
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import pytest
+from flask import Flask
 from hypothesis import given, settings
 from hypothesis import strategies as st
+from jsonschema import ValidationError
 from typer.testing import CliRunner, Result
 from werkzeug.serving import WSGIRequestHandler, make_server
 from werkzeug.wrappers import Request, Response
@@ -25,8 +31,15 @@ from cli.http import ApiError, Job, Manifest
 from cli.main import app, main
 from cli.render import RenderOptions, chapter_items, idempotency_key
 from cli.split import DEFAULT_MAX_CHARS, paragraphs, split_chapter
+from functions.api.app import create_api
+from shared.domain.jobs import Job as StoredJob
+from shared.domain.synthesis import BatchRequest, VoiceTraits, output_format
+from shared.usecases.gateway import Gateway
+from tests.support.api import submit
+from tests.support.contracts import validate_response
+from tests.support.gateway import Fakes, add_voice
+from tests.support.worker import ScriptedWorker
 
-KEY = "test-key"
 NOW = "2025-01-01T00:00:00Z"
 
 
@@ -162,282 +175,103 @@ def test_items_are_speech_bodies_keyed_by_the_stem() -> None:
     assert idempotency_key(items) != idempotency_key(items[:1])
 
 
-# -- a fake gateway over real HTTP ---------------------------------------------------------------
+# -- the real API over real HTTP ----------------------------------------------------------------
 
 
-def job_body(
-    job_id: str, state: str, *, mode: str = "custom_voice", **extra: Any
-) -> dict[str, Any]:
-    body: dict[str, Any] = {
-        "id": job_id,
-        "state": state,
-        "mode": mode,
-        "status_url": f"/v1/jobs/{job_id}",
-        "attempts": 1,
-        "created_at": NOW,
-        "updated_at": NOW,
-        "audio": None,
-        "voice_id": None,
-        "voice_url": None,
-        "progress": None,
-        "error": None,
-    }
-    if state == "succeeded" and mode != "create_voice":
-        body["audio"] = {
-            "url": f"/v1/jobs/{job_id}/audio",
-            "format": "mp3",
-            "content_type": "audio/mpeg",
-            "sample_rate": 24000,
-            "duration_s": 1.0,
-            "bytes": 10,
-            "parts": 0,
-        }
-    return body | extra
+@dataclass(frozen=True, slots=True)
+class Call:
+    """One request the command line made."""
 
-
-def error(status: int, code: str, message: str) -> Response:
-    return Response(
-        json.dumps({"error": {"code": code, "message": message}}),
-        status=status,
-        mimetype="application/json",
-    )
-
-
-def reply(body: object, status: int = 200, headers: dict[str, str] | None = None) -> Response:
-    return Response(json.dumps(body), status=status, headers=headers, mimetype="application/json")
+    method: str
+    path: str
+    query: dict[str, str]
+    headers: dict[str, str]
+    body: bytes
 
 
 @dataclass
-class Child:
+class Served:
+    """``create_api`` over the in-memory fakes, served by werkzeug on 127.0.0.1, with a
+    ScriptedWorker that runs one job at a time.
+
+    The world moves between calls: before each API call one fake second passes (the worker
+    takes a step), as time would pass between a client's looks at a job; the API's own waits
+    step it too, through the fake clock. Every API answer is checked against
+    ``contracts/openapi.yaml`` (its route, its status, its JSON body); what does not match is
+    kept in ``problems``, which must be empty when the test ends.
+
+    The one stand-in on the wire is the bucket: the fake blob store's signed URLs lead nowhere,
+    so here a signed URL points at ``/bucket/...`` on ``localhost`` (another host name than the
+    API's, as a bucket's is), answered from the fake blob store."""
+
+    fakes: Fakes
+    worker: ScriptedWorker
     key: str
-    job_id: str
-    done_at_poll: int
-    fails: bool
-
-
-@dataclass
-class FakeGateway:
-    """The gateway's routes that qtts calls, answering as the contract says. Jobs finish after
-    ``polls_to_finish`` reads; batch child ``i`` finishes at the batch's manifest read ``i + 1``,
-    so the items finish one by one while the client polls."""
-
+    """Alice's API key."""
+    api: Flask
     port: int = 0
-    speech: str = "audio"
-    polls_to_finish: int = 2
-    jobs_page_max: int = 2
-    fail_keys: set[str] = field(default_factory=set)
-    seen: list[tuple[str, str, dict[str, str], bytes]] = field(default_factory=list)
-    events: list[str] = field(default_factory=list)
-    signed_with_auth: list[bool] = field(default_factory=list)
-    polls: dict[str, int] = field(default_factory=dict)
-    batches: dict[str, str] = field(default_factory=dict)
-    joined: set[str] = field(default_factory=set)
-    """Batches submitted with ``join``."""
-    join_s: float = 0.0
-    """Wall-clock seconds a join job runs, at the least, once it appears."""
-    join_started: dict[str, float] = field(default_factory=dict)
-    children: dict[str, list[Child]] = field(default_factory=dict)
-    listed_jobs: list[dict[str, Any]] = field(
-        default_factory=lambda: [job_body(f"j{i}", "succeeded") for i in range(5)]
-    )
-    lock: threading.Lock = field(default_factory=threading.Lock)
+    calls: list[Call] = field(default_factory=list)
+    problems: list[str] = field(default_factory=list)
+    bucket_reads: list[str] = field(default_factory=list)
+    bucket_reads_with_auth: list[bool] = field(default_factory=list)
+    jobs_open_at_bucket_read: list[int] = field(default_factory=list)
+    """How many item jobs had not finished when each bucket read came."""
+    before_call: list[Callable[[Call], None]] = field(default_factory=list)
+    hold: Callable[[], bool] = lambda: False
+    """While true, calls do not move the world."""
 
     @property
     def url(self) -> str:
         return f"http://127.0.0.1:{self.port}"
 
-    def requests_to(self, method: str, pattern: str) -> list[tuple[str, dict[str, str], bytes]]:
-        return [(p, h, b) for m, p, h, b in self.seen if m == method and re.fullmatch(pattern, p)]
+    def signed_url(self, path: str, *, ttl_s: int, method: str = "GET") -> str:
+        bucket = self.fakes.blobs.bucket
+        return f"http://localhost:{self.port}/bucket/{bucket}/{path}?X-Goog-Expires={ttl_s}"
+
+    def requests_to(self, method: str, pattern: str) -> list[Call]:
+        return [c for c in self.calls if c.method == method and re.fullmatch(pattern, c.path)]
+
+    def jobs_of_mode(self, mode: str) -> list[StoredJob]:
+        return [j for j in self.fakes.jobs.all() if j.request.mode.value == mode]
 
     def __call__(self, environ: Any, start_response: Any) -> Any:
         request = Request(environ)
-        with self.lock:
-            response = self.route(request)
+        body = request.get_data()
+        environ["wsgi.input"] = io.BytesIO(body)  # for the app, which reads it again
+        if request.path.startswith("/bucket/"):
+            return self.bucket(request)(environ, start_response)
+        call = Call(
+            request.method, request.path, request.args.to_dict(), dict(request.headers), body
+        )
+        self.calls.append(call)
+        for hook in self.before_call:
+            hook(call)
+        if not self.hold():
+            self.fakes.clock.sleep(1.0)
+        response = Response.from_app(self.api, environ)
+        self.check(call, response)
         return response(environ, start_response)
 
-    def route(self, request: Request) -> Response:
-        path, method = request.path, request.method
-        body = request.get_data()
-        self.seen.append((method, request.full_path.rstrip("?"), dict(request.headers), body))
-        if path.startswith("/signed/"):
-            # The bucket: a signed URL needs no bearer key, and must not be sent one.
-            self.signed_with_auth.append("Authorization" in request.headers)
-            self.events.append(f"download {path.removeprefix('/signed/')}")
-            return Response(self.audio_of(path.removeprefix("/signed/")), mimetype="audio/mpeg")
-        if request.headers.get("Authorization") != f"Bearer {KEY}":
-            return error(401, "unauthenticated", "a valid API key is required")
-        if method == "POST" and path == "/v1/audio/speech":
-            return self.speech_route()
-        if method == "POST" and path == "/v1/tts/batch":
-            return self.submit_batch(request)
-        if method == "POST" and path == "/v1/voices":
-            assert request.files["ref_audio"].read() == b"RIFF-clip"
-            self.polls["v1"] = 0
-            return reply(job_body("v1", "queued", mode="create_voice"), 202)
-        if method == "GET" and path == "/v1/voices":
-            voices = [{"id": "vivian", "kind": "builtin", "name": "Vivian", "tags": []}]
-            voices.append(
-                {
-                    "id": "ab" * 12,
-                    "kind": "prompt",
-                    "name": "Narrator",
-                    "character": "Ann",
-                    "emotion": "calm",
-                    "tags": ["book"],
-                }
-            )
-            return reply({"voices": voices, "next_page_token": None})
-        if method == "DELETE" and path.startswith("/v1/voices/"):
-            return Response(status=204)
-        if method == "GET" and path == "/v1/jobs":
-            return self.list_jobs(request)
-        if match := re.fullmatch(r"/v1/jobs/([^/]+)/manifest", path):
-            return self.manifest(match.group(1))
-        if match := re.fullmatch(r"/v1/jobs/([^/]+)/audio", path):
-            job_id = match.group(1)
-            if self.state_of(job_id, advance=False) != "succeeded":
-                return error(409, "not_ready", f"job {job_id} has not succeeded")
-            # Another host name than the API's, as a bucket's signed URL would be.
-            return Response(
-                status=302,
-                headers={"Location": f"http://localhost:{self.port}/signed/{job_id}?sig=x"},
-            )
-        if match := re.fullmatch(r"/v1/jobs/([^/]+)/cancel", path):
-            job_id = match.group(1)
-            if job_id == "done":
-                return error(409, "job_finished", "job done has already finished (succeeded)")
-            return reply(job_body(job_id, "canceled"))
-        if match := re.fullmatch(r"/v1/jobs/([^/]+)", path):
-            job_id = match.group(1)
-            if job_id not in self.polls:
-                return error(404, "not_found", f"no job {job_id}")
-            state = self.state_of(job_id, advance=True)
-            if job_id == "v1" and state == "succeeded":
-                return reply(job_body("v1", state, mode="create_voice", voice_id="cd" * 12))
-            return reply(job_body(job_id, state))
-        return error(404, "not_found", f"no route {method} {path}")
+    def check(self, call: Call, response: Response) -> None:
+        body = None
+        if response.mimetype == "application/json":
+            body = json.loads(response.get_data())
+        try:
+            validate_response(call.method, call.path, response.status_code, body)
+        except (AssertionError, ValidationError) as exc:
+            first = str(exc).splitlines()[0]
+            self.problems.append(f"{call.method} {call.path} {response.status_code}: {first}")
 
-    def speech_route(self) -> Response:
-        if self.speech == "error":
-            return Response(
-                json.dumps(
-                    {
-                        "error": {
-                            "message": "unknown voice 'nobody'; use a built-in speaker\nor a voice",
-                            "type": "invalid_request_error",
-                            "param": "voice",
-                            "code": "unknown_voice",
-                        }
-                    }
-                ),
-                status=400,
-                mimetype="application/json",
-            )
-        if self.speech == "accepted":
-            self.polls["s1"] = 0
-            return reply(job_body("s1", "queued"), 202, {"Location": "/v1/jobs/s1"})
-        if self.speech == "stream":
-            chunks = iter([b"part-1|", b"part-2|", b"part-3"])
-            return Response(chunks, mimetype="audio/mpeg", headers={"X-Job-Id": "st1"})
-        return Response(b"ID3 whole mp3", mimetype="audio/mpeg", headers={"X-Job-Id": "w1"})
-
-    def state_of(self, job_id: str, *, advance: bool) -> str:
-        if job_id.endswith("j") and job_id[:-1] in self.joined:
-            return "succeeded"  # asked for only once the manifest lists it as made
-        for batch_children in self.children.values():
-            for child in batch_children:
-                if child.job_id == job_id:
-                    return self.child_state(job_id.split("c")[0], child)
-        if advance:
-            self.polls[job_id] = self.polls.get(job_id, 0) + 1
-        return "succeeded" if self.polls.get(job_id, 0) >= self.polls_to_finish else "running"
-
-    def audio_of(self, job_id: str) -> bytes:
-        for batch_children in self.children.values():
-            for child in batch_children:
-                if child.job_id == job_id:
-                    return f"audio of {child.key}".encode()
-        return f"audio of {job_id}".encode()
-
-    def submit_batch(self, request: Request) -> Response:
-        key = request.headers.get("Idempotency-Key", "")
-        if key not in self.batches:
-            batch_id = f"b{len(self.batches) + 1}"
-            self.batches[key] = batch_id
-            self.polls[batch_id] = 0
-            self.children[batch_id] = [
-                Child(
-                    key=item["key"],
-                    job_id=f"{batch_id}c{i}",
-                    done_at_poll=i + 1,
-                    fails=item["key"] in self.fail_keys,
-                )
-                for i, item in enumerate(request.get_json()["items"])
-            ]
-        batch_id = self.batches[key]
-        if request.get_json().get("join"):
-            self.joined.add(batch_id)
-        children = self.children[batch_id]
-        progress = {
-            "total": len(children),
-            "succeeded": 0,
-            "failed": 0,
-            "children": [c.job_id for c in children],
-        }
-        body = job_body(batch_id, "queued", mode="batch", progress=progress)
-        return reply(body, 202, {"Location": f"/v1/jobs/{batch_id}"})
-
-    def child_state(self, batch_id: str, child: Child) -> str:
-        if self.polls[batch_id] < child.done_at_poll:
-            return "queued" if self.polls[batch_id] + 1 < child.done_at_poll else "running"
-        return "failed" if child.fails else "succeeded"
-
-    def manifest(self, batch_id: str) -> Response:
-        self.polls[batch_id] += 1
-        items = []
-        for child in self.children[batch_id]:
-            state = self.child_state(batch_id, child)
-            items.append(
-                {
-                    "key": child.key,
-                    "job_id": child.job_id,
-                    "state": state,
-                    "audio_url": f"/v1/jobs/{child.job_id}/audio" if state == "succeeded" else None,
-                    "duration_s": 1.0 if state == "succeeded" else None,
-                    "error": {"code": "synthesis_runaway", "message": "the model did not stop"}
-                    if state == "failed"
-                    else None,
-                }
-            )
-        finished = all(i["state"] in {"succeeded", "failed"} for i in items)
-        self.events.append(f"manifest {batch_id} {'finished' if finished else 'running'}")
-        state = "running" if not finished else "succeeded"
-        body: dict[str, object] = {"job_id": batch_id, "state": state, "items": items}
-        if batch_id in self.joined and finished:
-            # The join job appears once the items are done, and finishes a read later (and
-            # no sooner than ``join_s`` after it appeared).
-            started = self.join_started.setdefault(batch_id, time.monotonic())
-            made = (
-                self.polls[batch_id] > len(items) + 1 and time.monotonic() - started >= self.join_s
-            )
-            body["joined"] = {
-                "key": None,
-                "job_id": f"{batch_id}j",
-                "state": "succeeded" if made else "running",
-                "audio_url": f"/v1/jobs/{batch_id}j/audio" if made else None,
-                "duration_s": 3.0 if made else None,
-                "error": None,
-            }
-            if not made:
-                body["state"] = "running"
-        return reply(body)
-
-    def list_jobs(self, request: Request) -> Response:
-        size = min(int(request.args.get("page_size", 50)), self.jobs_page_max)
-        start = int(request.args.get("page_token", 0))
-        page = self.listed_jobs[start : start + size]
-        more = start + size < len(self.listed_jobs)
-        return reply({"jobs": page, "next_page_token": str(start + size) if more else None})
+    def bucket(self, request: Request) -> Response:
+        self.bucket_reads.append(request.path)
+        self.bucket_reads_with_auth.append("Authorization" in request.headers)
+        items = [j for j in self.fakes.jobs.all() if j.parent_id and j.request.mode.value != "join"]
+        self.jobs_open_at_bucket_read.append(sum(not j.state.terminal for j in items))
+        path = request.path.removeprefix(f"/bucket/{self.fakes.blobs.bucket}/")
+        if path not in self.fakes.blobs.objects:
+            return Response(b"<Error>NoSuchKey</Error>", status=404, mimetype="application/xml")
+        data, content_type = self.fakes.blobs.objects[path]
+        return Response(data, content_type=content_type)
 
 
 class QuietHandler(WSGIRequestHandler):
@@ -449,24 +283,37 @@ class QuietHandler(WSGIRequestHandler):
 
 
 @pytest.fixture
-def gateway() -> Iterator[FakeGateway]:
-    fake = FakeGateway()
-    server = make_server("127.0.0.1", 0, fake, threaded=True, request_handler=QuietHandler)
-    fake.port = server.server_port
-    # A short poll interval: shutdown() waits for the loop to look, 0.5 s by default.
-    thread = threading.Thread(target=server.serve_forever, args=(0.02,), daemon=True)
+def served(
+    gateway: Gateway, fakes: Fakes, alice: dict[str, str], monkeypatch: pytest.MonkeyPatch
+) -> Iterator[Served]:
+    it = Served(
+        fakes=fakes,
+        worker=ScriptedWorker(fakes, gateway=gateway, capacity=1),
+        key=alice["Authorization"].removeprefix("Bearer "),
+        api=create_api(gateway),
+    )
+    # One request at a time, as the command line makes them: the fakes see no two at once.
+    server = make_server("127.0.0.1", 0, it, request_handler=QuietHandler)
+    it.port = server.server_port
+    monkeypatch.setattr(fakes.blobs, "signed_url", it.signed_url)
+    # shutdown() waits for the loop to look, every 0.5 s by default.
+    thread = threading.Thread(target=server.serve_forever, args=(0.01,), daemon=True)
     thread.start()
-    yield fake
+    yield it
     server.shutdown()
+    server.server_close()
     thread.join(timeout=5)
+    assert it.problems == [], "answers that are not as contracts/openapi.yaml says"
 
 
 def qtts(
-    gateway: FakeGateway, *args: str, key: str | None = KEY, env: dict[str, str] | None = None
+    served: Served, *args: str, key: str | None = None, env: dict[str, str] | None = None
 ) -> Result:
-    env = {"QTTS_API_KEY": key or "", **(env or {})}
+    """The command as alice (or with ``key``; ``""`` is none), with a short poll interval: its
+    own polling runs in real time."""
+    env = {"QTTS_API_KEY": served.key if key is None else key, **(env or {})}
     return CliRunner().invoke(
-        app, ["--base-url", gateway.url, "--poll-interval", "0.01", *args], env=env
+        app, ["--base-url", served.url, "--poll-interval", "0.01", *args], env=env
     )
 
 
@@ -479,18 +326,24 @@ def assert_one_line_error(result: Result, expected: str) -> None:
     assert "Traceback" not in result.output
 
 
+def the_job(served: Served, mode: str) -> StoredJob:
+    (job,) = served.jobs_of_mode(mode)
+    return job
+
+
 # -- say ----------------------------------------------------------------------------------------
 
 
-def test_say_writes_the_audio_it_gets(gateway: FakeGateway, tmp_path: Path) -> None:
+def test_say_writes_the_audio_it_gets(served: Served, tmp_path: Path) -> None:
     out = tmp_path / "hi.mp3"
-    result = qtts(gateway, "say", "Hello.", "-o", str(out))
+    result = qtts(served, "say", "Hello.", "-o", str(out))
     assert result.exit_code == 0, result.output
-    assert out.read_bytes() == b"ID3 whole mp3"
-    assert "(job w1)" in result.stderr
-    ((_, headers, body),) = gateway.requests_to("POST", "/v1/audio/speech")
-    assert headers["Authorization"] == f"Bearer {KEY}"
-    assert json.loads(body) == {
+    job = the_job(served, "custom_voice")
+    assert out.read_bytes() == f"<{job.id}:whole>".encode()
+    assert f"(job {job.id})" in result.stderr
+    (call,) = served.requests_to("POST", "/v1/audio/speech")
+    assert call.headers["Authorization"] == f"Bearer {served.key}"
+    assert json.loads(call.body) == {
         "model": "tts-1",
         "input": "Hello.",
         "voice": "vivian",
@@ -500,11 +353,14 @@ def test_say_writes_the_audio_it_gets(gateway: FakeGateway, tmp_path: Path) -> N
 
 
 def test_say_takes_the_format_from_the_extension_unless_told(
-    gateway: FakeGateway, tmp_path: Path
+    served: Served, tmp_path: Path
 ) -> None:
-    qtts(gateway, "say", "Hi.", "-o", str(tmp_path / "a.ogg"), "--voice", "Ryan", "--speed", "1.5")
-    qtts(
-        gateway,
+    ogg = qtts(
+        served, "say", "Hi.", "-o", str(tmp_path / "a.ogg"), "--voice", "Ryan", "--speed", "1.5"
+    )
+    assert ogg.exit_code == 0, ogg.output
+    flac = qtts(
+        served,
         "say",
         "Hi.",
         "-o",
@@ -516,62 +372,101 @@ def test_say_takes_the_format_from_the_extension_unless_told(
         "--model",
         "x-CustomVoice",
     )
-    first, second = (json.loads(b) for _, _, b in gateway.requests_to("POST", "/v1/audio/speech"))
+    assert flac.exit_code == 0, flac.output
+    first, second = (json.loads(c.body) for c in served.requests_to("POST", "/v1/audio/speech"))
     assert first["response_format"] == "opus"
     assert (first["voice"], first["speed"]) == ("Ryan", 1.5)
     assert second["response_format"] == "flac"
     assert (second["instructions"], second["model"]) == ("calm", "x-CustomVoice")
-    unknown = qtts(gateway, "say", "Hi.", "-o", str(tmp_path / "c.xyz"))
+    # What the gateway made of them.
+    made = sorted(served.jobs_of_mode("custom_voice"), key=lambda j: j.created_at)
+    assert [output_format(j.request) for j in made] == ["opus", "flac"]
+    unknown = qtts(served, "say", "Hi.", "-o", str(tmp_path / "c.xyz"))
     assert_one_line_error(unknown, "pass --format")
 
 
-def test_say_to_stdout_writes_the_bytes_there(gateway: FakeGateway) -> None:
-    result = qtts(gateway, "say", "Hello.", "-o", "-")
+def test_say_to_stdout_writes_the_bytes_there(served: Served) -> None:
+    result = qtts(served, "say", "Hello.", "-o", "-")
     assert result.exit_code == 0, result.output
-    assert result.stdout_bytes == b"ID3 whole mp3"
+    assert result.stdout_bytes == f"<{the_job(served, 'custom_voice').id}:whole>".encode()
 
 
-def test_say_on_202_polls_the_job_then_downloads_its_audio(
-    gateway: FakeGateway, tmp_path: Path
+def busy_until_polled(served: Served) -> None:
+    """No worker takes the job while the gateway waits, so its wait runs out (it answers with
+    the job: a 202, or a 504 ``still_running`` naming it); one does once the command line comes
+    back to look."""
+    worker = served.worker
+    worker.idle_steps = 10**9
+
+    def back_to_work(call: Call) -> None:
+        if call.method == "GET":
+            worker.idle_steps = 0
+
+    served.before_call.append(back_to_work)
+
+
+def test_say_past_the_gateways_wait_polls_the_job_then_downloads_its_audio(
+    served: Served, tmp_path: Path
 ) -> None:
-    gateway.speech = "accepted"
+    busy_until_polled(served)
     out = tmp_path / "long.wav"
-    result = qtts(gateway, "say", "A long text.", "-o", str(out))
+    result = qtts(served, "say", "A long text.", "-o", str(out))
     assert result.exit_code == 0, result.output
-    assert out.read_bytes() == b"audio of s1"
-    assert "job s1" in result.stderr
-    assert len(gateway.requests_to("GET", "/v1/jobs/s1")) == gateway.polls_to_finish
-    assert gateway.requests_to("GET", "/v1/jobs/s1/audio")
-    assert gateway.signed_with_auth == [False]
+    job = the_job(served, "custom_voice")
+    assert out.read_bytes() == f"<{job.id}:whole>".encode()
+    assert "taking longer than the gateway waits" in result.stderr
+    assert f"job {job.id}" in result.stderr
+    assert served.requests_to("GET", f"/v1/jobs/{job.id}")
+    assert served.requests_to("GET", f"/v1/jobs/{job.id}/audio")
+    assert served.bucket_reads_with_auth == [False]
 
 
-def test_say_stream_writes_the_pieces_as_they_come(gateway: FakeGateway, tmp_path: Path) -> None:
-    gateway.speech = "stream"
+def test_say_stream_writes_the_pieces_as_they_come(served: Served, tmp_path: Path) -> None:
     out = tmp_path / "s.pcm"
-    result = qtts(gateway, "say", "Streamed.", "-o", str(out), "--stream")
+    result = qtts(served, "say", "Streamed.", "-o", str(out), "--stream")
     assert result.exit_code == 0, result.output
-    assert out.read_bytes() == b"part-1|part-2|part-3"
-    ((_, _, body),) = gateway.requests_to("POST", "/v1/audio/speech")
-    assert json.loads(body)["stream_format"] == "audio"
-    assert json.loads(body)["response_format"] == "pcm"
+    job = the_job(served, "custom_voice")
+    assert out.read_bytes() == f"<{job.id}:0><{job.id}:1><{job.id}:2>".encode()
+    (call,) = served.requests_to("POST", "/v1/audio/speech")
+    assert json.loads(call.body)["stream_format"] == "audio"
+    assert json.loads(call.body)["response_format"] == "pcm"
 
 
-def test_an_error_body_is_one_line_and_exit_1(gateway: FakeGateway, tmp_path: Path) -> None:
-    gateway.speech = "error"
+def test_say_stream_past_the_gateways_wait_picks_it_up_from_the_job(
+    served: Served, tmp_path: Path
+) -> None:
+    busy_until_polled(served)
+    out = tmp_path / "s.pcm"
+    result = qtts(served, "say", "Streamed.", "-o", str(out), "--stream")
+    assert result.exit_code == 0, result.output
+    job = the_job(served, "custom_voice")
+    assert out.read_bytes() == f"<{job.id}:0><{job.id}:1><{job.id}:2>".encode()
+    (call,) = served.requests_to("GET", f"/v1/jobs/{job.id}/stream")
+    assert call.query == {"stream_format": "audio"}
+
+
+def test_an_error_body_is_one_line_and_exit_1(served: Served, tmp_path: Path) -> None:
     out = tmp_path / "x.mp3"
-    result = qtts(gateway, "say", "Hi.", "-o", str(out), "--voice", "nobody")
-    assert_one_line_error(result, "unknown voice 'nobody'; use a built-in speaker or a voice")
+    result = qtts(served, "say", "Hi.", "-o", str(out), "--voice", "nobody")
+    assert_one_line_error(
+        result, "unknown voice 'nobody': use a built-in speaker, an OpenAI voice name, or"
+    )
     assert "(HTTP 400)" in result.stderr
     assert not out.exists()
+    assert not served.fakes.jobs.all()
 
 
-def test_a_missing_key_and_an_unreachable_gateway_are_one_line(
-    gateway: FakeGateway, tmp_path: Path
+def test_a_missing_or_wrong_key_and_an_unreachable_gateway_are_one_line(
+    served: Served, tmp_path: Path
 ) -> None:
-    result = qtts(gateway, "say", "Hi.", "-o", str(tmp_path / "x.mp3"), key=None)
+    result = qtts(served, "say", "Hi.", "-o", str(tmp_path / "x.mp3"), key="")
     assert_one_line_error(result, "set QTTS_API_KEY or pass --api-key")
+    assert "(HTTP 401)" in result.stderr
+    wrong = qtts(served, "jobs", "list", key="qtts_not-a-key")
+    assert_one_line_error(wrong, "invalid API key (HTTP 401)")
+    assert "QTTS_API_KEY" not in wrong.stderr  # a key was given: it is the key that is wrong
     gone = CliRunner().invoke(
-        app, ["--base-url", "http://127.0.0.1:9", "jobs", "get", "x"], env={"QTTS_API_KEY": KEY}
+        app, ["--base-url", "http://127.0.0.1:9", "jobs", "get", "x"], env={"QTTS_API_KEY": "k"}
     )
     assert_one_line_error(gone, "cannot reach the gateway at http://127.0.0.1:9")
 
@@ -601,21 +496,36 @@ def write_chapter(tmp_path: Path, text: str = CHAPTER) -> Path:
 
 
 def render(
-    gateway: FakeGateway, book: Path, out: Path, *extra: str, env: dict[str, str] | None = None
+    served: Served, book: Path, out: Path, *extra: str, env: dict[str, str] | None = None
 ) -> Result:
-    return qtts(gateway, "render", str(book), "-o", str(out), *extra, env=env)
+    return qtts(served, "render", str(book), "-o", str(out), *extra, env=env)
+
+
+def items_by_key(served: Served, batch_id: str) -> dict[str, StoredJob]:
+    batch = served.fakes.jobs.get(batch_id)
+    assert batch is not None
+    assert isinstance(batch.request, BatchRequest)
+    children = served.fakes.jobs.get_many(batch.request.children)
+    return {
+        str(key): children[child]
+        for key, child in zip(batch.request.keys, batch.request.children, strict=True)
+    }
+
+
+def audio_of(job: StoredJob) -> bytes:
+    return f"<{job.id}:whole>".encode()
 
 
 def test_render_submits_one_batch_and_downloads_each_item_as_it_finishes(
-    gateway: FakeGateway, tmp_path: Path
+    served: Served, tmp_path: Path
 ) -> None:
     book, out = write_chapter(tmp_path), tmp_path / "out"
-    result = render(gateway, book, out, "--voice", "Serena", "--format", "wav")
+    result = render(served, book, out, "--voice", "Serena", "--format", "wav")
     assert result.exit_code == 0, result.output
     assert "3 succeeded, 0 failed" in result.stdout
 
-    ((_, headers, body),) = gateway.requests_to("POST", "/v1/tts/batch")
-    items = json.loads(body)["items"]
+    (call,) = served.requests_to("POST", "/v1/tts/batch")
+    items = json.loads(call.body)["items"]
     assert [i["key"] for i in items] == ["chapter1-0001", "chapter1-0002", "chapter1-0003"]
     assert items[0] == {
         "key": "chapter1-0001",
@@ -624,165 +534,215 @@ def test_render_submits_one_batch_and_downloads_each_item_as_it_finishes(
         "mode": "custom_voice",
         "speaker": "Serena",
     }
-    assert re.fullmatch(r"[0-9a-f]{64}", headers["Idempotency-Key"])
-    assert headers["Idempotency-Key"] == idempotency_key(items)
+    assert re.fullmatch(r"[0-9a-f]{64}", call.headers["Idempotency-Key"])
+    assert call.headers["Idempotency-Key"] == idempotency_key(items)
 
-    for i, item in enumerate(items):
-        assert (out / f"{item['key']}.wav").read_bytes() == f"audio of {item['key']}".encode()
-        assert f"download b1c{i}" in gateway.events
+    batch = the_job(served, "batch")
+    made = items_by_key(served, batch.id)
+    for item in items:
+        assert (out / f"{item['key']}.wav").read_bytes() == audio_of(made[item["key"]])
     # The first item was fetched while the others were still being made.
-    assert gateway.events.index("download b1c0") < gateway.events.index("manifest b1 finished")
-    assert gateway.signed_with_auth == [False, False, False]
+    assert len(served.bucket_reads) == 3
+    assert served.jobs_open_at_bucket_read[0] > 0
+    assert served.bucket_reads_with_auth == [False, False, False]
     assert not list(out.glob(".*"))
     record = json.loads((out / "render.json").read_text())
-    assert record["batch_id"] == "b1"
+    assert record["batch_id"] == batch.id
     assert record["keys"] == [i["key"] for i in items]
 
 
 def test_render_again_downloads_only_what_is_missing_from_the_same_batch(
-    gateway: FakeGateway, tmp_path: Path
+    served: Served, tmp_path: Path
 ) -> None:
     book, out = write_chapter(tmp_path), tmp_path / "out"
-    assert render(gateway, book, out).exit_code == 0
-    downloads = len(gateway.requests_to("GET", r"/signed/.*"))
-    assert downloads == 3
+    assert render(served, book, out).exit_code == 0
+    assert len(served.bucket_reads) == 3
 
-    again = render(gateway, book, out)
+    again = render(served, book, out)
     assert again.exit_code == 0, again.output
     assert "already" in again.stdout
-    assert len(gateway.requests_to("GET", r"/signed/.*")) == downloads
+    assert len(served.bucket_reads) == 3
 
     (out / "chapter1-0002.mp3").unlink()
-    third = render(gateway, book, out)
+    third = render(served, book, out)
     assert third.exit_code == 0, third.output
-    submits = gateway.requests_to("POST", "/v1/tts/batch")
+    submits = served.requests_to("POST", "/v1/tts/batch")
     assert len(submits) == 2
-    assert submits[0][1]["Idempotency-Key"] == submits[1][1]["Idempotency-Key"]
-    assert len(gateway.batches) == 1  # the same batch was found, not a second one made
-    fetched = [p for p, _, _ in gateway.requests_to("GET", r"/signed/.*")][downloads:]
-    assert fetched == ["/signed/b1c1?sig=x"]
-    assert (out / "chapter1-0002.mp3").read_bytes() == b"audio of chapter1-0002"
+    assert submits[0].headers["Idempotency-Key"] == submits[1].headers["Idempotency-Key"]
+    batch = the_job(served, "batch")  # the same batch was found, not a second one made
+    second = items_by_key(served, batch.id)["chapter1-0002"]
+    assert len(served.bucket_reads) == 4
+    assert second.id in served.bucket_reads[-1]
+    assert (out / "chapter1-0002.mp3").read_bytes() == audio_of(second)
     assert "1 downloaded now" in third.stdout
 
 
 def test_render_reports_failed_items_and_can_try_them_in_a_new_batch(
-    gateway: FakeGateway, tmp_path: Path
+    served: Served, tmp_path: Path
 ) -> None:
+    add_voice(served.fakes, name="My Narrator", owner="alice", voice_id="ab" * 12)
     book, out = write_chapter(tmp_path), tmp_path / "out"
-    gateway.fail_keys = {"chapter1-0002"}
-    result = render(gateway, book, out, "--voice", "My Narrator")
+    served.worker.fail_texts = {"The second one, a bit longer."}
+    result = render(served, book, out, "--voice", "My Narrator")
     assert result.exit_code == 1
     assert "2 succeeded, 1 failed" in result.stdout
-    assert "chapter1-0002: the model did not stop (synthesis_runaway)" in result.stderr
+    assert "chapter1-0002: scripted synthesis_failed (synthesis_failed)" in result.stderr
     assert "Traceback" not in result.output
     assert not (out / "chapter1-0002.mp3").exists()
-    first_items = json.loads(gateway.requests_to("POST", "/v1/tts/batch")[0][2])["items"]
+    first_items = json.loads(served.requests_to("POST", "/v1/tts/batch")[0].body)["items"]
     assert {i["mode"] for i in first_items} == {"clone_prompt"}
     assert {i["voice"] for i in first_items} == {"My Narrator"}
 
-    gateway.fail_keys = set()
-    retry = render(gateway, book, out, "--voice", "My Narrator", "--new-batch")
+    served.worker.fail_texts = set()
+    retry = render(served, book, out, "--voice", "My Narrator", "--new-batch")
     assert retry.exit_code == 0, retry.output
-    _, headers, body = gateway.requests_to("POST", "/v1/tts/batch")[1]
-    assert [i["key"] for i in json.loads(body)["items"]] == ["chapter1-0002"]
-    assert headers["Idempotency-Key"] != idempotency_key(first_items)
-    assert (out / "chapter1-0002.mp3").read_bytes() == b"audio of chapter1-0002"
-    assert json.loads((out / "render.json").read_text())["batches"] == ["b1", "b2"]
+    call = served.requests_to("POST", "/v1/tts/batch")[1]
+    assert [i["key"] for i in json.loads(call.body)["items"]] == ["chapter1-0002"]
+    assert call.headers["Idempotency-Key"] != idempotency_key(first_items)
+    first, second = sorted(served.jobs_of_mode("batch"), key=lambda j: j.created_at)
+    again = items_by_key(served, second.id)["chapter1-0002"]
+    assert (out / "chapter1-0002.mp3").read_bytes() == audio_of(again)
+    assert json.loads((out / "render.json").read_text())["batches"] == [first.id, second.id]
 
 
 def test_render_join_fetches_the_whole_chapter_once_and_resumes_without_asking_again(
-    gateway: FakeGateway, tmp_path: Path
+    served: Served, tmp_path: Path
 ) -> None:
     book, out = write_chapter(tmp_path), tmp_path / "out"
-    result = render(gateway, book, out, "--join", "--gap-ms", "300")
+    result = render(served, book, out, "--join", "--gap-ms", "300")
     assert result.exit_code == 0, result.output
-    ((_, _, body),) = gateway.requests_to("POST", "/v1/tts/batch")
-    assert (json.loads(body)["join"], json.loads(body)["join_gap_ms"]) == (True, 300)
+    (call,) = served.requests_to("POST", "/v1/tts/batch")
+    assert (json.loads(call.body)["join"], json.loads(call.body)["join_gap_ms"]) == (True, 300)
     joined = out / f"{book.stem}.mp3"
-    assert joined.read_bytes() == b"audio of b1j"
+    assert joined.read_bytes() == audio_of(the_job(served, "join"))
     assert f"joined into {joined}" in result.output
 
-    again = render(gateway, book, out, "--join")
+    again = render(served, book, out, "--join")
     assert again.exit_code == 0, again.output
-    assert len(gateway.requests_to("POST", "/v1/tts/batch")) == 1  # all on disk: nothing asked
+    assert len(served.requests_to("POST", "/v1/tts/batch")) == 1  # all on disk: nothing asked
     # A plain render of the same chapter is another batch than the joined one.
     (out / f"{book.stem}-0001.mp3").unlink()
-    assert render(gateway, book, out).exit_code == 0
-    assert len(gateway.batches) == 2
+    assert render(served, book, out).exit_code == 0
+    assert len(served.jobs_of_mode("batch")) == 2
     joined.unlink()
-    refused = render(gateway, book, out, "--join", "--new-batch")
+    refused = render(served, book, out, "--join", "--new-batch")
     assert refused.exit_code != 0
     assert "--new-batch" in refused.output
 
 
 def test_render_keeps_the_clock_moving_while_the_gateway_joins(
-    gateway: FakeGateway, tmp_path: Path
+    served: Served, tmp_path: Path
 ) -> None:
-    gateway.join_s = 1.2
+    # The join job is held back for 1.2 s of wall-clock time once it exists: the bar's clock
+    # (whole seconds) must be seen to move while the command line waits for it.
+    appeared: list[float] = []
+    held_calls: list[str] = []
+
+    def joining() -> bool:
+        if not served.jobs_of_mode("join"):
+            return False
+        if not appeared:
+            appeared.append(time.monotonic())
+        held = time.monotonic() - appeared[0] < 1.2
+        if held:
+            held_calls.append(served.calls[-1].path)
+        return held
+
+    served.hold = joining
     book, out = write_chapter(tmp_path, FOUR_PARAGRAPHS), tmp_path / "out"
     # A terminal, as a person's: the bar is drawn live (frame after frame) on stderr.
     terminal = {"TTY_COMPATIBLE": "1", "TTY_INTERACTIVE": "1", "COLUMNS": "120"}
-    result = render(gateway, book, out, "--join", env=terminal)
+    result = render(served, book, out, "--join", env=terminal)
     assert result.exit_code == 0, result.output
-    assert (out / f"{book.stem}.mp3").read_bytes() == b"audio of b1j"
-    join_reads = sum(1 for e in gateway.events if e == "manifest b1 finished")
-    assert join_reads >= 3
+    assert (out / f"{book.stem}.mp3").read_bytes() == audio_of(the_job(served, "join"))
+    held_reads = [path for path in held_calls if path.endswith("/manifest")]
+    assert len(held_reads) >= 3
     # The items are done (4 of 4, the join is the 5th step) and the clock goes on: one frame
     # at least for each look at the batch, and the elapsed time in them moves.
     drawn = re.sub(r"\x1b\[[0-9;?]*[A-Za-z]", "", result.stderr)  # colours, cursor moves
     frames = re.findall(r"4/5\s+joining\s+(\d+:\d\d:\d\d)", drawn)
-    assert len(frames) >= join_reads
+    assert len(frames) >= len(held_reads)
     assert len(set(frames)) >= 2, frames
     assert re.search(r"5/5\s+\d+:\d\d:\d\d", drawn)
 
 
-def test_render_of_an_empty_file_is_one_line(gateway: FakeGateway, tmp_path: Path) -> None:
-    result = render(gateway, write_chapter(tmp_path, "\n\n"), tmp_path / "out")
+def test_render_of_an_empty_file_is_one_line(served: Served, tmp_path: Path) -> None:
+    result = render(served, write_chapter(tmp_path, "\n\n"), tmp_path / "out")
     assert_one_line_error(result, "holds no text")
 
 
 # -- jobs ---------------------------------------------------------------------------------------
 
 
-def test_jobs_list_follows_the_pages(gateway: FakeGateway) -> None:
-    result = qtts(gateway, "jobs", "list", "--state", "succeeded", "--created-after", NOW)
-    assert result.exit_code == 0, result.output
-    assert [line.split()[0] for line in result.stdout.splitlines()] == [f"j{i}" for i in range(5)]
-    pages = [p for p, _, _ in gateway.requests_to("GET", r"/v1/jobs\?.*")]
-    assert len(pages) == 3
-    assert "state=succeeded" in pages[0]
-    assert "created_after=2025-01-01T00%3A00%3A00Z" in pages[0]
-    assert "page_token=2" in pages[1]
-    assert "page_token=4" in pages[2]
+def submit_jobs(served: Served, texts: list[str]) -> list[str]:
+    """Jobs of alice's, made by the gateway itself (its test client: no worker step)."""
+    client = served.api.test_client()
+    headers = {"Authorization": f"Bearer {served.key}"}
+    ids = []
+    for text in texts:
+        response = submit(client, headers, {"text": text, "speaker": "ryan"})
+        assert response.status_code == 202, response.text
+        ids.append(str(response.get_json()["id"]))
+    return ids
 
-    limited = qtts(gateway, "jobs", "list", "--limit", "3")
+
+def test_jobs_list_follows_the_pages(served: Served) -> None:
+    # More than one page of 50: the command line asks for 50 at a time.
+    served.worker.idle_steps = 10**9  # nobody runs them: they stay queued
+    ids = submit_jobs(served, [f"Line {i}." for i in range(53)])
+    result = qtts(
+        served, "jobs", "list", "--state", "queued", "--created-after", NOW, "--limit", "60"
+    )
+    assert result.exit_code == 0, result.output
+    listed = [line.split()[0] for line in result.stdout.splitlines()]
+    assert sorted(listed) == sorted(ids)
+    first, second = served.requests_to("GET", "/v1/jobs")
+    assert first.query == {"page_size": "50", "state": "queued", "created_after": NOW}
+    assert second.query.pop("page_token")
+    assert second.query == first.query
+
+    limited = qtts(served, "jobs", "list", "--limit", "3")
     assert len(limited.stdout.splitlines()) == 3
-    bad = qtts(gateway, "jobs", "list", "--created-after", "yesterday")
+    bad = qtts(served, "jobs", "list", "--created-after", "yesterday")
     assert_one_line_error(bad, "not an ISO 8601")
 
 
-def test_jobs_get_and_cancel(gateway: FakeGateway) -> None:
-    gateway.polls["s9"] = 5
-    got = qtts(gateway, "jobs", "get", "s9")
+def test_jobs_get_and_cancel(served: Served) -> None:
+    served.worker.idle_steps = 10**9  # nobody runs them: they stay queued
+    (waiting,) = submit_jobs(served, ["Wait."])
+    got = qtts(served, "jobs", "get", waiting)
     assert got.exit_code == 0, got.output
-    assert json.loads(got.stdout)["state"] == "succeeded"
-    assert qtts(gateway, "jobs", "cancel", "s8").stdout.strip() == "s8: canceled"
-    assert_one_line_error(
-        qtts(gateway, "jobs", "cancel", "done"), "already finished (succeeded) (HTTP 409)"
-    )
-    assert_one_line_error(qtts(gateway, "jobs", "get", "nope"), "no job nope (HTTP 404)")
+    assert json.loads(got.stdout)["state"] == "queued"
+    assert qtts(served, "jobs", "cancel", waiting).stdout.strip() == f"{waiting}: canceled"
+    again = qtts(served, "jobs", "cancel", waiting)
+    assert_one_line_error(again, f"job {waiting} is already canceled (HTTP 409)")
+    assert_one_line_error(qtts(served, "jobs", "get", "nope"), "no job 'nope' (HTTP 404)")
 
 
 # -- voices -------------------------------------------------------------------------------------
 
 
+def wav_clip(seconds: float = 2.0) -> bytes:
+    buffer = io.BytesIO()
+    with wave.open(buffer, "wb") as clip:
+        clip.setnchannels(1)
+        clip.setsampwidth(2)
+        clip.setframerate(24_000)
+        tone = (
+            round(8000 * math.sin(2 * math.pi * 220 * i / 24_000))
+            for i in range(int(24_000 * seconds))
+        )
+        clip.writeframes(b"".join(struct.pack("<h", s) for s in tone))
+    return buffer.getvalue()
+
+
 def test_voices_create_uploads_the_clip_waits_and_prints_the_voice_id(
-    gateway: FakeGateway, tmp_path: Path
+    served: Served, tmp_path: Path
 ) -> None:
     clip = tmp_path / "ref.wav"
-    clip.write_bytes(b"RIFF-clip")
+    clip.write_bytes(wav_clip())
     result = qtts(
-        gateway,
+        served,
         "voices",
         "create",
         "Narrator",
@@ -796,37 +756,43 @@ def test_voices_create_uploads_the_clip_waits_and_prints_the_voice_id(
         "book,calm",
     )
     assert result.exit_code == 0, result.output
-    assert result.stdout.strip() == "cd" * 12
-    ((_, headers, body),) = gateway.requests_to("POST", "/v1/voices")
-    assert headers["Content-Type"].startswith("multipart/form-data")
-    for part in (
-        b'name="name"',
-        b"Narrator",
-        b'name="ref_text"',
-        b"book,calm",
-        b'filename="ref.wav"',
-    ):
-        assert part in body
-    assert b"x_vector_only" not in body
+    job = the_job(served, "create_voice")
+    assert result.stdout.strip() == job.voice_id
+    voice = served.fakes.voices.get(job.voice_id)
+    assert voice is not None
+    assert (voice.name, voice.owner, voice.ref_text) == ("Narrator", "alice", "Hello.")
+    assert (voice.traits.character, voice.traits.tags) == ("Ann", ("book", "calm"))
+    (call,) = served.requests_to("POST", "/v1/voices")
+    assert call.headers["Content-Type"].startswith("multipart/form-data")
+    assert b'filename="ref.wav"' in call.body
+    assert b"x_vector_only" not in call.body
 
-    neither = qtts(gateway, "voices", "create", "N", "--audio", str(clip))
+    neither = qtts(served, "voices", "create", "N", "--audio", str(clip))
     assert_one_line_error(neither, "--ref-text")
     missing = qtts(
-        gateway, "voices", "create", "N", "--audio", str(tmp_path / "no.wav"), "--x-vector-only"
+        served, "voices", "create", "N", "--audio", str(tmp_path / "no.wav"), "--x-vector-only"
     )
     assert_one_line_error(missing, "No such file")
 
 
-def test_voices_list_and_delete(gateway: FakeGateway) -> None:
-    listed = qtts(gateway, "voices", "list", "--q", "nar")
+def test_voices_list_and_delete(served: Served) -> None:
+    voice_id = "ab" * 12
+    voice = add_voice(served.fakes, name="Narrator", owner="alice", voice_id=voice_id)
+    traits = VoiceTraits(character="Ann", emotion="calm", tags=("book",))
+    served.fakes.voices.update(voice_id, lambda _: voice.model_copy(update={"traits": traits}))
+    listed = qtts(served, "voices", "list", "--q", "nar")
     assert listed.exit_code == 0, listed.output
-    lines = listed.stdout.splitlines()
-    assert lines[0].split() == ["vivian", "builtin", "Vivian"]
-    assert "Ann / calm  [book]" in lines[1]
-    assert "q=nar" in gateway.requests_to("GET", r"/v1/voices\?.*")[0][0]
-    deleted = qtts(gateway, "voices", "delete", "ab" * 12)
-    assert deleted.stdout.strip() == f"deleted {'ab' * 12}"
-    assert gateway.requests_to("DELETE", f"/v1/voices/{'ab' * 12}")
+    (line,) = listed.stdout.splitlines()
+    assert line.split()[:3] == [voice_id, "prompt", "Narrator"]
+    assert line.endswith("Ann / calm  [book]")
+    everyone = qtts(served, "voices", "list").stdout.splitlines()
+    assert everyone[0].split() == ["vivian", "builtin", "Vivian"]
+    assert served.requests_to("GET", "/v1/voices")[0].query == {"page_size": "200", "q": "nar"}
+    deleted = qtts(served, "voices", "delete", voice_id)
+    assert deleted.stdout.strip() == f"deleted {voice_id}"
+    assert served.fakes.voices.get(voice_id) is None
+    gone = qtts(served, "voices", "delete", voice_id)
+    assert_one_line_error(gone, f"no voice '{voice_id}' (HTTP 404)")
 
 
 def test_a_body_of_the_wrong_shape_is_an_api_error_not_a_crash() -> None:
