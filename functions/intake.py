@@ -6,6 +6,8 @@ from __future__ import annotations
 import base64
 import binascii
 import logging
+import re
+from datetime import UTC, datetime
 from functools import cache
 
 import functions_framework
@@ -42,5 +44,19 @@ def intake(event: CloudEvent) -> None:
         data=data,
         attributes={str(k): str(v) for k, v in attributes.items()},
         message_id=str(raw.get("messageId") or raw.get("message_id") or event["id"]),
+        published_at=published_at(raw.get("publishTime") or raw.get("publish_time")),
     )
     take(_gateway(), message)
+
+
+def published_at(value: object) -> datetime | None:
+    """Pub/Sub's RFC 3339 publish time (``2026-01-01T00:00:00.123456789Z``); None when absent
+    or unreadable, and the intake then takes the time it was received."""
+    if not isinstance(value, str):
+        return None
+    text = re.sub(r"(\.[0-9]{6})[0-9]+", r"\1", value.strip())  # datetime keeps microseconds
+    try:
+        parsed = datetime.fromisoformat(text)
+    except ValueError:
+        return None
+    return parsed if parsed.tzinfo is not None else parsed.replace(tzinfo=UTC)

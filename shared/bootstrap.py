@@ -71,7 +71,9 @@ def build_gateway(
         or PubSubPublisher(low_latency_publisher(), project_id=settings.project_id),
         keys=keys
         or CachedApiKeyStore(
-            FirestoreApiKeyStore(db(), collection=f"{prefix}api_keys"),
+            FirestoreApiKeyStore(
+                db(), collection=f"{prefix}api_keys", signatures=f"{prefix}intake_signatures"
+            ),
             ttl_s=settings.api.key_cache_ttl_s,
         ),
         backends=backends

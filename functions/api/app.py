@@ -25,7 +25,7 @@ from functions.api.parsing import (
 from functions.api.relay import relay_routes
 from shared.domain.errors import InvalidRequest, PayloadTooLarge
 from shared.domain.jobs import Job, JobState, Progress
-from shared.usecases import batch, casting, delivery, jobs, library, parents, webhooks
+from shared.usecases import batch, casting, delivery, intake, jobs, library, parents, webhooks
 from shared.usecases.auth import authenticate
 from shared.usecases.debug import debug_view
 from shared.usecases.gateway import Gateway
@@ -121,6 +121,11 @@ def create_api(gw: Gateway) -> Flask:
     @app.get("/v1/webhooks/secret")
     def webhook_secret() -> Response:
         return jsonify(secret=webhooks.owner_secret(gw, principal().owner))
+
+    @app.get("/v1/intake/secret")
+    def intake_secret() -> Response:
+        caller = principal()
+        return jsonify(key_id=caller.key_id, secret=intake.signing_secret(gw, caller))
 
     @app.post("/v1/tts/batch")
     def submit_batch() -> tuple[Response, int, dict[str, str]]:

@@ -231,8 +231,15 @@ def _field(job: Job, path: str) -> object:
 
 
 class FirestoreApiKeyStore:
-    def __init__(self, client: firestore.Client, *, collection: str = "api_keys") -> None:
+    def __init__(
+        self,
+        client: firestore.Client,
+        *,
+        collection: str = "api_keys",
+        signatures: str = "intake_signatures",
+    ) -> None:
         self._keys = client.collection(collection)
+        self._signatures = client.collection(signatures)
 
     def get(self, key_hash: str) -> ApiKey | None:
         with translated("read api key"):
@@ -248,6 +255,29 @@ class FirestoreApiKeyStore:
     def put(self, key: ApiKey) -> None:
         with translated("write api key"):
             self._keys.document(key.key_hash).set(to_document(key.model_dump()))
+
+    def list_keys(self, *, owner: str | None) -> list[ApiKey]:
+        query: Any = self._keys
+        if owner is not None:
+            query = query.where(filter=firestore.FieldFilter("owner", "==", owner))
+        with translated("list api keys"):
+            keys = [ApiKey.model_validate(snap.to_dict()) for snap in query.stream()]
+        # Sorted here, not in the query: a handful of keys needs no composite index.
+        return sorted(keys, key=lambda k: (k.created_at, k.key_id))
+
+    def note_signature(self, digest: str, *, message_id: str, expires_at: datetime) -> str:
+        # One document per signature, created only if absent: of two deliveries racing, exactly
+        # one creates it, and the other reads whose it is. ``expires_at`` is the TTL field.
+        ref = self._signatures.document(digest)
+        with translated("note intake signature"):
+            try:
+                ref.create({"message_id": message_id, "expires_at": expires_at}, retry=_CONTENDED)
+            except gexc.AlreadyExists:
+                snap = ref.get()
+                if snap.exists:
+                    return str(snap.get("message_id"))
+                # Deleted by its TTL between the two calls: it was past remembering anyway.
+        return message_id
 
 
 class FirestoreBackendStore:

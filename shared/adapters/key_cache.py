@@ -10,6 +10,7 @@ import threading
 import time
 from collections import OrderedDict
 from collections.abc import Callable
+from datetime import datetime
 
 from shared.domain.keys import ApiKey
 from shared.usecases.ports import ApiKeyStore
@@ -54,3 +55,9 @@ class CachedApiKeyStore:
         self._inner.put(key)
         with self._lock:
             self._entries.pop(key.key_hash, None)
+
+    def list_keys(self, *, owner: str | None) -> list[ApiKey]:
+        return self._inner.list_keys(owner=owner)
+
+    def note_signature(self, digest: str, *, message_id: str, expires_at: datetime) -> str:
+        return self._inner.note_signature(digest, message_id=message_id, expires_at=expires_at)

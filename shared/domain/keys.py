@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import hashlib
 import hmac
+import re
 import secrets
 from datetime import datetime
 from enum import StrEnum
@@ -35,6 +36,9 @@ class ApiKey(BaseModel):
     scopes: frozenset[Scope] = frozenset({Scope.USER})
     created_at: datetime
     disabled: bool = False
+    reply_topics: tuple[str, ...] = ()
+    """Topics this key's jobs may name as ``reply_topic`` (an admin records them, within the
+    deployment's ``TTS_REPLY_TOPICS``): one owner's key never replies into another's pipeline."""
 
     @model_validator(mode="after")
     def _derive_key_id(self) -> Self:
@@ -50,6 +54,10 @@ class Principal(BaseModel):
 
     owner: str
     scopes: frozenset[Scope]
+    key_id: str | None = None
+    """The key that proved it (None: the gateway acting for an owner, e.g. a batch's join)."""
+    reply_topics: frozenset[str] = frozenset()
+    """The reply topics that key may name."""
 
     @property
     def admin(self) -> bool:
@@ -70,15 +78,27 @@ class Principal(BaseModel):
             raise Forbidden(f"this key lacks the {scope} scope")
 
 
+KEY_ID_PATTERN = re.compile(r"kid_[0-9a-f]{24}", re.ASCII)
+
+
+def principal_of(key: ApiKey) -> Principal:
+    return Principal(
+        owner=key.owner,
+        scopes=key.scopes,
+        key_id=key.key_id,
+        reply_topics=frozenset(key.reply_topics),
+    )
+
+
 def key_id_for(key_hash: str) -> str:
     """A public name for a key: one-way from its hash, so it gives away no signing secret."""
     return "kid_" + hashlib.sha256(f"key-id:{key_hash}".encode()).hexdigest()[:24]
 
 
 def sign_message(key: str, data: bytes) -> str:
-    """What a pipeline puts in a message's ``signature`` attribute: HMAC-SHA256 of the body,
-    keyed by the SHA-256 of its API key (which the gateway holds, and nobody reading the
-    topic does)."""
+    """Deprecated (v1, accepted for one release while ``TTS_INTAKE__ACCEPT_LEGACY`` is on): HMAC
+    of the body alone, keyed by the key's SHA-256, which the key store holds too. Sign v2
+    (``shared.domain.intake_signing``) instead."""
     return hmac.new(hash_key(key).encode(), data, hashlib.sha256).hexdigest()
 
 
@@ -90,7 +110,20 @@ def hash_key(key: str) -> str:
     return hashlib.sha256(key.encode()).hexdigest()
 
 
-def new_api_key(*, owner: str, scopes: frozenset[Scope], now: datetime) -> tuple[str, ApiKey]:
+def new_api_key(
+    *,
+    owner: str,
+    scopes: frozenset[Scope],
+    now: datetime,
+    reply_topics: tuple[str, ...] = (),
+) -> tuple[str, ApiKey]:
     """A fresh secret and the record to store for it. Show the secret once; keep the record."""
     secret = generate_key()
-    return secret, ApiKey(key_hash=hash_key(secret), owner=owner, scopes=scopes, created_at=now)
+    record = ApiKey(
+        key_hash=hash_key(secret),
+        owner=owner,
+        scopes=scopes,
+        created_at=now,
+        reply_topics=reply_topics,
+    )
+    return secret, record

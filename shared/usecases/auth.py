@@ -9,7 +9,7 @@ from __future__ import annotations
 import hmac
 
 from shared.domain.errors import Unauthenticated
-from shared.domain.keys import Principal, hash_key
+from shared.domain.keys import Principal, hash_key, principal_of
 from shared.usecases.ports import ApiKeyStore
 
 MAX_KEY_CHARS = 200
@@ -29,4 +29,4 @@ def authenticate(authorization: str | None, *, keys: ApiKeyStore) -> Principal:
     stored = keys.get(presented)
     if stored is None or not hmac.compare_digest(stored.key_hash, presented) or stored.disabled:
         raise Unauthenticated("invalid API key")
-    return Principal(owner=stored.owner, scopes=stored.scopes)
+    return principal_of(stored)

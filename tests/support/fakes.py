@@ -271,6 +271,8 @@ class RecordingPublisher:
 class InMemoryApiKeyStore:
     def __init__(self) -> None:
         self._keys: dict[str, ApiKey] = {}
+        self.signatures: dict[str, str] = {}
+        """Intake signatures noted: digest to the first message id."""
 
     def get(self, key_hash: str) -> ApiKey | None:
         return self._keys.get(key_hash)
@@ -280,6 +282,13 @@ class InMemoryApiKeyStore:
 
     def put(self, key: ApiKey) -> None:
         self._keys[key.key_hash] = key
+
+    def list_keys(self, *, owner: str | None) -> list[ApiKey]:
+        found = [k for k in self._keys.values() if owner is None or k.owner == owner]
+        return sorted(found, key=lambda k: (k.created_at, k.key_id))
+
+    def note_signature(self, digest: str, *, message_id: str, expires_at: datetime) -> str:
+        return self.signatures.setdefault(digest, message_id)
 
 
 class InMemoryBackendStore:

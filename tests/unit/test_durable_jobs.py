@@ -24,7 +24,11 @@ from tests.support.api import GOOD, checked
 from tests.support.contracts import validate_schema
 from tests.support.gateway import Fakes, fake_gateway
 
-ALICE = Principal(owner="alice", scopes=frozenset({Scope.USER}))
+ALICE = Principal(
+    owner="alice",
+    scopes=frozenset({Scope.USER}),
+    reply_topics=frozenset({"pipeline-a", "gone", "flaky"}),  # her key's own (functions.keys)
+)
 
 
 class Instant:
@@ -97,16 +101,21 @@ def test_a_result_lost_with_its_publisher_is_published_by_the_monitor_once(
     assert len(results(fakes)) == 1
 
 
-def test_a_reply_topic_must_be_one_the_deployment_allows(fakes: Fakes) -> None:
-    gw = fake_gateway(Settings(bucket="test-bucket", reply_topics=("pipeline-a",)), fakes)
+def test_a_reply_topic_must_be_one_of_the_keys_within_the_deployments(fakes: Fakes) -> None:
+    allowed = ("pipeline-a", "someone-elses-topic")
+    gw = fake_gateway(Settings(bucket="test-bucket", reply_topics=allowed), fakes)
     job_id = submit(gw, reply_topic="pipeline-a")
     runner(gw, Instant()).run(JobMessage(job_id=job_id))
     topics = sorted(m.topic for m in fakes.publisher.messages if m.topic != "tts-jobs")
     assert topics == ["pipeline-a", "tts-results"]
+    # The deployment may publish there, but it is another owner's: not on Alice's key.
     with pytest.raises(
-        InvalidRequest, match="'someone-elses-topic' is not one this deployment allows"
+        InvalidRequest, match="'someone-elses-topic' is not one of this key's reply topics"
     ):
         submit(gw, reply_topic="someone-elses-topic")
+    # On her key, but no longer the deployment's (its grant is gone).
+    with pytest.raises(InvalidRequest, match="'gone' is not one of this key's reply topics"):
+        submit(gw, reply_topic="gone")
 
 
 def test_a_reply_topic_that_is_gone_never_holds_back_the_results_topic(

@@ -28,7 +28,9 @@ from tests.support.backends import heartbeat
 from tests.support.fakes import FakeRunPod
 from tests.support.gateway import Fakes, fake_gateway
 
-ALICE = Principal(owner="alice", scopes=frozenset({Scope.USER}))
+ALICE = Principal(
+    owner="alice", scopes=frozenset({Scope.USER}), reply_topics=frozenset({"gone", "kept"})
+)
 HOME = BackendConfig(id="home-4090", kind=BackendKind.HOME_GPU, priority=10, max_queue=2)
 RUNPOD = BackendConfig(id="runpod", kind=BackendKind.RUNPOD, priority=20)
 
