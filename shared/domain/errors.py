@@ -52,19 +52,6 @@ class Unauthenticated(PermanentError):
     code = "unauthenticated"
 
 
-class StaleMessage(Unauthenticated):
-    """A signed intake message published further from its signature's timestamp than the
-    window allows: a copy republished later, or a signer whose clock is far off."""
-
-    code = "stale_message"
-
-
-class ReplayedMessage(Unauthenticated):
-    """A signed intake message whose signature another message already carried: a copy."""
-
-    code = "replayed_message"
-
-
 class Forbidden(PermanentError):
     code = "forbidden"
 
@@ -103,6 +90,12 @@ class BackendUnavailable(TransientError):
 
 class StorageUnavailable(TransientError):
     code = "storage_unavailable"
+
+
+class WebhookRejected(TransientError):
+    """A webhook's receiver was reached and answered with an error (not 2xx)."""
+
+    code = "webhook_rejected"
 
 
 class ConfigurationError(PermanentError):

@@ -40,7 +40,9 @@ class Gateway:
     backends: BackendStore
     voices: VoiceStore
     events: EventLog
-    webhooks: WebhookSender
+    webhooks: WebhookSender | None
+    """``None`` where the process must never call out (the GPU worker, on the home network):
+    its webhook deliveries stay due on the job for the monitor."""
     cache: AudioCache
     clock: Clock
     sleep: Sleep = field(default=time.sleep)

@@ -12,7 +12,7 @@ from shared.domain.errors import ConfigurationError, Forbidden, InvalidRequest
 from shared.domain.jobs import Job, JobState
 from shared.domain.keys import Principal
 from shared.domain.synthesis import JobRequest
-from shared.domain.webhooks import Webhook, check_webhook_url
+from shared.domain.webhooks import Webhook, parse_webhook_url
 from shared.usecases import cache
 from shared.usecases.gateway import Gateway
 from shared.usecases.webhooks import owner_secret
@@ -33,8 +33,12 @@ def new_job(
     parent_id: str | None = None,
 ) -> Job:
     now = gw.clock()
-    if options.reply_topic is not None:
-        _check_reply_topic(gw, principal=principal, topic=options.reply_topic)
+    if options.reply_topic is not None and options.reply_topic not in gw.settings.reply_topics:
+        raise InvalidRequest(
+            f"reply_topic {options.reply_topic!r} is not one this deployment allows",
+            field="reply_topic",
+            details={"allowed": list(gw.settings.reply_topics)},
+        )
     webhook = None
     if options.webhook is not None:
         webhook = _webhook(gw, owner=principal.owner, options=options)
@@ -62,23 +66,11 @@ def new_job(
     )
 
 
-def _check_reply_topic(gw: Gateway, *, principal: Principal, topic: str) -> None:
-    """A reply topic is one the caller's key lists; the deployment's own list still bounds it,
-    since it is what the gateway was granted to publish to (a topic dropped there since)."""
-    allowed = sorted(principal.reply_topics & set(gw.settings.reply_topics))
-    if topic not in allowed:
-        raise InvalidRequest(
-            f"reply_topic {topic!r} is not one of this key's reply topics",
-            field="reply_topic",
-            details={"allowed": allowed},
-        )
-
-
 def _webhook(gw: Gateway, *, owner: str, options: JobOptions) -> Webhook:
     assert options.webhook is not None
     try:
         owner_secret(gw, owner)
-        check_webhook_url(
+        parse_webhook_url(
             options.webhook,
             allow_http=gw.settings.webhooks.allow_http,
             allow_private=gw.settings.webhooks.allow_private,

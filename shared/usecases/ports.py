@@ -144,16 +144,6 @@ class ApiKeyStore(Protocol):
 
     def put(self, key: ApiKey) -> None: ...
 
-    def list_keys(self, *, owner: str | None) -> list[ApiKey]:
-        """Every key (of ``owner``, if given), oldest first: for the key tool."""
-        ...
-
-    def note_signature(self, digest: str, *, message_id: str, expires_at: datetime) -> str:
-        """Remember that the intake saw the signature ``digest`` on ``message_id`` unless it
-        already did (create-if-absent, kept until ``expires_at``); return the message id it was
-        first seen on. Another id than ours is a copy of that message."""
-        ...
-
 
 class BackendStore(Protocol):
     def heartbeat(self, beat: BackendHeartbeat) -> None:
@@ -223,8 +213,10 @@ class RunPodApi(Protocol):
 
 class WebhookSender(Protocol):
     def send(self, url: str, *, body: bytes, headers: Mapping[str, str]) -> None:
-        """POST ``body`` to ``url``. Raises ``Forbidden`` for an address it must not call,
-        ``TransientError`` when the receiver failed or could not be reached."""
+        """POST ``body`` to ``url``, the whole call within one deadline. Raises only the
+        gateway's errors: ``InvalidRequest`` for a URL that is not a valid webhook URL,
+        ``Forbidden`` for a scheme or an address it must not call, ``WebhookRejected`` when the
+        receiver answered with an error, ``TransientError`` when it could not be reached in time."""
         ...
 
 

@@ -20,7 +20,15 @@ from datetime import datetime
 
 from standardwebhooks import Webhook as Signer
 
-from shared.domain.errors import ConfigurationError, Forbidden, InvalidTransition, TransientError
+from shared.domain.errors import (
+    ConfigurationError,
+    Forbidden,
+    GatewayError,
+    InvalidRequest,
+    InvalidTransition,
+    TransientError,
+    WebhookRejected,
+)
 from shared.domain.jobs import Job
 from shared.domain.webhooks import Delivery, WebhookEvent
 from shared.usecases.gateway import Gateway
@@ -28,6 +36,15 @@ from shared.usecases.sweeps import sweep
 from shared.wire.views import JobView
 
 log = logging.getLogger(__name__)
+
+NOT_ALLOWED = "address not allowed"
+INVALID_URL = "invalid webhook URL"
+RECEIVER_ERROR = "receiver answered an error"
+DELIVERY_FAILED = "delivery failed"
+NOT_CONFIGURED = "webhooks are not configured"
+"""What a caller sees as a delivery's ``last_error``: the precise reason (a status, a refused
+connection, a timeout) would make the gateway a port scanner of whatever it can reach, so it
+goes to the log only."""
 
 
 def owner_secret(gw: Gateway, owner: str) -> str:
@@ -42,7 +59,9 @@ def owner_secret(gw: Gateway, owner: str) -> str:
 def deliver_due(gw: Gateway, job: Job) -> Job:
     """Send every delivery of ``job`` that is due now; record each attempt on the job."""
     webhook = job.webhook
-    if webhook is None:
+    if webhook is None or gw.webhooks is None:
+        # A gateway without a sender (the GPU worker's) never calls out: the deliveries stay
+        # due on the job, and the monitor sends them.
         return job
     now = gw.clock()
     for delivery in webhook.deliveries:
@@ -63,7 +82,9 @@ def _attempted(event: WebhookEvent, *, error: str | None, now: datetime) -> Call
 
 
 def _send(gw: Gateway, job: Job, delivery: Delivery) -> str | None:
+    """``None`` once delivered, else the error the caller may see."""
     assert job.webhook is not None
+    assert gw.webhooks is not None
     event = delivery.event
     body = json.dumps(
         {"type": f"job.{event.value}", "data": JobView.of(job).model_dump(mode="json")}
@@ -78,14 +99,27 @@ def _send(gw: Gateway, job: Job, delivery: Delivery) -> str | None:
             "webhook-signature": signer.sign(message_id, now, body),
         }
         gw.webhooks.send(job.webhook.url, body=body.encode(), headers=headers)
-    except (TransientError, Forbidden, ConfigurationError) as exc:
+    except GatewayError as exc:  # the sender's every failure: recorded, never raised
         log.warning(
             "webhook not delivered",
-            extra={"job_id": job.id, "event": event.value, "error": exc.message},
+            extra={"job_id": job.id, "event": event.value, "code": exc.code, "error": exc.message},
         )
-        return exc.message
+        return public_error(exc)
     log.info("webhook delivered", extra={"job_id": job.id, "event": event.value})
     return None
+
+
+def public_error(exc: GatewayError) -> str:
+    """The generic reason a caller sees for a failed attempt."""
+    if isinstance(exc, Forbidden):
+        return NOT_ALLOWED
+    if isinstance(exc, InvalidRequest):
+        return INVALID_URL
+    if isinstance(exc, WebhookRejected):
+        return RECEIVER_ERROR
+    if isinstance(exc, ConfigurationError):
+        return NOT_CONFIGURED
+    return DELIVERY_FAILED
 
 
 def deliver_pending(gw: Gateway) -> list[str]:
