@@ -25,10 +25,12 @@ from functools import partial
 from pathlib import Path
 from types import TracebackType
 
+from functions.tool_env import ENV_FILE, write_env_file
 from infra import topology
 from infra.emulators import Emulators
 from infra.processes import ManagedProcess, ProcessError, free_port, spawn
 from infra.runpod_local import LocalRunPod
+from shared.domain.keys import hash_key, key_id_for
 from shared.domain.modes import ModelType
 from shared.settings import Settings
 
@@ -36,6 +38,13 @@ REPO_ROOT = Path(__file__).resolve().parent.parent
 TINY_MODEL_DIR = REPO_ROOT / ".cache" / "tiny-model"
 READY_TIMEOUT_S = 120.0
 MONITOR_MODULE = "functions.monitor"
+TOOL_SETTINGS = (
+    "TTS_PROJECT_ID",
+    "TTS_BUCKET",
+    "TTS_COLLECTION_PREFIX",
+    "TTS_REPLY_TOPICS",
+    "TTS_INTAKE__SIGNING_KEY",
+)
 
 
 def monitor_tick_s() -> float:
@@ -62,7 +71,13 @@ class DevStack:
     """Seconds between monitor passes: the cloud's schedule unless told. ``None`` runs no
     monitor, for a test that runs the passes itself to see what one of them did."""
     api_key: str = ""
+    intake_key_id: str = ""
+    """The dev key's id, which signed intake messages name."""
     base_url: str = ""
+    env_file: Path | None = None
+    """Where to write the stack's environment for the operator tools (``functions.tool_env``):
+    ``make run`` writes ``.devstack/env``; tests, which run stacks side by side, write none."""
+    intake_signing_key: str = field(default_factory=lambda: secrets.token_urlsafe(32))
     local_runpod: LocalRunPod | None = None
     _runpod_env: dict[str, str] = field(default_factory=dict)
 
@@ -81,6 +96,7 @@ class DevStack:
         env.update(self.emulators.env)
         env["PYTHONPATH"] = str(REPO_ROOT)
         env["TTS_WORKER__MODELS"] = json.dumps(list(self.models))
+        env["TTS_INTAKE__SIGNING_KEY"] = self.intake_signing_key
         env.update(self._runpod_env)
         env.update(self.extra_env)
         return env
@@ -102,7 +118,12 @@ class DevStack:
             self._wait(intake, partial(_listening, intake_port))
             push += ["--push-endpoint", f"tts-intake=http://127.0.0.1:{intake_port}/"]
             self._python("-m", "infra", "apply", *push)
-            self.api_key = self._python("-m", "functions.keys", "create", "--owner", "dev").strip()
+            self._write_env_file()
+            # Its own environment, never a .devstack/env another stack may have left behind.
+            self.api_key = self._python(
+                "-m", "functions.keys", "--no-env-file", "create", "--owner", "dev"
+            ).strip()
+            self.intake_key_id = key_id_for(hash_key(self.api_key))
             port = self.api_port or free_port()
             self.base_url = f"http://127.0.0.1:{port}"
             api = self._spawn(
@@ -149,6 +170,19 @@ class DevStack:
             self.local_runpod.stop()
             self.local_runpod = None
         self.emulators.stop()
+        if self.env_file is not None:
+            self.env_file.unlink(missing_ok=True)
+
+    def tool_env(self) -> dict[str, str]:
+        """What the operator tools need to reach this stack: its emulators and the settings that
+        name its data (project, bucket, collection prefix, reply topics, the intake key)."""
+        env = self.env
+        names = {*self.emulators.env, *TOOL_SETTINGS}
+        return {name: env[name] for name in sorted(names) if name in env}
+
+    def _write_env_file(self) -> None:
+        if self.env_file is not None:
+            write_env_file(self.env_file, self.tool_env())
 
     def _start_runpod(self) -> str:
         """Start the RunPod side; return the dispatcher's URL for the push subscription."""
@@ -279,7 +313,9 @@ def main() -> int:
 
     models = _model_sources(args.model or DEFAULT_MODEL)
     port = args.port if _port_free(args.port) else free_port()
-    stack = DevStack(models=models, api_port=port, runpod=args.runpod)
+    stack = DevStack(
+        models=models, api_port=port, runpod=args.runpod, env_file=REPO_ROOT / ENV_FILE
+    )
     signal.signal(signal.SIGTERM, _interrupt)
     try:
         stack.start()
@@ -294,6 +330,9 @@ def main() -> int:
         "",
         f"API base URL : {stack.base_url}",
         f"API key (dev): {stack.api_key}",
+        f"intake key id: {stack.intake_key_id}  (its signing secret: GET /v1/intake/secret)",
+        f"tools' env   : {ENV_FILE} (python -m functions.keys list, python -m "
+        "functions.intake_replay)",
         f"logs         : {stack.run_dir}",
         f"monitor      : a pass every {stack.monitor_every_s:g} s (the cloud's schedule)",
         "",
