@@ -143,6 +143,24 @@ class WebhookSettings(BaseModel):
     busily the receiver trickles bytes."""
 
 
+class IntakeSettings(BaseModel):
+    """Signed Pub/Sub intake (shared/usecases/intake.py, contracts/intake-signing.md)."""
+
+    model_config = ConfigDict(frozen=True)
+
+    signing_key: SecretStr = SecretStr("")
+    """Derives each API key's intake signing secret (Secret Manager); empty: v2 messages are
+    retried, never accepted, until it is set."""
+    window_s: int = Field(default=300, ge=30, le=24 * 3600)
+    """A v2 message must be published within this many seconds of its signed timestamp (either
+    way, for clock skew); Pub/Sub's publish time is the reference, so redeliveries and retries
+    never go stale. Its signature is remembered for twice as long, to refuse copies."""
+    accept_legacy: bool = True
+    """Also accept the deprecated body-only signature (v1), logged as deprecated; it goes in
+    the next release. Turn it off once every pipeline signs v2: until then a copy of the key
+    store can sign v1 messages."""
+
+
 class RetentionSettings(BaseModel):
     """How long what the gateway keeps is kept. Job and event documents carry ``expires_at``,
     which Firestore's TTL policy deletes by; audio goes by the bucket's lifecycle rule on
@@ -255,7 +273,9 @@ class Settings(BaseSettings):
     """Every job that ends publishes its result here, at least once: subscribers dedupe on
     ``announcement_id`` (contracts/schemas/job-result)."""
     reply_topics: tuple[str, ...] = ()
-    """Topics a request may name as its own ``reply_topic``; any other is refused."""
+    """The topics this deployment may publish replies to (Terraform grants exactly these): the
+    most an admin may record on a key. Which of them a request may name is its key's own list
+    (``python -m functions.keys reply-topics``)."""
     intake_dead_letter_topic: str = "tts-intake-dead-letter"
     """Intake messages that can never become a job, kept with the reason attached."""
     collection_prefix: str = ""
@@ -268,6 +288,7 @@ class Settings(BaseSettings):
     runpod: RunPodSettings = RunPodSettings()
     monitor: MonitorSettings = MonitorSettings()
     webhooks: WebhookSettings = WebhookSettings()
+    intake: IntakeSettings = IntakeSettings()
     retention: RetentionSettings = RetentionSettings()
     worker: WorkerSettings = WorkerSettings()
 

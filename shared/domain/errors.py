@@ -52,6 +52,19 @@ class Unauthenticated(PermanentError):
     code = "unauthenticated"
 
 
+class StaleMessage(Unauthenticated):
+    """A signed intake message published further from its signature's timestamp than the
+    window allows: a copy republished later, or a signer whose clock is far off."""
+
+    code = "stale_message"
+
+
+class ReplayedMessage(Unauthenticated):
+    """A signed intake message whose signature another message already carried: a copy."""
+
+    code = "replayed_message"
+
+
 class Forbidden(PermanentError):
     code = "forbidden"
 

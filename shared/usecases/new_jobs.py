@@ -33,12 +33,8 @@ def new_job(
     parent_id: str | None = None,
 ) -> Job:
     now = gw.clock()
-    if options.reply_topic is not None and options.reply_topic not in gw.settings.reply_topics:
-        raise InvalidRequest(
-            f"reply_topic {options.reply_topic!r} is not one this deployment allows",
-            field="reply_topic",
-            details={"allowed": list(gw.settings.reply_topics)},
-        )
+    if options.reply_topic is not None:
+        _check_reply_topic(gw, principal=principal, topic=options.reply_topic)
     webhook = None
     if options.webhook is not None:
         webhook = _webhook(gw, owner=principal.owner, options=options)
@@ -64,6 +60,18 @@ def new_job(
             gw, owner=principal.owner, request=request, backend=backend, wanted=options.cache
         ),
     )
+
+
+def _check_reply_topic(gw: Gateway, *, principal: Principal, topic: str) -> None:
+    """A reply topic is one the caller's key lists; the deployment's own list still bounds it,
+    since it is what the gateway was granted to publish to (a topic dropped there since)."""
+    allowed = sorted(principal.reply_topics & set(gw.settings.reply_topics))
+    if topic not in allowed:
+        raise InvalidRequest(
+            f"reply_topic {topic!r} is not one of this key's reply topics",
+            field="reply_topic",
+            details={"allowed": allowed},
+        )
 
 
 def _webhook(gw: Gateway, *, owner: str, options: JobOptions) -> Webhook:

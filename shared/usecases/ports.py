@@ -144,6 +144,16 @@ class ApiKeyStore(Protocol):
 
     def put(self, key: ApiKey) -> None: ...
 
+    def list_keys(self, *, owner: str | None) -> list[ApiKey]:
+        """Every key (of ``owner``, if given), oldest first: for the key tool."""
+        ...
+
+    def note_signature(self, digest: str, *, message_id: str, expires_at: datetime) -> str:
+        """Remember that the intake saw the signature ``digest`` on ``message_id`` unless it
+        already did (create-if-absent, kept until ``expires_at``); return the message id it was
+        first seen on. Another id than ours is a copy of that message."""
+        ...
+
 
 class BackendStore(Protocol):
     def heartbeat(self, beat: BackendHeartbeat) -> None:
