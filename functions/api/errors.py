@@ -42,6 +42,7 @@ STATUS: tuple[tuple[type[errors.GatewayError], int], ...] = (
     (errors.Conflict, 409),
     (errors.InvalidRequest, 422),
     (errors.JobFailed, 502),
+    (errors.StillRunning, 504),
     (errors.TransientError, 503),
     (errors.ConfigurationError, 503),
     (errors.PermanentError, 400),
@@ -113,6 +114,13 @@ def register(
         if code == 503:
             headers["Retry-After"] = "30"
             log.warning("unavailable: %s", exc.message)
+        job_id = exc.details.get("job_id")
+        if isinstance(job_id, str):
+            headers["X-Job-Id"] = job_id
+        if isinstance(exc, errors.StillRunning):
+            # Its job runs on; the same call again would start a second one. OpenAI's SDKs
+            # retry a 5xx unless this says not to.
+            headers["X-Should-Retry"] = "false"
         return jsonify(envelope(code, exc.code, exc.message, exc)), code, headers
 
     @target.errorhandler(HTTPException)

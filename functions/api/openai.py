@@ -14,9 +14,11 @@ from pydantic import TypeAdapter
 from functions.api import errors as api_errors
 from functions.api import streams
 from functions.api.parsing import idempotency_key, parse, principal
+from shared.domain.errors import StillRunning
+from shared.domain.jobs import Job
 from shared.usecases import delivery, speech
 from shared.usecases.gateway import Gateway
-from shared.wire.openai import SpeechCreateBody
+from shared.wire.openai import SpeechCreateBody, StreamFormat
 
 _SPEECH = TypeAdapter(SpeechCreateBody)
 
@@ -31,11 +33,19 @@ def openai_routes(gw: Gateway) -> Blueprint:
         job = speech.submit_speech(
             gw, principal=principal(), body=body, idempotency_key=idempotency_key()
         )
-        if body.stream_format is not None:
-            return streams.stream(gw, job, kind=body.stream_format)
-        job = delivery.wait_for(gw, job, timeout_s=gw.settings.api.max_wait_s)
+        wait_s = gw.settings.api.max_wait_s
+        # SSE is a shape of its own: a job that is not streamed sends its whole audio as one
+        # event once made. Bytes are sent as they are made only when the job makes pieces.
+        if body.stream_format is StreamFormat.SSE or body.streamed:
+            try:
+                return streams.stream(
+                    gw, job, kind=body.stream_format or StreamFormat.AUDIO, accept_late=False
+                )
+            except StillRunning:
+                raise _still_running(job, waited_s=wait_s) from None
+        job = delivery.wait_for(gw, job, timeout_s=wait_s)
         if not job.state.terminal:
-            return streams.accepted(job)
+            raise _still_running(job, waited_s=wait_s)
         return streams.whole_audio(gw, job)
 
     @bp.get("/v1/models")
@@ -43,3 +53,13 @@ def openai_routes(gw: Gateway) -> Blueprint:
         return Response(speech.list_models(gw).model_dump_json(), mimetype="application/json")
 
     return bp
+
+
+def _still_running(job: Job, *, waited_s: float) -> StillRunning:
+    """Past the wait an OpenAI client gets an error, never a 2xx that is not audio (its SDK
+    would save a job's JSON as the audio file). The job runs on, and this names it."""
+    return StillRunning(
+        f"job {job.id} has not finished within {waited_s:g} s; it runs on: fetch its audio "
+        f"later from /v1/jobs/{job.id}/audio (or /v1/jobs/{job.id}/stream)",
+        details={"job_id": job.id},
+    )

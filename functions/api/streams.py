@@ -47,12 +47,13 @@ def whole_audio(gw: Gateway, job: Job) -> Response:
 
 
 def stream(
-    gw: Gateway, job: Job, *, kind: StreamFormat, start: int = 0
+    gw: Gateway, job: Job, *, kind: StreamFormat, start: int = 0, accept_late: bool = True
 ) -> Response | tuple[Response, int, dict[str, str]]:
     """Stream the job's pieces from ``start``, once the first one exists.
 
     Waiting for the first piece happens before any byte is sent, so a job that fails or a wait
-    that runs out still gets a proper status (the error, or ``202`` with the job). After that
+    that runs out still gets a proper status (the error, or ``202`` with the job; with
+    ``accept_late`` false, ``StillRunning`` is raised for the caller to answer). After that
     the status is sent: an audio stream that breaks ends early, an SSE stream sends an
     ``error`` event, and either can be resumed from the next piece. An SSE stream of a job
     that failed or was canceled is that ``error`` event whenever it is learnt, before the first
@@ -63,6 +64,8 @@ def stream(
     try:
         first: delivery.Piece | None = next(pieces)
     except StillRunning:
+        if not accept_late:
+            raise
         return accepted(job)
     except StopIteration:
         first = None  # every piece was sent before: resuming at the end

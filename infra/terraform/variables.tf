@@ -33,7 +33,7 @@ variable "runpod_webhook_url" {
 }
 
 variable "reply_topics" {
-  description = "Topics (in this project) a request may name as its reply_topic (TTS_REPLY_TOPICS)."
+  description = "Topics (in this project) the gateway may publish replies to (TTS_REPLY_TOPICS): the most an admin may record on a key, whose own list decides what its requests may name."
   type        = list(string)
   default     = []
 }

@@ -24,7 +24,9 @@ from shared.domain.audio_input import AudioContainer
 from shared.domain.catalog import Language, parse_language, parse_speaker
 from shared.domain.modes import Mode
 
-MAX_INSTRUCT_CHARS = 1000
+MAX_INSTRUCT_CHARS = 4096
+"""OpenAI's limit for ``instructions``: clients written against it send that much."""
+MAX_DESCRIPTION_CHARS = 1000
 MAX_REF_TEXT_CHARS = 2000
 HARD_MAX_TEXT_CHARS = 100_000
 """An absolute ceiling; the configured ``max_text_chars`` is the limit callers meet."""
@@ -39,7 +41,7 @@ Name = Annotated[str, Field(min_length=1, max_length=MAX_NAME_CHARS)]
 Character = Annotated[str, Field(max_length=100)]
 Mood = Annotated[str, Field(max_length=50)]
 """An emotion or an intensity."""
-Description = Annotated[str, Field(max_length=MAX_INSTRUCT_CHARS)]
+Description = Annotated[str, Field(max_length=MAX_DESCRIPTION_CHARS)]
 Tags = Annotated[
     tuple[Annotated[str, Field(min_length=1, max_length=50)], ...], Field(max_length=20)
 ]

@@ -9,11 +9,11 @@ takes no instructions, so instructions with a cloned voice are refused, never dr
 
 from __future__ import annotations
 
+import re
 from typing import TypeVar
 
 from pydantic import BaseModel, ValidationError
 
-from shared.domain.audio_formats import FORMATS, STREAMING_FORMATS
 from shared.domain.backends import BackendStatus
 from shared.domain.catalog import BUILTIN_SPEAKERS
 from shared.domain.errors import InvalidRequest, NotFound
@@ -32,6 +32,22 @@ _TASK_IN_MODEL_NAME = {
     "voicedesign": TaskType.VOICE_DESIGN,
     "base": TaskType.BASE,
 }
+_HUB_ID = re.compile(r"[A-Za-z0-9][\w.-]*/[\w.-]+")
+"""A Hugging Face model id, ``owner/name``; anything else a worker loads is a directory."""
+
+
+def task_in_model_name(model: str) -> TaskType | None:
+    """The model type a model id names (vLLM-Omni serves one model, and clients send its id):
+    ``Qwen/Qwen3-TTS-12Hz-1.7B-VoiceDesign``, ``custom_voice``, ``x-Base-AWQ``. Matched as
+    whole words (one, or two written apart: ``voice-design``), the last one named winning, so
+    that ``database`` or ``tts-1-hd`` names none."""
+    words = [w for w in re.split(r"[^0-9a-z]+", model.casefold()) if w]
+    for end in range(len(words), 0, -1):
+        for joined in (words[end - 1], "".join(words[max(end - 2, 0) : end])):
+            task = _TASK_IN_MODEL_NAME.get(joined)
+            if task is not None:
+                return task
+    return None
 
 
 def submit_speech(
@@ -51,19 +67,13 @@ def submit_speech(
 
 def speech_body(gw: Gateway, *, principal: Principal, body: SpeechCreateBody) -> SpeechBody:
     """The native speech body an OpenAI-style call stands for."""
-    if body.stream_format is not None and not FORMATS[body.response_format].streams:
-        raise InvalidRequest(
-            f"{body.response_format} cannot be streamed; these can: {', '.join(STREAMING_FORMATS)}",
-            field="response_format",
-            details={"streaming_formats": list(STREAMING_FORMATS)},
-        )
     common: dict[str, object] = {
         "text": body.input,
         "language": body.language,
         "format": body.response_format,
         "seed": body.seed,
         "speed": body.speed,
-        "stream": body.stream_format is not None,
+        "stream": body.streamed,
         "max_new_tokens": body.max_new_tokens,
     }
     voice = body.voice_name
@@ -116,8 +126,17 @@ def list_models(gw: Gateway) -> ModelList:
     if not up:
         return ModelList(data=())
     names = list(gw.settings.api.speech_models)
-    names += sorted({m for beat in up for m in beat.capabilities.models} - set(names))
+    names += sorted({model_id(m) for beat in up for m in beat.capabilities.models} - set(names))
     return ModelList(data=tuple(ModelView(id=name) for name in names))
+
+
+def model_id(source: str) -> str:
+    """What ``/v1/models`` calls a model a worker loaded from ``source``: a Hugging Face id
+    (``owner/name``) as it is, a local directory by its folder's name (its path says where a
+    worker's disk keeps it, nothing a client could use)."""
+    if _HUB_ID.fullmatch(source):
+        return source
+    return re.split(r"[\\/]", source.rstrip("\\/"))[-1] or source
 
 
 # -- helpers -------------------------------------------------------------------------------
@@ -148,11 +167,9 @@ def _speaker(gw: Gateway, voice: str | None) -> str | None:
 def _task(body: SpeechCreateBody, *, speaker: str | None) -> TaskType:
     if body.task_type is not None:
         return body.task_type
-    # A model id that names its type (vLLM-Omni serves one model, and clients send its id).
-    squashed = body.model.casefold().replace("-", "").replace("_", "")
-    for token, task in _TASK_IN_MODEL_NAME.items():
-        if squashed.endswith(token):
-            return task
+    named = task_in_model_name(body.model)
+    if named is not None:
+        return named
     if body.ref_audio is not None:
         return TaskType.BASE
     if speaker is not None:

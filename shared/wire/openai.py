@@ -11,13 +11,13 @@ from __future__ import annotations
 from enum import StrEnum
 from typing import Annotated, Literal
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, field_validator
 
-from shared.domain.audio_formats import AudioFormat
+from shared.domain.audio_formats import FORMATS, AudioFormat
 from shared.domain.catalog import Language
 from shared.domain.synthesis import (
     HARD_MAX_TEXT_CHARS,
-    Instruct,
+    MAX_INSTRUCT_CHARS,
     LanguageName,
     MaxNewTokens,
     RefText,
@@ -57,11 +57,17 @@ class SpeechCreateBody(_Body):
     input: Annotated[str, Field(min_length=1, max_length=HARD_MAX_TEXT_CHARS)]
     voice: Annotated[str, Field(min_length=1, max_length=200)] | VoiceObject | None = None
     """A built-in speaker, an OpenAI voice name, or a registered voice's id or name."""
-    instructions: Instruct | None = None
+    instructions: Annotated[str, Field(max_length=MAX_INSTRUCT_CHARS)] | None = None
+    """Up to OpenAI's 4,096 characters; empty (or blank) counts as absent, since some clients
+    always send the field."""
     response_format: AudioFormat = AudioFormat.MP3
     speed: Speed = 1.0
     stream_format: StreamFormat | None = None
-    """Absent: one response with the whole audio once it is made."""
+    """The answer's shape: the audio bytes (``audio``, OpenAI's default) or server-sent events
+    (``sse``). Given, it also asks for the audio as it is made, unless ``stream`` says not."""
+    stream: bool | None = None
+    """vLLM's flag, which its clients send: true sends the audio as it is made, false whole
+    once made. Absent: streamed when ``stream_format`` is given."""
     task_type: TaskType | None = None
     language: LanguageName = Language.AUTO
     ref_audio: Base64Audio | None = None
@@ -70,9 +76,21 @@ class SpeechCreateBody(_Body):
     max_new_tokens: MaxNewTokens | None = None
     seed: Seed | None = None
 
+    @field_validator("instructions")
+    @classmethod
+    def _empty_instructions_are_none(cls, value: str | None) -> str | None:
+        return value or None
+
     @property
     def voice_name(self) -> str | None:
         return self.voice.id if isinstance(self.voice, VoiceObject) else self.voice
+
+    @property
+    def streamed(self) -> bool:
+        """Whether the audio is sent as it is made: as asked, where the format allows it (a
+        format that cannot be streamed, FLAC, is sent whole once made)."""
+        asked = self.stream if self.stream is not None else self.stream_format is not None
+        return asked and FORMATS[self.response_format].streams
 
 
 class ModelView(BaseModel):

@@ -98,7 +98,7 @@ def test_instructions_without_a_voice_design_one(
     [
         ({"voice": "nobody"}, "voice", "unknown voice 'nobody'"),
         ({"speed": 9}, "speed", "less than or equal to 4"),
-        ({"response_format": "flac", "stream_format": "audio"}, "response_format", "pcm"),
+        ({"instructions": "x" * 4097}, "instructions", "at most 4096 characters"),
         ({"task_type": "Base"}, "voice", "unknown voice 'alloy'"),
     ],
 )
@@ -132,22 +132,154 @@ def test_any_model_name_is_accepted_and_one_that_names_a_type_picks_it(
     assert isinstance(request, VoiceDesignRequest)
 
 
+@pytest.mark.parametrize(
+    ("model", "mode"),
+    [
+        ("database", "custom_voice"),  # ends in "base", names no type
+        ("my-database", "custom_voice"),
+        ("qwen3ttsbase", "custom_voice"),
+        ("tts-1-hd", "custom_voice"),
+        ("Qwen/Qwen3-TTS-12Hz-0.6B-CustomVoice", "custom_voice"),
+        ("custom_voice", "custom_voice"),  # the tiny models' folder names, as /v1/models lists them
+        ("voice-design", "voice_design"),
+        ("Qwen3-TTS-12Hz-1.7B-Base-AWQ", None),
+        ("base", None),
+    ],
+)
+def test_a_model_names_a_type_by_a_whole_word_not_by_a_suffix(
+    client: FlaskClient, alice: dict[str, str], fakes: Fakes, model: str, mode: str | None
+) -> None:
+    """``voice: alloy`` is an OpenAI voice for every model but a Base one, which clones: there
+    it must be a registered voice, and is not (``mode`` None)."""
+    ScriptedWorker(fakes)
+    design = {"voice": None, "instructions": "a warm voice"} if mode == "voice_design" else {}
+    response = speak(client, alice, model=model, **design)
+    if mode is None:
+        assert response.status_code == 400  # type: ignore[attr-defined]
+        assert "unknown voice 'alloy'" in response.json["error"]["message"]  # type: ignore[attr-defined]
+        return
+    assert response.status_code == 200, response.json  # type: ignore[attr-defined]
+    request = stored_request(fakes, response.headers["X-Job-Id"])  # type: ignore[attr-defined]
+    assert request.mode == mode  # type: ignore[attr-defined]
+
+
 def test_a_bad_key_is_openais_authentication_error(client: FlaskClient) -> None:
     response = speak(client, {"Authorization": "Bearer nope"})
     assert response.status_code == 401  # type: ignore[attr-defined]
     assert response.json["error"]["type"] == "authentication_error"  # type: ignore[attr-defined]
 
 
-def test_a_wait_past_its_bound_answers_202_with_the_job_and_loses_nothing(
+@pytest.mark.parametrize(
+    "body",
+    [{}, {"stream_format": "audio"}, {"stream_format": "sse"}, {"stream": True}],
+    ids=["whole", "audio", "sse", "stream"],
+)
+def test_a_wait_past_its_bound_is_a_504_naming_the_job_which_runs_on(
+    client: FlaskClient, alice: dict[str, str], fakes: Fakes, body: dict[str, object]
+) -> None:
+    """An OpenAI client never gets a 2xx that is not audio (its SDK would save a job's JSON as
+    ``speech.mp3``): past the wait it gets an error naming the job, and no retry."""
+    worker = ScriptedWorker(fakes, idle_steps=10_000)
+    response = speak(client, alice, response_format="pcm", **body)
+    assert response.status_code == 504  # type: ignore[attr-defined]
+    assert response.mimetype == "application/json"  # type: ignore[attr-defined]
+    [job] = fakes.jobs.all()
+    error = response.json["error"]  # type: ignore[attr-defined]
+    assert (error["type"], error["code"]) == ("server_error", "still_running")
+    assert f"job {job.id} has not finished within 120 s" in error["message"]
+    assert f"/v1/jobs/{job.id}/audio" in error["message"]
+    assert response.headers["X-Job-Id"] == job.id  # type: ignore[attr-defined]
+    assert response.headers["X-Should-Retry"] == "false"  # type: ignore[attr-defined]
+    assert job.state is JobState.QUEUED
+    assert fakes.publisher.messages  # routed: a worker that comes back finds it
+    worker.idle_steps = 0
+    ScriptedWorker(fakes)
+    fetched = client.get(f"/v1/jobs/{job.id}/stream", headers=alice)
+    assert fetched.status_code == 200
+    assert fetched.data.startswith(f"<{job.id}:".encode())
+
+
+@pytest.mark.parametrize("stream_format", ["audio", None])
+def test_flac_with_a_stream_format_is_sent_whole(
+    client: FlaskClient, alice: dict[str, str], fakes: Fakes, stream_format: str | None
+) -> None:
+    """OpenAI's default ``stream_format`` is ``audio``: FLAC, which cannot be streamed, comes
+    whole once made instead of being refused."""
+    ScriptedWorker(fakes)
+    body = {"stream": True} if stream_format is None else {"stream_format": stream_format}
+    response = speak(client, alice, response_format="flac", **body)
+    assert response.status_code == 200  # type: ignore[attr-defined]
+    assert response.mimetype == "audio/flac"  # type: ignore[attr-defined]
+    job_id = response.headers["X-Job-Id"]  # type: ignore[attr-defined]
+    assert response.data == f"<{job_id}:whole>".encode()  # type: ignore[attr-defined]
+    request = stored_request(fakes, job_id)
+    assert isinstance(request, CustomVoiceRequest)
+    assert not request.stream
+
+
+def test_flac_as_sse_is_one_delta_with_the_whole_audio(
     client: FlaskClient, alice: dict[str, str], fakes: Fakes
 ) -> None:
-    ScriptedWorker(fakes, idle_steps=10_000)
-    response = speak(client, alice)
-    assert response.status_code == 202  # type: ignore[attr-defined]
-    job_id = response.json["id"]  # type: ignore[attr-defined]
-    assert response.headers["X-Job-Id"] == job_id  # type: ignore[attr-defined]
-    assert fakes.jobs.get(job_id).state is JobState.QUEUED  # type: ignore[union-attr]
-    assert fakes.publisher.messages  # routed: a worker that comes back finds it
+    ScriptedWorker(fakes)
+    response = speak(client, alice, response_format="flac", stream_format="sse")
+    assert response.mimetype == "text/event-stream"  # type: ignore[attr-defined]
+    job_id = response.headers["X-Job-Id"]  # type: ignore[attr-defined]
+    events = sse_events(response.data)  # type: ignore[attr-defined]
+    assert [e["type"] for _, e in events] == ["speech.audio.delta", "speech.audio.done"]
+    assert base64.b64decode(str(events[0][1]["audio"])) == f"<{job_id}:whole>".encode()
+
+
+@pytest.mark.parametrize(
+    ("body", "streamed"),
+    [
+        ({"stream": True}, True),
+        ({"stream": False}, False),
+        ({"stream": False, "stream_format": "audio"}, False),
+        ({"stream": True, "stream_format": "audio"}, True),
+        ({"stream_format": "audio"}, True),
+        ({}, False),
+    ],
+)
+def test_vllms_stream_flag_streams_the_audio_or_sends_it_whole(
+    client: FlaskClient,
+    alice: dict[str, str],
+    fakes: Fakes,
+    body: dict[str, object],
+    streamed: bool,
+) -> None:
+    ScriptedWorker(fakes, pieces=2)
+    response = speak(client, alice, response_format="pcm", **body)
+    assert response.status_code == 200  # type: ignore[attr-defined]
+    assert response.mimetype == "audio/pcm"  # type: ignore[attr-defined]
+    job_id = response.headers["X-Job-Id"]  # type: ignore[attr-defined]
+    request = stored_request(fakes, job_id)
+    assert isinstance(request, CustomVoiceRequest)
+    assert request.stream is streamed
+    whole = f"<{job_id}:0><{job_id}:1>" if streamed else f"<{job_id}:whole>"
+    assert response.data == whole.encode()  # type: ignore[attr-defined]
+
+
+@pytest.mark.parametrize(
+    ("instructions", "stored"), [("", None), ("   ", None), ("x" * 4096, "x" * 4096)]
+)
+def test_instructions_up_to_openais_limit_and_empty_ones_are_absent(
+    client: FlaskClient,
+    alice: dict[str, str],
+    fakes: Fakes,
+    instructions: str,
+    stored: str | None,
+) -> None:
+    ScriptedWorker(fakes)
+    response = speak(client, alice, instructions=instructions)
+    assert response.status_code == 200  # type: ignore[attr-defined]
+    request = stored_request(fakes, response.headers["X-Job-Id"])  # type: ignore[attr-defined]
+    assert isinstance(request, CustomVoiceRequest)
+    assert request.instruct == stored
+    # Empty with a cloned voice is absent too, not "instructions given to the Base model".
+    add_voice(fakes, name="Narrator", owner="alice", voice_id="v0000000001")
+    if stored is None:
+        cloned = speak(client, alice, voice="narrator", instructions=instructions)
+        assert cloned.status_code == 200  # type: ignore[attr-defined]
 
 
 def test_a_failed_job_is_a_502_naming_the_jobs_error(
@@ -255,11 +387,13 @@ def test_models_lists_what_backends_that_are_up_can_serve(
 ) -> None:
     empty = checked("GET", "/v1/models", client.get("/v1/models", headers=alice))
     assert empty.json == {"object": "list", "data": []}
-    fakes.backends.heartbeat(heartbeat(models=("Qwen/CV",)))
+    local = ("/srv/.cache/tiny-model/base", "C:\\models\\vd\\")
+    fakes.backends.heartbeat(heartbeat(models=("Qwen/CV", *local)))
     listed = checked("GET", "/v1/models", client.get("/v1/models", headers=alice))
     ids = [m["id"] for m in listed.json["data"]]  # type: ignore[index]
     assert ids[:3] == ["tts-1", "tts-1-hd", "gpt-4o-mini-tts"]
-    assert "Qwen/CV" in ids
+    # A Hugging Face id as it is; a local directory by its folder's name, never its path.
+    assert ids[4:] == ["Qwen/CV", "base", "vd"]
     ScriptedWorker(fakes)
     assert speak(client, alice, model="Qwen/CV").status_code == 200  # type: ignore[attr-defined]
 
