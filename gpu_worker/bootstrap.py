@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import logging
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import google.cloud.pubsub_v1 as pubsub_v1
 
@@ -93,7 +93,10 @@ def bootstrap(
     backend = settings.backend(w.backend_id)
     if backend is None:
         raise ConfigurationError(f"worker backend {w.backend_id!r} is not declared in TTS_BACKENDS")
-    gw = gateway or build_gateway(settings)
+    # Whatever gateway it is given, the worker runs without a webhook sender: it sits on the
+    # home network, where a caller's URL must never reach; its jobs' deliveries stay due on
+    # them, and the monitor (in the cloud) sends them.
+    gw = replace(gateway or build_gateway(settings), webhooks=None)
     models = models or load_models(settings)
     prompts = PromptCache(
         max_bytes=w.prompt_cache_bytes,

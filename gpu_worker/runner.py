@@ -26,7 +26,6 @@ from shared.domain.jobs import Job, JobError, JobOutput
 from shared.usecases import completion
 from shared.usecases.gateway import Gateway
 from shared.usecases.ports import Clock, JobStore
-from shared.usecases.webhooks import deliver_due
 from shared.wire.messages import JobMessage
 
 log = logging.getLogger(__name__)
@@ -111,7 +110,8 @@ class JobRunner:
             return self._skip(job_id, exc.message)
 
         log.info("job claimed", extra={"job_id": job_id, "attempt": job.attempts})
-        job = deliver_due(self._gw, job)  # the "start" webhook, if the caller asked for one
+        # The claim queued the "start" webhook, if the caller asked for one: the monitor sends
+        # it, since the worker never calls out from the home network.
         try:
             with _LeaseKeeper(self._jobs, job, config=cfg, clock=self._clock):
                 result = self._executor.execute(Task.of(job))

@@ -154,7 +154,7 @@ resource "google_service_account_iam_member" "pubsub_agent_token" {
   member             = "serviceAccount:${google_project_service_identity.pubsub.email}"
 }
 
-# ---- The home 4090 worker: its subscription, its results, jobs, the bucket, the signing key ----
+# ---- The home 4090 worker: its subscription, its results, jobs and the bucket ----
 
 resource "google_pubsub_subscription_iam_member" "home_worker_pull" {
   for_each     = local.home_worker_pulls_from
@@ -182,9 +182,5 @@ resource "google_storage_bucket_iam_member" "home_worker_bucket" {
   member = "serviceAccount:${google_service_account.home_worker.email}"
 }
 
-# It calls back webhooks for the jobs it finishes, signed with the deployment's key.
-resource "google_secret_manager_secret_iam_member" "home_worker_signing_key" {
-  secret_id = google_secret_manager_secret.secret[local.signing_key_secret].id
-  role      = "roles/secretmanager.secretAccessor"
-  member    = "serviceAccount:${google_service_account.home_worker.email}"
-}
+# No access to the webhook signing key: the worker never calls back (it sits on the home
+# network, where a caller's URL must never reach); the monitor sends its jobs' webhooks.

@@ -55,12 +55,6 @@ locals {
   home_worker_publishes_to = toset([for k, t in local.topics : k if contains(t.publishers, "home-worker")])
   home_worker_pulls_from   = toset([for k, s in local.subscriptions : k if contains(s.subscribers, "home-worker")])
 
-  # The secret the functions mount as the webhook signing key; the home worker reads it too.
-  signing_key_secret = one(distinct([
-    for f in local.functions : f.secrets["TTS_WEBHOOKS__SIGNING_KEY"]
-    if contains(keys(f.secrets), "TTS_WEBHOOKS__SIGNING_KEY")
-  ]))
-
   # The audio lifecycle rule is the retention the cache relies on (Settings.retention).
   audio_days = one([for r in local.topology.bucket.expire : r.age_days if r.prefix == "audio/"])
 

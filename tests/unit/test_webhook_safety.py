@@ -1,13 +1,17 @@
 """Webhooks that cannot be turned against the gateway: every URL fully checked at submit, the
 IPv6 forms that carry a private IPv4 address refused, an old job's bad URL never crashing a run
-or a monitor pass, and callers seeing a generic reason only. Over fakes; the network side is
-tests/integration/test_webhook_pinning.py."""
+or a monitor pass, callers seeing a generic reason only, and the GPU worker (on the home
+network) never calling out. Over fakes; the network side is tests/integration/
+test_webhook_pinning.py."""
 
 from __future__ import annotations
 
+import ast
+import json
 import socket
 from collections.abc import Mapping
 from datetime import UTC, datetime
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -30,6 +34,7 @@ from shared.usecases.monitor import run_monitor
 from tests.support.api import GOOD, checked
 from tests.support.gateway import Fakes, fake_gateway, issue_key
 
+ROOT = Path(__file__).resolve().parents[2]
 HOOK = "https://hooks.example.com/tts"
 
 
@@ -278,3 +283,82 @@ def test_last_error_is_generic_and_the_log_has_the_reason(
     assert delivery["last_error"] == shown
     logged = [r for r in caplog.records if r.getMessage() == "webhook not delivered"]
     assert [r.__dict__["error"] for r in logged] == [error.message]
+
+
+# -- 6. the GPU worker never calls out --------------------------------------------------------
+
+
+def test_a_worker_built_gateway_never_sends_a_webhook(
+    client: FlaskClient, gateway: Gateway, fakes: Fakes
+) -> None:
+    from gpu_worker.bootstrap import bootstrap
+    from shared.wire.messages import JobMessage
+    from tests.support.worker import Instant
+    from tests.unit.test_structure import NoModels, StubSubscriberClient
+
+    alice = issue_key(gateway, "alice")
+    ok = checked(
+        "POST",
+        "/v1/tts/jobs",
+        client.post("/v1/tts/jobs", json={**GOOD, "webhook": HOOK}, headers=alice),
+    ).json["id"]
+
+    class Fails:
+        def execute(self, task: object) -> object:
+            from shared.domain.errors import SynthesisFailed
+
+            raise SynthesisFailed("scripted")
+
+    worker = bootstrap(
+        gateway.settings,
+        gateway=gateway,  # one that has a sender: the worker drops it
+        models=NoModels(),
+        subscriber_client=StubSubscriberClient(),  # type: ignore[arg-type]
+        executor=Instant(),
+    )
+    worker.runner.run(JobMessage(job_id=ok))
+    failing = bootstrap(
+        gateway.settings,
+        gateway=gateway,
+        models=NoModels(),
+        subscriber_client=StubSubscriberClient(),  # type: ignore[arg-type]
+        executor=Fails(),  # type: ignore[arg-type]
+    )
+    bad = checked(
+        "POST",
+        "/v1/tts/jobs",
+        client.post("/v1/tts/jobs", json={**GOOD, "webhook": HOOK}, headers=alice),
+    ).json["id"]
+    failing.runner.run(JobMessage(job_id=bad))
+    assert fakes.webhooks.calls == []  # neither start nor completed, from either run
+    assert worker.gateway.webhooks is None
+    assert failing.gateway.webhooks is None
+    for job_id in (ok, bad):
+        job = fakes.jobs.get(job_id)
+        assert job is not None
+        assert job.webhook_due
+        assert job.webhook_due_at is not None
+    # The monitor, in the control plane, sends what the worker left due.
+    assert sorted(run_monitor(gateway).called_back) == sorted([ok, bad])
+    sent = sorted(
+        (json.loads(body)["data"]["id"], json.loads(body)["type"])
+        for _, body, _ in fakes.webhooks.calls
+    )
+    assert sent == sorted(
+        (job_id, kind) for job_id in (ok, bad) for kind in ("job.start", "job.completed")
+    )
+
+
+def test_no_worker_module_can_reach_the_webhook_sender() -> None:
+    """Neither the 4090's runner nor the RunPod handler imports the delivery code."""
+    banned = {"shared.usecases.webhooks", "shared.adapters.webhooks"}
+    for path in (ROOT / "gpu_worker").rglob("*.py"):
+        tree = ast.parse(path.read_text(), filename=str(path))
+        for node in ast.walk(tree):
+            if isinstance(node, ast.ImportFrom) and node.module:
+                names = {node.module} | {f"{node.module}.{a.name}" for a in node.names}
+            elif isinstance(node, ast.Import):
+                names = {a.name for a in node.names}
+            else:
+                continue
+            assert not names & banned, f"{path.relative_to(ROOT)} imports {names & banned}"
