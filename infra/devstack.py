@@ -67,6 +67,8 @@ class DevStack:
     runpod: bool = False
     """Also RunPod: the one handler behind a local RunPod API, the dispatcher and the webhook,
     with RunPod configured as the second backend."""
+    webhook_signing_key: str = field(default_factory=lambda: secrets.token_urlsafe(32))
+    """Webhooks are on, as in the cloud, with a signing key of this stack's own."""
     monitor_every_s: float | None = field(default_factory=monitor_tick_s)
     """Seconds between monitor passes: the cloud's schedule unless told. ``None`` runs no
     monitor, for a test that runs the passes itself to see what one of them did."""
@@ -92,7 +94,14 @@ class DevStack:
 
     @property
     def env(self) -> dict[str, str]:
-        env = dict(os.environ)
+        # Webhooks on, with the local stack's allowances (and only here): receivers on loopback
+        # over plain http, so the README's webhook example runs against this stack.
+        env = {
+            "TTS_WEBHOOKS__SIGNING_KEY": self.webhook_signing_key,
+            "TTS_WEBHOOKS__ALLOW_PRIVATE": "true",
+            "TTS_WEBHOOKS__ALLOW_HTTP": "true",
+            **os.environ,
+        }
         env.update(self.emulators.env)
         env["PYTHONPATH"] = str(REPO_ROOT)
         env["TTS_WORKER__MODELS"] = json.dumps(list(self.models))

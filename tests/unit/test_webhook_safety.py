@@ -362,3 +362,31 @@ def test_no_worker_module_can_reach_the_webhook_sender() -> None:
             else:
                 continue
             assert not names & banned, f"{path.relative_to(ROOT)} imports {names & banned}"
+
+
+# -- 7. the local stack: webhooks on, loopback allowed there only ---------------------------
+
+
+def test_the_local_stack_turns_webhooks_on_and_allows_loopback_receivers(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, fakes: Fakes
+) -> None:
+    from functions.api.app import create_api
+    from infra.devstack import DevStack
+
+    names = ("TTS_WEBHOOKS__SIGNING_KEY", "TTS_WEBHOOKS__ALLOW_PRIVATE", "TTS_WEBHOOKS__ALLOW_HTTP")
+    for name in names:
+        monkeypatch.delenv(name, raising=False)
+    production = Settings(webhooks=WebhookSettings(signing_key="k" * 32))
+    env = DevStack(models=(), run_dir=tmp_path).env
+    for name in names:
+        monkeypatch.setenv(name, env[name])
+    local = Settings()
+    assert local.webhooks.signing_key.get_secret_value()
+    assert (local.webhooks.allow_private, local.webhooks.allow_http) == (True, True)
+    assert (production.webhooks.allow_private, production.webhooks.allow_http) == (False, False)
+    # The README's example: a receiver on 127.0.0.1 over http is taken there, and only there.
+    url = "http://127.0.0.1:9000/hook"
+    for settings, status in ((local, 202), (production, 422)):
+        gw = fake_gateway(settings.model_copy(update={"bucket": "test-bucket"}), fakes)
+        response = post_job(create_api(gw).test_client(), issue_key(gw, "alice"), url)
+        assert response.status_code == status, response.json
