@@ -16,7 +16,7 @@ from hypothesis import HealthCheck, settings
 from schemathesis.config import SchemathesisConfig
 
 from functions.api.app import create_api
-from shared.settings import Settings, WebhookSettings
+from shared.settings import IntakeSettings, Settings, WebhookSettings
 from tests.support.contracts import openapi
 from tests.support.gateway import fake_gateway, issue_key, make_fakes
 from tests.support.worker import ScriptedWorker
@@ -68,9 +68,13 @@ def _raw_bytes(ctx: object, value: object) -> bytes:
 
 def _app_and_key() -> tuple[object, dict[str, str]]:
     fakes = make_fakes()
-    gateway = fake_gateway(
-        Settings(bucket="test-bucket", webhooks=WebhookSettings(signing_key="k" * 32)), fakes
+    # Configured as a deployment is: a missing signing key is a 503 by design, not under test.
+    settings = Settings(
+        bucket="test-bucket",
+        webhooks=WebhookSettings(signing_key="k" * 32),
+        intake=IntakeSettings(signing_key="i" * 32),
     )
+    gateway = fake_gateway(settings, fakes)
     ScriptedWorker(fakes)
     return create_api(gateway), issue_key(gateway, "alice")
 
