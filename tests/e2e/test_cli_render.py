@@ -4,11 +4,11 @@ part-way, then run again: it finishes from where it stopped, with the same batch
 
 from __future__ import annotations
 
+import json
 import os
 import signal
 import subprocess
 import sys
-import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -17,6 +17,7 @@ import requests
 import soundfile as sf
 
 from infra.devstack import DevStack
+from tests.support.waiting import eventually
 
 pytestmark = pytest.mark.e2e
 
@@ -26,7 +27,9 @@ PARAGRAPHS = [f"Paragraph {i}. It has a sentence or two, and then it ends." for 
 
 @pytest.fixture(scope="module")
 def stack(tiny_model_dir: str) -> Iterator[DevStack]:
-    with DevStack(models=(tiny_model_dir,), extra_env={"TTS_WORKER__HEARTBEAT_S": "1"}) as running:
+    # One item at a time: the worker can be paused between items, part-way through a batch.
+    env = {"TTS_WORKER__HEARTBEAT_S": "1", "TTS_WORKER__BATCH_SIZE": "1"}
+    with DevStack(models=(tiny_model_dir,), extra_env=env) as running:
         yield running
 
 
@@ -45,20 +48,48 @@ def batches(stack: DevStack) -> list[dict[str, object]]:
     return [j for j in jobs if j["mode"] == "batch"]
 
 
+def finished_items(stack: DevStack, batch_id: str) -> set[str]:
+    """The keys of the batch's items that have succeeded, as its manifest lists them."""
+    headers = {"Authorization": f"Bearer {stack.api_key}"}
+    manifest = requests.get(
+        f"{stack.base_url}/v1/jobs/{batch_id}/manifest", headers=headers, timeout=30
+    ).json()
+    return {item["key"] for item in manifest["items"] if item["state"] == "succeeded"}
+
+
+def on_disk(out: Path) -> set[str]:
+    return {p.stem for p in out.glob("*.wav")}
+
+
 def test_render_resumes_after_an_interruption(stack: DevStack, tmp_path: Path) -> None:
     assert QTTS.exists(), "the project installs the qtts console script"
     book = tmp_path / "chapter-1.txt"
     book.write_text("\n\n".join(PARAGRAPHS))
     out = tmp_path / "out"
+    worker = stack.process("worker").process
 
     first = render(stack, book, out)
-    deadline = time.monotonic() + 120
-    while not list(out.glob("*.wav")):
+
+    def submitted() -> str | None:
         assert first.poll() is None, first.communicate()
-        assert time.monotonic() < deadline, "no item was ever downloaded"
-        time.sleep(0.1)
-    first.send_signal(signal.SIGKILL)  # no clean-up: what is on disk is all that is left
-    first.wait(timeout=10)
+        record = out / "render.json"
+        return str(json.loads(record.read_text())["batch_id"]) if record.exists() else None
+
+    batch_id = eventually(submitted, timeout_s=120, message="the render never submitted")
+    # Part-way: the worker is paused once it has finished an item, so some are done and the
+    # rest wait for it; the render fetches what is done, and is killed with nothing left to get.
+    eventually(lambda: finished_items(stack, batch_id), timeout_s=300, interval_s=0.05)
+    worker.send_signal(signal.SIGSTOP)
+    try:
+        eventually(
+            lambda: on_disk(out) == finished_items(stack, batch_id),
+            timeout_s=120,
+            message=lambda: f"on disk {on_disk(out)}, done {finished_items(stack, batch_id)}",
+        )
+        first.send_signal(signal.SIGKILL)  # no clean-up: what is on disk is all that is left
+        first.wait(timeout=30)
+    finally:
+        worker.send_signal(signal.SIGCONT)
     early = {p.name: p.stat().st_mtime_ns for p in out.glob("*.wav")}
     assert 0 < len(early) < len(PARAGRAPHS)
     for path in early:  # a file that exists is a finished one: downloads land under temp names
