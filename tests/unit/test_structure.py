@@ -59,6 +59,16 @@ def test_functions_never_import_the_model_stack() -> None:
     assert out.stdout.strip() == "[]"
 
 
+ENVIRONMENT_WRITE = [
+    "functions/tool_env.py: os.environ.update(values)",
+    "functions/tool_env.py: os.environ.update",
+    "functions/tool_env.py: os.environ",
+]
+"""The one exception, a write: the operator tools put ``make run``'s env file into their own
+environment before any Settings or client exists, since the Google client libraries find the
+emulators only there. It reads nothing (a second use of ``os.environ`` there is an offender)."""
+
+
 def test_no_environment_reads_outside_settings() -> None:
     offenders = []
     for path in product_files():
@@ -67,6 +77,8 @@ def test_no_environment_reads_outside_settings() -> None:
             text = ast.unparse(node) if isinstance(node, ast.Attribute | ast.Call) else ""
             if text.startswith(("os.environ", "os.getenv")):
                 offenders.append(f"{path.relative_to(ROOT)}: {text}")
+    for allowed in ENVIRONMENT_WRITE:
+        offenders.remove(allowed)
     assert offenders == []
 
 
