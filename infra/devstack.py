@@ -187,7 +187,8 @@ class DevStack:
         name its data (project, bucket, collection prefix, reply topics, the intake key)."""
         env = self.env
         names = {*self.emulators.env, *TOOL_SETTINGS}
-        return {name: env[name] for name in sorted(names) if name in env}
+        found = {name: env[name] for name in sorted(names) if name in env}
+        return {**found, "TTS_BUCKET": self.bucket}  # written even when it is the default
 
     def _write_env_file(self) -> None:
         if self.env_file is not None:
