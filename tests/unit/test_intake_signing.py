@@ -137,6 +137,20 @@ def test_the_string_to_sign_is_the_documented_one() -> None:
         attributes={"book": "7", "chapter": "1"},
     )
     assert signature == "v2=" + hmac.new(secret.encode(), got, "sha256").hexdigest()
+    # The worked example of contracts/intake-signing.md (checked there with openssl too).
+    example = v2.derive_secret("example-server-key", key_id="kid_0123456789abcdef01234567")
+    assert example == "tsig_08FiBSFiEDGCig0k8YKVNQS2ek0xoYEljTEUYAhi53g"
+    assert (
+        v2.sign(
+            example,
+            key_id="kid_0123456789abcdef01234567",
+            timestamp="1767225600",
+            body=body,
+            idempotency_key="book-7-ch-1",
+            attributes={"book": "7", "chapter": "1"},
+        )
+        == "v2=765247d6dfffb4ff98479f5c7e6e9b74286a754a92cc5bfdc3fdabf93337c8b8"
+    )
 
 
 def test_each_key_has_its_own_secret_and_only_the_server_key_makes_it() -> None:
