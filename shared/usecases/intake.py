@@ -242,9 +242,7 @@ def _parse(gw: Gateway, message: IntakeMessage) -> tuple[SpeechBody, JobOptions]
     correlation = options.get("correlation", {})
     if not isinstance(correlation, dict):
         # Merged with the attributes below, so checked here (null, a list, a string).
-        raise InvalidRequest(
-            "correlation: must be an object of string values", field="correlation"
-        )
+        raise InvalidRequest("correlation: must be an object of string values", field="correlation")
     options["correlation"] = {**extra, **correlation}
     try:
         body = _SPEECH.validate_json(json.dumps(payload), strict=True)
