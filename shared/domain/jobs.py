@@ -90,6 +90,12 @@ class Progress:
     succeeded: int
     failed: int
     """Failed or canceled."""
+    running: int = 0
+    """Claimed by a worker now."""
+
+    @property
+    def started(self) -> bool:
+        return bool(self.succeeded or self.failed or self.running)
 
 
 class Job(BaseModel):
@@ -274,12 +280,6 @@ class Job(BaseModel):
         if self.state is not JobState.RUNNING or self.lease is None or self.lease.live(now):
             raise InvalidTransition("job has no expired lease")
         return self._moved(JobState.QUEUED, now=now, lease=None, runpod_id=None)
-
-    def children_started(self, *, now: datetime) -> Job:
-        """A parent whose first child has finished is running (its progress is its children's)."""
-        if self.state is not JobState.QUEUED or not children_of(self.request):
-            raise InvalidTransition(f"job {self.id} is {self.state}, not a queued parent")
-        return self._moved(JobState.RUNNING, now=now)
 
     def join_due(self, children: Mapping[str, Job]) -> JoinPlan | None:
         """A joined batch whose items have all succeeded and whose join job does not exist yet:

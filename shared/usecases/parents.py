@@ -5,7 +5,9 @@ at once is a hot document (Firestore sustains about one write per second per doc
 that, transactions time out and counts are lost), so instead a finished child asks how many of
 its siblings have ended (an aggregation count, which reads no document and writes none) and
 only when every item has ended does anyone read the children and make the parent's one
-terminal move. The parent's progress is counted the same way when someone asks for it. A
+terminal move. The parent's progress is counted the same way when someone asks for it, and so
+is whether it is running: a parent document is never moved to ``running`` (the first items to
+finish would all race to make that one write), its view says so once a child has started. A
 finisher that loses a race or meets contention leaves the move to the monitor, which settles
 every parent whose children have all ended.
 """
@@ -35,7 +37,8 @@ def progress(gw: Gateway, job: Job) -> Progress | None:
         return None
     succeeded = gw.jobs.count_children(parent_id=job.id, states=frozenset({JobState.SUCCEEDED}))
     failed = gw.jobs.count_children(parent_id=job.id, states=_FAILED)
-    return Progress(total=len(children), succeeded=succeeded, failed=failed)
+    running = gw.jobs.count_children(parent_id=job.id, states=frozenset({JobState.RUNNING}))
+    return Progress(total=len(children), succeeded=succeeded, failed=failed, running=running)
 
 
 def child_ended(gw: Gateway, parent_id: str) -> None:
@@ -60,11 +63,11 @@ def settle(gw: Gateway, parent_id: str) -> Job | None:
     items = len(ids) - (1 if join is not None else 0)
     ended = gw.jobs.count_children(parent_id=parent.id, states=ENDED)
     if ended < items:
-        return _started(gw, parent) if ended else parent
+        return parent
     children = gw.jobs.get_many(ids)
     if parent.join_due(children) is not None:
         start_join(gw, parent, children)
-        return _started(gw, parent)
+        return parent
     try:
         settled = gw.jobs.update(parent.id, lambda p: p.settle(children, now=gw.clock()))
     except InvalidTransition:
@@ -73,14 +76,3 @@ def settle(gw: Gateway, parent_id: str) -> Job | None:
     announce(gw, settled)
     deliver_due(gw, settled)
     return settled
-
-
-def _started(gw: Gateway, parent: Job) -> Job:
-    """The first child to end moves the parent to ``running``: one write, however many
-    children; later ones see it running and write nothing."""
-    if parent.state is not JobState.QUEUED:
-        return parent
-    try:
-        return gw.jobs.update(parent.id, lambda p: p.children_started(now=gw.clock()))
-    except InvalidTransition:
-        return gw.jobs.get(parent.id) or parent

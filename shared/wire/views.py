@@ -100,9 +100,14 @@ class JobView(BaseModel):
                 children=children,
             )
         voice_id = job.voice_id if job.state is JobState.SUCCEEDED else None
+        # A parent's document stays ``queued`` until it ends (its children are the truth, and
+        # no child writes into it); it is running once one of them has started.
+        state = job.state
+        if state is JobState.QUEUED and progress is not None and progress.started:
+            state = JobState.RUNNING
         return cls(
             id=job.id,
-            state=job.state,
+            state=state,
             mode=job.request.mode,
             status_url=status_url,
             attempts=job.attempts,

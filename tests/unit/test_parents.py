@@ -51,11 +51,24 @@ def test_a_batch_finished_by_many_items_writes_its_parent_once_or_twice(
     for _ in range(3):
         fakes.clock.sleep(1)
     assert state(fakes, batch_id) is JobState.SUCCEEDED
-    # Moved to running by the first item to end, settled by the last, its result message
-    # recorded as sent: never a write per item.
-    assert fakes.jobs.writes[batch_id] <= 3
+    # Settled by the last item, its result message recorded as sent: never a write per item,
+    # not even the first items' (which would all race to mark it running).
+    assert fakes.jobs.writes[batch_id] == 2
     view = client.get(f"/v1/jobs/{batch_id}", headers=alice).json
     assert view["progress"]["succeeded"] == 40  # type: ignore[index]
+
+
+def test_a_parent_is_running_in_its_view_once_a_child_has_started(
+    client: FlaskClient, alice: dict[str, str], gateway: Gateway, fakes: Fakes
+) -> None:
+    batch_id = submit_batch(client, alice, ["One.", "Two."])
+    assert client.get(f"/v1/jobs/{batch_id}", headers=alice).json["state"] == "queued"  # type: ignore[index]
+    now = fakes.clock()
+    first = f"{batch_id}i0"
+    fakes.jobs.update(first, lambda j: j.claim("w9", backend=j.backend, now=now, lease_s=60))
+    view = client.get(f"/v1/jobs/{batch_id}", headers=alice).json
+    assert view["state"] == "running"  # type: ignore[index]
+    assert fakes.jobs.writes[batch_id] == 0  # derived, not written
 
 
 def test_a_parent_that_is_contended_is_settled_by_the_next_monitor_pass(
