@@ -4,17 +4,17 @@ lease-expiry path (the monitor requeues it, the next worker claims and finishes 
 from __future__ import annotations
 
 import signal
-import time
 from collections.abc import Iterator
 
 import pytest
 
 from infra.devstack import DevStack
 from shared.bootstrap import build_gateway
-from shared.domain.jobs import JobState
+from shared.domain.jobs import Job, JobState
 from shared.settings import Settings
 from shared.usecases.gateway import Gateway
 from shared.usecases.monitor import run_monitor
+from tests.support.waiting import eventually
 
 pytestmark = pytest.mark.e2e
 
@@ -56,38 +56,48 @@ def test_a_killed_worker_s_job_finishes_once_after_its_lease_expires(
     )
     job_id = response.json()["id"]
     first = stack.process("worker")
-    deadline = time.monotonic() + 60
-    while (job := gw.jobs.get(job_id)) is None or job.state is not JobState.RUNNING:
-        assert time.monotonic() < deadline, "the job was never picked up"
-        time.sleep(0.01)
+
+    def running() -> bool:
+        job = gw.jobs.get(job_id)
+        return job is not None and job.state is JobState.RUNNING
+
+    eventually(running, timeout_s=120, interval_s=0.01, message="the job was never picked up")
     first.process.send_signal(signal.SIGKILL)  # no goodbye: the lease is all that is left
     first.process.wait(timeout=10)
     killed = gw.jobs.get(job_id)
     assert killed is not None
     assert killed.state is JobState.RUNNING  # it died mid-job
 
-    deadline = time.monotonic() + 4 * LEASE_S
-    while not run_monitor(gw).expired:
-        assert time.monotonic() < deadline, "the lease never expired"
-        time.sleep(0.5)
+    # Monitor passes until one finds the lease run out (LEASE_S after the last extension).
+    expired = eventually(
+        lambda: run_monitor(gw).expired,
+        timeout_s=120,
+        interval_s=0.5,
+        message="the lease never expired",
+    )
+    assert expired == [job_id]
     requeued = gw.jobs.get(job_id)
     assert requeued is not None
     assert requeued.state is JobState.QUEUED
 
     second = stack.start_worker("worker-2")
+
+    def ended() -> Job | None:
+        job = gw.jobs.get(job_id)
+        return job if job is not None and job.state.terminal else None
+
     # About fifty chunks on two shared CPU cores beside the emulators: minutes on a busy machine.
-    deadline = time.monotonic() + 300
-    while (done := gw.jobs.get(job_id)) is not None and not done.state.terminal:
-        assert time.monotonic() < deadline, "the second worker never finished the job"
-        time.sleep(0.2)
-    assert done is not None
+    done = eventually(
+        ended, timeout_s=300, interval_s=0.2, message="the second worker never finished the job"
+    )
     assert done.state is JobState.SUCCEEDED
     assert done.attempts == 2
     finished = f'"job succeeded", "job_id": "{job_id}"'
-    deadline = time.monotonic() + 10  # the log line follows the document's update
-    while finished not in second.log_path.read_text():
-        assert time.monotonic() < deadline, "the second worker never logged the success"
-        time.sleep(0.1)
+    eventually(  # the log line follows the document's update
+        lambda: finished in second.log_path.read_text(),
+        timeout_s=60,
+        message="the second worker never logged the success",
+    )
     logs = first.log_path.read_text() + second.log_path.read_text()
     assert logs.count(finished) == 1
     assert finished in second.log_path.read_text()
