@@ -7,6 +7,14 @@ line and one random stream shared by all make each line's audio depend on the ot
 seeded work is never batched: a seeded job is said line by line (chunk *i* with ``seed + i``),
 alone under the lock, whatever else is queued. Unseeded lines (other jobs' and a long job's own
 chunks) are batched, up to ``batch_size`` in one engine call.
+
+Seeds across models. Each model has its own lock, but ``torch.manual_seed`` and both libraries'
+sampling use the process's one generator per device (neither library's generate takes a
+``torch.Generator``: qwen-tts passes its kwargs to transformers' ``generate``, which samples
+with ``torch.multinomial`` and no generator; faster-qwen3-tts samples the same way and inside
+its predictor graph). So a seeded line runs alone in the process (``GENERATION.alone``), from
+its seed to its last sample, while unseeded lines of different models still run side by side
+(``GENERATION.shared``): another model's draws never fall between a seed and its samples.
 """
 
 from __future__ import annotations
@@ -14,7 +22,7 @@ from __future__ import annotations
 import math
 import threading
 from collections.abc import Generator, Iterator, Sequence
-from contextlib import contextmanager
+from contextlib import AbstractContextManager, contextmanager
 from dataclasses import dataclass
 
 import numpy as np
@@ -55,6 +63,57 @@ class _Bound:
     """What the engine is given: the budget, or the caller's lower cap."""
 
 
+class GenerationLock:
+    """Shared by any number of unseeded generations, or held by one seeded generation alone.
+
+    A seeded generation waiting for it keeps new shared holders out, so that a steady flow of
+    unseeded work on other models cannot starve it. Take it inside a model's own lock, never
+    while holding it already (a thread that waits for it while holding it waits forever).
+    """
+
+    def __init__(self) -> None:
+        self._cond = threading.Condition()
+        self._sharing = 0
+        self._alone = False
+        self._waiting_alone = 0
+
+    @contextmanager
+    def shared(self) -> Iterator[None]:
+        with self._cond:
+            self._cond.wait_for(lambda: not self._alone and not self._waiting_alone)
+            self._sharing += 1
+        try:
+            yield
+        finally:
+            with self._cond:
+                self._sharing -= 1
+                self._cond.notify_all()
+
+    @contextmanager
+    def alone(self) -> Iterator[None]:
+        with self._cond:
+            self._waiting_alone += 1
+            try:
+                self._cond.wait_for(lambda: not self._alone and not self._sharing)
+            finally:
+                self._waiting_alone -= 1
+            self._alone = True
+        try:
+            yield
+        finally:
+            with self._cond:
+                self._alone = False
+                self._cond.notify_all()
+
+    def held_for(self, seed: int | None) -> AbstractContextManager[None]:
+        """Alone for a seeded generation, shared for an unseeded one."""
+        return self.alone() if seed is not None else self.shared()
+
+
+GENERATION = GenerationLock()
+"""The process's one: every synthesizer's generations take it (module docstring)."""
+
+
 class Synthesizer:
     """One engine behind the rules that hold for every engine:
 
@@ -63,7 +122,8 @@ class Synthesizer:
     * sequence fit: the engine measures each line before generating (``PromptTooLong``);
     * runaway guard, per line: audio that reaches its bound did not stop (``SynthesisRunaway``),
       which fails that line's job and no other;
-    * seeding, under the lock, so that nothing draws from the generator between seed and sample;
+    * seeding, under the lock and alone in the process (``GENERATION``), so that nothing draws
+      from the generator between seed and sample;
     * locking: one engine call at a time (the GPU is the bottleneck, and both libraries keep
       per-call state on the model);
     * error translation: out of GPU memory is transient; an input the model rejects is not.
@@ -142,7 +202,7 @@ class Synthesizer:
         run out or the iterator is closed: close it (``contextlib.closing``) if you stop early."""
         bound = self._bound(line)
         frames = 0.0
-        with self._lock, translated_errors():
+        with self._lock, GENERATION.held_for(seed), translated_errors():
             self.engine.check_fits(line, max_new_tokens=bound.limit)
             self._seed(seed)
             for piece in self.engine.stream(line, max_new_tokens=bound.limit):
@@ -215,9 +275,10 @@ class Synthesizer:
         seed: int | None,
         results: list[Spoken | None],
     ) -> None:
-        self._seed(seed)
         try:
-            with translated_errors():
+            # Released before any retry below takes it again.
+            with GENERATION.held_for(seed), translated_errors():
+                self._seed(seed)
                 waves = self.engine.synthesize(
                     [lines[i] for i in ready], max_new_tokens=max(bounds[i].limit for i in ready)
                 )
