@@ -126,6 +126,7 @@ def bootstrap(
         worker_id=w.worker_id,
         modes=models.modes,
         models=models.sources,
+        model_facts=models.facts,
         device=models.device,
         clock=gw.clock,
         interval_s=w.heartbeat_s,

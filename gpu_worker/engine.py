@@ -18,12 +18,14 @@ from dataclasses import dataclass, field
 from typing import Protocol
 
 from gpu_worker.audio.encoding import Waveform
+from shared.domain.backends import ModelFacts
 from shared.domain.catalog import Language
 from shared.domain.modes import ModelType
+from shared.domain.voice_file import CODEC_FRAME_RATE_HZ as CODEC_FRAME_RATE_HZ
 from shared.domain.voice_file import PromptItem, VoicePromptFile
 
-CODEC_FRAME_RATE_HZ = 12.5
-"""The "12 Hz" speech tokenizer emits 12.5 frames a second: one generated token per frame."""
+# CODEC_FRAME_RATE_HZ: the "12 Hz" speech tokenizer emits 12.5 frames a second, one generated
+# token per frame; defined beside the prompt files, whose codes count the same frames.
 MIN_BUDGET_S = 4.0
 SECONDS_PER_CHAR = 0.35
 """Generous for Chinese (about 4 characters a second) and very generous for alphabetic text."""
@@ -83,6 +85,11 @@ class Engine(Protocol):
 
     @property
     def model_type(self) -> ModelType: ...
+
+    @property
+    def facts(self) -> ModelFacts:
+        """What the loaded model accepts in a voice prompt, read from its own config."""
+        ...
 
     def load(self) -> None:
         """Load the weights and warm up (capture graphs) once; idempotent and thread-safe."""

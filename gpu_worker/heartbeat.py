@@ -1,4 +1,5 @@
-"""The worker's heartbeat into ``backends/{id}``: capabilities, API version, load, GPU."""
+"""The worker's heartbeat into ``backends/{id}``: capabilities (with what each loaded model
+accepts in a voice prompt), API version, load, GPU."""
 
 from __future__ import annotations
 
@@ -14,6 +15,7 @@ from shared.domain.backends import (
     BackendStatus,
     Capabilities,
     GpuTelemetry,
+    ModelFacts,
 )
 from shared.domain.errors import TransientError
 from shared.domain.modes import Mode
@@ -46,12 +48,15 @@ class Heartbeat:
         device: str,
         clock: Clock,
         interval_s: float,
+        model_facts: tuple[ModelFacts, ...] = (),
     ) -> None:
         self._store = store
         self._backend_id = backend_id
         self._kind = kind
         self._worker_id = worker_id
-        self._capabilities = Capabilities(api_version=API_VERSION, modes=modes, models=models)
+        self._capabilities = Capabilities(
+            api_version=API_VERSION, modes=modes, models=models, model_facts=model_facts
+        )
         self._device = device
         self._clock = clock
         self._interval_s = interval_s

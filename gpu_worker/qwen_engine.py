@@ -27,6 +27,7 @@ from gpu_worker.engine import (
     model_language,
     same_voice_kind,
 )
+from shared.domain.backends import ModelFacts
 from shared.domain.catalog import Language
 from shared.domain.errors import ModelLoadError, SynthesisFailed
 from shared.domain.modes import ModelType
@@ -66,6 +67,7 @@ class QwenEngine:
         self._device = resolve_device(device)
         self._dtype = resolve_dtype(dtype, device=self._device)
         self._model: Qwen3TTSModel | None = None
+        self._facts: ModelFacts | None = None
         self._load_lock = threading.Lock()
 
     @property
@@ -88,6 +90,7 @@ class QwenEngine:
                 return
             started = time.perf_counter()
             model = self._load_model()
+            self._facts = model_facts(model, source=self._source)
             self._prepare(model)
             self._model = model
             log.info(
@@ -129,6 +132,13 @@ class QwenEngine:
     @property
     def model_type(self) -> ModelType:
         return _model_type(self.model, source=self._source)
+
+    @property
+    def facts(self) -> ModelFacts:
+        if self._facts is None:
+            self.load()
+        assert self._facts is not None
+        return self._facts
 
     # -- generation -------------------------------------------------------------------------
 
@@ -194,6 +204,33 @@ def prompt_item(voice: Clone) -> VoiceClonePromptItem:
 def waveform(samples: npt.ArrayLike, sample_rate: int) -> Waveform:
     flat = np.asarray(samples, dtype=np.float32).reshape(-1)
     return Waveform(samples=flat, sample_rate=int(sample_rate))
+
+
+def model_facts(model: Qwen3TTSModel, *, source: str) -> ModelFacts:
+    """What ``model`` accepts in a voice prompt, from its own config: a code indexes both the
+    code predictor's embeddings and the speech tokenizer's codebooks, so it must be below both;
+    the speaker embedding is the speaker encoder's output (Base models only)."""
+    try:
+        config = model.model.config
+        talker = config.talker_config
+        decoder = model.model.speech_tokenizer.model.config.decoder_config
+        has_encoder = model.model.speaker_encoder is not None
+        return ModelFacts(
+            model=source,
+            model_type=str(config.tts_model_type),
+            codebook_size=min(
+                int(talker.code_predictor_config.vocab_size), int(decoder.codebook_size)
+            ),
+            num_code_groups=int(talker.num_code_groups),
+            speaker_embedding_dim=(
+                int(config.speaker_encoder_config.enc_dim) if has_encoder else None
+            ),
+        )
+    except (AttributeError, TypeError, ValueError) as exc:
+        raise ModelLoadError(
+            f"{source!r} has no 12 Hz codec config this worker can read ({exc}); the released "
+            "Qwen3-TTS models all have one"
+        ) from exc
 
 
 def _model_type(model: Qwen3TTSModel, *, source: str) -> ModelType:

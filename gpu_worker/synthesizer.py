@@ -40,6 +40,7 @@ from gpu_worker.engine import (
     Voice,
     token_budget,
 )
+from shared.domain.backends import ModelFacts
 from shared.domain.catalog import Language
 from shared.domain.errors import (
     ConfigurationError,
@@ -168,6 +169,10 @@ class Synthesizer:
     @property
     def modes(self) -> tuple[Mode, ...]:
         return MODES_BY_MODEL_TYPE[self.model_type]
+
+    @property
+    def facts(self) -> ModelFacts:
+        return self.engine.facts
 
     # -- lines ------------------------------------------------------------------------------
 
@@ -320,6 +325,10 @@ class ModelSet:
     @property
     def sources(self) -> tuple[str, ...]:
         return tuple(s.model_source for s in self._by_type.values())
+
+    @property
+    def facts(self) -> tuple[ModelFacts, ...]:
+        return tuple(s.facts for s in self._by_type.values())
 
     @property
     def device(self) -> str:

@@ -27,7 +27,13 @@ from gpu_worker.audio.ops import StreamedClip, concatenate, decode, join_waves, 
 from gpu_worker.engine import Clone, Design, Line, Speaker, Voice
 from shared.domain.audio_formats import AudioFormat
 from shared.domain.audio_input import CONTENT_TYPES
-from shared.domain.errors import GatewayError, JobCanceled, SynthesisFailed
+from shared.domain.errors import (
+    GatewayError,
+    InvalidVoice,
+    InvalidVoiceFile,
+    JobCanceled,
+    SynthesisFailed,
+)
 from shared.domain.jobs import AudioResult, Job, JobOutput
 from shared.domain.modes import Mode, ModelType
 from shared.domain.synthesis import (
@@ -48,7 +54,7 @@ from shared.domain.synthesis import (
     VoiceTraits,
 )
 from shared.domain.text_split import split_text
-from shared.domain.voice_file import PromptItem, VoicePromptFile, dumps
+from shared.domain.voice_file import PromptItem, VoicePromptFile, check_fits, dumps, max_frames
 from shared.settings import VoiceSettings
 
 if TYPE_CHECKING:
@@ -259,7 +265,22 @@ class TaskExecutor:
                 return synth, Clone(prompt=VoicePromptFile(items=items))
             case ClonePromptRequest():
                 synth = models.of_type(ModelType.BASE)
-                return synth, Clone(prompt=self._io.prompt(request.voice_id))
+                return synth, Clone(prompt=self._prompt(synth, request.voice_id))
+
+    def _prompt(self, synth: Synthesizer, voice_id: str) -> VoicePromptFile:
+        """The voice's prompt file, checked against the model that will speak it before any
+        of it reaches the GPU: the registry checked it against what the backends advertised,
+        but the file, or the model loaded here, may be another than the one checked."""
+        try:
+            prompt = self._io.prompt(voice_id)
+            check_fits(prompt, synth.facts, frames=max_frames(self._limits.max_reference_s))
+        except InvalidVoiceFile as exc:
+            raise InvalidVoice(
+                f"voice {voice_id} cannot be spoken by {synth.model_source}: {exc.message}",
+                field="voice",
+                details={"voice_id": voice_id, "reason": exc.reason},
+            ) from exc
+        return prompt
 
     def _reference(self, ref: AudioRef) -> Waveform:
         return decode(self._io.reference(ref), max_duration_s=self._limits.max_reference_s)

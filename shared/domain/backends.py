@@ -42,6 +42,25 @@ class BackendStatus(StrEnum):
     OFFLINE = "offline"
 
 
+class ModelFacts(BaseModel):
+    """What a loaded model accepts in a voice prompt, read from its own config: a prompt's
+    codes index its codebook embeddings (on a GPU an index past them is a device-side assert,
+    which breaks the process), and its speaker embedding joins the model's own embeddings."""
+
+    model_config = ConfigDict(frozen=True)
+
+    model: str
+    """The model as in ``Capabilities.models``."""
+    model_type: str
+    codebook_size: int = Field(gt=0)
+    """A code must be below it (2048 on the released models)."""
+    num_code_groups: int = Field(gt=0)
+    """A prompt's codes have one column per group (16 on the released models)."""
+    speaker_embedding_dim: int | None = Field(default=None, gt=0)
+    """The size of a prompt's speaker embedding; ``None``: no speaker encoder (not a Base
+    model), so it speaks no prompt."""
+
+
 class Capabilities(BaseModel):
     model_config = ConfigDict(frozen=True)
 
@@ -50,6 +69,9 @@ class Capabilities(BaseModel):
     """As the worker reported them: plain strings, so a newer worker's heartbeat still parses
     (its API version keeps the router away from it)."""
     models: tuple[str, ...]
+    model_facts: tuple[ModelFacts, ...] = ()
+    """Per loaded model, what its voice prompts must fit (the registry checks files against
+    them); empty from a worker that predates them."""
 
 
 class GpuTelemetry(BaseModel):

@@ -91,6 +91,16 @@ class SynthesisFailed(PermanentError):
     code = "synthesis_failed"
 
 
+class InvalidVoice(InvalidRequest):
+    """A voice the model cannot speak with: its prompt file does not fit the model that would
+    use it (codes past the codebook, another number of code groups, another speaker-embedding
+    size, longer than a reference may be) or no longer loads. The caller's choice of voice is
+    at fault, so it is a 4xx naming the voice (in its message, and ``field`` "voice"), never
+    a failed synthesis."""
+
+    code = "invalid_voice"
+
+
 class NoBackendAvailable(TransientError):
     """No configured backend can run this job right now."""
 

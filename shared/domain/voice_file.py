@@ -11,6 +11,11 @@ straight to the model: a wrong shape or dtype, a NaN or a negative code would fa
 (or poison the audio) far from the upload that caused it. Every failure is an
 :class:`~shared.errors.InvalidVoiceFile` whose ``reason`` goes into the quarantine record.
 
+What a file's tensors must fit depends on the model that speaks it (:func:`check_fits`): its
+codes index the model's codebook embeddings, one column per code group, and its speaker
+embedding joins the model's own. The registry checks a file against the models the backends
+advertise; the worker checks it again against the model it has loaded.
+
 The official qwen-tts demo saves ``{"items": [dataclasses.asdict(item), ...]}``; that shape loads
 too, with empty metadata.
 """
@@ -18,6 +23,7 @@ too, with empty metadata.
 from __future__ import annotations
 
 import io
+import math
 import pickle
 import struct
 import zipfile
@@ -27,6 +33,7 @@ from typing import TypeVar
 
 import torch
 
+from shared.domain.backends import ModelFacts
 from shared.domain.errors import InvalidVoiceFile
 
 FORMAT = "qwen3-tts-voice-prompt"
@@ -41,6 +48,8 @@ MAX_EMBEDDING_ELEMENTS = 8192
 MAX_CODE_ELEMENTS = 1_000_000
 MAX_ARCHIVE_MEMBERS = 1000
 MAX_COMPRESSION_RATIO = 100
+CODEC_FRAME_RATE_HZ = 12.5
+"""The "12 Hz" speech tokenizer of every released model: 12.5 code frames a second."""
 
 _FLOAT_DTYPES = frozenset({torch.float16, torch.bfloat16, torch.float32, torch.float64})
 _INT_DTYPES = frozenset({torch.uint8, torch.int8, torch.int16, torch.int32, torch.int64})
@@ -131,6 +140,63 @@ class VoicePromptFile:
         _metadata(self.metadata)
         if self.model is not None:
             _text(self.model, "model", MAX_NAME_CHARS)
+
+
+def max_frames(max_reference_s: float) -> int:
+    """The most code frames a prompt made from a reference of at most ``max_reference_s``
+    seconds (``voices.max_reference_s``) can hold."""
+    return math.ceil(max_reference_s * CODEC_FRAME_RATE_HZ)
+
+
+def check_fits(file: VoicePromptFile, facts: ModelFacts, *, frames: int) -> None:
+    """Raise :class:`InvalidVoiceFile` unless every item of ``file`` fits the model ``facts``
+    describe, with at most ``frames`` code frames. A code at or past the codebook size is a
+    device-side assert on a GPU (the process is lost with it); the other mismatches fail
+    every job that uses the voice."""
+    if facts.speaker_embedding_dim is None:
+        raise InvalidVoiceFile(
+            f"{facts.model} is a {facts.model_type} model: it speaks no voice prompt",
+            reason="wrong_model",
+        )
+    check_length(file, frames=frames)
+    for index, item in enumerate(file.items):
+        where = f"items[{index}]"
+        size = item.ref_spk_embedding.numel()
+        if size != facts.speaker_embedding_dim:
+            raise InvalidVoiceFile(
+                f"{where}: the speaker embedding has {size} values; {facts.model} takes "
+                f"{facts.speaker_embedding_dim}",
+                reason="wrong_embedding_size",
+            )
+        code = item.ref_code
+        if code is None:
+            continue
+        if code.dim() != 2 or code.shape[1] != facts.num_code_groups:
+            raise InvalidVoiceFile(
+                f"{where}: ref_code has shape {tuple(code.shape)}; {facts.model} takes "
+                f"(frames, {facts.num_code_groups}), one column per code group",
+                reason="wrong_code_groups",
+            )
+        highest = int(code.max())
+        if highest >= facts.codebook_size:
+            raise InvalidVoiceFile(
+                f"{where}: ref_code has code {highest}; {facts.model}'s codebook has "
+                f"{facts.codebook_size} entries (0..{facts.codebook_size - 1})",
+                reason="code_out_of_range",
+            )
+
+
+def check_length(file: VoicePromptFile, *, frames: int) -> None:
+    """Raise :class:`InvalidVoiceFile` if an item holds more than ``frames`` code frames: the
+    part of :func:`check_fits` that needs no model."""
+    for index, item in enumerate(file.items):
+        code = item.ref_code
+        if code is not None and code.shape[0] > frames:
+            raise InvalidVoiceFile(
+                f"items[{index}]: ref_code has {code.shape[0]} frames, more than the {frames} "
+                "of the longest reference allowed",
+                reason="too_long",
+            )
 
 
 def dumps(file: VoicePromptFile) -> bytes:

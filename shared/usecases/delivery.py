@@ -25,6 +25,7 @@ from shared.domain.errors import (
     Conflict,
     FailedJobStream,
     InvalidRequest,
+    InvalidVoice,
     JobFailed,
     NotFound,
     StillRunning,
@@ -225,15 +226,20 @@ def _part(gw: Gateway, job: Job, *, index: int, fmt: AudioFormat | None) -> byte
         return None
 
 
-def _failure(job: Job) -> JobFailed:
+def _failure(job: Job) -> JobFailed | InvalidVoice:
     if job.state is JobState.CANCELED:
         return JobFailed(f"job {job.id} was canceled", details={"job_id": job.id})
     error = job.error
     message = error.message if error else f"job {job.id} is {job.state}"
-    return JobFailed(
-        message,
-        details={"job_id": job.id, "job_error": error.code if error else job.state.value},
-    )
+    details: dict[str, object] = {
+        "job_id": job.id,
+        "job_error": error.code if error else job.state.value,
+    }
+    if error is not None and error.code == InvalidVoice.code:
+        # The worker refused the caller's voice (its file does not fit the model): the
+        # caller's to fix, so a 4xx naming the voice, not a failed synthesis.
+        return InvalidVoice(message, field="voice", details=details)
+    return JobFailed(message, details=details)
 
 
 def _stream_failure(job: Job) -> FailedJobStream:

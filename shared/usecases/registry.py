@@ -6,6 +6,12 @@ the object's GCS generation: a repeated or older event changes nothing, and the 
 that GCS sends for the generation an overwrite replaced does not delete the new voice. A file
 that fails validation is moved to the quarantine prefix and recorded with the reason; its
 bytes are only ever read through ``torch.load(weights_only=True)``.
+
+Validation goes past the file's structure: its codes, code groups and speaker embedding must
+fit a Base model some backend advertises in its heartbeat (``ModelFacts``, read from the
+loaded model's own config), and it may hold no more frames than the longest reference allowed.
+While no backend has advertised a Base model, only the length is checked here; the worker
+checks every file again against the model it has loaded before the file reaches the GPU.
 """
 
 from __future__ import annotations
@@ -18,9 +24,17 @@ from enum import StrEnum
 
 from pydantic import ValidationError
 
+from shared.domain.backends import ModelFacts
 from shared.domain.errors import InvalidVoiceFile, NotFound, PayloadTooLarge
+from shared.domain.modes import ModelType
 from shared.domain.synthesis import VoiceTraits
-from shared.domain.voice_file import VoicePromptFile, loads
+from shared.domain.voice_file import (
+    VoicePromptFile,
+    check_fits,
+    check_length,
+    loads,
+    max_frames,
+)
 from shared.domain.voices import (
     PROMPT_SUFFIX,
     SIDECAR_SUFFIX,
@@ -78,6 +92,7 @@ def on_object_finalized(
         return Registration.STALE
     try:
         prompt = _load(gw, obj, data)
+        _check_models(gw, prompt)
     except InvalidVoiceFile as exc:
         return _quarantine(gw, obj, voice_id=voice_id, error=exc)
     except NotFound:
@@ -158,6 +173,41 @@ def _load(gw: Gateway, obj: StoredObject, data: bytes | None) -> VoicePromptFile
         except PayloadTooLarge as exc:
             raise InvalidVoiceFile(exc.message, reason="too_large") from exc
     return loads(data, max_bytes=limit)
+
+
+def _check_models(gw: Gateway, prompt: VoicePromptFile) -> None:
+    """The file must fit at least one Base model a backend advertises (a job for the voice
+    goes to a backend that has a Base model; one whose model it does not fit refuses it)."""
+    frames = max_frames(gw.settings.voices.max_reference_s)
+    check_length(prompt, frames=frames)
+    models = _base_models(gw)
+    refusals: list[InvalidVoiceFile] = []
+    for facts in models:
+        try:
+            check_fits(prompt, facts, frames=frames)
+        except InvalidVoiceFile as exc:
+            refusals.append(exc)
+        else:
+            return
+    if refusals:
+        reasons = sorted({exc.reason for exc in refusals})
+        raise InvalidVoiceFile(
+            "fits no model the backends serve: " + "; ".join(exc.message for exc in refusals),
+            reason=reasons[0] if len(reasons) == 1 else "model_mismatch",
+        )
+
+
+def _base_models(gw: Gateway) -> list[ModelFacts]:
+    """The Base models the configured backends last advertised, each once."""
+    found: dict[str, ModelFacts] = {}
+    for backend in gw.settings.backends:
+        beat = gw.backends.get(backend.id)
+        if beat is None:
+            continue
+        for facts in beat.capabilities.model_facts:
+            if facts.model_type == ModelType.BASE:
+                found.setdefault(facts.model_dump_json(), facts)
+    return list(found.values())
 
 
 def _quarantine(

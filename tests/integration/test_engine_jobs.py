@@ -20,6 +20,7 @@ from gpu_worker.runner import JobRunner, Outcome, RunnerConfig, RunResult
 from gpu_worker.synthesizer import ModelSet, Synthesizer
 from gpu_worker.tasks import TaskExecutor
 from shared.domain.audio_formats import AudioFormat
+from shared.domain.backends import ModelFacts
 from shared.domain.jobs import Job, JobState
 from shared.domain.keys import Principal, Scope
 from shared.domain.modes import ModelType
@@ -57,6 +58,10 @@ class Recording:
     @property
     def model_type(self) -> ModelType:
         return self.engine.model_type
+
+    @property
+    def facts(self) -> ModelFacts:
+        return self.engine.facts
 
     def load(self) -> None:
         self.engine.load()

@@ -16,6 +16,7 @@ from gpu_worker.batching import BatchQueue
 from gpu_worker.bootstrap import bootstrap
 from gpu_worker.engine import Design, Line, Speaker
 from gpu_worker.synthesizer import ModelSet, Synthesizer
+from shared.domain.backends import ModelFacts
 from shared.domain.catalog import Language
 from shared.domain.errors import (
     PromptTooLong,
@@ -38,6 +39,9 @@ class FakeEngine:
     model_source = "fake"
     device = "cpu"
     model_type = ModelType.CUSTOM_VOICE
+    facts = ModelFacts(
+        model="fake", model_type=ModelType.CUSTOM_VOICE, codebook_size=2048, num_code_groups=16
+    )
 
     def __init__(
         self,
