@@ -3,12 +3,13 @@
 from __future__ import annotations
 
 import logging
+import math
 from dataclasses import dataclass, replace
 
 import google.cloud.pubsub_v1 as pubsub_v1
 
 from gpu_worker.bucket_io import BucketIO
-from gpu_worker.engine import Engine
+from gpu_worker.engine import CODEC_FRAME_RATE_HZ, Engine, token_budget
 from gpu_worker.heartbeat import Heartbeat
 from gpu_worker.prompt_cache import PromptCache
 from gpu_worker.runner import Executor, JobRunner, RunnerConfig
@@ -23,6 +24,13 @@ from shared.usecases.gateway import Gateway
 
 log = logging.getLogger(__name__)
 
+PROMPT_FRAME_TOKENS = 16
+"""Tokens of every prefill besides the voice prompt and the text: the role, codec, language and
+speaker markers around them (about a dozen in qwen-tts 0.1.1's layout), rounded up."""
+REFERENCE_TEXT_TOKENS_PER_S = 5.0
+"""A reference's transcript, in tokens per second of its audio: generous for Chinese (four or
+five characters a second, about a token each) and more so for alphabetic text."""
+
 
 @dataclass(frozen=True, kw_only=True)
 class Worker:
@@ -33,7 +41,9 @@ class Worker:
 
 
 def load_models(settings: Settings) -> ModelSet:
-    """Every configured model, loaded and warmed up before the first job."""
+    """Every configured model, loaded and warmed up before the first job; first, the
+    settings' lengths checked against each other (``check_lengths``)."""
+    check_lengths(settings)
     w = settings.worker
     synthesizers = []
     for source in w.models:
@@ -48,6 +58,44 @@ def load_models(settings: Settings) -> ModelSet:
     return ModelSet(synthesizers)
 
 
+def check_lengths(settings: Settings) -> None:
+    """Refuse to start on lengths that do not fit together, naming the setting to change: a
+    voice made from the longest reference allowed must fit ``max_prompt_tokens``; on the
+    ``faster`` engine, such a prompt, the longest chunk and that chunk's token budget must fit
+    its static cache (``max_seq_len``), else every such line would fail with
+    ``prompt_too_long``."""
+    w = settings.worker
+    seconds = settings.voices.max_reference_s
+    frames = math.ceil(seconds * CODEC_FRAME_RATE_HZ)  # as many as the reference makes
+    transcript = math.ceil(seconds * REFERENCE_TEXT_TOKENS_PER_S)
+    if frames + transcript > w.max_prompt_tokens:
+        per_s = CODEC_FRAME_RATE_HZ + REFERENCE_TEXT_TOKENS_PER_S
+        longest = math.floor((w.max_prompt_tokens - 2) / per_s * 10) / 10
+        raise ConfigurationError(
+            f"TTS_WORKER__MAX_PROMPT_TOKENS={w.max_prompt_tokens} is shorter than a voice made "
+            f"from the longest reference allowed (TTS_VOICES__MAX_REFERENCE_S={seconds:g}: "
+            f"{frames} frames and about {transcript} tokens of transcript): raise "
+            f"TTS_WORKER__MAX_PROMPT_TOKENS to at least {frames + transcript}, or lower "
+            f"TTS_VOICES__MAX_REFERENCE_S to at most {longest:g}"
+        )
+    if w.engine is not EngineKind.FASTER:
+        return
+    budget = token_budget("x" * w.max_chunk_chars, cap=w.max_new_tokens)
+    # A chunk's text is at most a token a character; the decode loop stops at max_seq_len - 1.
+    need = PROMPT_FRAME_TOKENS + w.max_prompt_tokens + w.max_chunk_chars + budget + 1
+    if need > w.max_seq_len:
+        raise ConfigurationError(
+            f"TTS_WORKER__MAX_SEQ_LEN={w.max_seq_len} cannot hold the longest line this worker "
+            f"may be given: a voice prompt of up to {w.max_prompt_tokens} tokens "
+            f"(TTS_WORKER__MAX_PROMPT_TOKENS), a chunk of up to {w.max_chunk_chars} characters "
+            f"(TTS_WORKER__MAX_CHUNK_CHARS, a token each at most) with its budget of {budget} "
+            f"new tokens, and {PROMPT_FRAME_TOKENS + 1} more of the prompt's frame need {need}: "
+            f"raise TTS_WORKER__MAX_SEQ_LEN to at least {need}, or lower "
+            "TTS_WORKER__MAX_CHUNK_CHARS, or TTS_WORKER__MAX_PROMPT_TOKENS together with "
+            "TTS_VOICES__MAX_REFERENCE_S"
+        )
+
+
 def build_engine(w: WorkerSettings, *, source: str) -> Engine:
     """The engine ``TTS_WORKER__ENGINE`` names; for ``faster`` without CUDA, what
     ``TTS_WORKER__WITHOUT_CUDA`` says (fail, the baseline, or eager graphs)."""
@@ -55,7 +103,12 @@ def build_engine(w: WorkerSettings, *, source: str) -> Engine:
     from gpu_worker.qwen_engine import QwenEngine, resolve_device
 
     if w.engine is EngineKind.QWEN:
-        return QwenEngine(model_source=source, device=w.device, dtype=w.dtype)
+        return QwenEngine(
+            model_source=source,
+            max_prompt_tokens=w.max_prompt_tokens,
+            device=w.device,
+            dtype=w.dtype,
+        )
 
     import torch
 
@@ -67,9 +120,15 @@ def build_engine(w: WorkerSettings, *, source: str) -> Engine:
             "TTS_WORKER__ENGINE=faster needs CUDA, which this worker lacks: "
             "running the qwen-tts baseline (TTS_WORKER__WITHOUT_CUDA=baseline)"
         )
-        return QwenEngine(model_source=source, device=w.device, dtype=w.dtype)
+        return QwenEngine(
+            model_source=source,
+            max_prompt_tokens=w.max_prompt_tokens,
+            device=w.device,
+            dtype=w.dtype,
+        )
     return FastEngine(
         model_source=source,
+        max_prompt_tokens=w.max_prompt_tokens,
         device=w.device,
         dtype=w.dtype,
         stream_frames=w.stream_frames,

@@ -13,13 +13,14 @@ value is named, and typed as what it is.
 from __future__ import annotations
 
 import math
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from typing import Protocol
 
 from gpu_worker.audio.encoding import Waveform
 from shared.domain.backends import ModelFacts
 from shared.domain.catalog import Language
+from shared.domain.errors import PromptTooLong
 from shared.domain.modes import ModelType
 from shared.domain.voice_file import CODEC_FRAME_RATE_HZ as CODEC_FRAME_RATE_HZ
 from shared.domain.voice_file import PromptItem, VoicePromptFile
@@ -58,6 +59,8 @@ class Clone:
     file's first item."""
 
     prompt: VoicePromptFile = field(compare=False)
+    voice_id: str | None = None
+    """The saved voice the prompt is, for messages; ``None``: a reference given inline."""
 
 
 Voice = Speaker | Design | Clone
@@ -71,7 +74,11 @@ class Line:
     language: Language
     voice: Voice
     max_new_tokens: int | None = None
-    """The caller's own cap: audio cut at it is what was asked for, not a runaway."""
+    """This line's own cap. On a request, the caller's: audio cut at it is what was asked for,
+    not a runaway. On a line an engine is given, ``Synthesizer`` has set it to the line's own
+    bound (its text's token budget, or the caller's lower cap): an engine that generates line
+    by line stops each line there (``line_budget``); one whose library takes one value per call
+    gives the whole call its ``max_new_tokens``, and ``Synthesizer`` cuts each line's audio."""
 
 
 class Engine(Protocol):
@@ -96,13 +103,15 @@ class Engine(Protocol):
         ...
 
     def check_fits(self, line: Line, *, max_new_tokens: int) -> None:
-        """Raise ``PromptTooLong`` when ``line``'s prompt and ``max_new_tokens`` cannot both fit
-        the engine's sequence length."""
+        """Raise ``PromptTooLong`` when ``line``'s voice prompt is longer than the engine takes
+        (``TTS_WORKER__MAX_PROMPT_TOKENS``), or its prompt and ``max_new_tokens`` cannot both
+        fit the engine's sequence length; measured before anything reaches the model."""
         ...
 
     def synthesize(self, lines: Sequence[Line], *, max_new_tokens: int) -> list[Waveform]:
         """Every line (all with one kind of voice), in order, at most ``max_new_tokens`` frames
-        each; as one list call where the engine can batch."""
+        each, and at most its own ``max_new_tokens`` where the engine can stop each line on its
+        own (``line_budget``); as one list call where the engine can batch."""
         ...
 
     def stream(self, line: Line, *, max_new_tokens: int) -> Iterator[Waveform]:
@@ -112,6 +121,38 @@ class Engine(Protocol):
     def create_voice_prompt(
         self, *, reference: Waveform, ref_text: str | None, x_vector_only: bool
     ) -> tuple[PromptItem, ...]: ...
+
+
+def line_budget(line: Line, *, max_new_tokens: int) -> int:
+    """The frames ``line`` may have in a call given ``max_new_tokens``: its own cap, if lower."""
+    own = line.max_new_tokens
+    return max_new_tokens if own is None else max(1, min(own, max_new_tokens))
+
+
+def check_prompt_length(voice: Clone, *, limit: int, text_tokens: Callable[[str], int]) -> None:
+    """Refuse a voice prompt of more than ``limit`` tokens (``TTS_WORKER__MAX_PROMPT_TOKENS``):
+    its reference code frames plus, in-context, its reference text's tokens. Both engines
+    prefill the whole of it, and decode the frames again before the new audio, so a file of a
+    million codes would be gigabytes of cache. The frames are counted first: such a file is
+    refused before its text is even tokenized."""
+    item = voice.prompt.items[0]  # the item a voice speaks with
+    frames = 0 if item.ref_code is None else int(item.ref_code.shape[0])
+    text = text_tokens(item.ref_text) if frames <= limit and item.icl_mode and item.ref_text else 0
+    if frames + text <= limit:
+        return
+    who = f"voice {voice.voice_id}" if voice.voice_id else "the reference audio"
+    parts = f"{frames} reference frames" + (f" and {text} reference-text tokens" if text else "")
+    raise PromptTooLong(
+        f"{who} makes a prompt of {frames + text} tokens ({parts}), more than the {limit} this "
+        f"worker takes (TTS_WORKER__MAX_PROMPT_TOKENS, about {limit / CODEC_FRAME_RATE_HZ:.0f} s "
+        "of reference): make the voice again from a shorter reference",
+        field="voice",
+        details={
+            "voice_id": voice.voice_id,
+            "prompt_tokens": frames + text,
+            "max_prompt_tokens": limit,
+        },
+    )
 
 
 def model_language(language: Language) -> str:

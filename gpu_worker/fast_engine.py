@@ -3,7 +3,8 @@
 It captures the talker's decode step and the code predictor's 15-step loop as CUDA graphs over
 static KV caches, and streams: audio every ``stream_frames`` codec frames, so the first piece
 arrives after that many frames instead of after the whole line. It has no batching: a batch
-is its lines one after another (each still several times faster than the baseline).
+is its lines one after another (each still several times faster than the baseline), each
+stopped at its own token budget.
 
 Its static cache holds ``max_seq_len`` tokens; past that it stops without a word, so every
 line is measured first (``check_fits``) and one that cannot fit fails with ``PromptTooLong``.
@@ -24,7 +25,15 @@ from qwen_tts import Qwen3TTSModel
 
 from gpu_worker.audio.encoding import Waveform
 from gpu_worker.eager_graphs import EagerPredictorGraph, EagerTalkerGraph, without_cuda_synchronize
-from gpu_worker.engine import Clone, Design, Line, Speaker, model_language, same_voice_kind
+from gpu_worker.engine import (
+    Clone,
+    Design,
+    Line,
+    Speaker,
+    line_budget,
+    model_language,
+    same_voice_kind,
+)
 from gpu_worker.qwen_engine import (
     WARM_UP_FRAMES,
     QwenEngine,
@@ -54,13 +63,19 @@ class FastEngine(QwenEngine):
         self,
         *,
         model_source: str,
+        max_prompt_tokens: int,
         device: str = "auto",
         dtype: str = "auto",
         stream_frames: int,
         max_seq_len: int,
         eager: bool = False,
     ) -> None:
-        super().__init__(model_source=model_source, device=device, dtype=dtype)
+        super().__init__(
+            model_source=model_source,
+            max_prompt_tokens=max_prompt_tokens,
+            device=device,
+            dtype=dtype,
+        )
         if not eager and not (self.device.startswith("cuda") and torch.cuda.is_available()):
             raise ConfigurationError(
                 f"TTS_WORKER__ENGINE=faster needs a CUDA device (CUDA graphs); this worker has "
@@ -130,6 +145,8 @@ class FastEngine(QwenEngine):
     # -- generation -------------------------------------------------------------------------
 
     def check_fits(self, line: Line, *, max_new_tokens: int) -> None:
+        # The voice prompt first: measuring the prefill below builds its embeddings.
+        super().check_fits(line, max_new_tokens=max_new_tokens)
         prompt = self._prompt_length(line)
         # The decode loop stops once a position reaches max_seq_len - 1.
         room = self._max_seq_len - 1 - prompt
@@ -147,7 +164,12 @@ class FastEngine(QwenEngine):
 
     def synthesize(self, lines: Sequence[Line], *, max_new_tokens: int) -> list[Waveform]:
         same_voice_kind(lines)  # the same contract as the baseline's list call
-        return [_generate(self.fast, line, max_new_tokens=max_new_tokens) for line in lines]
+        # One line at a time, so each stops at its own budget, not at the batch's largest.
+        fast = self.fast
+        return [
+            _generate(fast, line, max_new_tokens=line_budget(line, max_new_tokens=max_new_tokens))
+            for line in lines
+        ]
 
     def stream(self, line: Line, *, max_new_tokens: int) -> Iterator[Waveform]:
         fast = self.fast

@@ -24,6 +24,7 @@ from gpu_worker.engine import (
     Line,
     Speaker,
     Voice,
+    check_prompt_length,
     model_language,
     same_voice_kind,
 )
@@ -60,10 +61,19 @@ def resolve_dtype(dtype: str, *, device: str) -> torch.dtype:
 
 
 class QwenEngine:
-    """Owns one ``Qwen3TTSModel``. ``load()`` is idempotent and safe from many threads."""
+    """Owns one ``Qwen3TTSModel``. ``load()`` is idempotent and safe from many threads.
+    ``max_prompt_tokens`` bounds a voice prompt (``TTS_WORKER__MAX_PROMPT_TOKENS``)."""
 
-    def __init__(self, *, model_source: str, device: str = "auto", dtype: str = "auto") -> None:
+    def __init__(
+        self,
+        *,
+        model_source: str,
+        max_prompt_tokens: int,
+        device: str = "auto",
+        dtype: str = "auto",
+    ) -> None:
         self._source = model_source
+        self._max_prompt_tokens = max_prompt_tokens
         self._device = resolve_device(device)
         self._dtype = resolve_dtype(dtype, device=self._device)
         self._model: Qwen3TTSModel | None = None
@@ -143,7 +153,15 @@ class QwenEngine:
     # -- generation -------------------------------------------------------------------------
 
     def check_fits(self, line: Line, *, max_new_tokens: int) -> None:
-        """qwen-tts grows its cache as it goes: any prompt fits."""
+        """qwen-tts grows its cache as it goes, so only the voice prompt is bounded."""
+        if isinstance(line.voice, Clone):
+            check_prompt_length(
+                line.voice, limit=self._max_prompt_tokens, text_tokens=self._text_tokens
+            )
+
+    def _text_tokens(self, text: str) -> int:
+        """The tokens of ``text`` by the model's own tokenizer."""
+        return int(self.model.processor(text=text, return_tensors="pt")["input_ids"].shape[-1])
 
     def synthesize(self, lines: Sequence[Line], *, max_new_tokens: int) -> list[Waveform]:
         return self._call(self.model, lines, max_new_tokens=max_new_tokens)

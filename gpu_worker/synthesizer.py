@@ -23,7 +23,7 @@ import math
 import threading
 from collections.abc import Generator, Iterator, Sequence
 from contextlib import AbstractContextManager, contextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import numpy as np
 import torch
@@ -285,7 +285,8 @@ class Synthesizer:
             with GENERATION.held_for(seed), translated_errors():
                 self._seed(seed)
                 waves = self.engine.synthesize(
-                    [lines[i] for i in ready], max_new_tokens=max(bounds[i].limit for i in ready)
+                    [_budgeted(lines[i], bounds[i]) for i in ready],
+                    max_new_tokens=max(bounds[i].limit for i in ready),
                 )
         except GatewayError as exc:
             if len(ready) == 1:
@@ -347,13 +348,21 @@ def _line(text: str, language: Language, voice: Voice, max_new_tokens: int | Non
     return Line(text=text, language=language, voice=voice, max_new_tokens=max_new_tokens)
 
 
+def _budgeted(line: Line, bound: _Bound) -> Line:
+    """``line`` as an engine is given it: carrying its own limit, for an engine that can stop
+    each line of a call on its own (the call's ``max_new_tokens`` is the largest of them)."""
+    if line.max_new_tokens == bound.limit:
+        return line
+    return replace(line, max_new_tokens=bound.limit)
+
+
 def _voice_kind(line: Line) -> type:
     return type(line.voice)
 
 
 def _guarded(wave: Waveform, bound: _Bound, line: Line) -> Spoken:
-    # In a batch every line gets the largest limit; a line its caller capped lower is cut to
-    # what it would have been given alone.
+    # An engine whose library takes one limit per call gives every line the largest; a line
+    # with a lower limit is cut to what it would have been given alone.
     allowed = math.ceil(bound.limit * wave.sample_rate / CODEC_FRAME_RATE_HZ)
     if len(wave.samples) > allowed:
         wave = Waveform(

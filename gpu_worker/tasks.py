@@ -265,7 +265,8 @@ class TaskExecutor:
                 return synth, Clone(prompt=VoicePromptFile(items=items))
             case ClonePromptRequest():
                 synth = models.of_type(ModelType.BASE)
-                return synth, Clone(prompt=self._prompt(synth, request.voice_id))
+                prompt = self._prompt(synth, request.voice_id)
+                return synth, Clone(prompt=prompt, voice_id=request.voice_id)
 
     def _prompt(self, synth: Synthesizer, voice_id: str) -> VoicePromptFile:
         """The voice's prompt file, checked against the model that will speak it before any

@@ -247,9 +247,16 @@ class WorkerSettings(BaseModel):
     """For ``engine=faster`` where CUDA is absent (or ``device`` is not a CUDA device)."""
     stream_frames: int = Field(default=8, ge=1, le=250)
     """Codec frames (12.5 a second) per streamed piece on the ``faster`` engine: 8 is 0.64 s."""
-    max_seq_len: int = Field(default=2048, ge=64, le=32768)
+    max_seq_len: int = Field(default=3072, ge=64, le=32768)
     """The ``faster`` engine's static KV cache, in tokens: a prompt plus its token budget must
-    fit, else the item fails with ``prompt_too_long`` (the library would cut it silently)."""
+    fit, else the item fails with ``prompt_too_long`` (the library would cut it silently). The
+    worker refuses to start unless the longest voice prompt (``max_prompt_tokens``), the
+    longest chunk (``max_chunk_chars``) and that chunk's token budget fit together."""
+    max_prompt_tokens: int = Field(default=1100, ge=16, le=32768)
+    """The longest voice prompt either engine speaks, in tokens: its reference code frames
+    (12.5 a second) plus, in-context, its reference text's tokens. A longer one fails its job
+    with ``prompt_too_long`` naming the voice, before it reaches the model. The worker refuses
+    to start unless a prompt made from the longest reference (``voices.max_reference_s``) fits."""
     batch_size: int = Field(default=4, ge=1, le=64)
     """Utterances synthesized in one call: queued jobs of the same model and mode, or one long
     job's sentence chunks. Also how many jobs the subscriber holds at once."""
