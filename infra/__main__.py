@@ -55,11 +55,21 @@ def _parser() -> argparse.ArgumentParser:
     rp.add_argument("--skip-build", action="store_true", help="the image is already pushed")
     rp.add_argument("--build-arg", action="append", default=[], metavar="NAME=VALUE")
     rp.add_argument("--registry-auth-id", default=None, help="RunPod's id for a private image")
-    rp.add_argument("--gpu", action="append", default=[], help="RunPod GPU type ids, in order")
+    rp.add_argument(
+        "--gpu-pool",
+        action="append",
+        default=[],
+        help="RunPod serverless GPU pool ids (REST v2 gpu.pools), e.g. ADA_24; default: "
+        + ", ".join(runpod_deploy.RunPodDeployment.model_fields["gpu_pools"].default),
+    )
     rp.add_argument("--workers-max", type=int, default=3)
     rp.add_argument("--workers-min", type=int, default=0)
     rp.add_argument("--tfvars", type=Path, default=runpod_deploy.TFVARS_FILE)
-    rp.add_argument("--api-base-url", default=runpod_deploy.REST_BASE_URL)
+    rp.add_argument(
+        "--api-base-url",
+        default=os.environ.get("RUNPOD_REST_BASE_URL") or runpod_deploy.REST_BASE_URL,
+        help="RunPod's REST API v2 base (default: RUNPOD_REST_BASE_URL, else %(default)s)",
+    )
     return parser
 
 
@@ -118,7 +128,7 @@ def _runpod_deploy(args: argparse.Namespace, declared: topology.Topology) -> int
         workers_max=args.workers_max,
         workers_min=args.workers_min,
         execution_timeout_s=Settings().runpod.execution_timeout_s,
-        **({"gpu_type_ids": tuple(args.gpu)} if args.gpu else {}),
+        **({"gpu_pools": tuple(args.gpu_pool)} if args.gpu_pool else {}),
     )
     api = runpod_deploy.RunPodRest(api_key=api_key, base_url=args.api_base_url)
     outcome = runpod_deploy.ensure(api, deployment)
