@@ -108,7 +108,7 @@ class BucketIO:
         outcome = on_object_finalized(
             gw,
             StoredObject(
-                bucket=gw.settings.bucket,
+                bucket=gw.settings.voices_bucket,
                 name=name,
                 generation=stored.generation or 0,
                 size=stored.size,
@@ -118,4 +118,4 @@ class BucketIO:
         )
         if outcome is Registration.QUARANTINED:
             raise SynthesisFailed("the prompt this worker built failed validation")
-        return voice_id_for(bucket=gw.settings.bucket, object_name=name)
+        return voice_id_for(bucket=gw.settings.voices_bucket, object_name=name)

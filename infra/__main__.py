@@ -104,6 +104,7 @@ def _apply(declared: topology.Topology, *, push_endpoints: list[str]) -> int:
         declared,
         project_id=settings.project_id,
         bucket=settings.bucket,
+        voices_bucket=settings.voices_bucket,
         publisher=pubsub_v1.PublisherClient(),
         subscriber=pubsub_v1.SubscriberClient(),
         storage_client=storage_client(settings),

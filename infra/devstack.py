@@ -8,6 +8,7 @@ starts runs in its own process group and is stopped on exit, Ctrl-C included.
 from __future__ import annotations
 
 import argparse
+import copy
 import json
 import os
 import secrets
@@ -41,6 +42,8 @@ MONITOR_MODULE = "functions.monitor"
 TOOL_SETTINGS = (
     "TTS_PROJECT_ID",
     "TTS_BUCKET",
+    "TTS_VOICES__BUCKET",
+    "TTS_KEYS_DATABASE",
     "TTS_COLLECTION_PREFIX",
     "TTS_REPLY_TOPICS",
     "TTS_INTAKE__SIGNING_KEY",
@@ -82,10 +85,18 @@ class DevStack:
     intake_signing_key: str = field(default_factory=lambda: secrets.token_urlsafe(32))
     local_runpod: LocalRunPod | None = None
     _runpod_env: dict[str, str] = field(default_factory=dict)
+    _argv: dict[str, list[str]] = field(default_factory=dict)
+    _ready: dict[str, Callable[[], bool]] = field(default_factory=dict)
+    """How each process was started and how it showed it was ready, by name: to restart it."""
 
     @property
     def bucket(self) -> str:
         return self.env.get("TTS_BUCKET") or str(Settings.model_fields["bucket"].default)
+
+    @property
+    def voices_bucket(self) -> str:
+        """The voice files' own bucket, as in the cloud (``topology.yaml``'s voices_bucket)."""
+        return self.env["TTS_VOICES__BUCKET"]
 
     def __post_init__(self) -> None:
         self.emulators = Emulators(log_dir=self.run_dir)
@@ -108,6 +119,11 @@ class DevStack:
         env["TTS_INTAKE__SIGNING_KEY"] = self.intake_signing_key
         env.update(self._runpod_env)
         env.update(self.extra_env)
+        # Laid out as deployed: voice files in a bucket of their own (only its objects wake the
+        # voice registry) and API keys in a Firestore database of their own.
+        bucket = env.get("TTS_BUCKET") or str(Settings.model_fields["bucket"].default)
+        env.setdefault("TTS_VOICES__BUCKET", f"{bucket}-voices")
+        env.setdefault("TTS_KEYS_DATABASE", str(topology.load().firestore.keys_database))
         return env
 
     def start(self) -> DevStack:
@@ -128,10 +144,7 @@ class DevStack:
             push += ["--push-endpoint", f"tts-intake=http://127.0.0.1:{intake_port}/"]
             self._python("-m", "infra", "apply", *push)
             self._write_env_file()
-            # Its own environment, never a .devstack/env another stack may have left behind.
-            self.api_key = self._python(
-                "-m", "functions.keys", "--no-env-file", "create", "--owner", "dev"
-            ).strip()
+            self.api_key = self.create_key("dev")
             self.intake_key_id = key_id_for(hash_key(self.api_key))
             port = self.api_port or free_port()
             self.base_url = f"http://127.0.0.1:{port}"
@@ -188,7 +201,8 @@ class DevStack:
         env = self.env
         names = {*self.emulators.env, *TOOL_SETTINGS}
         found = {name: env[name] for name in sorted(names) if name in env}
-        return {**found, "TTS_BUCKET": self.bucket}  # written even when it is the default
+        # The buckets are written even when they are the defaults.
+        return {**found, "TTS_BUCKET": self.bucket, "TTS_VOICES__BUCKET": self.voices_bucket}
 
     def _write_env_file(self) -> None:
         if self.env_file is not None:
@@ -244,6 +258,34 @@ class DevStack:
     def process(self, name: str) -> ManagedProcess:
         return next(p for p in self.processes if p.name == name)
 
+    def create_key(self, owner: str) -> str:
+        """A new API key of ``owner``'s, as ``python -m functions.keys create`` makes one."""
+        # Its own environment, never a .devstack/env another stack may have left behind.
+        return self._python(
+            "-m", "functions.keys", "--no-env-file", "create", "--owner", owner
+        ).strip()
+
+    def for_owner(self, owner: str) -> DevStack:
+        """This running stack, called with a new key of ``owner``'s: the jobs and voices it
+        lists are that owner's. The processes and emulators are this stack's own, shared and
+        not copied: start, restart and stop them here."""
+        view = copy.copy(self)
+        view.api_key = self.create_key(owner)
+        view.intake_key_id = key_id_for(hash_key(view.api_key))
+        return view
+
+    def restart_stopped(self) -> list[ManagedProcess]:
+        """Start again, as they were first started, the processes that have exited (a test
+        stopped one on purpose), each ready when this returns; the exited ones. A restarted
+        process logs to a fresh file of its name; the old log is kept under the old pid."""
+        stopped = [p for p in self.processes if not p.alive]
+        for old in stopped:
+            self.processes.remove(old)
+            old.log_path = old.log_path.replace(old.log_path.with_suffix(f".{old.process.pid}.log"))
+            # A ready check that reads the log reads the same path, now the new process's.
+            self._wait(self._spawn(old.name, self._argv[old.name]), self._ready[old.name])
+        return stopped
+
     def __enter__(self) -> DevStack:
         return self.start()
 
@@ -268,10 +310,11 @@ class DevStack:
     def _spawn(self, name: str, argv: list[str]) -> ManagedProcess:
         handle = spawn(name, argv, log_dir=self.run_dir, env=self.env, cwd=REPO_ROOT)
         self.processes.append(handle)
+        self._argv[name] = argv
         return handle
 
-    @staticmethod
-    def _wait(process: ManagedProcess, ready: Callable[[], bool]) -> None:
+    def _wait(self, process: ManagedProcess, ready: Callable[[], bool]) -> None:
+        self._ready[process.name] = ready
         process.wait_until(ready, timeout_s=READY_TIMEOUT_S)
 
 
@@ -359,7 +402,7 @@ def main() -> int:
         "-F 'ref_text=Hello from the gateway.' -F ref_audio=@hello.wav",
         f"  curl -s {stack.base_url}/v1/voices -H '{auth}'",
         "",
-        f"Drop a .pt prompt into gs://{stack.bucket}/voice-prompts/ to register it "
+        f"Drop a .pt prompt into gs://{stack.voices_bucket}/voice-prompts/ to register it "
         "(a local notifier stands in for GCS events).",
         "",
         "Ctrl-C stops everything.",

@@ -93,7 +93,8 @@ def main() -> int:
     args = parser.parse_args()
     logging.basicConfig(level=logging.INFO, format="%(message)s")
     settings = Settings()
-    bucket = storage_client(settings).bucket(settings.bucket)
+    # Storage triggers watch the voice files' bucket only, as deployed.
+    bucket = storage_client(settings).bucket(settings.voices_bucket)
     notifier = BucketNotifier(bucket=bucket, prefix=settings.voices.prefix, target=args.target)
     stop = threading.Event()
 

@@ -90,8 +90,21 @@ class ExpiryRule(_Model):
 class Bucket(_Model):
     name_setting: str
     location: str
+    soft_delete_days: int | None = Field(default=None, ge=0, le=90)
+    """Days GCS keeps deleted objects restorable (and billed); ``0`` turns soft delete off,
+    unset leaves Google's default (7)."""
     expire: tuple[ExpiryRule, ...] = ()
     """Objects under these prefixes are deleted by GCS after so many days."""
+
+
+class VoicesBucket(_Model):
+    """The voice files' own bucket, in the main bucket's location: storage triggers filter by
+    bucket only, so only writes here wake the voice-registry functions."""
+
+    name_setting: str
+    prefixes: tuple[str, ...]
+    """Object prefixes the code keeps here (Settings.voices.prefix and quarantine_prefix)."""
+    soft_delete_days: int | None = Field(default=None, ge=0, le=90)
 
 
 class Function(_Model):
@@ -120,9 +133,14 @@ class Function(_Model):
         return self.source.removesuffix(".py").replace("/", ".")
 
 
+Database = Literal["default", "keys"]
+"""``default``: Firestore's ``(default)`` database; ``keys``: ``Firestore.keys_database``."""
+
+
 class TtlField(_Model):
     collection: str
     field: str
+    database: Database = "default"
 
 
 class IndexField(_Model):
@@ -139,6 +157,9 @@ class CompositeIndex(_Model):
 class Firestore(_Model):
     """Deployed by Terraform only: the emulator has no TTL and enforces no index."""
 
+    keys_database: str = "(default)"
+    """Where API keys and intake signatures live (Settings.keys_database): a database of their
+    own, so an account granted only ``(default)`` cannot read or write keys."""
     ttl: tuple[TtlField, ...] = ()
     indexes: tuple[CompositeIndex, ...] = ()
 
@@ -147,6 +168,7 @@ class Topology(_Model):
     topics: tuple[Topic, ...]
     subscriptions: tuple[Subscription, ...]
     bucket: Bucket
+    voices_bucket: VoicesBucket | None = None
     functions: tuple[Function, ...]
     schedules: tuple[Schedule, ...] = ()
     firestore: Firestore = Firestore()
@@ -175,11 +197,14 @@ def apply(
     subscriber: pubsub_v1.SubscriberClient,
     storage_client: storage.Client,
     push_endpoints: Mapping[str, str] | None = None,
+    voices_bucket: str | None = None,
 ) -> None:
     """Create whatever is missing. Existing resources are left as they are.
 
     ``push_endpoints`` maps function names to URLs; a push subscription whose function has no
     URL yet is created as pull (deploy switches it to push once the function exists).
+    ``voices_bucket``: the voice files' bucket (Settings.voices_bucket), when it is not
+    ``bucket`` itself. Soft delete is Terraform's: the emulator has none.
     """
     for topic in topology.topics:
         path = publisher.topic_path(project_id, topic.name)
@@ -213,6 +238,12 @@ def apply(
         created.lifecycle_rules = wanted
         created.patch()
         log.info("set lifecycle rules on %s", bucket)
+    if voices_bucket and voices_bucket != bucket:
+        try:
+            storage_client.create_bucket(voices_bucket, location=topology.bucket.location)
+            log.info("created bucket %s", voices_bucket)
+        except gexc.Conflict:
+            pass
 
 
 def create_subscription(

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import functools
 import time
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 
 from google.cloud import firestore
 
@@ -62,6 +62,11 @@ def build_gateway(
     def db() -> firestore.Client:
         return clients.firestore_client(settings)
 
+    @functools.cache
+    def keys_db() -> firestore.Client:
+        # API keys have a database of their own (deployed: tts-keys), out of the worker's reach.
+        return clients.firestore_client(settings, database=settings.keys_database)
+
     prefix = settings.collection_prefix
     return Gateway(
         settings=settings,
@@ -72,7 +77,7 @@ def build_gateway(
         keys=keys
         or CachedApiKeyStore(
             FirestoreApiKeyStore(
-                db(), collection=f"{prefix}api_keys", signatures=f"{prefix}intake_signatures"
+                keys_db(), collection=f"{prefix}api_keys", signatures=f"{prefix}intake_signatures"
             ),
             ttl_s=settings.api.key_cache_ttl_s,
         ),
@@ -89,7 +94,12 @@ def build_gateway(
             allow_http=settings.webhooks.allow_http,
             allow_private=settings.webhooks.allow_private,
         ),
-        cache=cache or FirestoreAudioCache(db(), collection=f"{prefix}audio_cache"),
+        cache=cache
+        or FirestoreAudioCache(
+            db(),
+            collection=f"{prefix}audio_cache",
+            keep=timedelta(days=settings.retention.audio_days),
+        ),
         clock=clock or utc_now,
         sleep=sleep or time.sleep,
     )

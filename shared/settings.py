@@ -74,6 +74,10 @@ class ApiSettings(BaseModel):
 class VoiceSettings(BaseModel):
     model_config = ConfigDict(frozen=True)
 
+    bucket: str = ""
+    """The bucket voice files (``prefix`` and ``quarantine_prefix``) live in; empty: the main
+    bucket. Deployed, a bucket of their own (``infra/topology.yaml``, ``voices_bucket``): storage
+    triggers filter by bucket only, so only voice files wake the voice-registry functions."""
     prefix: str = "voice-prompts/"
     """Where prompt files live; a ``.pt`` finalized here is validated and registered."""
     quarantine_prefix: str = "quarantine/"
@@ -287,6 +291,10 @@ class Settings(BaseSettings):
     """Intake messages that can never become a job, kept with the reason attached."""
     collection_prefix: str = ""
     """Prefixes every Firestore collection; lets tests share one emulator without clashing."""
+    keys_database: str = "(default)"
+    """The Firestore database of API keys and intake signatures. Deployed, one of their own
+    (``tts-keys``, ``infra/topology.yaml``): the home worker's account is granted the
+    ``(default)`` database only, so it can neither read nor write keys."""
     backends: tuple[BackendConfig, ...] = (
         BackendConfig(id="home-4090", kind=BackendKind.HOME_GPU, priority=10),
     )
@@ -310,6 +318,11 @@ class Settings(BaseSettings):
         if len(ids) != len(set(ids)):
             raise ValueError(f"backend ids must be unique, got {ids}")
         return self
+
+    @property
+    def voices_bucket(self) -> str:
+        """Where voice files live: ``voices.bucket``, or the main bucket when that is empty."""
+        return self.voices.bucket or self.bucket
 
     def backend(self, backend_id: str) -> BackendConfig | None:
         return next((b for b in self.backends if b.id == backend_id), None)

@@ -19,8 +19,11 @@ from shared.adapters.gcs import GcsBlobStore
 from shared.settings import Settings
 
 
-def firestore_client(settings: Settings) -> firestore.Client:
-    return firestore.Client(project=settings.project_id)
+def firestore_client(settings: Settings, *, database: str | None = None) -> firestore.Client:
+    """The ``(default)`` database, or ``database`` (the keys' own: ``settings.keys_database``)."""
+    if database is None or database == "(default)":
+        return firestore.Client(project=settings.project_id)
+    return firestore.Client(project=settings.project_id, database=database)
 
 
 def storage_endpoint(settings: Settings) -> str | None:
@@ -41,6 +44,12 @@ def storage_client(settings: Settings, *, credentials: Credentials | None = None
     )
 
 
+def voice_routes(settings: Settings) -> dict[str, str]:
+    """Voice files' prefixes onto their bucket (the main one unless ``voices.bucket`` is set)."""
+    voices = settings.voices
+    return {voices.prefix: settings.voices_bucket, voices.quarantine_prefix: settings.voices_bucket}
+
+
 def blob_store(settings: Settings) -> GcsBlobStore:
     endpoint = storage_endpoint(settings)
     if endpoint is None:
@@ -48,11 +57,13 @@ def blob_store(settings: Settings) -> GcsBlobStore:
         return GcsBlobStore(
             storage_client(settings, credentials=credentials),
             bucket=settings.bucket,
+            routes=voice_routes(settings),
             token_credentials=credentials,
         )
     return GcsBlobStore(
         storage_client(settings),
         bucket=settings.bucket,
+        routes=voice_routes(settings),
         signing_credentials=_throwaway_signer(),
         api_access_endpoint=endpoint,
     )

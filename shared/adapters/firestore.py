@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Mapping, Sequence
 from contextlib import suppress
-from datetime import datetime
+from datetime import datetime, timedelta
 from enum import Enum
 from typing import Any
 
@@ -374,10 +374,20 @@ class FirestoreEventLog:
 
 
 class FirestoreAudioCache:
-    """``audio_cache/{key}``: which finished job's audio answers a request with that key."""
+    """``audio_cache/{key}``: which finished job's audio answers a request with that key.
 
-    def __init__(self, client: firestore.Client, *, collection: str = "audio_cache") -> None:
+    Each entry carries ``expires_at`` (its creation plus ``keep``, the audio's retention), the
+    field Firestore's TTL policy deletes by: past it the audio is gone, and so is the entry."""
+
+    def __init__(
+        self,
+        client: firestore.Client,
+        *,
+        collection: str = "audio_cache",
+        keep: timedelta = timedelta(days=30),
+    ) -> None:
         self._entries = client.collection(collection)
+        self._keep = keep
 
     def get(self, key: str) -> CachedAudio | None:
         with translated("read audio cache"):
@@ -397,6 +407,7 @@ class FirestoreAudioCache:
             "job_id": entry.job_id,
             "result": to_document(entry.result.model_dump()),
             "created_at": entry.created_at,
+            "expires_at": entry.created_at + self._keep,
         }
         with translated("write audio cache"):
             self._entries.document(entry.key).set(document)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from datetime import timedelta
 
 import google.api_core.exceptions
@@ -18,13 +19,17 @@ MAX_DOWNLOAD_BYTES = 64 * 1024 * 1024
 
 class GcsBlobStore:
     """Signs URLs either locally with a key (``signing_credentials``) or, on Cloud Functions
-    where the runtime account has no key, through IAM signBlob with ``token_credentials``."""
+    where the runtime account has no key, through IAM signBlob with ``token_credentials``.
+
+    ``routes`` sends paths under a prefix to another bucket (the voice files' own, see
+    ``Settings.voices.bucket``); every other path is in ``bucket``."""
 
     def __init__(
         self,
         client: storage.Client,
         *,
         bucket: str,
+        routes: Mapping[str, str] | None = None,
         signing_credentials: Credentials | None = None,
         token_credentials: Credentials | None = None,
         api_access_endpoint: str | None = None,
@@ -32,23 +37,32 @@ class GcsBlobStore:
         if signing_credentials is None and token_credentials is None:
             raise ValueError("GcsBlobStore needs signing or token credentials to sign URLs")
         self._client = client
-        self._bucket = client.bucket(bucket)
+        self._default = client.bucket(bucket)
+        self._routes = {
+            prefix: client.bucket(name) for prefix, name in (routes or {}).items() if name != bucket
+        }
         self._signing_credentials = signing_credentials
         self._token_credentials = token_credentials
         self._endpoint = api_access_endpoint
 
+    def _bucket(self, path: str) -> storage.Bucket:
+        """The bucket ``path`` lives in."""
+        return next(
+            (b for prefix, b in self._routes.items() if path.startswith(prefix)), self._default
+        )
+
     def put(self, path: str, data: bytes, *, content_type: str) -> StoredBlob:
-        blob = self._bucket.blob(path)
+        blob = self._bucket(path).blob(path)
         with translated(f"upload {path}"):
             blob.upload_from_string(data, content_type=content_type)
         return StoredBlob(
-            uri=f"gs://{self._bucket.name}/{path}", size=len(data), generation=blob.generation
+            uri=f"gs://{blob.bucket.name}/{path}", size=len(data), generation=blob.generation
         )
 
     def get(self, path: str, *, max_bytes: int | None = None) -> bytes:
         limit = min(max_bytes or MAX_DOWNLOAD_BYTES, MAX_DOWNLOAD_BYTES)
         with translated(f"download {path}"):
-            blob = self._bucket.get_blob(path)
+            blob = self._bucket(path).get_blob(path)
             if blob is None:
                 raise NotFound(f"no object {path!r}")
             if (blob.size or 0) > limit:
@@ -59,12 +73,13 @@ class GcsBlobStore:
 
     def copy(self, source: str, destination: str) -> StoredBlob:
         with translated(f"copy {source} to {destination}"):
-            blob = self._bucket.get_blob(source)
+            source_bucket, target = self._bucket(source), self._bucket(destination)
+            blob = source_bucket.get_blob(source)
             if blob is None:
                 raise NotFound(f"no object {source!r}")
-            copied = self._bucket.copy_blob(blob, self._bucket, destination)
+            copied = source_bucket.copy_blob(blob, target, destination)
         return StoredBlob(
-            uri=f"gs://{self._bucket.name}/{destination}",
+            uri=f"gs://{target.name}/{destination}",
             size=copied.size or 0,
             generation=copied.generation,
         )
@@ -72,7 +87,7 @@ class GcsBlobStore:
     def delete(self, path: str, *, if_generation: int | None = None) -> bool:
         with translated(f"delete {path}"):
             try:
-                self._bucket.delete_blob(path, if_generation_match=if_generation)
+                self._bucket(path).delete_blob(path, if_generation_match=if_generation)
             except (
                 google.api_core.exceptions.NotFound,
                 google.api_core.exceptions.PreconditionFailed,
@@ -81,7 +96,7 @@ class GcsBlobStore:
         return True
 
     def signed_url(self, path: str, *, ttl_s: int, method: str = "GET") -> str:
-        blob = self._bucket.blob(path)
+        blob = self._bucket(path).blob(path)
         options: dict[str, object] = {
             "version": "v4",
             "expiration": timedelta(seconds=ttl_s),

@@ -91,7 +91,7 @@ def cast_children(gw: Gateway, *, body: CastBody, parent_id: str) -> dict[str, D
                 body.base_description, emotion=item.emotion, intensity=item.intensity
             ),
             voice_id=voice_id_for(
-                bucket=gw.settings.bucket,
+                bucket=gw.settings.voices_bucket,
                 object_name=prompt_object_name(prefix=prefix, stem=child_id),
             ),
             name=f"{body.character} ({item.emotion}, {item.intensity})"[:MAX_NAME_CHARS],

@@ -122,7 +122,7 @@ def create_voice(
         # The voice's files are named after the job, so a retried job rewrites the same ones.
         prompt = prompt_object_name(prefix=gw.settings.voices.prefix, stem=job_id)
         return CreateVoiceRequest(
-            voice_id=voice_id_for(bucket=gw.settings.bucket, object_name=prompt),
+            voice_id=voice_id_for(bucket=gw.settings.voices_bucket, object_name=prompt),
             name=body.name,
             reference=reference,
             ref_text=body.ref_text,

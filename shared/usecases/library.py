@@ -229,7 +229,7 @@ def import_voice(gw: Gateway, *, principal: Principal, package: bytes) -> str:
     )
     name = prompt_object_name(prefix=prefix, stem=stem)
     gw.blobs.put(name, members[PACKAGE_PROMPT], content_type="application/octet-stream")
-    return voice_id_for(bucket=gw.settings.bucket, object_name=name)
+    return voice_id_for(bucket=gw.settings.voices_bucket, object_name=name)
 
 
 def _read_package(package: bytes, *, max_member_bytes: int) -> dict[str, bytes]:

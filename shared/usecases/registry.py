@@ -79,7 +79,7 @@ def on_object_finalized(
 ) -> Registration:
     """Register (or update) the voice for a finalized object. ``data``: its bytes, if in hand."""
     prefix = gw.settings.voices.prefix
-    if obj.bucket != gw.settings.bucket or not obj.name.startswith(prefix):
+    if obj.bucket != gw.settings.voices_bucket or not obj.name.startswith(prefix):
         return Registration.IGNORED
     if obj.name.endswith(SIDECAR_SUFFIX):
         return _apply_sidecar(gw, obj)

@@ -125,7 +125,8 @@ def test_create_a_voice_drop_its_prompt_in_the_bucket_and_speak_with_both(
         bucket=stack.bucket,
         storage_emulator_host=stack.emulators.env["STORAGE_EMULATOR_HOST"],
     )
-    blob = storage_client(settings).bucket(settings.bucket).blob("voice-prompts/by-hand.pt")
+    # Into the voice files' own bucket, the one storage triggers watch (as deployed).
+    blob = storage_client(settings).bucket(stack.voices_bucket).blob("voice-prompts/by-hand.pt")
     blob.metadata = {"name": "Dropped"}
     blob.upload_from_string(prompt)
 
