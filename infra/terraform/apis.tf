@@ -9,6 +9,9 @@ locals {
     "firestore.googleapis.com",
     "iam.googleapis.com",
     "iamcredentials.googleapis.com", # signBlob: V4 signed URLs without a key file
+    "logging.googleapis.com",        # the log-based metrics (monitoring.tf)
+    "monitoring.googleapis.com",     # dashboard, SLO and alert policies
+    "cloudtrace.googleapis.com",     # traces, one per job (shared/tracing.py)
     "pubsub.googleapis.com",
     "run.googleapis.com", # gen2 functions are Cloud Run services
     "secretmanager.googleapis.com",

@@ -8,10 +8,16 @@ resource "google_cloudfunctions2_function" "function" {
   build_config {
     runtime     = "python311"
     entry_point = each.value.entry_point
+    # Named, or new projects build with the Compute Engine default account, which organisations
+    # with the default-grants policy leave without roles: every build would fail (iam.tf).
+    service_account = google_service_account.build.id
     source {
       storage_source {
         bucket = google_storage_bucket.sources.name
         object = google_storage_bucket_object.function_source[each.key].name
+        # Set from the object: left to the provider, it resends the old generation once the
+        # object changes. (The object's `generation` attribute is the provider's, 5.x and 6.x.)
+        generation = google_storage_bucket_object.function_source[each.key].generation
       }
     }
   }
@@ -26,7 +32,8 @@ resource "google_cloudfunctions2_function" "function" {
     max_instance_request_concurrency = each.value.concurrency
     # Public ones (the API, the RunPod webhook) take calls from anywhere and check their own
     # credentials; the rest are reached only by Pub/Sub push and Eventarc, which count as
-    # internal traffic of the project, and still need run.invoker (iam.tf).
+    # internal traffic of the project only on the run.app URL (service_config[0].uri, what the
+    # push subscriptions call), and still need run.invoker (iam.tf).
     ingress_settings               = each.value.public ? "ALLOW_ALL" : "ALLOW_INTERNAL_ONLY"
     all_traffic_on_latest_revision = true
 
@@ -43,7 +50,8 @@ resource "google_cloudfunctions2_function" "function" {
     }
   }
 
-  # Storage events come from the bucket's region (the function's own); topic ticks from Pub/Sub.
+  # Storage events come from the voices bucket, in the function's own region: a trigger filters
+  # by bucket only, so audio and uploads never wake these functions. Topic ticks from Pub/Sub.
   dynamic "event_trigger" {
     for_each = each.value.trigger_kind == "storage" ? [each.value] : []
     content {
@@ -53,7 +61,7 @@ resource "google_cloudfunctions2_function" "function" {
       service_account_email = google_service_account.eventarc.email
       event_filters {
         attribute = "bucket"
-        value     = google_storage_bucket.data.name
+        value     = google_storage_bucket.voices.name
       }
     }
   }
@@ -72,9 +80,9 @@ resource "google_cloudfunctions2_function" "function" {
   depends_on = [
     google_project_service.api,
     # A function that mounts a secret fails to deploy until its account can read it; storage
-    # triggers fail until the storage agent can publish.
-    google_secret_manager_secret_iam_member.functions_secret,
-    google_project_iam_member.gcs_agent_publisher,
-    google_project_iam_member.eventarc_receiver,
+    # triggers fail until the storage agent can publish and Eventarc's agent holds its role;
+    # builds fail until the build account holds its roles. New agents and grants take a while
+    # to take effect everywhere: the wait follows them all (iam.tf).
+    time_sleep.grants_propagate,
   ]
 }

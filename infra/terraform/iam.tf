@@ -1,10 +1,18 @@
 # One identity per role; every grant is on the narrowest resource that works. See the README's
 # IAM table for the why of each.
-data "google_project" "this" {}
 
 resource "google_service_account" "functions" {
   account_id   = "tts-functions"
   display_name = "TTS gateway functions (runtime)"
+  depends_on   = [google_project_service.api]
+}
+
+# Cloud Build builds every function as this account (build_config.service_account). Unnamed,
+# new projects build with the Compute Engine default account, which organisations with the
+# default-grants policy (iam.automaticIamGrantsForDefaultServiceAccounts) leave without roles.
+resource "google_service_account" "build" {
+  account_id   = "tts-build"
+  display_name = "Cloud Build of the TTS functions"
   depends_on   = [google_project_service.api]
 }
 
@@ -26,7 +34,8 @@ resource "google_service_account" "home_worker" {
   depends_on   = [google_project_service.api]
 }
 
-# The Google-managed agents this deployment grants to.
+# The Google-managed agents this deployment grants to. Pub/Sub's and Eventarc's are created
+# here (they may not exist yet in a new project); Cloud Storage's exists once its API is on.
 data "google_storage_project_service_account" "gcs" {
   depends_on = [google_project_service.api]
 }
@@ -37,16 +46,33 @@ resource "google_project_service_identity" "pubsub" {
   depends_on = [google_project_service.api]
 }
 
+resource "google_project_service_identity" "eventarc" {
+  provider   = google-beta
+  service    = "eventarc.googleapis.com"
+  depends_on = [google_project_service.api]
+}
+
 # ---- The functions' runtime account ----
 
+# Both databases: (default) (jobs, voices, backends, events, the cache) and the keys' own.
 resource "google_project_iam_member" "functions_firestore" {
   project = var.project_id
   role    = "roles/datastore.user"
   member  = "serviceAccount:${google_service_account.functions.email}"
 }
 
+resource "google_project_iam_member" "functions_trace" {
+  project = var.project_id
+  role    = "roles/cloudtrace.agent"
+  member  = "serviceAccount:${google_service_account.functions.email}"
+}
+
 resource "google_storage_bucket_iam_member" "functions_bucket" {
-  bucket = google_storage_bucket.data.name
+  for_each = {
+    data   = google_storage_bucket.data.name
+    voices = google_storage_bucket.voices.name
+  }
+  bucket = each.value
   role   = "roles/storage.objectAdmin"
   member = "serviceAccount:${google_service_account.functions.email}"
 }
@@ -80,6 +106,43 @@ resource "google_pubsub_topic_iam_member" "reply_publish" {
   member   = each.value[1] == "functions" ? "serviceAccount:${google_service_account.functions.email}" : "serviceAccount:${google_service_account.home_worker.email}"
 }
 
+# ---- The build account: what Google's documentation asks of a custom build account (logs,
+# the gcf-artifacts images, the sources), the storage part narrowed to Cloud Functions' own
+# gcf-v2-* buckets and this deployment's sources bucket. ----
+
+resource "google_project_iam_member" "build_logs" {
+  project = var.project_id
+  role    = "roles/logging.logWriter"
+  member  = "serviceAccount:${google_service_account.build.email}"
+}
+
+resource "google_project_iam_member" "build_images" {
+  project = var.project_id
+  role    = "roles/artifactregistry.writer"
+  member  = "serviceAccount:${google_service_account.build.email}"
+}
+
+# The documentation grants storage.objectAdmin on the project "to retrieve the function source
+# and store build images"; the staging buckets Cloud Functions makes are named gcf-v2-sources-*
+# and gcf-v2-uploads-*. If a build still reports a 403 on another bucket, widen this condition
+# (or drop it) rather than the runtime accounts' grants.
+resource "google_project_iam_member" "build_staging" {
+  project = var.project_id
+  role    = "roles/storage.objectAdmin"
+  member  = "serviceAccount:${google_service_account.build.email}"
+  condition {
+    title       = "gcf-staging-buckets"
+    description = "Cloud Functions' own staging buckets only"
+    expression  = "resource.name.startsWith(\"projects/_/buckets/gcf-v2-\")"
+  }
+}
+
+resource "google_storage_bucket_iam_member" "build_sources" {
+  bucket = google_storage_bucket.sources.name
+  role   = "roles/storage.objectViewer"
+  member = "serviceAccount:${google_service_account.build.email}"
+}
+
 # ---- Pub/Sub push: may call the functions subscriptions push to, nothing else ----
 
 resource "google_cloud_run_v2_service_iam_member" "push_invoker" {
@@ -107,10 +170,13 @@ resource "google_cloud_run_v2_service_iam_member" "eventarc_invoker" {
 }
 
 # ---- Public HTTP functions: deliberately open. The API checks its own keys on every route but
-# health and the RunPod webhook a per-job HMAC token; neither caller holds a Google identity. ----
+# health and the RunPod webhook a per-job HMAC token; neither caller holds a Google identity.
+# Organisations that restrict policy members to their domains (iam.allowedPolicyMemberDomains)
+# refuse `allUsers`: either make that policy's exception for this project, or set
+# var.public_invoker = "none" and turn Cloud Run's invoker check off (README, Deploying). ----
 
 resource "google_cloud_run_v2_service_iam_member" "public_invoker" {
-  for_each = local.public_functions
+  for_each = var.public_invoker == "allUsers" ? local.public_functions : {}
   location = local.region
   name     = google_cloudfunctions2_function.function[each.key].name
   role     = "roles/run.invoker"
@@ -124,6 +190,15 @@ resource "google_project_iam_member" "gcs_agent_publisher" {
   project = var.project_id
   role    = "roles/pubsub.publisher"
   member  = "serviceAccount:${data.google_storage_project_service_account.gcs.email_address}"
+}
+
+# Eventarc's own agent needs its agent role before the first trigger can be made; in a new
+# project it may not have it yet.
+resource "google_project_iam_member" "eventarc_agent" {
+  #checkov:skip=CKV_GCP_49:Google's own Eventarc service agent receiving its own agent role (roles/eventarc.serviceAgent), as Google documents for new projects; no user-managed account gains impersonation.
+  project = var.project_id
+  role    = "roles/eventarc.serviceAgent"
+  member  = "serviceAccount:${google_project_service_identity.eventarc.email}"
 }
 
 # Dead letters: Pub/Sub forwards as its agent, which must publish to the dead-letter topic and
@@ -154,7 +229,44 @@ resource "google_service_account_iam_member" "pubsub_agent_token" {
   member             = "serviceAccount:${google_project_service_identity.pubsub.email}"
 }
 
-# ---- The home 4090 worker: its subscription, its results, jobs and the bucket ----
+# ---- The deployer acts as these accounts (functions run as them, Cloud Build builds as one,
+# Eventarc and Pub/Sub push sign their calls as two), each granted here rather than through a
+# project-wide serviceAccountUser (infra/deployer.sh). ----
+
+resource "google_service_account_iam_member" "deployer_act_as" {
+  for_each = var.deployer_service_account == "" ? {} : {
+    functions = google_service_account.functions.name
+    build     = google_service_account.build.name
+    push      = google_service_account.push.name
+    eventarc  = google_service_account.eventarc.name
+  }
+  service_account_id = each.value
+  role               = "roles/iam.serviceAccountUser"
+  member             = "serviceAccount:${var.deployer_service_account}"
+}
+
+# New service agents and IAM grants take minutes to be seen everywhere; a first apply that
+# builds functions and makes triggers at once fails on them ("permission denied" for the build
+# account, Eventarc's agent or the storage agent). The functions wait this long after all of
+# them on the first apply; later applies do not wait (nothing here changes).
+resource "time_sleep" "grants_propagate" {
+  create_duration = "120s"
+
+  depends_on = [
+    google_project_iam_member.build_logs,
+    google_project_iam_member.build_images,
+    google_project_iam_member.build_staging,
+    google_storage_bucket_iam_member.build_sources,
+    google_project_iam_member.gcs_agent_publisher,
+    google_project_iam_member.eventarc_agent,
+    google_project_iam_member.eventarc_receiver,
+    google_service_account_iam_member.pubsub_agent_token,
+    google_secret_manager_secret_iam_member.functions_secret,
+    google_service_account_iam_member.deployer_act_as,
+  ]
+}
+
+# ---- The home 4090 worker: its subscription, jobs and results, its prefixes of the buckets ----
 
 resource "google_pubsub_subscription_iam_member" "home_worker_pull" {
   for_each     = local.home_worker_pulls_from
@@ -163,6 +275,8 @@ resource "google_pubsub_subscription_iam_member" "home_worker_pull" {
   member       = "serviceAccount:${google_service_account.home_worker.email}"
 }
 
+# tts-results (announcements) and tts-jobs (the join job it makes when it finishes the last
+# item of a joined batch): topology.yaml's publishers.
 resource "google_pubsub_topic_iam_member" "home_worker_publish" {
   for_each = local.home_worker_publishes_to
   topic    = google_pubsub_topic.topic[each.key].id
@@ -170,16 +284,66 @@ resource "google_pubsub_topic_iam_member" "home_worker_publish" {
   member   = "serviceAccount:${google_service_account.home_worker.email}"
 }
 
+# The (default) database only: jobs, voices, backends, events, the cache. Not the keys'
+# database, so a stolen worker key can neither read API keys nor write an admin one. (Firestore
+# evaluates IAM conditions on the database's resource name; collections cannot be told apart.)
 resource "google_project_iam_member" "home_worker_firestore" {
   project = var.project_id
   role    = "roles/datastore.user"
   member  = "serviceAccount:${google_service_account.home_worker.email}"
+  condition {
+    title       = "default-database-only"
+    description = "Jobs, voices, backends, events and the cache; never the API keys' database"
+    expression  = "resource.name == \"projects/${var.project_id}/databases/(default)\""
+  }
 }
 
-resource "google_storage_bucket_iam_member" "home_worker_bucket" {
-  bucket = google_storage_bucket.data.name
-  role   = "roles/storage.objectAdmin"
-  member = "serviceAccount:${google_service_account.home_worker.email}"
+resource "google_project_iam_member" "home_worker_trace" {
+  project = var.project_id
+  role    = "roles/cloudtrace.agent"
+  member  = "serviceAccount:${google_service_account.home_worker.email}"
+}
+
+# Its prefixes only (IAM conditions on object names; the worker never lists a bucket):
+# read and write audio/ (finished audio, stream pieces, joins read their items), read uploads/
+# (reference clips, files to normalise), read and write voice-prompts/ in the voices bucket
+# (prompts it speaks with, voices it makes), and create under quarantine/ (a prompt it made
+# that fails the registry's check is moved there). Nothing else, and no listing.
+locals {
+  home_worker_objects = {
+    audio = {
+      bucket = google_storage_bucket.data.name
+      prefix = "audio/"
+      role   = "roles/storage.objectUser"
+    }
+    uploads = {
+      bucket = google_storage_bucket.data.name
+      prefix = "uploads/"
+      role   = "roles/storage.objectViewer"
+    }
+    voices = {
+      bucket = google_storage_bucket.voices.name
+      prefix = "voice-prompts/"
+      role   = "roles/storage.objectUser"
+    }
+    quarantine = {
+      bucket = google_storage_bucket.voices.name
+      prefix = "quarantine/"
+      role   = "roles/storage.objectCreator"
+    }
+  }
+}
+
+resource "google_storage_bucket_iam_member" "home_worker_objects" {
+  for_each = local.home_worker_objects
+  bucket   = each.value.bucket
+  role     = each.value.role
+  member   = "serviceAccount:${google_service_account.home_worker.email}"
+  condition {
+    title       = "prefix-${each.key}"
+    description = "Objects under ${each.value.prefix} only"
+    expression  = "resource.name.startsWith(\"projects/_/buckets/${each.value.bucket}/objects/${each.value.prefix}\")"
+  }
 }
 
 # No access to the webhook signing key: the worker never calls back (it sits on the home

@@ -37,15 +37,20 @@ resource "google_pubsub_subscription" "subscription" {
   }
 
   # Push to a declared function, authenticated with an OIDC token of the push account (the
-  # function is private: only run.invoker holders get in).
+  # function is private: only run.invoker holders get in). Its run.app URL: the function takes
+  # internal traffic only, and Pub/Sub counts as internal only there, never on the
+  # cloudfunctions.net URL (`url`), which would answer every push 404/403.
   dynamic "push_config" {
     for_each = each.value.push_function == null ? [] : [each.value.push_function]
     content {
-      push_endpoint = google_cloudfunctions2_function.function[push_config.value].url
+      push_endpoint = google_cloudfunctions2_function.function[push_config.value].service_config[0].uri
       oidc_token {
         service_account_email = google_service_account.push.email
-        audience              = google_cloudfunctions2_function.function[push_config.value].url
+        audience              = google_cloudfunctions2_function.function[push_config.value].service_config[0].uri
       }
     }
   }
+
+  # Pushing as the push account needs act-as on it, granted with the functions' wait.
+  depends_on = [time_sleep.grants_propagate]
 }

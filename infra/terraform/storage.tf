@@ -1,4 +1,5 @@
-# Voices, uploads and audio. In the functions' region: storage triggers must be where the bucket is.
+# Audio, stream pieces and uploads. Soft delete as the yaml says (0: off), so audio the lifecycle
+# deletes is gone, not billed seven more days.
 resource "google_storage_bucket" "data" {
   #checkov:skip=CKV_GCP_62:Access logs of every audio read would cost more than they tell; Cloud Audit Logs cover admin access.
   #checkov:skip=CKV_GCP_78:No versioning: objects expire by lifecycle (retention), and a kept noncurrent version would outlive it; the registry dedupes on generation instead.
@@ -7,6 +8,13 @@ resource "google_storage_bucket" "data" {
   uniform_bucket_level_access = true
   public_access_prevention    = "enforced"
   force_destroy               = false
+
+  dynamic "soft_delete_policy" {
+    for_each = try(local.topology.bucket.soft_delete_days, null) == null ? [] : [local.topology.bucket.soft_delete_days]
+    content {
+      retention_duration_seconds = soft_delete_policy.value * 86400
+    }
+  }
 
   dynamic "lifecycle_rule" {
     for_each = local.topology.bucket.expire
@@ -18,6 +26,27 @@ resource "google_storage_bucket" "data" {
         age            = lifecycle_rule.value.age_days
         matches_prefix = [lifecycle_rule.value.prefix]
       }
+    }
+  }
+
+  depends_on = [google_project_service.api]
+}
+
+# Voice prompt files and the quarantined ones, in the functions' region: storage triggers must be
+# where their bucket is, and they watch this bucket only.
+resource "google_storage_bucket" "voices" {
+  #checkov:skip=CKV_GCP_62:Voice files are read by the worker and the registry only; Cloud Audit Logs cover admin access.
+  #checkov:skip=CKV_GCP_78:The registry dedupes on generation and a deleted voice stays restorable through soft delete; versioning would keep every overwritten prompt forever.
+  name                        = local.voices_bucket_name
+  location                    = local.topology.bucket.location
+  uniform_bucket_level_access = true
+  public_access_prevention    = "enforced"
+  force_destroy               = false
+
+  dynamic "soft_delete_policy" {
+    for_each = try(local.topology.voices_bucket.soft_delete_days, null) == null ? [] : [local.topology.voices_bucket.soft_delete_days]
+    content {
+      retention_duration_seconds = soft_delete_policy.value * 86400
     }
   }
 

@@ -37,8 +37,19 @@ locals {
 
   schedules = { for s in try(local.topology.schedules, []) : s.name => s }
 
-  # Firestore: TTL policies and composite indexes, keyed so a reorder changes nothing.
-  ttl_fields = { for t in try(local.topology.firestore.ttl, []) : "${t.collection}.${t.field}" => t }
+  # The voice files' own bucket: storage triggers filter by bucket only, so only its objects
+  # (voice-prompts/, quarantine/) wake the voice-registry functions.
+  voices_bucket_name = var.voices_bucket_name != "" ? var.voices_bucket_name : "${var.bucket_name}-voices"
+
+  # Firestore: API keys and intake signatures in a database of their own (the home worker's
+  # account is granted only the default one); TTL policies and composite indexes, keyed so a
+  # reorder changes nothing.
+  keys_database = try(local.topology.firestore.keys_database, "(default)")
+  ttl_fields = { for t in try(local.topology.firestore.ttl, []) : "${t.collection}.${t.field}" => {
+    collection = t.collection
+    field      = t.field
+    database   = try(t.database, "default")
+  } }
   indexes = { for i in try(local.topology.firestore.indexes, []) :
     "${i.collection}:${join(",", [for f in i.fields : f.path])}" => i
   }
@@ -71,6 +82,10 @@ locals {
     {
       TTS_PROJECT_ID            = var.project_id
       TTS_BUCKET                = var.bucket_name
+      TTS_VOICES__BUCKET        = local.voices_bucket_name
+      TTS_KEYS_DATABASE         = local.keys_database
+      TTS_TRACING__EXPORTER     = "gcp"
+      TTS_TRACING__SAMPLE_RATIO = tostring(var.trace_sample_ratio)
       TTS_BACKENDS              = jsonencode(local.backends)
       TTS_REPLY_TOPICS          = jsonencode(var.reply_topics)
       TTS_RETENTION__AUDIO_DAYS = tostring(local.audio_days)

@@ -16,6 +16,12 @@ terraform {
       source  = "hashicorp/archive"
       version = "~> 2.7"
     }
+    # time_sleep: new service agents and IAM grants take a while to take effect everywhere;
+    # the functions wait for them on the first apply (iam.tf).
+    time = {
+      source  = "hashicorp/time"
+      version = "~> 0.12"
+    }
   }
 
   # Partial configuration: the state bucket is per deployment, so it is given at init time:

@@ -12,6 +12,8 @@ from infra import staging, topology
 from shared.domain.backends import BackendKind
 from shared.settings import Settings
 
+REPO_ROOT = Path(__file__).resolve().parents[2]
+
 
 def test_every_home_backend_has_a_subscription_filtered_on_its_id() -> None:
     declared = topology.load()
@@ -96,6 +98,66 @@ def test_staging_is_reproducible(tmp_path: Path) -> None:
         assert all((path / f).read_bytes() == (second[name] / f).read_bytes() for f in files)
 
 
+MIB = 1024 * 1024
+PROCESS_BASELINE_MIB = 256
+"""The API process before any request: Python, flask, the Google clients."""
+BODY_COPIES = 3
+"""A request body is in memory about three times at once: the raw body, its parsed JSON, and
+the decoded clip (a base64 reference clip decodes to three quarters of its text)."""
+
+
+def _mebibytes(size: str) -> int:
+    number, unit = size[:-2], size[-2:]
+    return int(number) * {"Mi": 1, "Gi": 1024}[unit]
+
+
+def test_the_api_holds_its_concurrent_requests_at_the_largest_body_in_memory() -> None:
+    """Memory and concurrency agree: every concurrent request may carry the largest body the
+    settings allow (TTS_API__MAX_BODY_BYTES can be raised to its bound at deploy)."""
+    from shared.settings import ApiSettings
+
+    api = next(f for f in topology.load().functions if f.entry_point == "api")
+    largest = next(
+        m.le for m in ApiSettings.model_fields["max_body_bytes"].metadata if hasattr(m, "le")
+    )
+    assert largest == 32 * MIB
+    needed = PROCESS_BASELINE_MIB + api.concurrency * BODY_COPIES * largest // MIB
+    assert needed <= _mebibytes(api.memory), (api.memory, api.concurrency, needed)
+    # Cloud Run: above 1 GiB takes at least one vCPU, above 4 GiB two.
+    assert api.cpu is not None
+    assert float(api.cpu) >= (2 if _mebibytes(api.memory) > 4096 else 1)
+
+
+def test_the_terraform_image_is_pinned_to_one_release() -> None:
+    import re
+
+    import yaml
+
+    build = yaml.safe_load((REPO_ROOT / "cloudbuild.yaml").read_text())
+    images = [step["name"] for step in build["steps"] if "terraform" in step["name"]]
+    assert images
+    assert all(re.fullmatch(r"hashicorp/terraform:\d+\.\d+\.\d+", i) for i in images)
+
+
+def test_the_readme_deploys_from_an_empty_project_in_order() -> None:
+    """Application default credentials before the first terraform call; every numbered step
+    says whose rights it runs with; the deployer has no editor role."""
+    readme = (REPO_ROOT / "README.md").read_text()
+    section = readme.split("## Deploying", 1)[1].split("\n## ", 1)[0]
+    adc = section.index("gcloud auth application-default login")
+    assert adc < section.index("\n   terraform init")  # the first terraform command run
+    assert section.index("infra/deployer.sh $PROJECT") < adc
+    steps = [chunk for chunk in section.split("\n") if chunk[:3].strip().rstrip(".").isdigit()]
+    assert len(steps) >= 9
+    bodies = section.split("\n1. Tools", 1)[1]
+    for number in range(2, len(steps) + 1):
+        body = bodies.split(f"\n{number}. ", 1)[1].split(f"\n{number + 1}. ", 1)[0]
+        assert any(word in body for word in ("**Role:**", "**Runs as:**", "Role:", "see [")), (
+            f"step {number} does not say whose rights it needs"
+        )
+    assert "for step 2 only" not in " ".join(readme.split())
+
+
 def test_synchronous_routes_fit_in_the_api_functions_timeout() -> None:
     """A synchronous call or a stream waits up to max_wait_s inside one request."""
     api = next(f for f in topology.load().functions if f.entry_point == "api")
@@ -139,6 +201,8 @@ def test_the_functions_publish_where_the_settings_say() -> None:
     )
     by_worker = {t.name for t in declared.topics if "home-worker" in t.publishers}
     assert settings.results_topic in by_worker
+    # Finishing the last item of a joined batch, the worker makes and publishes the join job.
+    assert settings.jobs_topic in by_worker
     pulled = {s.name for s in declared.subscriptions if "home-worker" in s.subscribers}
     assert pulled == {settings.worker.subscription}
 

@@ -180,16 +180,19 @@ def _console(expression: str, tmp_path: Path, *, endpoint_id: str = "") -> Any:
     text = (TF_DIR / "topology.tf").read_text()
     text = text.replace("${path.module}/../topology.yaml", str(ROOT / "infra" / "topology.yaml"))
     (tmp_path / "topology.tf").write_text(text)
-    (tmp_path / "variables.tf").write_text(
-        'variable "project_id" {\n  default = "p"\n}\n'
-        'variable "bucket_name" {\n  default = "b"\n}\n'
-        f'variable "runpod_endpoint_id" {{\n  default = "{endpoint_id}"\n}}\n'
-        'variable "runpod_webhook_url" {\n  default = ""\n}\n'
-        'variable "reply_topics" {\n  default = []\n}\n'
-        'variable "environment" {\n  default = {}\n}\n'
-    )
+    # The real variables, their defaults and validations; the two required ones given here.
+    shutil.copy(TF_DIR / "variables.tf", tmp_path / "variables.tf")
     result = subprocess.run(
-        [binary, "console"],
+        [
+            binary,
+            "console",
+            "-var",
+            "project_id=p",
+            "-var",
+            "bucket_name=b",
+            "-var",
+            f"runpod_endpoint_id={endpoint_id}",
+        ],
         input=f"jsonencode({expression})\n",
         cwd=tmp_path,
         capture_output=True,
@@ -207,7 +210,9 @@ def test_terraform_creates_exactly_what_the_topology_declares(tmp_path: Path) ->
         " functions = keys(local.functions), schedules = keys(local.schedules),"
         " ttl = keys(local.ttl_fields), indexes = length(local.indexes),"
         " secrets = local.secrets, region = local.region, pushed = local.pushed_functions,"
-        " dead_letter_topics = local.dead_letter_topics, audio_days = local.audio_days }",
+        " dead_letter_topics = local.dead_letter_topics, audio_days = local.audio_days,"
+        " ttl_databases = { for k, t in local.ttl_fields : k => t.database },"
+        " keys_database = local.keys_database }",
         tmp_path,
     )
     assert sorted(keys["topics"]) == sorted(t.name for t in declared.topics)
@@ -217,6 +222,10 @@ def test_terraform_creates_exactly_what_the_topology_declares(tmp_path: Path) ->
     assert sorted(keys["ttl"]) == sorted(
         f"{t.collection}.{t.field}" for t in declared.firestore.ttl
     )
+    assert keys["ttl_databases"] == {
+        f"{t.collection}.{t.field}": t.database for t in declared.firestore.ttl
+    }
+    assert keys["keys_database"] == declared.firestore.keys_database != "(default)"
     assert keys["indexes"] == len(declared.firestore.indexes)
     assert sorted(keys["secrets"]) == sorted(
         {s for f in declared.functions for s in f.secrets.values()}
@@ -249,3 +258,229 @@ def test_runpod_switches_on_with_its_endpoint(tmp_path: Path) -> None:
     assert on["TTS_RUNPOD__WEBHOOK_URL"] == (
         "https://us-central1-p.cloudfunctions.net/tts-runpod-webhook"
     )
+
+
+def test_the_functions_environment_names_the_voices_bucket_and_the_keys_database(
+    tmp_path: Path,
+) -> None:
+    """What Terraform writes is what Settings reads: voice files in their own bucket (the one
+    storage triggers watch), keys in their own database, traces exported to Google's."""
+    from shared.settings import Settings
+
+    env = _console("local.environment", tmp_path)
+    settings = Settings.model_validate(
+        {
+            "bucket": env["TTS_BUCKET"],
+            "voices": {"bucket": env["TTS_VOICES__BUCKET"]},
+            "keys_database": env["TTS_KEYS_DATABASE"],
+        }
+    )
+    assert settings.voices_bucket == "b-voices" != settings.bucket
+    assert settings.keys_database == topology.load().firestore.keys_database
+    assert env["TTS_TRACING__EXPORTER"] == "gcp"
+
+
+# ---- Deploy blockers and runtime defects, read from the parsed HCL (python-hcl2) ----
+
+
+def _resource(rtype: str, name: str) -> dict[str, Any]:
+    return _resources()[rtype][name]
+
+
+def _text(value: Any) -> str:
+    """An HCL string as python-hcl2 gives it (quoted, escaped), as the string it is."""
+    text = str(value)
+    if len(text) >= 2 and text[0] == text[-1] == '"':
+        text = text[1:-1].replace('\\"', '"')
+    return text
+
+
+def _dynamic(body: dict[str, Any], name: str) -> dict[str, Any]:
+    """The ``dynamic "name"`` block of a resource."""
+    (found,) = [
+        block for entry in body["dynamic"] for key, block in entry.items() if _unquote(key) == name
+    ]
+    return dict(found)
+
+
+def _block(body: dict[str, Any], name: str) -> dict[str, Any]:
+    (block,) = body[name]
+    return dict(block)
+
+
+def test_functions_build_as_a_named_account_with_the_roles_a_build_needs() -> None:
+    function = _resource("google_cloudfunctions2_function", "function")
+    build = _block(function, "build_config")
+    assert build["service_account"] == "${google_service_account.build.id}"
+    roles = {
+        _text(body["role"])
+        for rtype in ("google_project_iam_member", "google_storage_bucket_iam_member")
+        for body in _resources()[rtype].values()
+        if "google_service_account.build.email" in str(body["member"])
+    }
+    # Google's list for a custom build account: logs, images, the source objects.
+    assert roles == {
+        "roles/logging.logWriter",
+        "roles/artifactregistry.writer",
+        "roles/storage.objectAdmin",
+        "roles/storage.objectViewer",
+    }
+
+
+def test_the_source_generation_comes_from_the_uploaded_object() -> None:
+    build = _block(_resource("google_cloudfunctions2_function", "function"), "build_config")
+    storage = _block(_block(build, "source"), "storage_source")
+    assert storage["generation"] == (
+        "${google_storage_bucket_object.function_source[each.key].generation}"
+    )
+
+
+def test_pubsub_pushes_to_the_run_app_url_and_signs_for_it() -> None:
+    """The pushed functions take internal traffic only; Pub/Sub is internal only on run.app."""
+    subscription = _resource("google_pubsub_subscription", "subscription")
+    (push,) = _dynamic(subscription, "push_config")["content"]
+    run_app = "${google_cloudfunctions2_function.function[push_config.value].service_config[0].uri}"
+    assert push["push_endpoint"] == run_app
+    assert _block(push, "oidc_token")["audience"] == run_app
+    assert ".url" not in str(subscription)
+
+
+def test_functions_wait_for_the_agents_and_grants_of_a_first_apply() -> None:
+    identity = _resource("google_project_service_identity", "eventarc")
+    assert _text(identity["service"]) == "eventarc.googleapis.com"
+    agent = _resource("google_project_iam_member", "eventarc_agent")
+    assert _text(agent["role"]) == "roles/eventarc.serviceAgent"
+    assert "google_project_service_identity.eventarc.email" in agent["member"]
+    wait = _resource("time_sleep", "grants_propagate")
+    waited = {str(d).strip("${}") for d in wait["depends_on"]}
+    assert {
+        "google_project_iam_member.eventarc_agent",
+        "google_project_iam_member.gcs_agent_publisher",
+        "google_project_iam_member.build_logs",
+        "google_project_iam_member.build_images",
+        "google_project_iam_member.build_staging",
+        "google_storage_bucket_iam_member.build_sources",
+        "google_secret_manager_secret_iam_member.functions_secret",
+    } <= waited
+    function = _resource("google_cloudfunctions2_function", "function")
+    assert "${time_sleep.grants_propagate}" in function["depends_on"]
+
+
+def test_no_unused_project_data_source() -> None:
+    data = {_unquote(t) for block in _parsed().get("data", []) for t in block}
+    assert "google_project" not in data
+
+
+def test_public_functions_can_do_without_all_users() -> None:
+    """Where the organisation restricts policy members to its domains, allUsers is refused:
+    public_invoker = "none" leaves the grant out (README, Deploying, says what to do then)."""
+    grant = _resource("google_cloud_run_v2_service_iam_member", "public_invoker")
+    assert grant["for_each"] == (
+        '${var.public_invoker == "allUsers" ? local.public_functions : {}}'
+    )
+    readme = (ROOT / "README.md").read_text()
+    assert "iam.allowedPolicyMemberDomains" in readme
+    assert "public_invoker" in readme
+
+
+# ---- Security and cost ----
+
+
+def _home_worker_grants() -> list[tuple[str, str, dict[str, Any]]]:
+    return [
+        (rtype, name, body)
+        for rtype, named in _resources().items()
+        for name, body in named.items()
+        if "google_service_account.home_worker.email" in str(body.get("member", ""))
+    ]
+
+
+def test_the_home_worker_reaches_the_default_database_only() -> None:
+    firestore = _resource("google_project_iam_member", "home_worker_firestore")
+    expression = _text(_block(firestore, "condition")["expression"])
+    assert expression == 'resource.name == "projects/${var.project_id}/databases/(default)"'
+    keys = _resource("google_firestore_database", "keys")
+    assert keys["name"] == "${local.keys_database}"
+    # Every project-wide grant of the worker is conditioned, but the trace writer's.
+    for rtype, name, body in _home_worker_grants():
+        if rtype == "google_project_iam_member" and name != "home_worker_trace":
+            assert "condition" in body, name
+
+
+def test_the_home_worker_reaches_its_own_prefixes_only() -> None:
+    """IAM conditions on object names, with the prefixes the code uses."""
+    from shared.settings import Settings
+
+    settings = Settings()
+    bucket_grants = [
+        (name, body)
+        for rtype, name, body in _home_worker_grants()
+        if rtype == "google_storage_bucket_iam_member"
+    ]
+    assert [name for name, _ in bucket_grants] == ["home_worker_objects"]
+    (_, grant) = bucket_grants[0]
+    assert grant["for_each"] == "${local.home_worker_objects}"
+    expression = _text(_block(grant, "condition")["expression"])
+    assert "/objects/${each.value.prefix}" in expression
+    assert expression.startswith("resource.name.startsWith(")
+    objects = next(
+        block["home_worker_objects"]
+        for block in _parsed()["locals"]
+        if "home_worker_objects" in block
+    )
+    prefixes = {_text(o["prefix"]): _text(o["role"]) for o in objects.values()}
+    assert prefixes == {
+        settings.audio_prefix: "roles/storage.objectUser",
+        settings.voices.upload_prefix: "roles/storage.objectViewer",
+        settings.voices.prefix: "roles/storage.objectUser",
+        settings.voices.quarantine_prefix: "roles/storage.objectCreator",
+    }
+    voices = topology.load().voices_bucket
+    assert voices is not None
+    assert set(voices.prefixes) == {settings.voices.prefix, settings.voices.quarantine_prefix}
+
+
+def test_voice_files_have_the_only_bucket_storage_triggers_watch() -> None:
+    function = _resource("google_cloudfunctions2_function", "function")
+    storage_trigger = next(
+        block
+        for entry in function["dynamic"]
+        for key, block in entry.items()
+        if _unquote(key) == "event_trigger" and "storage" in str(block["for_each"])
+    )
+    (filters,) = storage_trigger["content"][0]["event_filters"]
+    assert filters["value"] == "${google_storage_bucket.voices.name}"
+    voices = _resource("google_storage_bucket", "voices")
+    assert voices["location"] == "${local.topology.bucket.location}"
+
+
+def test_lifecycle_deleted_audio_is_not_kept_by_soft_delete() -> None:
+    assert topology.load().bucket.soft_delete_days == 0
+    data = _resource("google_storage_bucket", "data")
+    (soft,) = _dynamic(data, "soft_delete_policy")["content"]
+    assert soft["retention_duration_seconds"] == "${soft_delete_policy.value * 86400}"
+
+
+def test_the_audio_cache_expires_with_the_audio() -> None:
+    ttl = {(t.collection, t.field) for t in topology.load().firestore.ttl}
+    assert ("audio_cache", "expires_at") in ttl
+
+
+def test_the_deployer_holds_no_broad_role_and_grants_only_what_terraform_grants() -> None:
+    """infra/deployer.sh: no editor, owner or securityAdmin; its projectIamAdmin is
+    conditioned to exactly the roles iam.tf grants on the project."""
+    script = (ROOT / "infra" / "deployer.sh").read_text()
+
+    def array(name: str) -> set[str]:
+        body = script.split(f"{name}=(", 1)[1].split(")", 1)[0]
+        return {line.split("#")[0].strip() for line in body.splitlines()} - {""}
+
+    roles = array("ROLES")
+    assert not roles & {"roles/editor", "roles/owner", "roles/iam.securityAdmin"}
+    assert "roles/iam.serviceAccountUser" not in roles  # act-as is per account (iam.tf)
+    granted = {_text(body["role"]) for body in _resources()["google_project_iam_member"].values()}
+    assert array("GRANTABLE") == granted
+    assert "modifiedGrantsByRole" in script
+    readme = (ROOT / "README.md").read_text()
+    assert "infra/deployer.sh" in readme
+    assert "roles/editor" not in readme
