@@ -186,6 +186,7 @@ def bootstrap(
         modes=models.modes,
         models=models.sources,
         model_facts=models.facts,
+        engine=models.engine,
         device=models.device,
         clock=gw.clock,
         interval_s=w.heartbeat_s,

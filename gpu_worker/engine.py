@@ -15,10 +15,11 @@ from __future__ import annotations
 import math
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
+from importlib import metadata
 from typing import Protocol
 
 from gpu_worker.audio.encoding import Waveform
-from shared.domain.backends import ModelFacts
+from shared.domain.backends import EngineInfo, ModelFacts
 from shared.domain.catalog import Language
 from shared.domain.errors import PromptTooLong
 from shared.domain.modes import ModelType
@@ -121,6 +122,20 @@ class Engine(Protocol):
     def create_voice_prompt(
         self, *, reference: Waveform, ref_text: str | None, x_vector_only: bool
     ) -> tuple[PromptItem, ...]: ...
+
+
+def engine_info(engine: object) -> EngineInfo:
+    """Which implementation ``engine`` is (its class's ``NAME`` and ``LIBRARY``) and that
+    library's version as installed; another class is named by itself."""
+    kind = type(engine)
+    library: str | None = getattr(kind, "LIBRARY", None)
+    version = None
+    if library is not None:
+        try:
+            version = metadata.version(library)
+        except metadata.PackageNotFoundError:
+            version = None
+    return EngineInfo(name=getattr(kind, "NAME", kind.__name__), library=library, version=version)
 
 
 def line_budget(line: Line, *, max_new_tokens: int) -> int:

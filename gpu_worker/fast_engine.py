@@ -59,6 +59,9 @@ class FastEngine(QwenEngine):
     on a machine without CUDA, for tests and development. Otherwise it needs a CUDA device.
     """
 
+    NAME = "faster"
+    LIBRARY = "faster-qwen3-tts"
+
     def __init__(
         self,
         *,

@@ -14,6 +14,7 @@ from shared.domain.backends import (
     BackendKind,
     BackendStatus,
     Capabilities,
+    EngineInfo,
     GpuTelemetry,
     ModelFacts,
 )
@@ -49,13 +50,18 @@ class Heartbeat:
         clock: Clock,
         interval_s: float,
         model_facts: tuple[ModelFacts, ...] = (),
+        engine: EngineInfo | None = None,
     ) -> None:
         self._store = store
         self._backend_id = backend_id
         self._kind = kind
         self._worker_id = worker_id
         self._capabilities = Capabilities(
-            api_version=API_VERSION, modes=modes, models=models, model_facts=model_facts
+            api_version=API_VERSION,
+            modes=modes,
+            models=models,
+            model_facts=model_facts,
+            engine=engine,
         )
         self._device = device
         self._clock = clock

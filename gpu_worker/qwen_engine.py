@@ -64,6 +64,9 @@ class QwenEngine:
     """Owns one ``Qwen3TTSModel``. ``load()`` is idempotent and safe from many threads.
     ``max_prompt_tokens`` bounds a voice prompt (``TTS_WORKER__MAX_PROMPT_TOKENS``)."""
 
+    NAME = "qwen"
+    LIBRARY = "qwen-tts"
+
     def __init__(
         self,
         *,

@@ -5,12 +5,20 @@ exists (a lazy load inside the handler would race between concurrent requests), 
 handler that runs each task through the same ``TaskExecutor`` as the 4090, with signed-URL
 I/O instead of Google clients. Every outcome is a ``RunPodOutput``; a task failure is data
 (``failure``), never an exception escaping into the SDK.
+
+Several jobs at once (``concurrent``): runpod 1.10.0 takes one job at a time unless the config's
+``concurrency_modifier`` says more, and calls a plain handler inside its event loop, where one
+job blocks every other. So the SDK is given an async handler that runs each job on a thread of
+its own, up to ``TTS_WORKER__BATCH_SIZE`` at once; their lines meet in the models' batch queue
+and are said in one engine call, as the home worker's jobs are.
 """
 
 from __future__ import annotations
 
+import asyncio
 import logging
 from collections.abc import Callable, Mapping
+from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 import requests
@@ -86,14 +94,32 @@ def _failed(job_id: str, code: str, message: str, *, retryable: bool = False) ->
     return RunPodOutput(job_id=job_id, failure=failure).model_dump(mode="json")
 
 
+def concurrent(handler: Handler, *, jobs: int) -> dict[str, Any]:
+    """The SDK's config for ``handler``, ``jobs`` of them at once: its ``concurrency_modifier``
+    asks for that many, and its handler awaits each job on a thread of its own (a plain
+    handler would run inside the SDK's event loop, one job blocking the rest)."""
+    pool = ThreadPoolExecutor(max_workers=jobs, thread_name_prefix="runpod-job")
+
+    async def serve_job(job: Mapping[str, Any]) -> dict[str, Any]:
+        return await asyncio.get_running_loop().run_in_executor(pool, handler, job)
+
+    def concurrency(_current: int) -> int:
+        return jobs
+
+    return {"handler": serve_job, "concurrency_modifier": concurrency}
+
+
 def main() -> None:
     import runpod  # the SDK only where it runs: importing it pulls a web stack
 
     configure_logging()
     settings = Settings()
     handler = build_handler(settings, models=load_models(settings))
-    log.info("runpod worker ready", extra={"models": list(settings.worker.models)})
-    runpod.serverless.start({"handler": handler})
+    log.info(
+        "runpod worker ready",
+        extra={"models": list(settings.worker.models), "jobs_at_once": settings.worker.batch_size},
+    )
+    runpod.serverless.start(concurrent(handler, jobs=settings.worker.batch_size))
 
 
 if __name__ == "__main__":

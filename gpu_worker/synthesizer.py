@@ -38,9 +38,10 @@ from gpu_worker.engine import (
     Line,
     Speaker,
     Voice,
+    engine_info,
     token_budget,
 )
-from shared.domain.backends import ModelFacts
+from shared.domain.backends import EngineInfo, ModelFacts
 from shared.domain.catalog import Language
 from shared.domain.errors import (
     ConfigurationError,
@@ -334,6 +335,11 @@ class ModelSet:
     @property
     def device(self) -> str:
         return next(iter(self._by_type.values())).device
+
+    @property
+    def engine(self) -> EngineInfo | None:
+        """The implementation running the models (one per worker); ``None`` with none."""
+        return next((engine_info(s.engine) for s in self._by_type.values()), None)
 
     def of_type(self, model_type: ModelType) -> Synthesizer:
         try:

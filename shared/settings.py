@@ -263,7 +263,8 @@ class WorkerSettings(BaseModel):
     to start unless a prompt made from the longest reference (``voices.max_reference_s``) fits."""
     batch_size: int = Field(default=4, ge=1, le=64)
     """Utterances synthesized in one call: queued jobs of the same model and mode, or one long
-    job's sentence chunks. Also how many jobs the subscriber holds at once."""
+    job's sentence chunks. Also how many jobs the subscriber holds at once, and how many a
+    RunPod worker takes at once (the SDK's ``concurrency_modifier``)."""
     batch_window_s: float = Field(default=0.02, ge=0, le=5)
     """How long the first utterance waits for others to join its batch."""
 

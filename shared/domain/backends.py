@@ -61,6 +61,21 @@ class ModelFacts(BaseModel):
     model), so it speaks no prompt."""
 
 
+class EngineInfo(BaseModel):
+    """Which implementation runs a worker's models, as the worker built it (a ``faster`` worker
+    without CUDA may run ``qwen``), and its library's installed version."""
+
+    model_config = ConfigDict(frozen=True)
+
+    name: str
+    """As ``TTS_WORKER__ENGINE`` spells it (``qwen``, ``faster``); a plain string, so a newer
+    worker's heartbeat still parses."""
+    library: str | None = None
+    """The package that implements it (``qwen-tts``, ``faster-qwen3-tts``)."""
+    version: str | None = None
+    """That package's version as installed; ``None``: not installed as a package."""
+
+
 class Capabilities(BaseModel):
     model_config = ConfigDict(frozen=True)
 
@@ -72,6 +87,9 @@ class Capabilities(BaseModel):
     model_facts: tuple[ModelFacts, ...] = ()
     """Per loaded model, what its voice prompts must fit (the registry checks files against
     them); empty from a worker that predates them."""
+    engine: EngineInfo | None = None
+    """The implementation running ``models`` and its version; ``None`` from a worker that
+    predates it (or that loaded no model)."""
 
 
 class GpuTelemetry(BaseModel):
