@@ -11,6 +11,7 @@ import google.cloud.pubsub_v1 as pubsub_v1
 from gpu_worker.bucket_io import BucketIO
 from gpu_worker.engine import CODEC_FRAME_RATE_HZ, Engine, token_budget
 from gpu_worker.heartbeat import Heartbeat
+from gpu_worker.pipeline import StageConfig
 from gpu_worker.prompt_cache import PromptCache
 from gpu_worker.runner import Executor, JobRunner, RunnerConfig
 from gpu_worker.subscriber import HomeSubscriber
@@ -167,6 +168,7 @@ def bootstrap(
         limits=settings.voices,
         max_chunk_chars=w.max_chunk_chars,
         max_join_s=w.max_join_s,
+        stream=StageConfig.of(w),
     )
     runner = JobRunner(
         gateway=gw,

@@ -25,6 +25,7 @@ import requests
 from pydantic import ValidationError
 
 from gpu_worker.bootstrap import load_models
+from gpu_worker.pipeline import StageConfig
 from gpu_worker.prompt_cache import PromptCache
 from gpu_worker.synthesizer import ModelSet
 from gpu_worker.tasks import Task, TaskExecutor
@@ -73,6 +74,7 @@ def build_handler(settings: Settings, *, models: ModelSet) -> Handler:
             limits=settings.voices,
             max_chunk_chars=settings.worker.max_chunk_chars,
             max_join_s=settings.worker.max_join_s,
+            stream=StageConfig.of(settings.worker),
         )
         try:
             result = executor.execute(

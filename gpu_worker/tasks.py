@@ -12,6 +12,7 @@ from __future__ import annotations
 import logging
 from contextlib import closing
 from dataclasses import dataclass
+from enum import Enum
 from typing import TYPE_CHECKING, Protocol
 
 from gpu_worker.audio.encoding import (
@@ -25,6 +26,7 @@ from gpu_worker.audio.encoding import (
 from gpu_worker.audio.loudness import normalize
 from gpu_worker.audio.ops import StreamedClip, concatenate, decode, join_waves, joint
 from gpu_worker.engine import Clone, Design, Line, Speaker, Voice
+from gpu_worker.pipeline import Stage, StageConfig
 from shared.domain.audio_formats import AudioFormat
 from shared.domain.audio_input import CONTENT_TYPES
 from shared.domain.errors import (
@@ -55,7 +57,7 @@ from shared.domain.synthesis import (
 )
 from shared.domain.text_split import split_text
 from shared.domain.voice_file import PromptItem, VoicePromptFile, check_fits, dumps, max_frames
-from shared.settings import VoiceSettings
+from shared.settings import VoiceSettings, WorkerSettings
 
 if TYPE_CHECKING:
     from gpu_worker.synthesizer import ModelSet, Spoken, Synthesizer
@@ -135,12 +137,14 @@ class TaskExecutor:
         limits: VoiceSettings,
         max_chunk_chars: int,
         max_join_s: float,
+        stream: StageConfig | None = None,
     ) -> None:
         self._models = models
         self._io = io
         self._limits = limits
         self._max_chunk_chars = max_chunk_chars
         self._max_join_s = max_join_s
+        self._stream_stage = stream or StageConfig.of(WorkerSettings())
 
     @property
     def modes(self) -> tuple[Mode, ...]:
@@ -209,38 +213,26 @@ class TaskExecutor:
     def _stream(
         self, task: Task, request: SpeechRequest, synth: Synthesizer, lines: list[Line]
     ) -> AudioResult:
-        pieces = _Pieces(self._io, task, request.format)
-        segments: list[Waveform] = []
-        # A sentence's faded last 10 ms and the pause after it go out with the next sentence's
-        # first piece: one part per engine piece, not an extra one per sentence.
-        carried: list[Waveform] = []
-
-        def add(wave: Waveform) -> None:
-            if wave.samples.size:
-                segment = stretch(concatenate([*carried, wave]), speed=request.speed)
-                carried.clear()
-                segments.append(segment)
-                pieces.add(segment)
-
-        for index, line in enumerate(lines):
-            self._check_wanted(task, index, len(lines))
-            seed = None if request.seed is None else request.seed + index
-            clip: StreamedClip | None = None
-            with closing(synth.stream(line, seed=seed)) as made:
-                for piece in made:
-                    clip = clip or StreamedClip(
-                        first=index == 0,
-                        last=index == len(lines) - 1,
-                        sample_rate=piece.sample_rate,
-                    )
-                    add(clip.feed(piece))
-            if clip is None:
-                raise SynthesisFailed(f"the model made no audio for chunk {index}")
-            carried.append(clip.finish())
-        add(concatenate(carried))
-        parts = pieces.finish()
-        audio = encode(concatenate(segments), fmt=request.format)
-        return self._io.store_audio(task, audio, parts=parts)
+        """The engine (this thread, holding the model's lock) only generates; each piece goes
+        to the job's stage (``pipeline.py``), whose thread stretches, encodes and publishes the
+        pieces in order, each within a deadline."""
+        out = _StreamOut(self._io, task, request, lines=len(lines))
+        with Stage(out.take, config=self._stream_stage, name=f"stream {task.id}") as stage:
+            for index, line in enumerate(lines):
+                self._check_wanted(task, index, len(lines))
+                seed = None if request.seed is None else request.seed + index
+                made = 0
+                with closing(synth.stream(line, seed=seed)) as pieces:
+                    for piece in pieces:
+                        stage.put(_Piece(line=index, wave=piece))
+                        made += 1
+                if not made:
+                    raise SynthesisFailed(f"the model made no audio for chunk {index}")
+                stage.put(_Mark.LINE_END)
+            stage.put(_Mark.ALL_SAID)
+            stage.finish()
+        audio = encode(concatenate(out.segments), fmt=request.format)
+        return self._io.store_audio(task, audio, parts=out.parts)
 
     def _check_wanted(self, task: Task, index: int, total: int) -> None:
         if index and not self._io.still_wanted(task):
@@ -404,6 +396,58 @@ def _raised(result: Spoken) -> Waveform:
 
 def _clip(audio: EncodedAudio) -> Clip:
     return Clip(data=audio.data, extension=audio.extension, content_type=audio.content_type)
+
+
+@dataclass(frozen=True, slots=True)
+class _Piece:
+    line: int
+    wave: Waveform
+
+
+class _Mark(Enum):
+    LINE_END = "the line's last piece has come"
+    ALL_SAID = "the job's last line has ended"
+
+
+class _StreamOut:
+    """What becomes of a streamed job's pieces, in the order the engine made them (on the job's
+    stage thread): each line's edges faded (``StreamedClip``), stretched to the asked pace,
+    encoded as one stream and published."""
+
+    def __init__(self, io: TaskIO, task: Task, request: SpeechRequest, *, lines: int) -> None:
+        self._pieces = _Pieces(io, task, request.format)
+        self._speed = request.speed
+        self._lines = lines
+        self._clip: StreamedClip | None = None
+        # A sentence's faded last 10 ms and the pause after it go out with the next sentence's
+        # first piece: one part per engine piece, not an extra one per sentence.
+        self._carried: list[Waveform] = []
+        self.segments: list[Waveform] = []
+        """Everything published, as stretched: the finished audio is these, encoded whole."""
+        self.parts = 0
+        """Parts published, once all is said."""
+
+    def take(self, item: _Piece | _Mark) -> None:
+        match item:
+            case _Piece(line=line, wave=wave):
+                self._clip = self._clip or StreamedClip(
+                    first=line == 0, last=line == self._lines - 1, sample_rate=wave.sample_rate
+                )
+                self._add(self._clip.feed(wave))
+            case _Mark.LINE_END:
+                assert self._clip is not None, "a line ended before its first piece"
+                self._carried.append(self._clip.finish())
+                self._clip = None
+            case _Mark.ALL_SAID:
+                self._add(concatenate(self._carried))
+                self.parts = self._pieces.finish()
+
+    def _add(self, wave: Waveform) -> None:
+        if wave.samples.size:
+            segment = stretch(concatenate([*self._carried, wave]), speed=self._speed)
+            self._carried.clear()
+            self.segments.append(segment)
+            self._pieces.add(segment)
 
 
 class _Pieces:

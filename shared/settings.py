@@ -251,6 +251,16 @@ class WorkerSettings(BaseModel):
     """For ``engine=faster`` where CUDA is absent (or ``device`` is not a CUDA device)."""
     stream_frames: int = Field(default=8, ge=1, le=250)
     """Codec frames (12.5 a second) per streamed piece on the ``faster`` engine: 8 is 0.64 s."""
+    stream_upload_deadline_s: float = Field(default=30.0, gt=0, le=600)
+    """The longest a streamed piece's stretch, encode and upload may take; past it the job
+    fails as transient (released) and the stuck upload is abandoned: the engine never waits
+    on it."""
+    stream_queue_pieces: int = Field(default=32, ge=1, le=4096)
+    """Streamed pieces a job's upload stage may fall behind the engine; past that the engine
+    waits for it (under its lock, within the deadline)."""
+    stream_pipeline: bool = True
+    """False stretches, encodes and uploads each piece inline, under the engine's lock, with
+    no deadline: the old way, kept to compare against (``bench/engine.py``)."""
     max_seq_len: int = Field(default=3072, ge=64, le=32768)
     """The ``faster`` engine's static KV cache, in tokens: a prompt plus its token budget must
     fit, else the item fails with ``prompt_too_long`` (the library would cut it silently). The
