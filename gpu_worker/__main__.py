@@ -1,4 +1,9 @@
-"""``python -m gpu_worker``: run the home-GPU subscriber until SIGTERM / Ctrl-C / Ctrl-Break."""
+"""``python -m gpu_worker``: run the home-GPU subscriber until SIGTERM / Ctrl-C / Ctrl-Break.
+
+Exit status: 0 once stopped; 2 when it cannot start; ``EXIT_POISONED`` (70, EX_SOFTWARE) after
+a CUDA fault, which leaves nothing more to run in this process: its supervisor (NSSM, systemd)
+starts a fresh one, whose heartbeat clears the ``unhealthy`` the fault left.
+"""
 
 from __future__ import annotations
 
@@ -10,10 +15,12 @@ from types import FrameType
 
 from gpu_worker import system_check
 from gpu_worker.bootstrap import bootstrap
-from shared.domain.errors import ConfigurationError
+from shared.domain.errors import ConfigurationError, WorkerPoisoned
 from shared.logs import configure_logging
 
 log = logging.getLogger("gpu_worker")
+
+EXIT_POISONED = 70
 
 
 def main() -> int:
@@ -43,7 +50,11 @@ def main() -> int:
     if hasattr(signal, "SIGBREAK"):
         signal.signal(signal.SIGBREAK, request_stop)
     log.info("worker ready")
-    worker.subscriber.serve(stop)
+    try:
+        worker.subscriber.serve(stop)
+    except WorkerPoisoned as exc:
+        log.critical("worker stopped by a CUDA fault; exiting for a fresh one: %s", exc.message)
+        return EXIT_POISONED
     return 0
 
 

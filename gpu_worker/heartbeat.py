@@ -1,5 +1,5 @@
 """The worker's heartbeat into ``backends/{id}``: capabilities (with what each loaded model
-accepts in a voice prompt), API version, load, GPU."""
+accepts in a voice prompt), API version, load, GPU, and a fault that made it unhealthy."""
 
 from __future__ import annotations
 
@@ -69,6 +69,21 @@ class Heartbeat:
         self._lock = threading.Lock()
         self.jobs_in_hand = 0
         self.jobs_done = 0
+        self._fault: str | None = None
+
+    @property
+    def fault(self) -> str | None:
+        return self._fault
+
+    def unhealthy(self, fault: str) -> None:
+        """From now on every beat says ``unhealthy``, with why (a CUDA fault): this one at
+        once, so that routing turns away before the process has stopped."""
+        with self._lock:
+            self._fault = fault
+        try:
+            self.beat()
+        except TransientError as exc:
+            log.warning("heartbeat failed", extra={"error": exc.message})
 
     def job_started(self) -> None:
         with self._lock:
@@ -80,8 +95,12 @@ class Heartbeat:
             self.jobs_done += 1
 
     def beat(self, status: BackendStatus = BackendStatus.ONLINE) -> None:
+        """Say ``status``; once the worker is unhealthy, always that (and no CUDA query: its
+        context is broken)."""
         with self._lock:
-            in_hand, done = self.jobs_in_hand, self.jobs_done
+            in_hand, done, fault = self.jobs_in_hand, self.jobs_done, self._fault
+        if fault is not None:
+            status = BackendStatus.UNHEALTHY
         self._store.heartbeat(
             BackendHeartbeat(
                 id=self._backend_id,
@@ -92,7 +111,10 @@ class Heartbeat:
                 last_heartbeat=self._clock(),
                 jobs_in_hand=in_hand,
                 jobs_done=done,
-                gpu=gpu_telemetry(self._device),
+                gpu=GpuTelemetry(device=self._device)
+                if fault is not None
+                else gpu_telemetry(self._device),
+                fault=fault,
             )
         )
 

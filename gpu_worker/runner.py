@@ -3,6 +3,10 @@
 Every delivery of a job message ends in one ``RunResult``; the entrypoint only turns it into
 an ack or a nack. A message for a job that cannot be claimed (finished, leased by a live
 worker, routed elsewhere) is acked with no work, which makes duplicate delivery harmless.
+
+A CUDA fault is not a result: the job goes back to the queue without spending a try, and the
+runner raises ``WorkerPoisoned`` for the entrypoint to stop the process (nothing more may run
+on a broken CUDA context).
 """
 
 from __future__ import annotations
@@ -21,6 +25,7 @@ from shared.domain.errors import (
     NotFound,
     PermanentError,
     TransientError,
+    WorkerPoisoned,
 )
 from shared.domain.jobs import Job, JobError, JobOutput
 from shared.usecases import completion
@@ -82,9 +87,12 @@ class JobRunner:
     def run(self, message: JobMessage) -> RunResult:
         """Claim, run and finish one job. A store that is down or contended at any step is a
         ``RETRY`` (the message comes back; a claim it could not finish is taken again once its
-        lease runs out), never a crashed run."""
+        lease runs out), never a crashed run. ``WorkerPoisoned`` (a CUDA fault, after the job
+        was given back) is raised: the process must stop."""
         try:
             return self._run(message)
+        except WorkerPoisoned:
+            raise
         except TransientError as exc:
             log.warning(
                 "job store unavailable; the job comes back",
@@ -117,6 +125,9 @@ class JobRunner:
                 result = self._executor.execute(Task.of(job))
         except JobCanceled as exc:
             return self._skip(job_id, exc.message)
+        except WorkerPoisoned as exc:
+            self._give_back(job, exc)
+            raise
         except PermanentError as exc:
             return self._finish_failed(job, exc.code, exc.message)
         except TransientError as exc:
@@ -141,11 +152,29 @@ class JobRunner:
             return self._skip(job.id, "another worker took the job over")
         return RunResult(job.id, Outcome.FAILED, message)
 
-    def _release(self, job: Job, exc: TransientError) -> RunResult:
+    def _release(self, job: Job, exc: TransientError, *, spare: bool = False) -> RunResult:
         error = JobError(code=exc.code, message=exc.message, retryable=True)
-        if not completion.release(self._gw, job, worker=self._config.worker_id, error=error):
+        worker = self._config.worker_id
+        if not completion.release(self._gw, job, worker=worker, error=error, spare=spare):
             return self._skip(job.id, "another worker took the job over")
         return RunResult(job.id, Outcome.RETRY, exc.message)
+
+    def _give_back(self, job: Job, exc: WorkerPoisoned) -> None:
+        """The worker broke, not the job: back to the queue without spending a try (unless
+        the job has met too many faults to be innocent, ``Job.fault_spared``)."""
+        log.critical("CUDA fault: the worker must stop", extra={"job_id": job.id})
+        try:
+            if not job.fault_spared and job.tries >= self._config.max_attempts:
+                self._finish_failed(
+                    job, exc.code, f"gave up after {job.tries} attempts: {exc.message}"
+                )
+            else:
+                self._release(job, exc, spare=True)
+        except TransientError as store:
+            # The lease runs out and the monitor requeues the job; the process stops anyway.
+            log.warning(
+                "could not give the job back", extra={"job_id": job.id, "error": store.message}
+            )
 
     def _skip(self, job_id: str, reason: str) -> RunResult:
         log.info("job message skipped", extra={"job_id": job_id, "reason": reason})

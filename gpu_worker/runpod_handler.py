@@ -11,12 +11,20 @@ Several jobs at once (``concurrent``): runpod 1.10.0 takes one job at a time unl
 job blocks every other. So the SDK is given an async handler that runs each job on a thread of
 its own, up to ``TTS_WORKER__BATCH_SIZE`` at once; their lines meet in the models' batch queue
 and are said in one engine call, as the home worker's jobs are.
+
+A CUDA fault breaks the process's CUDA context for good. Its job is reported as a retryable
+``worker_poisoned`` failure (the dispatcher does not count the attempt) with RunPod's
+``refresh_worker`` flag, which has RunPod replace this worker once the result is in; the SDK's
+loop is told to stop after the job, any job it still hands over meanwhile is answered the same
+way without touching the GPU, and the process exits with ``EXIT_POISONED``.
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
+import sys
+import threading
 from collections.abc import Callable, Mapping
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
@@ -31,7 +39,7 @@ from gpu_worker.synthesizer import ModelSet
 from gpu_worker.tasks import Task, TaskExecutor
 from gpu_worker.url_io import SignedUrlIO
 from shared.domain.backends import API_VERSION
-from shared.domain.errors import GatewayError
+from shared.domain.errors import GatewayError, WorkerPoisoned
 from shared.logs import configure_logging
 from shared.settings import Settings
 from shared.wire.runpod_io import RunPodFailure, RunPodInput, RunPodOutput
@@ -40,9 +48,15 @@ log = logging.getLogger(__name__)
 
 Handler = Callable[[Mapping[str, Any]], dict[str, Any]]
 
+EXIT_POISONED = 70
+REFRESH = "refresh_worker"
+"""RunPod's flag, in a handler's output or in the SDK's config, for a fresh worker."""
+
 
 def build_handler(settings: Settings, *, models: ModelSet) -> Handler:
-    """The handler, closed over models loaded once and a prompt cache shared across jobs."""
+    """The handler, closed over models loaded once and a prompt cache shared across jobs.
+    After a CUDA fault it answers every job as ``_poisoned``, without touching the GPU."""
+    faults: list[WorkerPoisoned] = []
     prompts = PromptCache(
         max_bytes=settings.worker.prompt_cache_bytes,
         max_file_bytes=settings.voices.max_prompt_bytes,
@@ -62,6 +76,8 @@ def build_handler(settings: Settings, *, models: ModelSet) -> Handler:
                 "api_version",
                 f"this worker speaks API {API_VERSION}, the task {task_input.api_version}",
             )
+        if faults:
+            return _poisoned(task.id, faults[0])
         executor = TaskExecutor(
             models=models,
             io=SignedUrlIO(
@@ -80,6 +96,10 @@ def build_handler(settings: Settings, *, models: ModelSet) -> Handler:
             result = executor.execute(
                 Task(id=task.id, owner=task.owner, request=task.request, attempt=task.attempt)
             )
+        except WorkerPoisoned as exc:
+            log.critical("CUDA fault: this worker is replaced", extra={"job_id": task.id})
+            faults.append(exc)
+            return _poisoned(task.id, exc)
         except GatewayError as exc:
             log.warning("task failed", extra={"job_id": task.id, "code": exc.code})
             return _failed(task.id, exc.code, exc.message, retryable=exc.retryable)
@@ -94,6 +114,13 @@ def build_handler(settings: Settings, *, models: ModelSet) -> Handler:
 def _failed(job_id: str, code: str, message: str, *, retryable: bool = False) -> dict[str, Any]:
     failure = RunPodFailure(code=code, message=message, retryable=retryable)
     return RunPodOutput(job_id=job_id, failure=failure).model_dump(mode="json")
+
+
+def _poisoned(job_id: str, fault: WorkerPoisoned) -> dict[str, Any]:
+    # The SDK takes REFRESH out of the output and asks RunPod to stop this worker once the
+    # result is in; the dispatcher reads the code and spares the attempt.
+    output = _failed(job_id, fault.code, fault.message, retryable=True)
+    return {**output, REFRESH: True}
 
 
 def concurrent(handler: Handler, *, jobs: int) -> dict[str, Any]:
@@ -111,18 +138,31 @@ def concurrent(handler: Handler, *, jobs: int) -> dict[str, Any]:
     return {"handler": serve_job, "concurrency_modifier": concurrency}
 
 
-def main() -> None:
+def main() -> int:
     import runpod  # the SDK only where it runs: importing it pulls a web stack
 
     configure_logging()
     settings = Settings()
     handler = build_handler(settings, models=load_models(settings))
+    config: dict[str, Any] = {}
+    poisoned = threading.Event()
+
+    def serve(job: Mapping[str, Any]) -> dict[str, Any]:
+        output = handler(job)
+        if output.get(REFRESH):
+            # The SDK reads its own refresh_worker setting after each job, then ends its loop.
+            poisoned.set()
+            config[REFRESH] = True
+        return output
+
+    config.update(concurrent(serve, jobs=settings.worker.batch_size))
     log.info(
         "runpod worker ready",
         extra={"models": list(settings.worker.models), "jobs_at_once": settings.worker.batch_size},
     )
-    runpod.serverless.start(concurrent(handler, jobs=settings.worker.batch_size))
+    runpod.serverless.start(config)
+    return EXIT_POISONED if poisoned.is_set() else 0
 
 
 if __name__ == "__main__":
-    main()
+    sys.exit(main())

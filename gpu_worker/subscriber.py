@@ -6,6 +6,11 @@ the model (``gpu_worker.batching``), while the rest of the queue stays available
 The client library extends the Pub/Sub ack deadline while a callback runs, and the runner
 extends the job's Firestore lease. On shutdown it stops pulling, lets the jobs in hand finish,
 then returns.
+
+A CUDA fault (``WorkerPoisoned``) stops it the same way, but for good: the job that met it went
+back to the queue, the heartbeat says ``unhealthy`` at once (and to the end), no other job is
+taken, and ``serve`` raises the fault once the jobs in hand are given back, for the process to
+exit non-zero and its supervisor (NSSM, systemd) to start a fresh one.
 """
 
 from __future__ import annotations
@@ -22,7 +27,7 @@ from google.cloud.pubsub_v1.subscriber.scheduler import ThreadScheduler
 from gpu_worker.heartbeat import Heartbeat
 from gpu_worker.runner import JobRunner
 from shared.domain.backends import BackendStatus
-from shared.domain.errors import InvalidRequest
+from shared.domain.errors import InvalidRequest, WorkerPoisoned
 from shared.wire.messages import JobMessage
 
 log = logging.getLogger(__name__)
@@ -47,9 +52,21 @@ class HomeSubscriber:
         self._max_lease_s = max_lease_s
         self._shutdown_grace_s = shutdown_grace_s
         self._max_jobs = max_jobs
+        self._lock = threading.Lock()
+        self._fault: WorkerPoisoned | None = None
+        self._halt = threading.Event()
+        """Set when serving ends: by ``stop``, or by a CUDA fault."""
+
+    @property
+    def fault(self) -> WorkerPoisoned | None:
+        """The CUDA fault that stopped this worker, if one did."""
+        return self._fault
 
     def handle(self, message: Message) -> None:
         """One delivery: decode, run, ack or nack. The outermost boundary of a job."""
+        if self._fault is not None:
+            message.nack()  # a broken worker takes no job; a fresh one will
+            return
         try:
             job_message = JobMessage.decode(message.data)
         except InvalidRequest as exc:
@@ -63,6 +80,10 @@ class HomeSubscriber:
         self._heartbeat.job_started()
         try:
             result = self._runner.run(job_message)
+        except WorkerPoisoned as exc:
+            message.nack()  # the runner gave the job back; the message comes back for it
+            self._poisoned(exc)
+            return
         except Exception:  # the outermost boundary: a bug must not kill the stream
             log.exception("job run crashed", extra={"job_id": job_message.job_id})
             message.nack()
@@ -74,10 +95,20 @@ class HomeSubscriber:
         else:
             message.nack()
 
+    def _poisoned(self, fault: WorkerPoisoned) -> None:
+        with self._lock:
+            first, self._fault = self._fault is None, self._fault or fault
+        if first:
+            log.critical("CUDA fault: the worker stops for good", extra={"error": fault.message})
+            self._heartbeat.unhealthy(fault.message)
+            self._halt.set()
+
     def serve(self, stop: threading.Event) -> None:
-        """Pull and run jobs until ``stop`` is set, then drain the jobs in hand."""
+        """Pull and run jobs until ``stop`` is set, then drain the jobs in hand. After a CUDA
+        fault it stops by itself, and raises ``WorkerPoisoned`` once drained."""
+        self._halt.clear()
         beats = threading.Thread(
-            target=self._heartbeat.run, args=(stop,), name="heartbeat", daemon=True
+            target=self._heartbeat.run, args=(self._halt,), name="heartbeat", daemon=True
         )
         beats.start()
         future = self._client.subscribe(
@@ -94,10 +125,11 @@ class HomeSubscriber:
         )
         log.info("subscribed", extra={"subscription": self._subscription_path})
         try:
-            while not stop.wait(1.0):
+            while not stop.wait(1.0) and not self._halt.is_set():
                 if future.done():
                     future.result()  # surfaces a dead stream as an exception
         finally:
+            self._halt.set()
             future.cancel()
             try:
                 future.result(timeout=self._shutdown_grace_s)
@@ -106,5 +138,7 @@ class HomeSubscriber:
             except Exception:
                 log.exception("streaming pull ended with an error")
             beats.join(timeout=5)
-            self._heartbeat.beat(BackendStatus.OFFLINE)
+            self._heartbeat.beat(BackendStatus.OFFLINE)  # unhealthy, after a fault
             log.info("subscriber stopped")
+        if self._fault is not None:
+            raise self._fault

@@ -46,9 +46,11 @@ from shared.domain.catalog import Language
 from shared.domain.errors import (
     ConfigurationError,
     GatewayError,
+    GpuOutOfMemory,
+    LineOutOfMemory,
     SynthesisFailed,
     SynthesisRunaway,
-    TransientError,
+    WorkerPoisoned,
 )
 from shared.domain.modes import MODES_BY_MODEL_TYPE, Mode, ModelType, modes_offered
 from shared.domain.voice_file import PromptItem, VoicePromptFile
@@ -128,7 +130,10 @@ class Synthesizer:
       from the generator between seed and sample;
     * locking: one engine call at a time (the GPU is the bottleneck, and both libraries keep
       per-call state on the model);
-    * error translation: out of GPU memory is transient; an input the model rejects is not.
+    * error translation: an input the model rejects fails its line; out of GPU memory splits
+      the batch and tries again once, failing only a line that does not fit alone
+      (``LineOutOfMemory``); a CUDA fault (``WorkerPoisoned``) fails the whole call, and every
+      later one without touching the GPU: the process's CUDA context is broken for good.
     """
 
     def __init__(
@@ -142,6 +147,7 @@ class Synthesizer:
         self.engine = engine
         self._cap = max_new_tokens
         self._lock = threading.Lock()
+        self._fault: WorkerPoisoned | None = None
         # Looked up at each call, not bound once, so that a wrapped ``speak`` sees batches too.
         self.queue: BatchQueue[Line, Spoken] = BatchQueue(
             run=lambda lines: self.speak(lines),
@@ -186,8 +192,10 @@ class Synthesizer:
             ready = []
             for index, line in enumerate(lines):
                 try:
-                    with translated_errors():
+                    with self._engine_call():
                         self.engine.check_fits(line, max_new_tokens=bounds[index].limit)
+                except WorkerPoisoned:
+                    raise
                 except GatewayError as exc:
                     results[index] = exc
                 else:
@@ -208,7 +216,7 @@ class Synthesizer:
         run out or the iterator is closed: close it (``contextlib.closing``) if you stop early."""
         bound = self._bound(line)
         frames = 0.0
-        with self._lock, GENERATION.held_for(seed), translated_errors():
+        with self._lock, GENERATION.held_for(seed), self._engine_call():
             self.engine.check_fits(line, max_new_tokens=bound.limit)
             self._seed(seed)
             for piece in self.engine.stream(line, max_new_tokens=bound.limit):
@@ -220,7 +228,7 @@ class Synthesizer:
     def create_voice_prompt(
         self, *, reference: Waveform, ref_text: str | None, x_vector_only: bool
     ) -> tuple[PromptItem, ...]:
-        with self._lock, translated_errors():
+        with self._lock, self._engine_call():
             return self.engine.create_voice_prompt(
                 reference=reference, ref_text=ref_text, x_vector_only=x_vector_only
             )
@@ -280,15 +288,30 @@ class Synthesizer:
         *,
         seed: int | None,
         results: list[Spoken | None],
+        retried: bool = False,
     ) -> None:
         try:
             # Released before any retry below takes it again.
-            with GENERATION.held_for(seed), translated_errors():
+            with GENERATION.held_for(seed), self._engine_call():
                 self._seed(seed)
                 waves = self.engine.synthesize(
                     [_budgeted(lines[i], bounds[i]) for i in ready],
                     max_new_tokens=max(bounds[i].limit for i in ready),
                 )
+        except WorkerPoisoned:
+            raise
+        except GpuOutOfMemory as exc:
+            _free_cached_memory()
+            if len(ready) > 1:
+                # Half the batch needs about half the memory; each half is tried again.
+                half = len(ready) // 2
+                for part in (ready[:half], ready[half:]):
+                    self._call(lines, bounds, part, seed=seed, results=results, retried=True)
+            elif not retried:
+                self._call(lines, bounds, ready, seed=seed, results=results, retried=True)
+            else:
+                results[ready[0]] = _out_of_memory(lines[ready[0]], exc)
+            return
         except GatewayError as exc:
             if len(ready) == 1:
                 results[ready[0]] = exc
@@ -304,6 +327,20 @@ class Synthesizer:
     def _seed(seed: int | None) -> None:
         if seed is not None:
             torch.manual_seed(seed)
+
+    @contextmanager
+    def _engine_call(self) -> Iterator[None]:
+        """Around every engine call: its errors translated; once a CUDA fault has broken the
+        process's context, refused without touching the GPU (its next call could only fail
+        again, or worse, seem to work on corrupted memory)."""
+        if self._fault is not None:
+            raise WorkerPoisoned(f"an earlier CUDA fault broke this worker: {self._fault.message}")
+        try:
+            with translated_errors():
+                yield
+        except WorkerPoisoned as exc:
+            self._fault = exc
+            raise
 
 
 class ModelSet:
@@ -392,12 +429,58 @@ def _runaway(duration_s: float, bound: _Bound, line: Line) -> SynthesisRunaway:
     )
 
 
+def _out_of_memory(line: Line, exc: GpuOutOfMemory) -> LineOutOfMemory:
+    return LineOutOfMemory(
+        f"a line of {len(line.text)} characters does not fit the GPU's memory even alone; "
+        f"shorten it ({exc.message})",
+        details={"chars": len(line.text)},
+    )
+
+
+def _free_cached_memory() -> None:
+    # The failed call's blocks go back to the device, so the retry is not refused for what
+    # the allocator still holds.
+    if torch.cuda.is_available():
+        torch.cuda.empty_cache()
+
+
+_ACCELERATOR_ERRORS: tuple[type[RuntimeError], ...] = tuple(
+    cls
+    for cls in (getattr(torch, "AcceleratorError", None),)
+    if isinstance(cls, type) and issubclass(cls, RuntimeError)
+)
+"""torch's class for a failed CUDA call (torch 2.8 and later; before, a plain RuntimeError)."""
+_FAULT_MARKS = (
+    "CUDA error",
+    "device-side assert",
+    "illegal memory access",
+    "CUBLAS_STATUS_",
+    "CUDNN_STATUS_",
+)
+"""How a CUDA fault reads where it comes as a plain RuntimeError."""
+
+
 @contextmanager
 def translated_errors() -> Iterator[None]:
-    """Out-of-memory is worth retrying (elsewhere or later); a rejected input is not."""
+    """Out of GPU memory is worth retrying (smaller, or later); a CUDA fault is the worker's,
+    not the request's; any other error the model raises is its input's fault, not worth
+    retrying."""
     try:
         yield
-    except torch.cuda.OutOfMemoryError as exc:
-        raise TransientError(f"GPU out of memory: {exc}") from exc
-    except (ValueError, RuntimeError, IndexError, KeyError) as exc:
+    except torch.OutOfMemoryError as exc:
+        raise GpuOutOfMemory(f"GPU out of memory: {exc}") from exc
+    except RuntimeError as exc:  # torch.AcceleratorError is one
+        raise runtime_error(exc) from exc
+    except (ValueError, IndexError, KeyError) as exc:
         raise SynthesisFailed(f"the model rejected the request: {exc}") from exc
+
+
+def runtime_error(exc: RuntimeError) -> GatewayError:
+    """What a ``RuntimeError`` from the model means: out of memory (some CUDA calls report it
+    as "CUDA error: out of memory"), a CUDA fault, or an input the model rejects."""
+    text = str(exc)
+    if "out of memory" in text.lower():
+        return GpuOutOfMemory(f"GPU out of memory: {text}")
+    if isinstance(exc, _ACCELERATOR_ERRORS) or any(mark in text for mark in _FAULT_MARKS):
+        return WorkerPoisoned(f"CUDA fault: {text}")
+    return SynthesisFailed(f"the model rejected the request: {text}")

@@ -40,6 +40,13 @@ class BackendStatus(StrEnum):
     ONLINE = "online"
     DRAINING = "draining"
     OFFLINE = "offline"
+    UNHEALTHY = "unhealthy"
+    """The worker met a fault of its own (a broken CUDA context) and is exiting, for its
+    supervisor to start a fresh one; routing treats it as down until that one beats."""
+
+
+DOWN = frozenset({BackendStatus.OFFLINE, BackendStatus.UNHEALTHY})
+"""The statuses that take a backend out of routing's first choice."""
 
 
 class ModelFacts(BaseModel):
@@ -116,6 +123,8 @@ class BackendHeartbeat(BaseModel):
     queue_depth: int = 0
     """Jobs queued for this backend, as the monitor last counted them."""
     gpu: GpuTelemetry | None = None
+    fault: str | None = None
+    """Why an ``unhealthy`` worker stopped (the CUDA fault it met)."""
 
 
 class HealthEvent(BaseModel):

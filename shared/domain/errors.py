@@ -91,6 +91,13 @@ class SynthesisFailed(PermanentError):
     code = "synthesis_failed"
 
 
+class LineOutOfMemory(SynthesisFailed):
+    """One line that does not fit the GPU's memory even alone: its batch was split and it was
+    tried again by itself. Only its own job fails; the lines it was batched with are spoken."""
+
+    code = "line_out_of_memory"
+
+
 class InvalidVoice(InvalidRequest):
     """A voice the model cannot speak with: its prompt file does not fit the model that would
     use it (codes past the codebook, another number of code groups, another speaker-embedding
@@ -109,6 +116,21 @@ class NoBackendAvailable(TransientError):
 
 class BackendUnavailable(TransientError):
     code = "backend_unavailable"
+
+
+class GpuOutOfMemory(TransientError):
+    """The GPU ran out of memory: a smaller batch, or the same work later, may fit."""
+
+    code = "gpu_out_of_memory"
+
+
+class WorkerPoisoned(TransientError):
+    """A CUDA fault (a device-side assert, an illegal memory access, any ``AcceleratorError``)
+    broke the worker's CUDA context for good: nothing more may run in this process. The job is
+    not at fault: it goes back to the queue without spending a try, the worker reports itself
+    unhealthy and exits, and its supervisor starts a fresh one."""
+
+    code = "worker_poisoned"
 
 
 class StorageUnavailable(TransientError):

@@ -22,6 +22,11 @@ from shared.domain.errors import InvalidTransition
 from shared.domain.synthesis import BatchRequest, JobRequest, JoinPlan, children_of
 from shared.domain.webhooks import Webhook, WebhookEvent
 
+MAX_SPARED_FAULTS = 3
+"""Worker faults (a broken CUDA context) a job may meet without spending a try. Past that the
+job itself is the likely cause, and its faults count as tries, so a job that breaks every GPU
+it meets cannot have its workers restarted forever."""
+
 PARENT_BACKEND = ""
 """The backend of a batch or cast parent: no worker runs a parent, only its children."""
 
@@ -117,6 +122,9 @@ class Job(BaseModel):
     retried_after: int = 0
     """``attempts`` when its owner last asked for a retry: the attempts since then are the ones
     a retry limit counts (``tries``)."""
+    faults: int = 0
+    """Runs since then that a worker fault ended (``release(spare=True)``): they are not
+    counted in ``tries``, up to ``MAX_SPARED_FAULTS``."""
     lease: Lease | None = None
     idempotency_key: str | None = None
     result: AudioResult | None = None
@@ -160,8 +168,14 @@ class Job(BaseModel):
 
     @property
     def tries(self) -> int:
-        """Claims since the job was submitted or last retried by its owner."""
-        return self.attempts - self.retried_after
+        """Claims since the job was submitted or last retried by its owner, but for those a
+        worker fault ended (``faults``)."""
+        return self.attempts - self.retried_after - self.faults
+
+    @property
+    def fault_spared(self) -> bool:
+        """Whether a worker fault in this run would be spared (not counted as a try)."""
+        return self.faults < MAX_SPARED_FAULTS
 
     # Stored with the document (computed fields are dumped, and ignored when read back) so the
     # monitor's queries select on them; derived, so no transition can leave them stale.
@@ -271,10 +285,17 @@ class Job(BaseModel):
         self._require_holder(worker, attempt=attempt)
         return self._moved(JobState.FAILED, now=now, lease=None, error=error, runpod_id=None)
 
-    def release(self, worker: str, *, attempt: int, error: JobError, now: datetime) -> Job:
-        """Give a running job back to the queue after a transient failure."""
+    def release(
+        self, worker: str, *, attempt: int, error: JobError, now: datetime, spare: bool = False
+    ) -> Job:
+        """Give a running job back to the queue after a transient failure. ``spare``: the
+        worker failed, not the job (a CUDA fault), so this run is not counted as a try while
+        ``fault_spared``."""
         self._require_holder(worker, attempt=attempt)
-        return self._moved(JobState.QUEUED, now=now, lease=None, error=error, runpod_id=None)
+        faults = self.faults + int(spare and self.fault_spared)
+        return self._moved(
+            JobState.QUEUED, now=now, lease=None, error=error, runpod_id=None, faults=faults
+        )
 
     def expire_lease(self, *, now: datetime) -> Job:
         if self.state is not JobState.RUNNING or self.lease is None or self.lease.live(now):
@@ -346,6 +367,7 @@ class Job(BaseModel):
             # rounds this way.
             attempts=self.attempts + 1,
             retried_after=self.attempts + 1,
+            faults=0,
             deadline=None,
             result=None,
             result_pending=False,

@@ -65,11 +65,15 @@ def fail(gw: Gateway, job: Job, *, worker: str, error: JobError) -> bool:
     return True
 
 
-def release(gw: Gateway, job: Job, *, worker: str, error: JobError) -> bool:
-    """Back to ``queued`` after a transient failure, for another attempt."""
+def release(gw: Gateway, job: Job, *, worker: str, error: JobError, spare: bool = False) -> bool:
+    """Back to ``queued`` after a transient failure, for another attempt; ``spare``: the
+    worker failed, not the job, and the attempt is not counted (``Job.release``)."""
     try:
         gw.jobs.update(
-            job.id, lambda j: j.release(worker, attempt=job.attempts, error=error, now=gw.clock())
+            job.id,
+            lambda j: j.release(
+                worker, attempt=job.attempts, error=error, now=gw.clock(), spare=spare
+            ),
         )
     except InvalidTransition as exc:
         log.info("lost the lease before releasing", extra={"job_id": job.id, "why": exc.message})

@@ -36,6 +36,7 @@ from shared.domain.errors import (
     RunPodRejected,
     TransientError,
     Unauthenticated,
+    WorkerPoisoned,
 )
 from shared.domain.jobs import Job, JobError, JobOutput, JobState
 from shared.domain.synthesis import (
@@ -156,8 +157,15 @@ def complete(gw: Gateway, *, job_id: str, status: RunPodStatus) -> Completion:
     if output.failure is not None:
         failure = output.failure
         if failure.retryable:
+            # A RunPod worker whose CUDA context broke says so and is replaced: the job did
+            # not fail, and the attempt is not counted (within MAX_SPARED_FAULTS).
             outcome = _retry_or_fail(
-                gw, job, worker=worker, code=failure.code, message=failure.message
+                gw,
+                job,
+                worker=worker,
+                code=failure.code,
+                message=failure.message,
+                spare=failure.code == WorkerPoisoned.code,
             )
             return _completed(gw, job.id, outcome)
         error = _error(failure.code, failure.message)
@@ -326,14 +334,16 @@ def _waiting_on(job: Job | None, *, worker: str, runpod_id: str) -> Job | None:
     return job
 
 
-def _retry_or_fail(gw: Gateway, job: Job, *, worker: str, code: str, message: str) -> Dispatch:
+def _retry_or_fail(
+    gw: Gateway, job: Job, *, worker: str, code: str, message: str, spare: bool = False
+) -> Dispatch:
     attempts = gw.settings.runpod.max_attempts
-    if job.tries >= attempts:
+    if job.tries >= attempts and not (spare and job.fault_spared):
         error = _error(code, f"gave up after {job.tries} attempts: {message}")
         completion.fail(gw, job, worker=worker, error=error)
         return Dispatch.FAILED
     error = JobError(code=code, message=message, retryable=True)
-    if completion.release(gw, job, worker=worker, error=error):
+    if completion.release(gw, job, worker=worker, error=error, spare=spare):
         return Dispatch.RETRY
     return Dispatch.SKIPPED
 

@@ -6,9 +6,9 @@ says what it actually loaded, whether it is up, and (as the monitor counted) how
 wait for it. A backend that has never reported is trusted on its configuration, so jobs queue
 for a worker that has not started yet. Never chosen: a backend on another API version or
 without the mode (a worker must never receive a job it cannot run). Avoided while another can
-run the job: a backend marked offline or whose heartbeat went stale. Spill-over: a backend
-whose queue is deeper than its ``max_queue`` yields to the next one. Nothing here names a
-particular backend.
+run the job: a backend marked offline or unhealthy, or whose heartbeat went stale. Spill-over:
+a backend whose queue is deeper than its ``max_queue`` yields to the next one. Nothing here
+names a particular backend.
 """
 
 from __future__ import annotations
@@ -17,7 +17,7 @@ import logging
 from collections.abc import Mapping, Sequence
 from datetime import datetime, timedelta
 
-from shared.domain.backends import API_VERSION, BackendConfig, BackendHeartbeat, BackendStatus
+from shared.domain.backends import API_VERSION, DOWN, BackendConfig, BackendHeartbeat
 from shared.domain.errors import NoBackendAvailable, TransientError
 from shared.domain.jobs import Job
 from shared.domain.modes import Mode
@@ -48,7 +48,7 @@ def choose_backend(
     def rank(backend: BackendConfig) -> tuple[int, int, int, str]:
         beat = seen.get(backend.id)
         down = beat is not None and (
-            beat.status is BackendStatus.OFFLINE
+            beat.status in DOWN
             or (now is not None and now - beat.last_heartbeat > timedelta(seconds=stale_after_s))
         )
         full = (

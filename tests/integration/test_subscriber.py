@@ -12,12 +12,15 @@ from typing import Any
 import google.cloud.pubsub_v1 as pubsub_v1
 import pytest
 import soundfile as sf
+import torch
 from pytest_mock import MockerFixture
 
 from gpu_worker.bootstrap import Worker, bootstrap
+from gpu_worker.runner import Outcome
 from gpu_worker.synthesizer import ModelSet, Synthesizer
 from infra import topology
 from shared.domain.backends import BackendStatus
+from shared.domain.errors import WorkerPoisoned
 from shared.domain.jobs import JobState
 from shared.domain.keys import Principal, Scope
 from shared.domain.synthesis import CustomVoiceRequest
@@ -40,7 +43,7 @@ def engine(tiny_model_dir: str) -> Synthesizer:
 
 
 @pytest.fixture
-def worker(cloud_settings: Settings, cloud_gateway: Gateway, engine: Synthesizer) -> Worker:
+def worker_settings(cloud_settings: Settings) -> Settings:
     # A subscription of its own per test, declared like the real one: the emulator keeps
     # delivering to a closed stream until the ack deadline, which would leak between tests.
     declared = topology.load().subscription("tts-jobs-home-4090")
@@ -51,14 +54,18 @@ def worker(cloud_settings: Settings, cloud_gateway: Gateway, engine: Synthesizer
         publisher=pubsub_v1.PublisherClient(),
         subscriber=pubsub_v1.SubscriberClient(),
     )
-    settings = cloud_settings.model_copy(
+    return cloud_settings.model_copy(
         update={
             "worker": WorkerSettings(
                 models=("tiny",), subscription=own.name, heartbeat_s=0.5, shutdown_grace_s=30
             )
         }
     )
-    return bootstrap(settings, gateway=cloud_gateway, models=ModelSet([engine]))
+
+
+@pytest.fixture
+def worker(worker_settings: Settings, cloud_gateway: Gateway, engine: Synthesizer) -> Worker:
+    return bootstrap(worker_settings, gateway=cloud_gateway, models=ModelSet([engine]))
 
 
 @pytest.fixture
@@ -154,3 +161,70 @@ def test_shutdown_finishes_the_job_in_hand(
     beat = cloud_gateway.backends.get("home-4090")
     assert beat is not None
     assert beat.status is BackendStatus.OFFLINE
+
+
+def test_a_cuda_fault_gives_the_job_back_and_stops_the_worker_unhealthy_for_a_fresh_one(
+    worker_settings: Settings,
+    cloud_gateway: Gateway,
+    cloud_settings: Settings,
+    engine: Synthesizer,
+    mocker: MockerFixture,
+) -> None:
+    """The real exception class, raised from inside the engine's model call: the job goes back
+    without spending a try, the worker says it is unhealthy and stops (its entrypoint exits
+    70), and a fresh worker speaks the job."""
+
+    def fresh_worker() -> Worker:
+        # A synthesizer of its own around the loaded engine: a fault poisons the synthesizer.
+        synth = Synthesizer(engine=engine.engine, max_new_tokens=2048)
+        return bootstrap(worker_settings, gateway=cloud_gateway, models=ModelSet([synth]))
+
+    model = engine.engine.model  # type: ignore[attr-defined]  # the QwenEngine's qwen model
+    broken = mocker.patch.object(
+        model,
+        "generate_custom_voice",
+        side_effect=torch.AcceleratorError("CUDA error: device-side assert triggered"),
+    )
+    job = submit_job(
+        cloud_gateway, principal=ALICE, request=CustomVoiceRequest(text="Hi.", speaker="Ryan")
+    )
+    faulted: list[BaseException] = []
+
+    def serve(worker: Worker, stop: threading.Event) -> None:
+        try:
+            worker.subscriber.serve(stop)
+        except WorkerPoisoned as exc:
+            faulted.append(exc)
+
+    first = threading.Thread(target=serve, args=(fresh_worker(), threading.Event()))
+    first.start()
+    first.join(timeout=90)  # nobody sets its stop event: it stops by itself
+    assert not first.is_alive()
+    assert len(faulted) == 1
+    assert broken.call_count == 1
+    released = cloud_gateway.jobs.get(job.id)
+    assert released is not None
+    assert (released.state, released.attempts, released.tries) == (JobState.QUEUED, 1, 0)
+    assert released.error is not None
+    assert released.error.code == "worker_poisoned"
+    beat = cloud_gateway.backends.get("home-4090")
+    assert beat is not None
+    assert beat.status is BackendStatus.UNHEALTHY
+    assert beat.fault is not None
+    assert "device-side assert" in beat.fault
+    validate_schema("backend-document.schema.json", as_json(beat.model_dump(mode="json")))
+    validate_schema("job-document.schema.json", as_json(stored_job(cloud_settings, job.id)))
+
+    mocker.stopall()  # the supervisor's fresh process: a healthy context
+    # It runs the job the nacked message brings back (run here directly: the emulator may
+    # hand that message to the stream the first worker closed until its ack deadline).
+    fresh = fresh_worker()
+    fresh.heartbeat.beat()
+    assert fresh.runner.run(JobMessage(job_id=job.id)).outcome is Outcome.SUCCEEDED
+    done = cloud_gateway.jobs.get(job.id)
+    assert done is not None
+    assert done.state is JobState.SUCCEEDED
+    assert (done.attempts, done.tries) == (2, 1)
+    healthy = cloud_gateway.backends.get("home-4090")
+    assert healthy is not None
+    assert healthy.fault is None

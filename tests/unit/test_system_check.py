@@ -15,6 +15,7 @@ from types import FrameType, ModuleType, SimpleNamespace
 import pytest
 
 from gpu_worker import system_check
+from shared.domain.errors import WorkerPoisoned
 
 
 def test_this_machine_has_what_the_worker_needs() -> None:
@@ -137,3 +138,19 @@ def test_a_passing_check_starts_the_worker_which_ctrl_break_stops(
     assert module.main() == 0
     assert calls == ["check", "bootstrap", "serve"]
     assert set(handlers) == {signal.SIGTERM, signal.SIGINT, 21}
+
+
+def test_a_cuda_fault_exits_the_worker_non_zero_for_its_supervisor_to_start_a_fresh_one(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setattr(signal, "signal", lambda signum, handler: None)
+    calls: list[str] = []
+
+    def serve(stop: threading.Event) -> None:
+        calls.append("serve")
+        raise WorkerPoisoned("CUDA fault: CUDA error: device-side assert triggered")
+
+    report = system_check.Report(problems=(), notes=())
+    module = entrypoint(monkeypatch, calls, report, worker=StubWorker(serve))
+    assert module.main() == 70  # EX_SOFTWARE: NSSM and systemd restart on a non-zero exit
+    assert calls == ["check", "bootstrap", "serve"]
