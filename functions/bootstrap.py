@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from shared.adapters import tracing
 from shared.adapters.runpod_api import RunPodClient
 from shared.bootstrap import build_gateway
 from shared.logs import configure_logging
@@ -11,7 +12,9 @@ from shared.usecases.gateway import Gateway
 
 def bootstrap(settings: Settings | None = None) -> Gateway:
     configure_logging()
-    return build_gateway(settings or Settings())
+    settings = settings or Settings()
+    tracing.configure(settings, service="tts-functions")
+    return build_gateway(settings)
 
 
 def runpod_client(settings: Settings) -> RunPodClient:

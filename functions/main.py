@@ -15,6 +15,7 @@ from werkzeug.exceptions import RequestEntityTooLarge
 
 from functions.api.app import BODY_TOO_LARGE, create_api
 from functions.bootstrap import bootstrap
+from shared.adapters import tracing
 
 
 @cache
@@ -38,5 +39,21 @@ def api(request: flask.Request) -> flask.Response:
         environ[BODY_TOO_LARGE] = True
     environ["wsgi.input"] = io.BytesIO(body)
     environ["CONTENT_LENGTH"] = str(len(body))
-    with app.request_context(environ):
-        return app.full_dispatch_request()
+    # A job's trace starts here (or joins the caller's traceparent) and follows the job
+    # through Pub/Sub to the worker (shared/adapters/tracing.py).
+    with (
+        app.request_context(environ),
+        tracing.span(
+            f"{request.method} api",
+            kind=tracing.SpanKind.SERVER,
+            parent=tracing.extract(dict(request.headers)),
+            attributes={"http.request.method": request.method, "url.path": request.path},
+        ) as span,
+    ):
+        response = app.full_dispatch_request()
+        rule = flask.request.url_rule
+        span.update_name(f"{request.method} {rule.rule if rule else 'unmatched'}")
+        span.set_attribute("http.response.status_code", response.status_code)
+        if response.status_code >= 500:
+            tracing.failed(span, f"HTTP {response.status_code}")
+        return response

@@ -12,6 +12,7 @@ import functions_framework
 from cloudevents.http import CloudEvent
 
 from functions.bootstrap import bootstrap, runpod_client
+from shared.adapters import tracing
 from shared.adapters.runpod_api import RunPodClient
 from shared.domain.errors import BackendUnavailable, GatewayError, InvalidRequest, Unauthenticated
 from shared.usecases.dispatch import Dispatch, complete, dispatch, verify_webhook
@@ -47,7 +48,9 @@ def runpod_dispatch(event: CloudEvent) -> None:
         # delivery attempts, where it stays inspectable (as the 4090 nacks one).
         log.error("undecodable job message", extra={"error": str(exc)})
         raise InvalidRequest("undecodable job message") from exc
-    outcome = dispatch(_gateway(), _runpod(), message)
+    attributes = data["message"].get("attributes") or {}
+    with tracing.consumed(attributes, name="tts-jobs dispatch", job_id=message.job_id):
+        outcome = dispatch(_gateway(), _runpod(), message)
     if outcome is Dispatch.RETRY:
         raise BackendUnavailable(f"RunPod did not take job {message.job_id}; redeliver")
 

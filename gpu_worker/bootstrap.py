@@ -17,6 +17,7 @@ from gpu_worker.runner import Executor, JobRunner, RunnerConfig
 from gpu_worker.subscriber import HomeSubscriber
 from gpu_worker.synthesizer import ModelSet, Synthesizer
 from gpu_worker.tasks import TaskExecutor
+from shared.adapters import tracing
 from shared.bootstrap import build_gateway
 from shared.domain.backends import BackendKind
 from shared.domain.errors import ConfigurationError
@@ -153,6 +154,7 @@ def bootstrap(
     backend = settings.backend(w.backend_id)
     if backend is None:
         raise ConfigurationError(f"worker backend {w.backend_id!r} is not declared in TTS_BACKENDS")
+    tracing.configure(settings, service=f"tts-worker-{w.backend_id}")
     # Whatever gateway it is given, the worker runs without a webhook sender: it sits on the
     # home network, where a caller's URL must never reach; its jobs' deliveries stay due on
     # them, and the monitor (in the cloud) sends them.

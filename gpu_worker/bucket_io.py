@@ -4,10 +4,12 @@ registry and a prompt cache, through the gateway's ports."""
 from __future__ import annotations
 
 import json
+import logging
 
 from gpu_worker.audio.encoding import EncodedAudio
 from gpu_worker.prompt_cache import PromptCache
 from gpu_worker.tasks import NewVoice, Task
+from shared.adapters import tracing
 from shared.domain.audio_formats import (
     FORMATS,
     AudioFormat,
@@ -22,6 +24,8 @@ from shared.domain.voices import PROMPT_SUFFIX, REFERENCE_SUFFIX, SIDECAR_SUFFIX
 from shared.usecases import completion
 from shared.usecases.gateway import Gateway
 from shared.usecases.registry import Registration, StoredObject, on_object_finalized
+
+log = logging.getLogger(__name__)
 
 
 class BucketIO:
@@ -53,6 +57,7 @@ class BucketIO:
             download=lambda: self._gw.blobs.get(voice.object_name, max_bytes=limit),
         )
 
+    @tracing.traced("job upload")
     def store_audio(self, task: Task, audio: EncodedAudio, *, parts: int) -> AudioResult:
         path = audio_object_name(
             prefix=self._gw.settings.audio_prefix,
@@ -89,6 +94,18 @@ class BucketIO:
             fmt=fmt,
         )
         self._gw.blobs.put(path, data, content_type=FORMATS[fmt].content_type)
+        if index == 0 and task.created_at is not None:
+            # A streamed job's first audio is there for the caller: the time-to-first-audio
+            # log-based metric (an unstreamed job's is its "job ended" line's).
+            log.info(
+                "first audio",
+                extra={
+                    "job_id": task.id,
+                    "mode": task.request.mode.value,
+                    "backend": self._gw.settings.worker.backend_id,
+                    "ttfa_s": round((self._gw.clock() - task.created_at).total_seconds(), 3),
+                },
+            )
 
     def publish_voice(self, task: Task, voice: NewVoice) -> str:
         """Write reference, sidecar and prompt, then register without waiting for the event.

@@ -19,6 +19,7 @@ from types import TracebackType
 from typing import Protocol
 
 from gpu_worker.tasks import Task
+from shared.adapters import tracing
 from shared.domain.errors import (
     InvalidTransition,
     JobCanceled,
@@ -104,12 +105,7 @@ class JobRunner:
         job_id = message.job_id
         cfg = self._config
         try:
-            job = self._jobs.update(
-                job_id,
-                lambda j: j.claim(
-                    cfg.worker_id, backend=cfg.backend_id, now=self._clock(), lease_s=cfg.lease_s
-                ),
-            )
+            job = self._claim(job_id)
         except NotFound:
             return self._skip(job_id, "unknown job")
         except InvalidTransition as exc:
@@ -117,11 +113,24 @@ class JobRunner:
                 return self._skip(job_id, "past its deadline: canceled, not run late")
             return self._skip(job_id, exc.message)
 
-        log.info("job claimed", extra={"job_id": job_id, "attempt": job.attempts})
+        log.info(
+            "job claimed",
+            extra={
+                "job_id": job_id,
+                "attempt": job.attempts,
+                "mode": job.request.mode.value,
+                "backend": job.backend,
+                # Submitted to claimed: the queue age log-based metric (infra/terraform).
+                "queue_s": round((self._clock() - job.created_at).total_seconds(), 3),
+            },
+        )
         # The claim queued the "start" webhook, if the caller asked for one: the monitor sends
         # it, since the worker never calls out from the home network.
         try:
-            with _LeaseKeeper(self._jobs, job, config=cfg, clock=self._clock):
+            with (
+                _LeaseKeeper(self._jobs, job, config=cfg, clock=self._clock),
+                tracing.span("job synthesis", job_id=job_id, attempt=job.attempts),
+            ):
                 result = self._executor.execute(Task.of(job))
         except JobCanceled as exc:
             return self._skip(job_id, exc.message)
@@ -140,12 +149,24 @@ class JobRunner:
 
     # -- steps ------------------------------------------------------------------------------
 
+    @tracing.traced("job claim")
+    def _claim(self, job_id: str) -> Job:
+        cfg = self._config
+        return self._jobs.update(
+            job_id,
+            lambda j: j.claim(
+                cfg.worker_id, backend=cfg.backend_id, now=self._clock(), lease_s=cfg.lease_s
+            ),
+        )
+
+    @tracing.traced("job completion")
     def _finish_succeeded(self, job: Job, output: JobOutput) -> RunResult:
         worker = self._config.worker_id
         if not completion.succeed(self._gw, job, worker=worker, output=output):
             return self._skip(job.id, "another worker took the job over; its result stands")
         return RunResult(job.id, Outcome.SUCCEEDED)
 
+    @tracing.traced("job completion")
     def _finish_failed(self, job: Job, code: str, message: str) -> RunResult:
         error = JobError(code=code, message=message)
         if not completion.fail(self._gw, job, worker=self._config.worker_id, error=error):

@@ -26,6 +26,7 @@ from google.cloud.pubsub_v1.subscriber.scheduler import ThreadScheduler
 
 from gpu_worker.heartbeat import Heartbeat
 from gpu_worker.runner import JobRunner
+from shared.adapters import tracing
 from shared.domain.backends import BackendStatus
 from shared.domain.errors import InvalidRequest, WorkerPoisoned
 from shared.wire.messages import JobMessage
@@ -79,7 +80,11 @@ class HomeSubscriber:
             return
         self._heartbeat.job_started()
         try:
-            result = self._runner.run(job_message)
+            # The job's trace, continued from the request that published it (traceparent).
+            with tracing.consumed(
+                message.attributes, name="tts-jobs process", job_id=job_message.job_id
+            ):
+                result = self._runner.run(job_message)
         except WorkerPoisoned as exc:
             message.nack()  # the runner gave the job back; the message comes back for it
             self._poisoned(exc)

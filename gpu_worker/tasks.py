@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import logging
 from contextlib import closing
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from enum import Enum
 from typing import TYPE_CHECKING, Protocol
 
@@ -60,6 +60,8 @@ from shared.domain.voice_file import PromptItem, VoicePromptFile, check_fits, du
 from shared.settings import VoiceSettings, WorkerSettings
 
 if TYPE_CHECKING:
+    from datetime import datetime
+
     from gpu_worker.synthesizer import ModelSet, Spoken, Synthesizer
 
 log = logging.getLogger(__name__)
@@ -75,10 +77,19 @@ class Task:
     attempt: int
     """The claim this run holds: what it writes is keyed by it, and it stops once the job's
     current attempt is another (canceled, retried, or re-claimed after its lease ran out)."""
+    created_at: datetime | None = field(default=None, compare=False)
+    """When the job was submitted: time to first audio is measured from it (not part of what
+    the task is)."""
 
     @classmethod
     def of(cls, job: Job) -> Task:
-        return cls(id=job.id, owner=job.owner, request=job.request, attempt=job.attempts)
+        return cls(
+            id=job.id,
+            owner=job.owner,
+            request=job.request,
+            attempt=job.attempts,
+            created_at=job.created_at,
+        )
 
 
 @dataclass(frozen=True, kw_only=True)

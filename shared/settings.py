@@ -8,6 +8,7 @@ client libraries read them too.
 from __future__ import annotations
 
 from enum import StrEnum
+from typing import Literal
 
 from pydantic import AliasChoices, BaseModel, ConfigDict, Field, SecretStr, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
@@ -165,6 +166,18 @@ class IntakeSettings(BaseModel):
     store can sign v1 messages."""
 
 
+class TracingSettings(BaseModel):
+    """One trace per job, API to worker (``shared/adapters/tracing.py``)."""
+
+    model_config = ConfigDict(frozen=True)
+
+    exporter: Literal["none", "gcp", "console"] = "none"
+    """``gcp``: Cloud Trace (deployed; Terraform sets it); ``console``: spans printed, for local
+    debugging; ``none``: nothing recorded or exported."""
+    sample_ratio: float = Field(default=1.0, ge=0, le=1)
+    """Share of traces recorded where one starts without an incoming ``traceparent``."""
+
+
 class RetentionSettings(BaseModel):
     """How long what the gateway keeps is kept. Job and event documents carry ``expires_at``,
     which Firestore's TTL policy deletes by; audio goes by the bucket's lifecycle rule on
@@ -316,6 +329,7 @@ class Settings(BaseSettings):
     webhooks: WebhookSettings = WebhookSettings()
     intake: IntakeSettings = IntakeSettings()
     retention: RetentionSettings = RetentionSettings()
+    tracing: TracingSettings = TracingSettings()
     worker: WorkerSettings = WorkerSettings()
 
     storage_emulator_host: str | None = Field(

@@ -7,6 +7,7 @@ from collections.abc import Mapping
 import google.cloud.pubsub_v1 as pubsub_v1
 from google.api_core import exceptions as gexc
 
+from shared.adapters import tracing
 from shared.adapters.errors import translated
 from shared.domain.errors import BackendUnavailable, TransientError
 
@@ -29,11 +30,22 @@ class PubSubPublisher:
         self._timeout_s = timeout_s
 
     def publish(self, topic: str, data: bytes, *, attributes: Mapping[str, str]) -> str:
+        """The message carries the current trace context (``traceparent``), so whoever takes
+        it continues the publisher's trace."""
         path = self._client.topic_path(self._project_id, topic)
-        with translated(f"publish to {topic}", transient=BackendUnavailable):
+        with (
+            tracing.span(
+                f"{topic} publish",
+                kind=tracing.SpanKind.PRODUCER,
+                attributes={"messaging.system": "gcp_pubsub", "messaging.destination.name": topic},
+            ) as span,
+            translated(f"publish to {topic}", transient=BackendUnavailable),
+        ):
+            carried = tracing.inject(attributes)
             try:
-                future = self._client.publish(path, data, timeout=self._timeout_s, **attributes)
+                future = self._client.publish(path, data, timeout=self._timeout_s, **carried)
                 message_id: str = future.result(timeout=self._timeout_s)
             except gexc.NotFound as exc:
                 raise TransientError(f"topic {topic} does not exist") from exc
+            span.set_attribute("messaging.message.id", message_id)
         return message_id
