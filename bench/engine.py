@@ -9,11 +9,17 @@ for each engine (the qwen-tts baseline; faster-qwen3-tts, eager on a machine wit
   and 8: time to first audio per request and real-time factor (audio seconds made per wall
   second, all requests together); the ratios at concurrency 1 are against bare;
 - batched against one at a time: the same lines through the batch queue with the bound at 8
-  (eight threads submitting together) and at 1.
+  (eight threads submitting together) and at 1;
+- streamed jobs whose every part upload takes ``--upload-ms`` (200 ms): the engine's busy
+  fraction (time inside its generation calls over the run's wall time, ``--stream-jobs`` jobs
+  at once through ``TaskExecutor``) with each piece stretched, encoded and uploaded inline
+  under the engine's lock (before: ``TTS_WORKER__STREAM_PIPELINE=false``) and on the job's
+  upload stage (after), each as a ratio to the same jobs with instant uploads.
 
 Real-time factor > 1 is faster than real time. The tiny model is a few dozen units wide: its
 figures say what our layers cost around the library, not what a GPU does with the real model.
-Usage: python bench/engine.py [--model DIR] [--rounds N] [--stream-frames N]
+Usage: python bench/engine.py [--model DIR] [--rounds N] [--stream-frames N] [--upload-ms MS]
+                              [--stream-jobs N]
 """
 
 from __future__ import annotations
@@ -25,7 +31,8 @@ import sys
 import tempfile
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -51,6 +58,8 @@ def main() -> None:
     parser.add_argument("--model", help="a custom-voice model directory (default: tiny)")
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--stream-frames", type=int, default=8)
+    parser.add_argument("--upload-ms", type=float, default=200.0)
+    parser.add_argument("--stream-jobs", type=int, default=8)
     args = parser.parse_args()
     with tempfile.TemporaryDirectory() as scratch:
         model = args.model
@@ -58,10 +67,16 @@ def main() -> None:
             from gpu_worker.tiny_model import build_tiny_model
 
             model = str(build_tiny_model(Path(scratch) / "custom_voice"))
-        run(model, rounds=args.rounds, stream_frames=args.stream_frames)
+        run(
+            model,
+            rounds=args.rounds,
+            stream_frames=args.stream_frames,
+            upload_s=args.upload_ms / 1000,
+            stream_jobs=args.stream_jobs,
+        )
 
 
-def run(model: str, *, rounds: int, stream_frames: int) -> None:
+def run(model: str, *, rounds: int, stream_frames: int, upload_s: float, stream_jobs: int) -> None:
     import torch
 
     from gpu_worker.bootstrap import build_engine
@@ -155,6 +170,152 @@ def run(model: str, *, rounds: int, stream_frames: int) -> None:
         for bound in (8, 1):
             print(f"8 jobs, batch bound {bound}: {throughput[bound]:6.2f} s of audio per second")
         print(f"ratio batched/one at a time: {throughput[8] / throughput[1]:.2f}x")
+
+        slow_uploads(engine, settings, rounds=rounds, upload_s=upload_s, jobs=stream_jobs)
+
+
+def slow_uploads(engine: Any, settings: Any, *, rounds: int, upload_s: float, jobs: int) -> None:
+    """The engine's busy fraction while ``jobs`` streamed jobs run at once, their uploads taking
+    ``upload_s`` a part: inline (under the lock) and on the upload stage, against instant."""
+    from gpu_worker.pipeline import StageConfig
+    from gpu_worker.synthesizer import ModelSet
+    from gpu_worker.tasks import Task, TaskExecutor
+    from shared.domain.audio_formats import AudioFormat
+    from shared.domain.synthesis import CustomVoiceRequest
+    from shared.settings import VoiceSettings
+
+    timed = TimedEngine(engine)
+    models = ModelSet([synthesizer(timed, settings, batch_size=1)])
+    ms = f"{upload_s * 1000:g} ms"
+    modes = {
+        "instant": (StageConfig.of(settings), 0.0),
+        "before": (replace(StageConfig.of(settings), inline=True), upload_s),
+        "after": (StageConfig.of(settings), upload_s),
+    }
+    labels = {
+        "instant": "uploads instant, upload stage",
+        "before": f"uploads {ms}, inline under the lock",
+        "after": f"uploads {ms}, upload stage",
+    }
+    text = " ".join(SENTENCES)
+    busy: dict[str, list[float]] = {mode: [] for mode in modes}
+    parts: dict[str, int] = dict.fromkeys(modes, 0)
+    order = random.Random(11)
+    for r in range(rounds):
+        for mode in order.sample(sorted(modes), len(modes)):
+            stage, delay = modes[mode]
+            io = SlowUploads(delay)
+            executor = TaskExecutor(
+                models=models,
+                io=io,
+                limits=VoiceSettings(),
+                max_chunk_chars=60,  # a sentence a chunk: several lines per job
+                max_join_s=3600,
+                stream=stage,
+            )
+
+            def job(
+                i: int, r: int = r, mode: str = mode, executor: Any = executor
+            ) -> tuple[float, float]:
+                # The same seeds in every mode: the same audio, so the same engine work.
+                request = CustomVoiceRequest(
+                    text=text, speaker="ryan", stream=True, seed=r * 100 + i,
+                    format=AudioFormat.MP3,
+                )  # fmt: skip
+                task = Task(id=f"bench-{mode}-{r}-{i}", owner="bench", request=request, attempt=1)
+                output = executor.execute(task)
+                return 0.0, float(output.audio.duration_s if output.audio else 0.0)
+
+            timed.busy_s = 0.0
+            _, _, wall = concurrently(jobs, job)
+            busy[mode].append(timed.busy_s / wall)
+            parts[mode] += io.parts
+    print(f"\n{jobs} streamed jobs at once, {len(SENTENCES)} lines each, MP3:")
+    for mode in modes:
+        print(
+            f"{labels[mode]:<45} engine busy p50 {statistics.median(busy[mode]):5.2f} "
+            f"(min {min(busy[mode]):.2f})   parts {parts[mode] // rounds}"
+        )
+    reference = statistics.median(busy["instant"])
+    for mode in ("before", "after"):
+        print(
+            f"ratio busy {mode}/instant: {statistics.median(busy[mode]) / reference:.2f}x "
+            f"({labels[mode]})"
+        )
+
+
+class TimedEngine:
+    """An engine whose generation time (each piece's making, and the fit check) is summed:
+    the time the GPU, here the CPU, works for the jobs."""
+
+    def __init__(self, engine: Any) -> None:
+        self._engine = engine
+        self._lock = threading.Lock()
+        self.busy_s = 0.0
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._engine, name)
+
+    def check_fits(self, line: Any, *, max_new_tokens: int) -> None:
+        t0 = time.perf_counter()
+        try:
+            self._engine.check_fits(line, max_new_tokens=max_new_tokens)
+        finally:
+            self._count(time.perf_counter() - t0)
+
+    def stream(self, line: Any, *, max_new_tokens: int) -> Iterator[Any]:
+        pieces = self._engine.stream(line, max_new_tokens=max_new_tokens)
+        while True:
+            t0 = time.perf_counter()
+            piece = next(pieces, None)
+            self._count(time.perf_counter() - t0)
+            if piece is None:
+                return
+            yield piece
+
+    def _count(self, seconds: float) -> None:
+        with self._lock:
+            self.busy_s += seconds
+
+
+class SlowUploads:
+    """A ``TaskIO`` whose every part upload takes ``delay_s`` (a sleep: no CPU, like a
+    network wait) and whose stores are instant."""
+
+    def __init__(self, delay_s: float) -> None:
+        self._delay_s = delay_s
+        self._lock = threading.Lock()
+        self.parts = 0
+
+    def publish_part(self, task: Any, *, index: int, data: bytes, fmt: Any) -> None:
+        time.sleep(self._delay_s)
+        with self._lock:
+            self.parts += 1
+
+    def store_audio(self, task: Any, audio: Any, *, parts: int) -> Any:
+        from shared.domain.jobs import AudioResult
+
+        return AudioResult(
+            uri=f"gs://bench/{task.id}", format=audio.format, content_type=audio.content_type,
+            sample_rate=audio.sample_rate, duration_s=audio.duration_s, bytes=len(audio.data),
+            parts=parts,
+        )  # fmt: skip
+
+    def still_wanted(self, task: Any) -> bool:
+        return True
+
+    # Streamed speech by a built-in speaker reads nothing and writes no voice.
+    def reference(self, ref: Any) -> bytes:
+        raise NotImplementedError
+
+    def prompt(self, voice_id: str) -> Any:
+        raise NotImplementedError
+
+    def join_source(self, source: Any, *, index: int) -> bytes:
+        raise NotImplementedError
+
+    def publish_voice(self, task: Any, voice: Any) -> str:
+        raise NotImplementedError
 
 
 def bare_once(engine: Any, line: Any, *, seed: int, stream_frames: int) -> tuple[float, float]:
