@@ -80,7 +80,7 @@ def check_lengths(settings: Settings) -> None:
             f"TTS_WORKER__MAX_PROMPT_TOKENS to at least {frames + transcript}, or lower "
             f"TTS_VOICES__MAX_REFERENCE_S to at most {longest:g}"
         )
-    if w.engine is not EngineKind.FASTER:
+    if w.engine not in (EngineKind.FASTER, EngineKind.BATCHED):
         return
     budget = token_budget("x" * w.max_chunk_chars, cap=w.max_new_tokens)
     # A chunk's text is at most a token a character; the decode loop stops at max_seq_len - 1.
@@ -128,6 +128,20 @@ def build_engine(w: WorkerSettings, *, source: str) -> Engine:
             device=w.device,
             dtype=w.dtype,
         )
+    eager = not has_cuda and w.without_cuda is WithoutCuda.EAGER
+    if w.engine is EngineKind.BATCHED:
+        from gpu_worker.batched_engine import BatchedEngine
+
+        return BatchedEngine(
+            model_source=source,
+            max_prompt_tokens=w.max_prompt_tokens,
+            device=w.device,
+            dtype=w.dtype,
+            stream_frames=w.stream_frames,
+            max_seq_len=w.max_seq_len,
+            batch_size=w.batch_size,
+            eager=eager,
+        )
     return FastEngine(
         model_source=source,
         max_prompt_tokens=w.max_prompt_tokens,
@@ -135,7 +149,7 @@ def build_engine(w: WorkerSettings, *, source: str) -> Engine:
         dtype=w.dtype,
         stream_frames=w.stream_frames,
         max_seq_len=w.max_seq_len,
-        eager=not has_cuda and w.without_cuda is WithoutCuda.EAGER,
+        eager=eager,
     )
 
 

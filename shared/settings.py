@@ -219,10 +219,14 @@ class EngineKind(StrEnum):
     """qwen-tts itself: any device; batches in one list call; streams one sentence chunk a piece."""
     FASTER = "faster"
     """faster-qwen3-tts: CUDA graphs, streams every ``stream_frames`` frames; one item at a time."""
+    BATCHED = "batched"
+    """faster-qwen3-tts-batch over ``faster``: up to ``batch_size`` lines in one batched decode
+    loop (CUDA graphs of ``batch_size`` rows); lines alone and streams as ``faster``."""
 
 
 class WithoutCuda(StrEnum):
-    """What the ``faster`` engine does on a machine (or device setting) without CUDA."""
+    """What the ``faster`` (and ``batched``) engine does on a machine (or device setting)
+    without CUDA."""
 
     FAIL = "fail"
     """Refuse to start, naming the settings: the default, so a misconfigured GPU host is loud."""
