@@ -27,6 +27,7 @@ no deadline: the old behaviour, kept as a switch to compare against (``bench/eng
 
 from __future__ import annotations
 
+import contextvars
 import threading
 import time
 from collections import deque
@@ -87,8 +88,13 @@ class Stage(Generic[T]):
         self._busy_since: float | None = None
         """When the item in hand was taken; None between items."""
         self._failure: BaseException | None = None
+        # The stage runs in a copy of the job thread's context: the job's trace (OpenTelemetry
+        # keeps the current span in a context variable) goes on around its uploads.
+        context = contextvars.copy_context()
         self._thread = (
-            None if config.inline else threading.Thread(target=self._run, name=name, daemon=True)
+            None
+            if config.inline
+            else threading.Thread(target=context.run, args=(self._run,), name=name, daemon=True)
         )
 
     def __enter__(self) -> Self:

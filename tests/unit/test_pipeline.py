@@ -5,6 +5,7 @@ Waits are bounded (``WAIT_S``) so that a stage that would block forever fails it
 
 from __future__ import annotations
 
+import contextvars
 import threading
 import time
 
@@ -36,6 +37,26 @@ def test_items_are_worked_in_order_on_another_thread_and_finish_waits_for_the_la
         stage.finish()
     assert done == list(range(20))
     assert threads == {"stage-under-test"}
+
+
+JOB = contextvars.ContextVar[str]("job")
+
+
+def test_the_work_runs_in_the_handing_threads_context() -> None:
+    """What the job's thread had set (its trace's current span) holds around its uploads."""
+    seen: list[str] = []
+
+    def work(item: int) -> None:
+        seen.append(JOB.get("none"))
+
+    token = JOB.set("job-1")
+    try:
+        with Stage(work, config=config(), name="s") as stage:
+            stage.put(1)
+            stage.finish()
+    finally:
+        JOB.reset(token)
+    assert seen == ["job-1"]
 
 
 def test_inline_works_each_item_in_the_handing_thread_as_it_is_handed_over() -> None:
