@@ -21,6 +21,7 @@ from shared.adapters import tracing
 from shared.bootstrap import build_gateway
 from shared.domain.backends import BackendKind
 from shared.domain.errors import ConfigurationError
+from shared.logs import send_to_cloud_logging
 from shared.settings import EngineKind, Settings, WithoutCuda, WorkerSettings
 from shared.usecases.gateway import Gateway
 
@@ -169,6 +170,8 @@ def bootstrap(
     if backend is None:
         raise ConfigurationError(f"worker backend {w.backend_id!r} is not declared in TTS_BACKENDS")
     tracing.configure(settings, service=f"tts-worker-{w.backend_id}")
+    if w.cloud_logging:
+        send_to_cloud_logging(settings.project_id, log_name="tts-home-worker", node_id=w.worker_id)
     # Whatever gateway it is given, the worker runs without a webhook sender: it sits on the
     # home network, where a caller's URL must never reach; its jobs' deliveries stay due on
     # them, and the monitor (in the cloud) sends them.

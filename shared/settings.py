@@ -294,6 +294,9 @@ class WorkerSettings(BaseModel):
     RunPod worker takes at once (the SDK's ``concurrency_modifier``)."""
     batch_window_s: float = Field(default=0.02, ge=0, le=5)
     """How long the first utterance waits for others to join its batch."""
+    cloud_logging: bool = False
+    """Also send the worker's log lines to Cloud Logging (log ``tts-home-worker``): the home
+    worker's "job ended", "first audio" and "job claimed" lines feed the log-based metrics."""
 
 
 class Settings(BaseSettings):

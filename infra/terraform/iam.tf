@@ -304,6 +304,14 @@ resource "google_project_iam_member" "home_worker_trace" {
   member  = "serviceAccount:${google_service_account.home_worker.email}"
 }
 
+# Its log lines (TTS_WORKER__CLOUD_LOGGING): nobody collects a home PC's stderr, and the
+# log-based metrics read its "job ended", "job claimed" and "first audio" lines.
+resource "google_project_iam_member" "home_worker_logs" {
+  project = var.project_id
+  role    = "roles/logging.logWriter"
+  member  = "serviceAccount:${google_service_account.home_worker.email}"
+}
+
 # Its prefixes only (IAM conditions on object names; the worker never lists a bucket):
 # read and write audio/ (finished audio, stream pieces, joins read their items), read uploads/
 # (reference clips, files to normalise), read and write voice-prompts/ in the voices bucket

@@ -66,6 +66,13 @@ locals {
   home_worker_publishes_to = toset([for k, t in local.topics : k if contains(t.publishers, "home-worker")])
   home_worker_pulls_from   = toset([for k, s in local.subscriptions : k if contains(s.subscribers, "home-worker")])
 
+  # What monitoring.tf watches, found by what it is, never by name: the per-backend job
+  # subscriptions (the router's `attributes.backend` filter), the dead-letter topics' audit
+  # subscriptions (unfiltered; the replay subscription's filter keeps it out), the API.
+  backend_queues     = toset([for k, s in local.subscriptions : k if startswith(s.filter, "attributes.backend")])
+  dead_letter_audits = toset([for k, s in local.subscriptions : k if contains(local.dead_letter_topics, s.topic) && s.filter == ""])
+  api_function       = one([for k, f in local.functions : k if f.entry_point == "api"])
+
   # The audio lifecycle rule is the retention the cache relies on (Settings.retention).
   audio_days = one([for r in local.topology.bucket.expire : r.age_days if r.prefix == "audio/"])
 

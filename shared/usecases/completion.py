@@ -13,7 +13,7 @@ from __future__ import annotations
 import logging
 
 from shared.domain.errors import InvalidTransition, NotFound
-from shared.domain.jobs import Job, JobError, JobOutput
+from shared.domain.jobs import Job, JobError, JobOutput, JobState
 from shared.domain.synthesis import children_of, parent_of
 from shared.usecases.cache import remember
 from shared.usecases.gateway import Gateway
@@ -114,10 +114,44 @@ def cancel_children(gw: Gateway, parent: Job, *, reason: str) -> None:
 
 
 def finished(gw: Gateway, job: Job) -> None:
-    """After any move into a terminal state: announce it, call back, and let its parent see
-    whether it can settle."""
+    """After any move into a terminal state: log it, announce it, call back, and let its parent
+    see whether it can settle."""
+    log.info("job ended", extra=ended_fields(job))
     announce(gw, job)
     deliver_due(gw, job)
     parent_id = job.parent_id or parent_of(job.request)
     if parent_id is not None:
         child_ended(gw, parent_id)
+
+
+def ended_fields(job: Job) -> dict[str, object]:
+    """The "job ended" line, one per job that ends wherever it ends (the 4090, RunPod's
+    webhook, the monitor, the API for a cache hit): what the log-based metrics count and
+    measure (infra/terraform/monitoring.tf). Times are seconds: ``queue_s`` from submission to
+    the (last) claim, ``run_s`` from that claim to the end, ``audio_s`` the audio made, ``rtf``
+    the real-time factor (``run_s / audio_s``: under 1 is faster than real time), ``ttfa_s``
+    time to first audio for a job that was not streamed (a streamed one's is the worker's
+    "first audio" line)."""
+    fields: dict[str, object] = {
+        "job_id": job.id,
+        "mode": job.request.mode.value,
+        "backend": job.backend or "none",
+        "outcome": job.state.value,
+        "code": job.error.code if job.error is not None else "",
+        "cached": job.cached_from is not None,
+    }
+    ended = job.state_times.get(job.state, job.updated_at)
+    started = job.state_times.get(JobState.RUNNING)
+    run_s: float | None = None
+    if started is not None and started <= ended:
+        run_s = (ended - started).total_seconds()
+        fields["queue_s"] = round((started - job.created_at).total_seconds(), 3)
+        fields["run_s"] = round(run_s, 3)
+    audio = job.result
+    if job.state is JobState.SUCCEEDED and audio is not None:
+        fields["audio_s"] = audio.duration_s
+        if run_s is not None and audio.duration_s > 0 and job.cached_from is None:
+            fields["rtf"] = round(run_s / audio.duration_s, 4)
+        if audio.parts == 0:
+            fields["ttfa_s"] = round((ended - job.created_at).total_seconds(), 3)
+    return fields

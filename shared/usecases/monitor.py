@@ -29,6 +29,7 @@ from datetime import datetime, timedelta
 
 from shared.domain.backends import (
     API_VERSION,
+    DOWN,
     BackendConfig,
     BackendHeartbeat,
     BackendKind,
@@ -91,7 +92,7 @@ def run_monitor(gw: Gateway, *, runpod: RunPodApi | None = None) -> MonitorRepor
     _settle_parents(gw, report=report)
     report.announced = announce_pending(gw)
     report.called_back = deliver_pending(gw)
-    _count_queues(gw)
+    _count_queues(gw, down=down)
     return report
 
 
@@ -187,10 +188,15 @@ def _cancel_on_runpod(gw: Gateway, runpod: RunPodApi, *, report: MonitorReport) 
     )
 
 
-def _count_queues(gw: Gateway) -> None:
+def _count_queues(gw: Gateway, *, down: set[str]) -> None:
     for backend in gw.settings.backends:
         depth = gw.jobs.count(state=JobState.QUEUED, backend=backend.id)
         gw.backends.set_queue_depth(backend.id, depth)
+        # One line per backend and pass, up or not (one that never reported counts as down):
+        # the "backend down for N minutes" alert counts the passes that found it down.
+        beat = gw.backends.get(backend.id)
+        up = beat is not None and backend.id not in down and beat.status not in DOWN
+        log.info("backend state", extra={"backend": backend.id, "up": up, "queued": depth})
 
 
 def _refresh_runpod(

@@ -401,9 +401,12 @@ def test_the_home_worker_reaches_the_default_database_only() -> None:
     assert expression == 'resource.name == "projects/${var.project_id}/databases/(default)"'
     keys = _resource("google_firestore_database", "keys")
     assert keys["name"] == "${local.keys_database}"
-    # Every project-wide grant of the worker is conditioned, but the trace writer's.
+    # Every project-wide grant of the worker is conditioned, but the trace and log writers'.
     for rtype, name, body in _home_worker_grants():
-        if rtype == "google_project_iam_member" and name != "home_worker_trace":
+        if rtype == "google_project_iam_member" and name not in (
+            "home_worker_trace",
+            "home_worker_logs",
+        ):
             assert "condition" in body, name
 
 
@@ -484,3 +487,164 @@ def test_the_deployer_holds_no_broad_role_and_grants_only_what_terraform_grants(
     readme = (ROOT / "README.md").read_text()
     assert "infra/deployer.sh" in readme
     assert "roles/editor" not in readme
+
+
+# ---- Operations: log-based metrics read lines the code writes; alerts and their runbook ----
+
+
+def _logged_lines() -> dict[str, set[str]]:
+    """Each log message the code writes (a literal first argument of log.info/warning/error),
+    with the fields its ``extra=`` dict literal names."""
+    import ast
+
+    lines: dict[str, set[str]] = {}
+    for folder in ("shared", "functions", "gpu_worker"):
+        for path in (ROOT / folder).rglob("*.py"):
+            for node in ast.walk(ast.parse(path.read_text())):
+                if not (
+                    isinstance(node, ast.Call)
+                    and isinstance(node.func, ast.Attribute)
+                    and node.func.attr in {"info", "warning", "error", "critical", "exception"}
+                    and node.args
+                    and isinstance(node.args[0], ast.Constant)
+                    and isinstance(node.args[0].value, str)
+                ):
+                    continue
+                fields = lines.setdefault(node.args[0].value, set())
+                for keyword in node.keywords:
+                    if keyword.arg == "extra" and isinstance(keyword.value, ast.Dict):
+                        fields |= {
+                            k.value
+                            for k in keyword.value.keys
+                            if isinstance(k, ast.Constant) and isinstance(k.value, str)
+                        }
+    # "job ended" passes a computed dict: the fields of a job that ran and made audio.
+    lines["job ended"] |= set(_ended_fields_of_a_finished_job())
+    return lines
+
+
+def _ended_fields_of_a_finished_job() -> dict[str, object]:
+    from datetime import UTC, datetime, timedelta
+
+    from shared.domain.jobs import AudioResult, Job, JobState
+    from shared.domain.synthesis import CustomVoiceRequest
+    from shared.usecases.completion import ended_fields
+
+    t0 = datetime(2026, 11, 1, tzinfo=UTC)
+    job = Job(
+        id="j",
+        owner="o",
+        request=CustomVoiceRequest(text="Hi.", speaker="Ryan"),
+        state=JobState.SUCCEEDED,
+        backend="home-4090",
+        created_at=t0,
+        updated_at=t0 + timedelta(seconds=5),
+        state_times={
+            JobState.RUNNING: t0 + timedelta(seconds=2),
+            JobState.SUCCEEDED: t0 + timedelta(seconds=5),
+        },
+        result=AudioResult(
+            uri="gs://b/audio/j/1.wav",
+            format="wav",
+            content_type="audio/wav",
+            sample_rate=24000,
+            duration_s=6.0,
+            bytes=1,
+        ),
+    )
+    fields = ended_fields(job)
+    assert fields["queue_s"] == 2.0
+    assert fields["run_s"] == 3.0
+    assert fields["rtf"] == 0.5  # three seconds of work for six of audio
+    assert fields["ttfa_s"] == 5.0  # not streamed: its audio came at its end
+    assert (fields["mode"], fields["backend"], fields["outcome"]) == (
+        "custom_voice",
+        "home-4090",
+        "succeeded",
+    )
+    return fields
+
+
+def _log_metrics() -> dict[str, dict[str, Any]]:
+    (block,) = [b for b in _parsed()["locals"] if "log_counters" in b]
+    return {**block["log_counters"], **block["log_distributions"]}
+
+
+def test_every_log_metric_reads_a_line_and_fields_the_code_writes() -> None:
+    lines = _logged_lines()
+    for name, metric in _log_metrics().items():
+        query = _text(metric["filter"])
+        messages = re.findall(r'"([^"]+)"', query.split("jsonPayload.message=", 1)[-1])
+        if "jsonPayload.message=" not in query:
+            messages = []
+        fields = {_text(label) for label in metric["labels"]}
+        fields |= set(re.findall(r"jsonPayload\.(\w+)(?::\*|=)", query)) - {"message"}
+        if "field" in metric:
+            fields.add(_text(metric["field"]))
+        carriers = messages or [m for m, f in lines.items() if fields <= f]
+        assert carriers, f"{name}: no line of the code carries {sorted(fields)}"
+        for message in carriers:
+            assert message in lines, f"{name}: the code never logs {message!r}"
+            missing = fields - lines[message] - {"message"}
+            assert not missing, f"{name}: {message!r} has no {sorted(missing)}"
+
+
+def test_time_to_first_audio_comes_from_streamed_and_unstreamed_jobs() -> None:
+    lines = _logged_lines()
+    assert {"ttfa_s", "mode", "backend"} <= lines["first audio"]
+    assert "ttfa_s" in lines["job ended"]
+
+
+def test_the_monitored_queues_are_found_by_what_they_are(tmp_path: Path) -> None:
+    declared = topology.load()
+    found = _console(
+        "{ queues = local.backend_queues, audits = local.dead_letter_audits,"
+        " api = local.api_function }",
+        tmp_path,
+    )
+    dead_letter_topics = {s.dead_letter.topic for s in declared.subscriptions if s.dead_letter}
+    assert sorted(found["queues"]) == sorted(
+        s.name for s in declared.subscriptions if s.filter.startswith("attributes.backend")
+    )
+    assert len(found["queues"]) == 2  # the 4090's and RunPod's
+    assert sorted(found["audits"]) == sorted(
+        s.name for s in declared.subscriptions if s.topic in dead_letter_topics and not s.filter
+    )
+    assert len(found["audits"]) == len(dead_letter_topics)
+    assert found["api"] == next(f.name for f in declared.functions if f.entry_point == "api")
+
+
+ALERTS = {
+    "api_burn": "API availability",
+    "queue_age": "queue age",
+    "dead_letters": "dead letters",
+    "backend_down": "backend down",
+    "monitor_silent": "monitor silent",
+}
+
+
+def test_the_alerts_the_operations_need_each_with_its_runbook() -> None:
+    policies = _resources()["google_monitoring_alert_policy"]
+    assert set(policies) == set(ALERTS)
+    slo = _resource("google_monitoring_slo", "api_availability")
+    assert slo["goal"] == 0.999
+    burn = {
+        _unquote(k): v
+        for block in _parsed()["locals"]
+        if "burn_alerts" in block
+        for k, v in block["burn_alerts"].items()
+    }
+    assert {b["rate"] for b in burn.values()} == {14.4, 6}
+    (runbook,) = [b["runbook"] for b in _parsed()["locals"] if "runbook" in b]
+    assert "README.md" in runbook
+    assert "Operating it" in runbook
+    readme = (ROOT / "README.md").read_text()
+    operations = readme.split("## Operating it", 1)[1].split("\n## ", 1)[0]
+    for name, heading in ALERTS.items():
+        assert "${local.runbook}" in str(policies[name]["documentation"]), name
+        assert f"**{heading.capitalize()}" in operations or f"**{heading}" in operations, heading
+    wait = _resource("google_monitoring_alert_policy", "backend_down")
+    (condition,) = wait["conditions"]
+    assert condition["condition_threshold"][0]["duration"] == (
+        '"${var.backend_down_minutes * 60}s"'
+    )
