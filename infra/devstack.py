@@ -85,9 +85,6 @@ class DevStack:
     intake_signing_key: str = field(default_factory=lambda: secrets.token_urlsafe(32))
     local_runpod: LocalRunPod | None = None
     _runpod_env: dict[str, str] = field(default_factory=dict)
-    _argv: dict[str, list[str]] = field(default_factory=dict)
-    _ready: dict[str, Callable[[], bool]] = field(default_factory=dict)
-    """How each process was started and how it showed it was ready, by name: to restart it."""
 
     @property
     def bucket(self) -> str:
@@ -268,23 +265,11 @@ class DevStack:
     def for_owner(self, owner: str) -> DevStack:
         """This running stack, called with a new key of ``owner``'s: the jobs and voices it
         lists are that owner's. The processes and emulators are this stack's own, shared and
-        not copied: start, restart and stop them here."""
+        not copied: start and stop them here."""
         view = copy.copy(self)
         view.api_key = self.create_key(owner)
         view.intake_key_id = key_id_for(hash_key(view.api_key))
         return view
-
-    def restart_stopped(self) -> list[ManagedProcess]:
-        """Start again, as they were first started, the processes that have exited (a test
-        stopped one on purpose), each ready when this returns; the exited ones. A restarted
-        process logs to a fresh file of its name; the old log is kept under the old pid."""
-        stopped = [p for p in self.processes if not p.alive]
-        for old in stopped:
-            self.processes.remove(old)
-            old.log_path = old.log_path.replace(old.log_path.with_suffix(f".{old.process.pid}.log"))
-            # A ready check that reads the log reads the same path, now the new process's.
-            self._wait(self._spawn(old.name, self._argv[old.name]), self._ready[old.name])
-        return stopped
 
     def __enter__(self) -> DevStack:
         return self.start()
@@ -310,11 +295,10 @@ class DevStack:
     def _spawn(self, name: str, argv: list[str]) -> ManagedProcess:
         handle = spawn(name, argv, log_dir=self.run_dir, env=self.env, cwd=REPO_ROOT)
         self.processes.append(handle)
-        self._argv[name] = argv
         return handle
 
-    def _wait(self, process: ManagedProcess, ready: Callable[[], bool]) -> None:
-        self._ready[process.name] = ready
+    @staticmethod
+    def _wait(process: ManagedProcess, ready: Callable[[], bool]) -> None:
         process.wait_until(ready, timeout_s=READY_TIMEOUT_S)
 
 

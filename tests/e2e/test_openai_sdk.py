@@ -8,7 +8,6 @@ import base64
 import io
 import json
 import time
-from collections.abc import Iterator
 from typing import Any
 
 import av
@@ -23,13 +22,6 @@ from infra.devstack import DevStack
 pytestmark = pytest.mark.e2e
 
 TEXT = "Hello there. This is a test."
-
-
-@pytest.fixture(scope="module")
-def stack(tiny_models_dir: dict[str, str]) -> Iterator[DevStack]:
-    models = tuple(tiny_models_dir.values())
-    with DevStack(models=models, extra_env={"TTS_WORKER__HEARTBEAT_S": "1"}) as running:
-        yield running
 
 
 @pytest.fixture(scope="module")

@@ -10,7 +10,6 @@ import json
 import signal
 import time
 import zipfile
-from collections.abc import Iterator
 from typing import Any
 
 import numpy as np
@@ -25,13 +24,6 @@ from shared.settings import Settings
 from tests.support.contracts import validate_response
 
 pytestmark = pytest.mark.e2e
-
-
-@pytest.fixture(scope="module")
-def stack(tiny_models_dir: dict[str, str]) -> Iterator[DevStack]:
-    models = tuple(tiny_models_dir.values())
-    with DevStack(models=models, extra_env={"TTS_WORKER__HEARTBEAT_S": "1"}) as running:
-        yield running
 
 
 def call(stack: DevStack, method: str, path: str, **kwargs: Any) -> requests.Response:
@@ -187,7 +179,7 @@ def test_a_running_job_canceled_over_http_stops_in_the_worker_process(stack: Dev
     deadline = time.monotonic() + 60
     while call(stack, "GET", f"/v1/jobs/{job_id}").json()["state"] != "running":
         assert time.monotonic() < deadline, "the job was never picked up"
-        time.sleep(0.01)
+        time.sleep(0.05)
     canceled = call(stack, "POST", f"/v1/jobs/{job_id}/cancel")
     assert canceled.status_code == 200
     assert canceled.json()["state"] == "canceled"
@@ -202,6 +194,7 @@ def test_a_running_job_canceled_over_http_stops_in_the_worker_process(stack: Dev
     assert call(stack, "GET", f"/v1/jobs/{job_id}/audio").status_code == 409
 
 
+@pytest.mark.stops_shared_stack
 def test_the_monitor_runs_on_the_cloud_s_schedule_and_stops_with_sigterm(
     stack: DevStack,
 ) -> None:
@@ -218,8 +211,9 @@ def test_the_monitor_runs_on_the_cloud_s_schedule_and_stops_with_sigterm(
     assert monitor.process.wait(timeout=10) == 0
 
 
+@pytest.mark.stops_shared_stack
 def test_sigterm_lets_the_worker_finish_the_job_in_hand(stack: DevStack) -> None:
-    """Runs last in this module: it stops the stack's worker for good."""
+    """It stops the stack's worker for good: it runs after every other test on the stack."""
     job_id = call(
         stack, "POST", "/v1/tts/jobs", json={"text": "One last line.", "speaker": "Aiden"}
     ).json()["id"]
@@ -227,7 +221,7 @@ def test_sigterm_lets_the_worker_finish_the_job_in_hand(stack: DevStack) -> None
     deadline = time.monotonic() + 60
     while call(stack, "GET", f"/v1/jobs/{job_id}").json()["state"] == "queued":
         assert time.monotonic() < deadline, "the job was never picked up"
-        time.sleep(0.005)
+        time.sleep(0.05)
     worker.process.send_signal(signal.SIGTERM)
     assert worker.process.wait(timeout=60) == 0
     assert call(stack, "GET", f"/v1/jobs/{job_id}").json()["state"] == "succeeded"
