@@ -265,7 +265,10 @@ class LocalRunPod:
         server = make_server("127.0.0.1", self._port or 0, self._build_app(), threaded=True)
         self._server = server
         threads = [
-            threading.Thread(target=server.serve_forever, name="runpod-local-http", daemon=True),
+            # Polls for shutdown every 50 ms (the default 0.5 s is what stop() would wait).
+            threading.Thread(
+                target=server.serve_forever, args=(0.05,), name="runpod-local-http", daemon=True
+            ),
             threading.Thread(target=self._work, name="runpod-local-worker", daemon=True),
         ]
         for thread in threads:

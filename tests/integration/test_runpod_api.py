@@ -86,7 +86,7 @@ def receiver() -> Iterator[Receiver]:
     recv = Receiver()
     server: BaseWSGIServer = make_server("127.0.0.1", 0, recv.wsgi, threaded=True)
     recv.url = f"http://127.0.0.1:{server.server_port}/hook"
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread = threading.Thread(target=server.serve_forever, args=(0.05,), daemon=True)
     thread.start()
     yield recv
     server.shutdown()

@@ -82,7 +82,7 @@ def local_runpod(
 def serve(app: object) -> tuple[str, threading.Thread, object]:
     port = free_port()
     server = make_server("127.0.0.1", port, app, threaded=True)  # type: ignore[arg-type]
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread = threading.Thread(target=server.serve_forever, args=(0.05,), daemon=True)
     thread.start()
     return f"http://127.0.0.1:{port}/", thread, server
 

@@ -58,7 +58,7 @@ def serve(app: Receiver, ssl_context: ssl.SSLContext | None = None) -> Iterator[
     server: BaseWSGIServer = make_server(
         "127.0.0.1", port, app, threaded=True, ssl_context=ssl_context
     )
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread = threading.Thread(target=server.serve_forever, args=(0.05,), daemon=True)
     thread.start()
     yield port
     server.shutdown()
@@ -156,7 +156,7 @@ class Trickle(socketserver.BaseRequestHandler):
 def trickler() -> Iterator[int]:
     server = socketserver.ThreadingTCPServer(("127.0.0.1", 0), Trickle)
     server.daemon_threads = True
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread = threading.Thread(target=server.serve_forever, args=(0.05,), daemon=True)
     thread.start()
     yield server.server_address[1]
     server.shutdown()

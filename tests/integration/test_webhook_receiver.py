@@ -59,7 +59,7 @@ def receiver() -> Iterator[Receiver]:
     port = free_port()
     server = make_server("127.0.0.1", port, app, threaded=True)
     app.url = f"http://127.0.0.1:{port}"
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread = threading.Thread(target=server.serve_forever, args=(0.05,), daemon=True)
     thread.start()
     yield app
     app.unstall.set()

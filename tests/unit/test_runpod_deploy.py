@@ -269,7 +269,7 @@ def fake() -> Iterator[tuple[FakeRunPodV2, str]]:
                 self._problem(404, f"no {collection} {item_id!r}")
 
     server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread = threading.Thread(target=server.serve_forever, args=(0.05,), daemon=True)
     thread.start()
     try:
         yield state, f"http://127.0.0.1:{server.server_address[1]}/v2"
