@@ -13,6 +13,7 @@ import google.cloud.pubsub_v1 as pubsub_v1
 import pytest
 import soundfile as sf
 import torch
+from google.cloud.pubsub_v1.subscriber.futures import StreamingPullFuture
 from pytest_mock import MockerFixture
 
 from gpu_worker.bootstrap import Worker, bootstrap
@@ -31,6 +32,7 @@ from shared.wire.messages import JobMessage, job_attributes
 from tests.support.contracts import validate_schema
 from tests.support.engines import tiny_synthesizer
 from tests.support.firestore import as_json, stored_job
+from tests.support.waiting import eventually
 
 ALICE = Principal(owner="alice", scopes=frozenset({Scope.USER}))
 
@@ -141,10 +143,12 @@ def test_shutdown_finishes_the_job_in_hand(
 ) -> None:
     stop = threading.Event()
     real = engine.speak
+    stops_pulling = mocker.spy(StreamingPullFuture, "cancel")
 
     def stop_mid_job(*args: Any, **kwargs: Any) -> Any:
         stop.set()  # SIGTERM arrives while the GPU works
-        time.sleep(1.5)
+        # ...and the worker begins to stop (it ends its pull) before the GPU is done.
+        eventually(lambda: stops_pulling.call_count, message="the worker never began to stop")
         return real(*args, **kwargs)
 
     mocker.patch.object(engine, "speak", side_effect=stop_mid_job)
