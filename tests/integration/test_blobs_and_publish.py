@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import re
 import urllib.request
+from collections.abc import Callable
 
 from google.cloud import pubsub_v1
 from google.pubsub_v1.types import ReceivedMessage
@@ -18,6 +19,7 @@ from shared.usecases.gateway import Gateway
 from shared.usecases.jobs import submit_job
 from shared.wire.messages import job_attributes
 from tests.support.contracts import validate_schema
+from tests.support.waiting import eventually
 
 ALICE = Principal(owner="alice", scopes=frozenset({Scope.USER}))
 
@@ -34,16 +36,29 @@ def test_put_get_and_signed_url(cloud_gateway: Gateway) -> None:
         assert response.read() == b"RIFF...."
 
 
-def drain(subscriber: pubsub_v1.SubscriberClient, path: str) -> list[ReceivedMessage]:
-    received = []
-    while True:
-        response = subscriber.pull(subscription=path, max_messages=100, timeout=5)
+def drain(
+    subscriber: pubsub_v1.SubscriberClient,
+    path: str,
+    until: Callable[[list[ReceivedMessage]], bool] = lambda _: True,
+) -> list[ReceivedMessage]:
+    """Every message on the subscription (each acknowledged), once ``until`` holds of them and
+    a pull comes back empty (at once: the emulator otherwise holds an empty pull for seconds)."""
+    received: list[ReceivedMessage] = []
+
+    def drained() -> bool:
+        response = subscriber.pull(
+            subscription=path, max_messages=100, timeout=5, return_immediately=True
+        )
         if not response.received_messages:
-            return received
+            return until(received)
         received.extend(response.received_messages)
         subscriber.acknowledge(
             subscription=path, ack_ids=[m.ack_id for m in response.received_messages]
         )
+        return False
+
+    eventually(drained, timeout_s=30, interval_s=0.1, message=lambda: f"only {received}")
+    return received
 
 
 def filter_matches(expression: str, attributes: dict[str, str]) -> bool:
@@ -65,9 +80,11 @@ def test_the_home_subscription_filters_on_the_attribute_the_router_sets(
     job = submit_job(
         cloud_gateway, principal=ALICE, request=CustomVoiceRequest(text="Hi", speaker="Dylan")
     )
-    [message] = [
-        m for m in drain(subscriber, path) if json.loads(m.message.data)["job_id"] == job.id
-    ]
+
+    def ours(received: list[ReceivedMessage]) -> list[ReceivedMessage]:
+        return [m for m in received if json.loads(m.message.data)["job_id"] == job.id]
+
+    [message] = ours(drain(subscriber, path, until=lambda received: bool(ours(received))))
     body = json.loads(message.message.data)
     attributes = dict(message.message.attributes)
     validate_schema("job-message.schema.json", body)
