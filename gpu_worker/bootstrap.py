@@ -9,6 +9,7 @@ from dataclasses import dataclass, replace
 import google.cloud.pubsub_v1 as pubsub_v1
 
 from gpu_worker.bucket_io import BucketIO
+from gpu_worker.cloud_logs import send_to_cloud_logging
 from gpu_worker.engine import CODEC_FRAME_RATE_HZ, Engine, token_budget
 from gpu_worker.heartbeat import Heartbeat
 from gpu_worker.pipeline import StageConfig
@@ -21,7 +22,6 @@ from shared.adapters import tracing
 from shared.bootstrap import build_gateway
 from shared.domain.backends import BackendKind
 from shared.domain.errors import ConfigurationError
-from shared.logs import send_to_cloud_logging
 from shared.settings import EngineKind, Settings, WithoutCuda, WorkerSettings
 from shared.usecases.gateway import Gateway
 
