@@ -15,7 +15,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from types import TracebackType
 
-from infra.processes import ManagedProcess, ProcessError, free_port, spawn
+from infra.processes import ManagedProcess, ProcessError, free_port, spawn, stop_all
 
 START_TIMEOUT_S = 90.0
 
@@ -116,8 +116,7 @@ class Emulators:
         return self
 
     def stop(self) -> None:
-        for emulator in reversed(self.running):
-            emulator.handle.stop()
+        stop_all(e.handle for e in reversed(self.running))
         self.running.clear()
 
     def __enter__(self) -> Emulators:

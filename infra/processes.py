@@ -9,7 +9,7 @@ import signal
 import socket
 import subprocess
 import time
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from contextlib import suppress
 from dataclasses import dataclass
 from pathlib import Path
@@ -72,15 +72,24 @@ class ManagedProcess:
         )
 
     def stop(self, timeout_s: float = 10) -> None:
-        if not self.alive:
-            return
+        stop_all([self], timeout_s=timeout_s)
+
+
+def stop_all(processes: Iterable[ManagedProcess], timeout_s: float = 10) -> None:
+    """Stop them together: SIGTERM to each one's group, then wait for each, killing a group
+    that outlives ``timeout_s``. Their shutdowns overlap, so this takes the longest of them."""
+    running = [p for p in processes if p.alive]
+    for handle in running:
+        with suppress(ProcessLookupError):
+            os.killpg(handle.process.pid, signal.SIGTERM)
+    deadline = time.monotonic() + timeout_s
+    for handle in running:
         try:
-            os.killpg(self.process.pid, signal.SIGTERM)
-            self.process.wait(timeout=timeout_s)
-        except (ProcessLookupError, subprocess.TimeoutExpired):
+            handle.process.wait(timeout=max(0.0, deadline - time.monotonic()))
+        except subprocess.TimeoutExpired:
             with suppress(ProcessLookupError):
-                os.killpg(self.process.pid, signal.SIGKILL)
-            self.process.wait(timeout=timeout_s)
+                os.killpg(handle.process.pid, signal.SIGKILL)
+            handle.process.wait(timeout=timeout_s)
 
 
 def spawn(
