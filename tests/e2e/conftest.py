@@ -1,4 +1,4 @@
-"""End-to-end fixtures: one local stack for the session, shared by the modules whose tests run
+"""End-to-end fixtures: one local stack for this package, shared by the modules whose tests run
 on the same settings (all the tiny models, a heartbeat a second, the cloud's monitor tick).
 
 Each such module calls it with a key of its own owner's, so the jobs, batches and voices it
@@ -51,7 +51,7 @@ def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
         items[place] = item
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture(scope="package")  # stopped after the last end-to-end test, not at the end
 def shared_stack(tiny_models_dir: dict[str, str]) -> Iterator[DevStack]:
     models = tuple(tiny_models_dir.values())
     with DevStack(models=models, extra_env=SHARED_ENV) as running:
