@@ -178,7 +178,7 @@ def test_a_seed_holds_while_another_model_generates_beside_it(
     thread.start()
     try:
         while beside[0] == 0:  # the other model is under way before the seeded lines start
-            time.sleep(0.005)
+            time.sleep(0.05)
         for _ in range(4):
             assert np.array_equal(seeded.say(line, seed=21).samples, said)
             again = np.concatenate([p.samples for p in seeded.stream(line, seed=22)])
