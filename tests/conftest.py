@@ -16,8 +16,8 @@ from tests.support.gateway import Fakes, fake_gateway, issue_key, make_fakes
 # One OpenMP thread for torch (and BLAS), in this process and in every process the tests start
 # (the local stack, the RunPod handler: they inherit the environment). The tiny models'
 # matrices are too small to split, and each process's spinning second thread fights the
-# emulators and the other processes for two cores: tests/integration/test_tiny_model.py took
-# 74 s of CPU with the default and 18 s with one thread. A thread count set by the caller wins.
+# emulators and the other processes for two cores (a quarter of the CPU time, and far less
+# waiting on a busy machine). A thread count set by the caller wins.
 os.environ.setdefault("OMP_NUM_THREADS", "1")
 
 
