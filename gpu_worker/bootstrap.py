@@ -18,10 +18,12 @@ from gpu_worker.runner import Executor, JobRunner, RunnerConfig
 from gpu_worker.subscriber import HomeSubscriber
 from gpu_worker.synthesizer import ModelSet, Synthesizer
 from gpu_worker.tasks import TaskExecutor
+from gpu_worker.verify.checker import Listeners, Verifier
 from shared.adapters import tracing
 from shared.bootstrap import build_gateway
 from shared.domain.backends import BackendKind
 from shared.domain.errors import ConfigurationError
+from shared.domain.modes import ModelType
 from shared.settings import EngineKind, Settings, WithoutCuda, WorkerSettings
 from shared.usecases.gateway import Gateway
 
@@ -59,6 +61,23 @@ def load_models(settings: Settings) -> ModelSet:
         synth.load()
         synthesizers.append(synth)
     return ModelSet(synthesizers)
+
+
+def load_verifier(settings: Settings, models: ModelSet) -> Verifier:
+    """What checks this worker's audio: the signal checks always; the configured ASR model and
+    forced aligner, loaded once here; the Base model's speaker encoder where one is loaded."""
+    v = settings.worker.verify
+    device = models.device
+    transcriber = aligner = None
+    if v.asr_model or v.aligner_model:
+        from gpu_worker.verify.listening import Aligner, Transcriber
+
+        transcriber = Transcriber.load(v.asr_model, device=device) if v.asr_model else None
+        aligner = Aligner.load(v.aligner_model, device=device) if v.aligner_model else None
+    listeners = Listeners(
+        transcriber=transcriber, aligner=aligner, encoder=models.get(ModelType.BASE)
+    )
+    return Verifier(settings=v, listeners=listeners)
 
 
 def check_lengths(settings: Settings) -> None:
@@ -161,6 +180,7 @@ def bootstrap(
     models: ModelSet | None = None,
     subscriber_client: pubsub_v1.SubscriberClient | None = None,
     executor: Executor | None = None,
+    verifier: Verifier | None = None,
 ) -> Worker:
     """The 4090 worker. ``executor`` replaces what runs each task (benchmarks, tests); by
     default the models run it through the bucket."""
@@ -177,6 +197,7 @@ def bootstrap(
     # them, and the monitor (in the cloud) sends them.
     gw = replace(gateway or build_gateway(settings), webhooks=None)
     models = models or load_models(settings)
+    verifier = verifier or load_verifier(settings, models)
     prompts = PromptCache(
         max_bytes=w.prompt_cache_bytes,
         max_file_bytes=settings.voices.max_prompt_bytes,
@@ -188,6 +209,7 @@ def bootstrap(
         max_chunk_chars=w.max_chunk_chars,
         max_join_s=w.max_join_s,
         stream=StageConfig.of(w),
+        verifier=verifier,
     )
     runner = JobRunner(
         gateway=gw,
@@ -208,6 +230,7 @@ def bootstrap(
         models=models.sources,
         model_facts=models.facts,
         engine=models.engine,
+        checks=verifier.checks,
         device=models.device,
         clock=gw.clock,
         interval_s=w.heartbeat_s,

@@ -18,6 +18,9 @@ from dataclasses import dataclass, field
 from importlib import metadata
 from typing import Protocol
 
+import numpy as np
+import numpy.typing as npt
+
 from gpu_worker.audio.encoding import Waveform
 from shared.domain.backends import EngineInfo, ModelFacts
 from shared.domain.catalog import Language
@@ -122,6 +125,11 @@ class Engine(Protocol):
     def create_voice_prompt(
         self, *, reference: Waveform, ref_text: str | None, x_vector_only: bool
     ) -> tuple[PromptItem, ...]: ...
+
+    def speaker_embedding(self, wave: Waveform) -> npt.NDArray[np.float32]:
+        """The speaker encoder's embedding of ``wave`` (a Base model's; what a clone prompt
+        holds as ``ref_spk_embedding``): how alike two voices sound is their cosine."""
+        ...
 
 
 def engine_info(engine: object) -> EngineInfo:

@@ -20,6 +20,7 @@ from shared.domain.backends import (
 )
 from shared.domain.errors import TransientError
 from shared.domain.modes import Mode
+from shared.domain.verification import Check
 from shared.usecases.ports import BackendStore, Clock
 
 log = logging.getLogger(__name__)
@@ -51,6 +52,7 @@ class Heartbeat:
         interval_s: float,
         model_facts: tuple[ModelFacts, ...] = (),
         engine: EngineInfo | None = None,
+        checks: tuple[Check, ...] = (),
     ) -> None:
         self._store = store
         self._backend_id = backend_id
@@ -62,6 +64,7 @@ class Heartbeat:
             models=models,
             model_facts=model_facts,
             engine=engine,
+            checks=checks,
         )
         self._device = device
         self._clock = clock

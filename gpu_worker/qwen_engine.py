@@ -18,6 +18,7 @@ import torch
 from qwen_tts import Qwen3TTSModel, VoiceClonePromptItem
 
 from gpu_worker.audio.encoding import Waveform
+from gpu_worker.audio.ops import resampled
 from gpu_worker.engine import (
     Clone,
     Design,
@@ -181,6 +182,16 @@ class QwenEngine:
             x_vector_only_mode=x_vector_only,
         )
         return tuple(PromptItem.from_fields(item) for item in items)
+
+    def speaker_embedding(self, wave: Waveform) -> npt.NDArray[np.float32]:
+        model = self.model.model
+        if model.speaker_encoder is None:
+            raise SynthesisFailed(f"{self._source} has no speaker encoder (not a Base model)")
+        rate = int(model.speaker_encoder_sample_rate)
+        samples = resampled(wave, rate=rate).samples
+        with torch.inference_mode():
+            embedding = model.extract_speaker_embedding(audio=samples, sr=rate)
+        return np.asarray(embedding.float().cpu().numpy(), dtype=np.float32)
 
     @staticmethod
     def _call(

@@ -32,12 +32,13 @@ from typing import Any
 import requests
 from pydantic import ValidationError
 
-from gpu_worker.bootstrap import load_models
+from gpu_worker.bootstrap import load_models, load_verifier
 from gpu_worker.pipeline import StageConfig
 from gpu_worker.prompt_cache import PromptCache
 from gpu_worker.synthesizer import ModelSet
 from gpu_worker.tasks import Task, TaskExecutor
 from gpu_worker.url_io import SignedUrlIO
+from gpu_worker.verify.checker import Verifier
 from shared.domain.backends import API_VERSION
 from shared.domain.errors import GatewayError, WorkerPoisoned
 from shared.logs import configure_logging
@@ -53,7 +54,9 @@ REFRESH = "refresh_worker"
 """RunPod's flag, in a handler's output or in the SDK's config, for a fresh worker."""
 
 
-def build_handler(settings: Settings, *, models: ModelSet) -> Handler:
+def build_handler(
+    settings: Settings, *, models: ModelSet, verifier: Verifier | None = None
+) -> Handler:
     """The handler, closed over models loaded once and a prompt cache shared across jobs.
     After a CUDA fault it answers every job as ``_poisoned``, without touching the GPU."""
     faults: list[WorkerPoisoned] = []
@@ -62,6 +65,7 @@ def build_handler(settings: Settings, *, models: ModelSet) -> Handler:
         max_file_bytes=settings.voices.max_prompt_bytes,
     )
     session = requests.Session()
+    verifier = verifier or load_verifier(settings, models)
 
     def handler(job: Mapping[str, Any]) -> dict[str, Any]:
         job_id = str(job.get("id", ""))
@@ -91,6 +95,7 @@ def build_handler(settings: Settings, *, models: ModelSet) -> Handler:
             max_chunk_chars=settings.worker.max_chunk_chars,
             max_join_s=settings.worker.max_join_s,
             stream=StageConfig.of(settings.worker),
+            verifier=verifier,
         )
         try:
             result = executor.execute(

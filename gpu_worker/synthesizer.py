@@ -26,6 +26,7 @@ from contextlib import AbstractContextManager, contextmanager
 from dataclasses import dataclass, replace
 
 import numpy as np
+import numpy.typing as npt
 import torch
 
 from gpu_worker.audio.encoding import Waveform
@@ -233,6 +234,10 @@ class Synthesizer:
                 reference=reference, ref_text=ref_text, x_vector_only=x_vector_only
             )
 
+    def speaker_embedding(self, wave: Waveform) -> npt.NDArray[np.float32]:
+        with self._lock, self._engine_call():
+            return self.engine.speaker_embedding(wave)
+
     # -- one line by mode (keyword-only, typed) ---------------------------------------------
 
     def generate_custom_voice(
@@ -377,6 +382,9 @@ class ModelSet:
     def engine(self) -> EngineInfo | None:
         """The implementation running the models (one per worker); ``None`` with none."""
         return next((engine_info(s.engine) for s in self._by_type.values()), None)
+
+    def get(self, model_type: ModelType) -> Synthesizer | None:
+        return self._by_type.get(model_type)
 
     def of_type(self, model_type: ModelType) -> Synthesizer:
         try:

@@ -10,6 +10,7 @@ values: waveforms, prompt files, text.
 from __future__ import annotations
 
 import logging
+from collections.abc import Sequence
 from contextlib import closing
 from dataclasses import dataclass, field
 from enum import Enum
@@ -27,6 +28,7 @@ from gpu_worker.audio.loudness import normalize
 from gpu_worker.audio.ops import StreamedClip, concatenate, decode, join_waves, joint
 from gpu_worker.engine import Clone, Design, Line, Speaker, Voice
 from gpu_worker.pipeline import Stage, StageConfig
+from gpu_worker.verify.checker import Chunk, Remake, Verifier, place_words
 from shared.domain.audio_formats import AudioFormat
 from shared.domain.audio_input import CONTENT_TYPES
 from shared.domain.errors import (
@@ -56,6 +58,7 @@ from shared.domain.synthesis import (
     VoiceTraits,
 )
 from shared.domain.text_split import split_text
+from shared.domain.verification import VerifyReport, WordTiming
 from shared.domain.voice_file import PromptItem, VoicePromptFile, check_fits, dumps, max_frames
 from shared.settings import VoiceSettings, WorkerSettings
 
@@ -149,8 +152,10 @@ class TaskExecutor:
         max_chunk_chars: int,
         max_join_s: float,
         stream: StageConfig | None = None,
+        verifier: Verifier | None = None,
     ) -> None:
         self._models = models
+        self._verifier = verifier
         self._io = io
         self._limits = limits
         self._max_chunk_chars = max_chunk_chars
@@ -202,48 +207,103 @@ class TaskExecutor:
             for chunk in chunks
         ]
         if request.stream:
-            return self._stream(task, request, synth, lines)
+            return self._stream(task, request, synth, voice, lines)
+        seeds = [None if request.seed is None else request.seed + i for i in range(len(lines))]
         if request.seed is not None:
             waves = []
             for index, line in enumerate(lines):
                 self._check_wanted(task, index, len(lines))
-                waves.append(synth.say(line, seed=request.seed + index))
+                waves.append(synth.say(line, seed=seeds[index]))
         else:
             waves = [_raised(result) for result in synth.queue.submit(lines)]
             # The lines went to the model together; before the audio is encoded and stored,
             # make sure someone still wants it.
             self._check_wanted(task, len(lines), len(lines))
+        checked: _Checked | None = None
+        if request.verify and self._verifier is not None:
+
+            def remake(index: int, seed: int) -> Waveform:
+                self._check_wanted(task, index + 1, len(lines))
+                return synth.say(lines[index], seed=seed)
+
+            checked = self._check(request, voice, lines, waves=waves, seeds=seeds, remake=remake)
+            waves = checked.waves
         last = len(waves) - 1
         segments = [
             stretch(joint(wave, first=i == 0, last=i == last), speed=request.speed)
             for i, wave in enumerate(waves)
         ]
         audio = encode(concatenate(segments), fmt=request.format)
-        return self._io.store_audio(task, audio, parts=0)
+        return _with_checks(self._io.store_audio(task, audio, parts=0), checked, request)
+
+    def _check(
+        self,
+        request: SpeechRequest,
+        voice: Voice,
+        lines: Sequence[Line],
+        *,
+        waves: Sequence[Waveform],
+        seeds: Sequence[int | None],
+        remake: Remake | None,
+    ) -> _Checked:
+        """Every chunk checked (and, given ``remake``, the failing ones said again), then the
+        kept chunks' words aligned. A clone is held to its prompt's speaker embedding; any
+        other voice to the job's first chunk."""
+        verifier = self._verifier
+        assert verifier is not None
+        reference = (
+            voice.prompt.items[0].ref_spk_embedding.float().numpy()
+            if isinstance(voice, Clone)
+            else verifier.reference(waves[0])
+        )
+        kept, report = verifier.check(
+            [
+                Chunk(text=line.text, wave=wave, seed=seed)
+                for line, wave, seed in zip(lines, waves, seeds, strict=True)
+            ],
+            language=request.language,
+            target_lufs=None,
+            reference=reference,
+            remake=remake,
+        )
+        words = verifier.words(kept, texts=[line.text for line in lines], language=request.language)
+        return _Checked(waves=kept, report=report, words=words)
 
     def _stream(
-        self, task: Task, request: SpeechRequest, synth: Synthesizer, lines: list[Line]
+        self,
+        task: Task,
+        request: SpeechRequest,
+        synth: Synthesizer,
+        voice: Voice,
+        lines: list[Line],
     ) -> AudioResult:
         """The engine (this thread, holding the model's lock) only generates; each piece goes
         to the job's stage (``pipeline.py``), whose thread stretches, encodes and publishes the
-        pieces in order, each within a deadline."""
+        pieces in order, each within a deadline. Checks, where asked, come after the last
+        piece (never before the first), and report only: what was heard is not said again."""
         out = _StreamOut(self._io, task, request, lines=len(lines))
+        said: list[Waveform] = []
+        seeds = [None if request.seed is None else request.seed + i for i in range(len(lines))]
         with Stage(out.take, config=self._stream_stage, name=f"stream {task.id}") as stage:
             for index, line in enumerate(lines):
                 self._check_wanted(task, index, len(lines))
-                seed = None if request.seed is None else request.seed + index
-                made = 0
-                with closing(synth.stream(line, seed=seed)) as pieces:
+                pieces_said: list[Waveform] = []
+                with closing(synth.stream(line, seed=seeds[index])) as pieces:
                     for piece in pieces:
                         stage.put(_Piece(line=index, wave=piece))
-                        made += 1
-                if not made:
+                        pieces_said.append(piece)
+                if not pieces_said:
                     raise SynthesisFailed(f"the model made no audio for chunk {index}")
+                said.append(concatenate(pieces_said))
                 stage.put(_Mark.LINE_END)
             stage.put(_Mark.ALL_SAID)
             stage.finish()
+        checked = None
+        if request.verify and self._verifier is not None:
+            checked = self._check(request, voice, lines, waves=said, seeds=seeds, remake=None)
         audio = encode(concatenate(out.segments), fmt=request.format)
-        return self._io.store_audio(task, audio, parts=out.parts)
+        stored = self._io.store_audio(task, audio, parts=out.parts)
+        return _with_checks(stored, checked, request)
 
     def _check_wanted(self, task: Task, index: int, total: int) -> None:
         if index and not self._io.still_wanted(task):
@@ -396,6 +456,37 @@ class TaskExecutor:
             },
         )
         return result.wave
+
+
+@dataclass(frozen=True, kw_only=True)
+class _Checked:
+    waves: list[Waveform]
+    """The audio kept, chunk by chunk."""
+    report: VerifyReport
+    words: list[tuple[WordTiming, ...]]
+    """Each kept chunk's words, in the chunk's own time."""
+
+
+def _with_checks(
+    result: AudioResult, checked: _Checked | None, request: SpeechRequest
+) -> AudioResult:
+    """``result`` with its report and its words placed in the whole: each chunk starts after
+    the ones before it and their pauses (``joint``), all stretched to the asked speed."""
+    if checked is None:
+        return result
+    last = len(checked.waves) - 1
+    lengths = [
+        joint(wave, first=i == 0, last=i == last).duration_s / request.speed
+        for i, wave in enumerate(checked.waves)
+    ]
+    starts = [sum(lengths[:i]) for i in range(len(lengths))]
+    words = place_words(
+        checked.words,
+        starts_s=starts,
+        scales=[1 / request.speed] * len(starts),
+        duration_s=result.duration_s,
+    )
+    return result.model_copy(update={"verification": checked.report, "words": words})
 
 
 def _raised(result: Spoken) -> Waveform:

@@ -237,6 +237,48 @@ class WithoutCuda(StrEnum):
     the baseline, for tests and development on a CPU only."""
 
 
+class VerifySettings(BaseModel):
+    """The checks a worker runs on each chunk of a job that asks for them (``verify``), their
+    bounds, and the models that listen. A chunk outside a bound is said again with the next
+    seed, at most ``max_attempts`` times in all; if none passes, the best is kept."""
+
+    model_config = ConfigDict(frozen=True)
+
+    max_attempts: int = Field(default=3, ge=1, le=10)
+    asr_model: str = ""
+    """The ASR model for intelligibility (``Qwen/Qwen3-ASR-0.6B`` or a local directory; ``make
+    run MODEL=tiny`` sets an offline tiny one); empty: not measured."""
+    aligner_model: str = ""
+    """The forced aligner for word timings (``Qwen/Qwen3-ForcedAligner-0.6B`` or a local
+    directory); empty: no word timings."""
+    min_s_per_char: float = Field(default=0.03, gt=0)
+    """Seconds per letter or digit of alphabetic text: speech runs at about 0.07."""
+    max_s_per_char: float = Field(default=0.25, gt=0)
+    min_s_per_char_cjk: float = Field(default=0.08, gt=0)
+    """Seconds per character of Chinese, Japanese or Korean text: speech runs at about 0.2."""
+    max_s_per_char_cjk: float = Field(default=0.7, gt=0)
+    silence_floor_db: float = Field(default=-50.0, le=0)
+    """A 20 ms frame quieter than this (dBFS RMS) is silence."""
+    max_silence_s: float = Field(default=1.5, gt=0)
+    """The longest silence at a chunk's edges or inside it; a pause between sentences is
+    well under a second."""
+    max_clipped: float = Field(default=0.001, ge=0, le=1)
+    """The share of samples at full scale."""
+    target_lufs: float = -18.0
+    """The loudness a chunk is held to when its job asks for none."""
+    max_loudness_off_db: float = Field(default=9.0, gt=0)
+    max_repeat_s: float = Field(default=1.0, gt=0)
+    """The longest block of frames that may repeat an earlier one."""
+    repetition_similarity: float = Field(default=0.95, gt=0, le=1)
+    """How alike two frames' spectral shapes must be (cosine) to count as a repeat."""
+    repetition_min_lag_s: float = Field(default=0.2, gt=0)
+    """Frames this close are neighbours, not repeats (a held vowel)."""
+    max_cer: float = Field(default=0.25, ge=0)
+    """Character error rate of the ASR transcript against the text, after normalisation."""
+    min_similarity: float = Field(default=0.5, ge=-1, le=1)
+    """Cosine similarity of a chunk's speaker embedding to the voice's reference."""
+
+
 class WorkerSettings(BaseModel):
     model_config = ConfigDict(frozen=True)
 
@@ -294,6 +336,7 @@ class WorkerSettings(BaseModel):
     RunPod worker takes at once (the SDK's ``concurrency_modifier``)."""
     batch_window_s: float = Field(default=0.02, ge=0, le=5)
     """How long the first utterance waits for others to join its batch."""
+    verify: VerifySettings = VerifySettings()
     cloud_logging: bool = False
     """Also send the worker's log lines to Cloud Logging (log ``tts-home-worker``): the home
     worker's "job ended", "first audio" and "job claimed" lines feed the log-based metrics."""

@@ -65,12 +65,18 @@ def decode(data: bytes, *, max_duration_s: float, target_rate: int | None = None
         raise _bad("the audio contains non-finite samples")
     if float(np.max(np.abs(samples))) < SILENCE_PEAK:
         raise _bad("the audio is silent")
-    if target_rate is not None and target_rate != rate:
-        divisor = gcd(rate, target_rate)
-        resampled = resample_poly(samples, target_rate // divisor, rate // divisor)
-        samples, rate = np.asarray(resampled, dtype=np.float32), target_rate
+    wave = Waveform(samples=samples, sample_rate=rate)
+    return wave if target_rate is None else resampled(wave, rate=target_rate)
+
+
+def resampled(wave: Waveform, *, rate: int) -> Waveform:
+    """``wave`` at ``rate`` (polyphase filter); itself when already there."""
+    if rate != wave.sample_rate:
+        divisor = gcd(wave.sample_rate, rate)
+        samples = resample_poly(wave.samples, rate // divisor, wave.sample_rate // divisor)
+        wave = Waveform(samples=np.asarray(samples, dtype=np.float32), sample_rate=rate)
     # Float sources and resampling overshoot can leave [-1, 1], which Waveform promises.
-    return Waveform(samples=np.clip(samples, -1.0, 1.0), sample_rate=rate)
+    return Waveform(samples=np.clip(wave.samples, -1.0, 1.0), sample_rate=wave.sample_rate)
 
 
 def _read_mono(

@@ -97,6 +97,10 @@ class Capabilities(BaseModel):
     engine: EngineInfo | None = None
     """The implementation running ``models`` and its version; ``None`` from a worker that
     predates it (or that loaded no model)."""
+    checks: tuple[str, ...] = ()
+    """The checks it runs on a job that asks for them (``verification.Check`` values, plain
+    strings so a newer worker's heartbeat still parses); routing prefers a backend that runs
+    them all for such a job."""
 
 
 class GpuTelemetry(BaseModel):

@@ -20,6 +20,7 @@ from pydantic import BaseModel, ConfigDict, Field, computed_field
 from shared.domain.audio_formats import AudioFormat
 from shared.domain.errors import InvalidTransition
 from shared.domain.synthesis import BatchRequest, JobRequest, JoinPlan, children_of
+from shared.domain.verification import VerifyReport, WordTiming
 from shared.domain.webhooks import Webhook, WebhookEvent
 
 MAX_SPARED_FAULTS = 3
@@ -68,6 +69,12 @@ class AudioResult(BaseModel):
     bytes: int
     parts: int = 0
     """Pieces published while it was made (a streamed job); 0 when it was not streamed."""
+    verification: VerifyReport | None = None
+    """What the worker measured of each chunk, where the job asked for checks."""
+    words: tuple[WordTiming, ...] = ()
+    """When each word is said, where the worker could align the audio with its text."""
+    starts_s: tuple[float, ...] = ()
+    """For a joined file: where each source (batch item) starts in it, in seconds."""
 
 
 class JobOutput(BaseModel):

@@ -101,6 +101,10 @@ class SpeechFields(TextFields):
     """Publish the audio piece by piece while it is made (the streaming routes set it)."""
     max_new_tokens: MaxNewTokens | None = None
     """A lower cap on the codec frames generated per chunk than the worker's own bound."""
+    verify: bool = False
+    """Check every chunk made (signal, intelligibility, voice), say a failing one again with the
+    next seed, and keep a report and the words' times with the result. Batch items and renders
+    are checked unless they say otherwise; a single call asks for it."""
 
     @model_validator(mode="after")
     def _streams_only_in_a_streaming_format(self) -> Self:
@@ -294,3 +298,8 @@ def children_of(request: JobRequest) -> tuple[str, ...]:
 def spoken_text(request: JobRequest) -> str:
     """The text a job speaks; empty for jobs that speak none."""
     return request.text if isinstance(request, TextFields) else ""
+
+
+def wants_checks(request: JobRequest) -> bool:
+    """Whether the job asked for its audio to be checked (``verify``)."""
+    return isinstance(request, SpeechFields) and request.verify

@@ -25,6 +25,7 @@ from shared.domain.synthesis import (
     children_of,
     output_format,
     spoken_text,
+    wants_checks,
 )
 from shared.usecases.gateway import Gateway
 from shared.usecases.jobs import existing_job, get_job, job_id_for, prepare_speech
@@ -75,7 +76,12 @@ def submit_batch(
     ]
     # Route every item before storing anything: a batch some item of which no backend can
     # run is refused whole, with the reason.
-    backends = {request.mode: route(gw, mode=request.mode) for request in children}
+    backends = {
+        (request.mode, wants_checks(request)): route(
+            gw, mode=request.mode, verify=wants_checks(request)
+        )
+        for request in children
+    }
     request = BatchRequest(
         children=child_ids,
         keys=tuple(item.key for item in body.items),
@@ -100,7 +106,7 @@ def submit_batch(
             job_id=child_id,
             principal=principal,
             request=child_request,
-            backend=backends[child_request.mode].id,
+            backend=backends[child_request.mode, wants_checks(child_request)].id,
             key=None,
             parent_id=parent_id,
         )

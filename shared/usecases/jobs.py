@@ -33,6 +33,7 @@ from shared.domain.synthesis import (
     JobRequest,
     NormalizeRequest,
     VoiceCloneRequest,
+    wants_checks,
 )
 from shared.domain.voices import Voice, prompt_object_name, voice_id_for
 from shared.usecases import cache, completion
@@ -297,7 +298,7 @@ def _submit(
     A failed publish does not lose the job: it stays ``queued`` and the monitor re-publishes
     queued jobs that no worker picked up.
     """
-    backend = route(gw, mode=request.mode)
+    backend = route(gw, mode=request.mode, verify=wants_checks(request))
     candidate = new_job(
         gw,
         job_id=job_id,

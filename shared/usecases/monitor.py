@@ -45,6 +45,7 @@ from shared.domain.errors import (
     TransientError,
 )
 from shared.domain.jobs import PARENT_BACKEND, Job, JobState
+from shared.domain.synthesis import wants_checks
 from shared.usecases import completion
 from shared.usecases.dispatch import complete, lost
 from shared.usecases.gateway import Gateway
@@ -243,7 +244,12 @@ def _reroute(gw: Gateway, *, down: set[str], report: MonitorReport) -> None:
 def _rerouter(gw: Gateway, *, source: str, down: set[str]) -> Callable[[Job], bool]:
     def reroute(job: Job) -> bool:
         try:
-            target = route(gw, mode=job.request.mode, exclude=frozenset({source}))
+            target = route(
+                gw,
+                mode=job.request.mode,
+                exclude=frozenset({source}),
+                verify=wants_checks(job.request),
+            )
         except NoBackendAvailable:
             return False  # nobody else can run it: it waits for its backend
         if target.id in down:

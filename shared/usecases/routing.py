@@ -7,8 +7,10 @@ wait for it. A backend that has never reported is trusted on its configuration, 
 for a worker that has not started yet. Never chosen: a backend on another API version or
 without the mode (a worker must never receive a job it cannot run). Avoided while another can
 run the job: a backend marked offline or unhealthy, or whose heartbeat went stale. Spill-over:
-a backend whose queue is deeper than its ``max_queue`` yields to the next one. Nothing here
-names a particular backend.
+a backend whose queue is deeper than its ``max_queue`` yields to the next one. A job that asks
+for checks (``verify``) goes first to a backend that runs them all (an ASR model, a speaker
+encoder); where none does, it runs where it can and its report names the checks that ran.
+Nothing here names a particular backend.
 """
 
 from __future__ import annotations
@@ -21,10 +23,14 @@ from shared.domain.backends import API_VERSION, DOWN, BackendConfig, BackendHear
 from shared.domain.errors import NoBackendAvailable, TransientError
 from shared.domain.jobs import Job
 from shared.domain.modes import Mode
+from shared.domain.verification import Check
 from shared.usecases.gateway import Gateway
 from shared.wire.messages import JobMessage, job_attributes
 
 log = logging.getLogger(__name__)
+
+ALL_CHECKS = frozenset(Check)
+"""What a backend must advertise to be first choice for a job that asks for checks."""
 
 
 def choose_backend(
@@ -35,6 +41,7 @@ def choose_backend(
     now: datetime | None = None,
     stale_after_s: float = float("inf"),
     exclude: frozenset[str] = frozenset(),
+    verify: bool = False,
 ) -> BackendConfig:
     seen = seen or {}
     offers = {b.id: _offers(b, seen.get(b.id)) for b in backends}
@@ -45,7 +52,7 @@ def choose_backend(
             details={"mode": mode, "offered": {k: list(v) for k, v in offers.items()}},
         )
 
-    def rank(backend: BackendConfig) -> tuple[int, int, int, str]:
+    def rank(backend: BackendConfig) -> tuple[int, int, int, int, str]:
         beat = seen.get(backend.id)
         down = beat is not None and (
             beat.status in DOWN
@@ -56,8 +63,10 @@ def choose_backend(
             and backend.max_queue is not None
             and beat.queue_depth > backend.max_queue
         )
-        # A healthy backend with room beats a full one, which beats a down one; then priority.
-        return (int(down), int(full), backend.priority, backend.id)
+        # A healthy backend with room beats a full one, which beats a down one; then, for a
+        # job that asks for checks, one that runs them all; then priority.
+        short = verify and beat is not None and not set(beat.capabilities.checks) >= ALL_CHECKS
+        return (int(down), int(full), int(short), backend.priority, backend.id)
 
     return min(able, key=rank)
 
@@ -70,7 +79,9 @@ def _offers(backend: BackendConfig, beat: BackendHeartbeat | None) -> tuple[Mode
     return tuple(m for m in backend.modes if m in beat.capabilities.modes)
 
 
-def route(gw: Gateway, *, mode: Mode, exclude: frozenset[str] = frozenset()) -> BackendConfig:
+def route(
+    gw: Gateway, *, mode: Mode, exclude: frozenset[str] = frozenset(), verify: bool = False
+) -> BackendConfig:
     configured = gw.settings.backends
     return choose_backend(
         configured,
@@ -79,6 +90,7 @@ def route(gw: Gateway, *, mode: Mode, exclude: frozenset[str] = frozenset()) -> 
         now=gw.clock(),
         stale_after_s=gw.settings.monitor.stale_after_s,
         exclude=exclude,
+        verify=verify,
     )
 
 

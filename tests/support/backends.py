@@ -23,6 +23,7 @@ def heartbeat(
     models: tuple[str, ...] = ("m",),
     at: datetime = EPOCH,
     api_version: int = API_VERSION,
+    checks: tuple[str, ...] = (),
 ) -> BackendHeartbeat:
     """An online home GPU offering ``modes`` with ``models`` loaded, heard at ``at``."""
     return BackendHeartbeat(
@@ -34,6 +35,7 @@ def heartbeat(
             api_version=api_version,
             modes=tuple(Mode(m) for m in modes),
             models=models,
+            checks=checks,
         ),
         last_heartbeat=at,
     )

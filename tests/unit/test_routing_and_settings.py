@@ -12,6 +12,7 @@ from shared.domain.backends import (
     BackendKind,
 )
 from shared.domain.errors import NoBackendAvailable
+from shared.domain.verification import SIGNAL_CHECKS, Check
 from shared.settings import ApiSettings, Settings
 from shared.usecases.routing import choose_backend
 from tests.support.backends import heartbeat
@@ -45,6 +46,17 @@ def test_a_backend_on_another_api_version_is_never_chosen() -> None:
     beat = heartbeat(modes=("custom_voice",), api_version=API_VERSION + 1)
     with pytest.raises(NoBackendAvailable):
         choose_backend([HOME], mode="custom_voice", seen={"home-4090": beat})
+
+
+def test_a_job_that_asks_for_checks_goes_first_to_a_backend_that_runs_them_all() -> None:
+    home = heartbeat(backend_id="home-4090", modes=("custom_voice",), checks=SIGNAL_CHECKS)
+    runpod = heartbeat(backend_id="runpod", modes=("custom_voice",), checks=tuple(Check))
+    seen = {"home-4090": home, "runpod": runpod}
+    assert choose_backend([HOME, RUNPOD], mode="custom_voice", seen=seen) == HOME
+    assert choose_backend([HOME, RUNPOD], mode="custom_voice", seen=seen, verify=True) == RUNPOD
+    # Where none runs them all, the job still runs, by priority; its report names what ran.
+    seen["runpod"] = heartbeat(backend_id="runpod", modes=("custom_voice",))
+    assert choose_backend([HOME, RUNPOD], mode="custom_voice", seen=seen, verify=True) == HOME
 
 
 def test_no_capable_backend_is_a_transient_refusal_with_the_reason() -> None:

@@ -1,0 +1,1 @@
+"""Checks of the audio a worker made: signal, intelligibility, voice; and word timings."""
