@@ -16,6 +16,8 @@ from dataclasses import dataclass, field
 from enum import Enum
 from typing import TYPE_CHECKING, Protocol
 
+import numpy as np
+
 from gpu_worker.audio.encoding import (
     EncodedAudio,
     StreamEncoder,
@@ -439,7 +441,13 @@ class TaskExecutor:
         if left_s < 0:
             raise SynthesisFailed(f"the joined file would be longer than {self._max_join_s:g} s")
         joined = join_waves(waves, gap_s=request.gap_ms / 1000)
-        return self._store(task, joined, request.format)
+        # Where each item starts in the file as decoded here (a lossy item's decoder may add
+        # or trim a few milliseconds against its stored duration): its captions move by it.
+        gap_samples = round(request.gap_ms / 1000 * waves[0].sample_rate)
+        ends = np.cumsum([len(w.samples) + gap_samples for w in waves[:-1]])
+        starts = tuple(float(n) / waves[0].sample_rate for n in (0, *ends))
+        stored = self._store(task, joined, request.format)
+        return stored.model_copy(update={"starts_s": starts})
 
     def _normalize(self, request: NormalizeRequest) -> Waveform:
         wave = decode(

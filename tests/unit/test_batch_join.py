@@ -99,6 +99,10 @@ def test_a_joined_batch_ends_with_one_file_of_every_item_in_order(
     # MP3 adds its encoder's priming and padding, at most about two frames per file.
     assert joined.duration_s == pytest.approx(expected_s, abs=0.15)
     assert batch.result.duration_s == pytest.approx(expected_s, abs=0.01)
+    # Where each item starts in the file, for its captions: after the items and gaps before it.
+    seconds = list(SECONDS.values())
+    expected_starts = [0.0, seconds[0] + 0.25, seconds[0] + seconds[1] + 0.5]
+    assert batch.result.starts_s == pytest.approx(expected_starts, abs=0.1)
 
     path = f"/v1/jobs/{batch_id}/manifest"
     listed = checked("GET", path, client.get(path, headers=alice)).json
