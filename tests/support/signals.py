@@ -4,7 +4,7 @@ for cut into it. An engine that speaks it, and turns bad for the seeds a test na
 
 from __future__ import annotations
 
-from collections.abc import Iterator, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -19,7 +19,8 @@ from shared.domain.backends import ModelFacts
 from shared.domain.jobs import AudioResult
 from shared.domain.modes import ModelType
 from shared.domain.synthesis import AudioRef, JoinSource
-from shared.domain.voice_file import PromptItem, VoicePromptFile
+from shared.domain.voice_file import VoicePromptFile
+from tests.support.fake_engine import FakeEngine
 
 RATE = 24_000
 SECONDS_PER_CHAR = 0.075
@@ -73,7 +74,7 @@ def wave_of(samples: Samples) -> Waveform:
 
 
 @dataclass
-class SeededEngine:
+class SeededEngine(FakeEngine):
     """A model whose audio depends on the seed it is said with: speech sized to the text, or,
     for the seeds in ``bad_seeds`` (and every seed when ``always_bad``), a chunk cut off after
     a few syllables. It is its own speaker encoder too (a wave's share of energy in a few
@@ -83,13 +84,9 @@ class SeededEngine:
     always_bad: bool = False
     said: list[tuple[str, int]] = field(default_factory=list)
     model_type: ModelType = ModelType.CUSTOM_VOICE
+    facts: ModelFacts = field(default_factory=lambda: FACTS)
     model_source: str = "seeded"
     device: str = "cpu"
-    facts: ModelFacts = field(default_factory=lambda: FACTS)
-
-    def load(self) -> None: ...
-
-    def check_fits(self, line: Line, *, max_new_tokens: int) -> None: ...
 
     def synthesize(self, lines: Sequence[Line], *, max_new_tokens: int) -> list[Waveform]:
         seed = torch.initial_seed()
@@ -101,14 +98,6 @@ class SeededEngine:
                 audio = audio[: int(0.3 * RATE)]  # words dropped
             waves.append(wave_of(audio))
         return waves
-
-    def stream(self, line: Line, *, max_new_tokens: int) -> Iterator[Waveform]:
-        yield from self.synthesize([line], max_new_tokens=max_new_tokens)
-
-    def create_voice_prompt(
-        self, *, reference: Waveform, ref_text: str | None, x_vector_only: bool
-    ) -> tuple[PromptItem, ...]:
-        return ()
 
     def speaker_embedding(self, wave: Waveform) -> npt.NDArray[np.float32]:
         spectrum = np.abs(np.fft.rfft(wave.samples[: RATE // 2], n=RATE // 2))
