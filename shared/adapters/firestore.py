@@ -104,6 +104,31 @@ class FirestoreJobStore:
             result = self._by(state=state, backend=backend).count().get()
         return int(result[0][0].value)
 
+    def update_reading(
+        self,
+        job_id: str,
+        *,
+        reading: Sequence[str],
+        change: Callable[[Job, Mapping[str, Job]], Job],
+    ) -> Job:
+        ref = self._jobs.document(job_id)
+        others = [self._jobs.document(other) for other in reading]
+
+        @firestore.transactional
+        def apply(transaction: firestore.Transaction) -> Job:
+            snap = ref.get(transaction=transaction)
+            if not snap.exists:
+                raise NotFound(f"no job {job_id!r}")
+            read = transaction.get_all(others) if others else []
+            jobs = [Job.model_validate(s.to_dict()) for s in read if s.exists]
+            updated = change(Job.model_validate(snap.to_dict()), {j.id: j for j in jobs})
+            transaction.set(ref, to_document(updated.model_dump()))
+            return updated
+
+        with translated("update job"):
+            updated: Job = apply(self._client.transaction())
+        return updated
+
     def get_many(self, job_ids: Sequence[str]) -> dict[str, Job]:
         refs = [self._jobs.document(job_id) for job_id in job_ids]
         with translated("read jobs"):

@@ -69,7 +69,11 @@ def settle(gw: Gateway, parent_id: str) -> Job | None:
         start_join(gw, parent, children)
         return parent
     try:
-        settled = gw.jobs.update(parent.id, lambda p: p.settle(children, now=gw.clock()))
+        # The children are read again inside the parent's transaction: one retried since the
+        # read above must not leave its parent failed.
+        settled = gw.jobs.update_reading(
+            parent.id, reading=ids, change=lambda p, now_read: p.settle(now_read, now=gw.clock())
+        )
     except InvalidTransition:
         return gw.jobs.get(parent.id)  # settled meanwhile, or a child runs again
     log.info("parent settled", extra={"job_id": parent.id, "state": settled.state.value})

@@ -56,6 +56,18 @@ class JobStore(Protocol):
         """The jobs that exist among ``job_ids``, by id, read together."""
         ...
 
+    def update_reading(
+        self,
+        job_id: str,
+        *,
+        reading: Sequence[str],
+        change: Callable[[Job, Mapping[str, Job]], Job],
+    ) -> Job:
+        """``update``, where ``change`` also sees the jobs ``reading`` names (those that exist)
+        as read in the same transaction: a write to any of them meanwhile makes it read and
+        decide again, so a parent never settles on children that have since changed."""
+        ...
+
     def count_children(self, *, parent_id: str, states: frozenset[JobState]) -> int:
         """How many of ``parent_id``'s children are in one of ``states`` (an aggregation: no
         child document is read, and no parent document is written)."""

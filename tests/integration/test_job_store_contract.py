@@ -4,7 +4,7 @@ on the emulator answer every case alike, so unit tests over the fake show what t
 from __future__ import annotations
 
 import uuid
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from datetime import UTC, datetime, timedelta
 
 import pytest
@@ -77,6 +77,24 @@ def test_many_jobs_are_read_together_and_missing_ones_are_left_out(store: JobSto
     assert sorted(found) == sorted(ids[:2])
     assert all(found[i].id == i for i in found)
     assert store.get_many([]) == {}
+
+
+def test_an_update_reading_other_jobs_sees_them_as_stored(store: JobStore) -> None:
+    parent, child, absent = unique(), unique(), unique()
+    store.create(job(parent))
+    store.create(job(child, state=JobState.FAILED, parent_id=parent))
+    seen: dict[str, JobState] = {}
+
+    def change(current: Job, others: Mapping[str, Job]) -> Job:
+        seen.update({i: j.state for i, j in others.items()})
+        return current.model_copy(update={"backend": "runpod"})
+
+    updated = store.update_reading(parent, reading=[child, absent], change=change)
+    assert seen == {child: JobState.FAILED}
+    assert updated.backend == "runpod"
+    stored = store.get(parent)
+    assert stored is not None
+    assert stored.backend == "runpod"
 
 
 def test_overdue_jobs_are_the_open_ones_past_their_deadline_earliest_first(

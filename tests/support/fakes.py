@@ -28,7 +28,7 @@ class InMemoryJobStore:
 
     def __init__(self) -> None:
         self._jobs: dict[str, Job] = {}
-        self._lock = threading.Lock()
+        self._lock = threading.RLock()  # update_reading holds it around update
         self.writes: Counter[str] = Counter()
         self.contended: set[str] = set()
 
@@ -54,6 +54,18 @@ class InMemoryJobStore:
             self._jobs[job_id] = updated
             self.writes[job_id] += 1
             return updated
+
+    def update_reading(
+        self,
+        job_id: str,
+        *,
+        reading: Sequence[str],
+        change: Callable[[Job, Mapping[str, Job]], Job],
+    ) -> Job:
+        # Under the one lock, as the transaction would: nothing changes between read and write.
+        with self._lock:
+            others = {i: self._jobs[i] for i in reading if i in self._jobs}
+            return self.update(job_id, lambda job: change(job, others))
 
     def find(
         self,

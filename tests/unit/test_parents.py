@@ -8,9 +8,12 @@ as if a worker could run it.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+
+import pytest
 from flask.testing import FlaskClient
 
-from shared.domain.jobs import JobState
+from shared.domain.jobs import Job, JobState
 from shared.usecases.gateway import Gateway
 from shared.usecases.monitor import run_monitor
 from tests.support.api import checked
@@ -125,6 +128,39 @@ def test_retrying_a_failed_batch_runs_its_failed_items_again_and_it_ends_well(
         fakes.clock.sleep(1)
     assert state(fakes, batch_id) is JobState.SUCCEEDED
     assert children(fakes, batch_id) == [JobState.SUCCEEDED] * 3
+
+
+def test_a_child_retried_while_its_parent_settles_never_leaves_the_parent_failed(
+    client: FlaskClient,
+    alice: dict[str, str],
+    gateway: Gateway,
+    fakes: Fakes,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """The parent reads its children to settle; a child retried between that read and the
+    parent's write would have had the parent fail over an item that runs again (and, once
+    the item succeeded, stay failed). The children are read again inside the transaction."""
+    worker = ScriptedWorker(fakes, gateway=gateway, fail_texts={"Two."})
+    batch_id = submit_batch(client, alice, ["One.", "Two."])
+    read_children = fakes.jobs.get_many
+    retried: list[str] = []
+
+    def then_retry(job_ids: Sequence[str]) -> dict[str, Job]:
+        found = read_children(job_ids)
+        failed = [j.id for j in found.values() if j.state is JobState.FAILED]
+        if failed and not retried:
+            worker.fail_texts.clear()
+            retried.append(failed[0])
+            path = f"/v1/jobs/{failed[0]}/retry"
+            assert client.post(path, headers=alice).status_code == 202
+        return found
+
+    monkeypatch.setattr(fakes.jobs, "get_many", then_retry)
+    for _ in range(4):
+        fakes.clock.sleep(1)
+    assert retried
+    assert state(fakes, batch_id) is JobState.SUCCEEDED
+    assert children(fakes, batch_id) == [JobState.SUCCEEDED] * 2
 
 
 def test_retrying_a_canceled_batch_with_no_backend_refuses_and_moves_nothing(
