@@ -7,7 +7,8 @@ STAMP := $(VENV)/.installed
 # checkov (terraform checks) lives apart: its pins would fight the gateway's.
 IAC_VENV := .venv-iac
 IAC_STAMP := $(IAC_VENV)/.installed
-REQUIREMENTS := requirements.txt gpu_worker/requirements.txt gpu_worker/constraints.txt requirements-dev.txt cli/requirements.txt
+REQUIREMENTS := requirements.txt gpu_worker/requirements.txt gpu_worker/constraints.txt \
+  gpu_worker/requirements-asr.txt requirements-dev.txt cli/requirements.txt
 MODEL ?=
 RUNPOD ?=
 PORT ?= 8080
@@ -22,6 +23,7 @@ $(STAMP): $(REQUIREMENTS)
 	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install --quiet --upgrade pip
 	$(PY) -m pip install --quiet -r requirements-dev.txt
+	$(PY) -m pip install --quiet --no-deps -r gpu_worker/requirements-asr.txt
 	$(PY) -m pip install --quiet --no-deps -e .
 	@touch $@
 

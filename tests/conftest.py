@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import os
+from pathlib import Path
+from typing import TYPE_CHECKING
 
 import pytest
 from flask.testing import FlaskClient
@@ -12,6 +14,9 @@ from shared.domain.modes import ModelType
 from shared.settings import Settings
 from shared.usecases.gateway import Gateway
 from tests.support.gateway import Fakes, fake_gateway, issue_key, make_fakes
+
+if TYPE_CHECKING:
+    from gpu_worker.tiny_asr import TinyListener
 
 # One OpenMP thread for torch (and BLAS), in this process and in every process the tests start
 # (the local stack, the RunPod handler: they inherit the environment). The tiny models'
@@ -64,3 +69,13 @@ def tiny_models_dir(tmp_path_factory: pytest.TempPathFactory) -> dict[str, str]:
         model_type: str(build_tiny_model(root / model_type, model_type=model_type))
         for model_type in ModelType
     }
+
+
+@pytest.fixture(scope="session")
+def tiny_listeners_dir(tmp_path_factory: pytest.TempPathFactory) -> dict[TinyListener, Path]:
+    """A random Qwen3-ASR and a random Qwen3-ForcedAligner, built offline: qwen-asr's real code
+    path, random words and times."""
+    from gpu_worker.tiny_asr import TinyListener, build_tiny_asr
+
+    root = tmp_path_factory.mktemp("tiny-listeners")
+    return {kind: build_tiny_asr(root / kind, kind=kind) for kind in TinyListener}
