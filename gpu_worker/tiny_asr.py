@@ -47,14 +47,7 @@ import pathlib
 from enum import StrEnum
 from typing import Any, Final
 
-from gpu_worker.tiny_model import (
-    _QWEN2_SPLIT,
-    _atomic_write,
-    _byte_of,
-    _json_bytes,
-    _require_id,
-    _safetensors_bytes,
-)
+from gpu_worker.tiny_model import atomic_write, byte_level_bpe, json_bytes, safetensors_bytes
 
 _BUILDER_VERSION: Final = 1
 """Bump whenever the bytes written change, so that stale directories get rebuilt."""
@@ -139,9 +132,9 @@ def build_tiny_asr(
 
     files = _render(kind, seed)
     (target / _MARKER).unlink(missing_ok=True)
-    files[_MARKER] = _json_bytes(marker)
+    files[_MARKER] = json_bytes(marker)
     for name, payload in files.items():
-        _atomic_write(target / name, payload)
+        atomic_write(target / name, payload)
     return target
 
 
@@ -156,11 +149,22 @@ def _is_complete(target: pathlib.Path, marker: dict[str, Any]) -> bool:
 def _render(kind: TinyListener, seed: int) -> dict[str, bytes]:
     import torch
 
-    files, ids, vocab_size = _tokenizer_files()
-    config = _model_config(kind, ids, vocab_size)
-    files["config.json"] = _json_bytes(config)
-    files["preprocessor_config.json"] = _json_bytes(_feature_extractor_config())
-    files["chat_template.json"] = _json_bytes({"chat_template": _CHAT_TEMPLATE})
+    text = byte_level_bpe(
+        merged_words=_MERGED_WORDS, special=_SPECIAL_TOKENS, plain=_PLAIN_ADDED_TOKENS
+    )
+    files = text.files(
+        processor_class="Qwen3ASRProcessor",
+        # Read by Qwen3ASRProcessor as tokenizer.audio_token and so on.
+        extra_special_tokens={
+            "audio_token": "<|audio_pad|>",
+            "audio_bos_token": "<|audio_start|>",
+            "audio_eos_token": "<|audio_end|>",
+        },
+    )
+    config = _model_config(kind, text.ids, text.rows)
+    files["config.json"] = json_bytes(config)
+    files["preprocessor_config.json"] = json_bytes(_feature_extractor_config())
+    files["chat_template.json"] = json_bytes({"chat_template": _CHAT_TEMPLATE})
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(seed)
         files["model.safetensors"] = _model_weights(config)
@@ -252,96 +256,6 @@ def _feature_extractor_config() -> dict[str, Any]:
     }
 
 
-def _tokenizer_files() -> tuple[dict[str, bytes], dict[str, int], int]:
-    """Byte-level BPE tokenizer files, the ids of the tokens the config names, and the rows."""
-    from tokenizers import (
-        AddedToken,
-        Regex,
-        Tokenizer,
-        decoders,
-        models,
-        normalizers,
-        pre_tokenizers,
-        processors,
-    )
-
-    byte_chars = sorted(pre_tokenizers.ByteLevel.alphabet(), key=_byte_of)
-    vocab: dict[str, int] = {char: index for index, char in enumerate(byte_chars)}
-    merges: list[tuple[str, str]] = []
-    for word in _MERGED_WORDS:
-        left = word[0]
-        for char in word[1:]:
-            merged = left + char
-            if merged not in vocab:
-                merges.append((left, char))
-                vocab[merged] = len(vocab)
-            left = merged
-
-    tokenizer = Tokenizer(
-        models.BPE(vocab=vocab, merges=merges, fuse_unk=False, byte_fallback=False)
-    )
-    tokenizer.normalizer = normalizers.NFC()
-    tokenizer.pre_tokenizer = pre_tokenizers.Sequence(
-        [
-            pre_tokenizers.Split(Regex(_QWEN2_SPLIT), behavior="isolated", invert=False),
-            pre_tokenizers.ByteLevel(add_prefix_space=False, trim_offsets=False, use_regex=False),
-        ]
-    )
-    tokenizer.decoder = decoders.ByteLevel()
-    tokenizer.post_processor = processors.ByteLevel(trim_offsets=False)
-    tokenizer.add_special_tokens(
-        [AddedToken(tok, special=True, normalized=False) for tok in _SPECIAL_TOKENS]
-    )
-    tokenizer.add_tokens(
-        [AddedToken(tok, special=False, normalized=False) for tok in _PLAIN_ADDED_TOKENS]
-    )
-    added = (*_SPECIAL_TOKENS, *_PLAIN_ADDED_TOKENS)
-    ids = {tok: _require_id(tokenizer.token_to_id(tok), tok) for tok in (*added, "user")}
-    total = tokenizer.get_vocab_size(with_added_tokens=True)
-    vocab_size = -(-total // 64) * 64
-
-    tokenizer_config = {
-        "tokenizer_class": "Qwen2Tokenizer",
-        "processor_class": "Qwen3ASRProcessor",
-        "model_max_length": 131072,
-        "errors": "replace",
-        "bos_token": None,
-        "eos_token": "<|im_end|>",
-        "pad_token": "<|endoftext|>",
-        "unk_token": None,
-        "clean_up_tokenization_spaces": False,
-        "split_special_tokens": False,
-        "add_prefix_space": False,
-        "added_tokens_decoder": {
-            str(ids[tok]): {
-                "content": tok,
-                "lstrip": False,
-                "normalized": False,
-                "rstrip": False,
-                "single_word": False,
-                "special": tok in _SPECIAL_TOKENS,
-            }
-            for tok in added
-        },
-        "additional_special_tokens": list(_SPECIAL_TOKENS[1:]),
-        # Read by Qwen3ASRProcessor as tokenizer.audio_token and so on.
-        "extra_special_tokens": {
-            "audio_token": "<|audio_pad|>",
-            "audio_bos_token": "<|audio_start|>",
-            "audio_eos_token": "<|audio_end|>",
-        },
-    }
-    files = {
-        "tokenizer.json": tokenizer.to_str(pretty=True).encode("utf-8") + b"\n",
-        "tokenizer_config.json": _json_bytes(tokenizer_config),
-        "vocab.json": (json.dumps(vocab, ensure_ascii=False) + "\n").encode("utf-8"),
-        "merges.txt": ("#version: 0.2\n" + "".join(f"{a} {b}\n" for a, b in merges)).encode(
-            "utf-8"
-        ),
-    }
-    return files, ids, vocab_size
-
-
 def _model_weights(config: dict[str, Any]) -> bytes:
     from qwen_asr.core.transformers_backend import (
         Qwen3ASRConfig,
@@ -349,4 +263,4 @@ def _model_weights(config: dict[str, Any]) -> bytes:
     )
 
     model = Qwen3ASRForConditionalGeneration(Qwen3ASRConfig(**config)).eval()
-    return _safetensors_bytes(model.state_dict())
+    return safetensors_bytes(model.state_dict())

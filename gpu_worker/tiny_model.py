@@ -31,6 +31,7 @@ import json
 import os
 import pathlib
 import tempfile
+from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Final
 
 from shared.domain.modes import ModelType
@@ -41,6 +42,7 @@ if TYPE_CHECKING:
     from qwen_tts.core.tokenizer_12hz.modeling_qwen3_tts_tokenizer_v2 import (
         Qwen3TTSTokenizerV2Decoder,
     )
+    from tokenizers import Tokenizer
 
 _BUILDER_VERSION: Final = 3
 """Bump whenever the bytes written change, so that stale directories get rebuilt."""
@@ -182,9 +184,9 @@ def build_tiny_model(
     files = _render(model_type, seed)
     # Drop any stale marker first, so an interrupted rewrite never looks complete.
     (target / _MARKER).unlink(missing_ok=True)
-    files[_MARKER] = _json_bytes(marker)
+    files[_MARKER] = json_bytes(marker)
     for name, payload in files.items():
-        _atomic_write(target / name, payload)
+        atomic_write(target / name, payload)
     return target
 
 
@@ -205,7 +207,7 @@ def _is_complete(target: pathlib.Path, marker: dict[str, Any]) -> bool:
     return found == marker and all((target / name).is_file() for name in _MODEL_FILES)
 
 
-def _atomic_write(path: pathlib.Path, payload: bytes) -> None:
+def atomic_write(path: pathlib.Path, payload: bytes) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
     try:
@@ -217,7 +219,7 @@ def _atomic_write(path: pathlib.Path, payload: bytes) -> None:
         raise
 
 
-def _json_bytes(obj: Any) -> bytes:
+def json_bytes(obj: Any) -> bytes:
     return (json.dumps(obj, indent=2, ensure_ascii=False) + "\n").encode("utf-8")
 
 
@@ -225,16 +227,14 @@ def _render(model_type: ModelType, seed: int) -> dict[str, bytes]:
     """Every file of the model directory, keyed by its relative path."""
     import torch
 
-    files: dict[str, bytes] = {}
-    tokenizer_files, special_ids, text_vocab_size = _text_tokenizer_files()
-    files.update(tokenizer_files)
-
-    config = _model_config(model_type, special_ids, text_vocab_size)
+    text = byte_level_bpe(merged_words=_MERGED_WORDS, special=_SPECIAL_TOKENS)
+    files = text.files()
+    config = _model_config(model_type, text.ids, text.rows)
     speech_config = _speech_tokenizer_config()
-    files["config.json"] = _json_bytes(config)
-    files["generation_config.json"] = _json_bytes(_GENERATION_DEFAULTS)
-    files["speech_tokenizer/config.json"] = _json_bytes(speech_config)
-    files["speech_tokenizer/preprocessor_config.json"] = _json_bytes(
+    files["config.json"] = json_bytes(config)
+    files["generation_config.json"] = json_bytes(_GENERATION_DEFAULTS)
+    files["speech_tokenizer/config.json"] = json_bytes(speech_config)
+    files["speech_tokenizer/preprocessor_config.json"] = json_bytes(
         {
             "feature_extractor_type": "EncodecFeatureExtractor",
             "feature_size": 1,
@@ -412,8 +412,73 @@ def _speech_tokenizer_config() -> dict[str, Any]:
     }
 
 
-def _text_tokenizer_files() -> tuple[dict[str, bytes], dict[str, int], int]:
-    """Byte-level BPE text tokenizer files, the special-token ids and the embedding rows."""
+@dataclass(frozen=True)
+class TinyTokenizer:
+    """A byte-level BPE text tokenizer with Qwen2's split pattern and Qwen's special tokens."""
+
+    tokenizer: Tokenizer
+    vocab: dict[str, int]
+    """The base vocabulary: the 256 byte tokens, then each merge's result."""
+    merges: tuple[tuple[str, str], ...]
+    special: tuple[str, ...]
+    plain: tuple[str, ...]
+    ids: dict[str, int]
+    """The id of every added token and every merged word."""
+    rows: int
+    """Embedding rows: the vocabulary with the added tokens, rounded up to a multiple of 64."""
+
+    def files(
+        self,
+        *,
+        processor_class: str | None = None,
+        extra_special_tokens: dict[str, str] | None = None,
+    ) -> dict[str, bytes]:
+        """``tokenizer.json``, ``tokenizer_config.json``, ``vocab.json`` and ``merges.txt``."""
+        # The extras go where the builders always put them: key order is part of the bytes.
+        config: dict[str, Any] = {"tokenizer_class": "Qwen2Tokenizer"}
+        if processor_class is not None:
+            config["processor_class"] = processor_class
+        config.update(
+            {
+                "model_max_length": 131072,
+                "errors": "replace",
+                "bos_token": None,
+                "eos_token": "<|im_end|>",
+                "pad_token": "<|endoftext|>",
+                "unk_token": None,
+                "clean_up_tokenization_spaces": False,
+                "split_special_tokens": False,
+                "add_prefix_space": False,
+                "added_tokens_decoder": {
+                    str(self.ids[tok]): {
+                        "content": tok,
+                        "lstrip": False,
+                        "normalized": False,
+                        "rstrip": False,
+                        "single_word": False,
+                        "special": tok in self.special,
+                    }
+                    for tok in (*self.special, *self.plain)
+                },
+                "additional_special_tokens": list(self.special[1:]),
+            }
+        )
+        if extra_special_tokens is not None:
+            config["extra_special_tokens"] = extra_special_tokens
+        merges = "".join(f"{a} {b}\n" for a, b in self.merges)
+        return {
+            "tokenizer.json": self.tokenizer.to_str(pretty=True).encode("utf-8") + b"\n",
+            "tokenizer_config.json": json_bytes(config),
+            "vocab.json": (json.dumps(self.vocab, ensure_ascii=False) + "\n").encode("utf-8"),
+            "merges.txt": ("#version: 0.2\n" + merges).encode("utf-8"),
+        }
+
+
+def byte_level_bpe(
+    *, merged_words: tuple[str, ...], special: tuple[str, ...], plain: tuple[str, ...] = ()
+) -> TinyTokenizer:
+    """A byte-level BPE over the 256 byte tokens, merged up to each of ``merged_words``, with
+    ``special`` then ``plain`` added tokens; ``special[0]`` is the end-of-text token."""
     from tokenizers import (
         AddedToken,
         Regex,
@@ -425,11 +490,10 @@ def _text_tokenizer_files() -> tuple[dict[str, bytes], dict[str, int], int]:
         processors,
     )
 
-    alphabet = pre_tokenizers.ByteLevel.alphabet()
-    byte_chars = sorted(alphabet, key=_byte_of)
+    byte_chars = sorted(pre_tokenizers.ByteLevel.alphabet(), key=_byte_of)
     vocab: dict[str, int] = {char: index for index, char in enumerate(byte_chars)}
     merges: list[tuple[str, str]] = []
-    for word in _MERGED_WORDS:
+    for word in merged_words:
         left = word[0]
         for char in word[1:]:
             merged = left + char
@@ -451,45 +515,24 @@ def _text_tokenizer_files() -> tuple[dict[str, bytes], dict[str, int], int]:
     tokenizer.decoder = decoders.ByteLevel()
     tokenizer.post_processor = processors.ByteLevel(trim_offsets=False)
     tokenizer.add_special_tokens(
-        [AddedToken(tok, special=True, normalized=False) for tok in _SPECIAL_TOKENS]
+        [AddedToken(tok, special=True, normalized=False) for tok in special]
     )
-    special_ids = {tok: _require_id(tokenizer.token_to_id(tok), tok) for tok in _SPECIAL_TOKENS}
+    if plain:
+        tokenizer.add_tokens([AddedToken(tok, special=False, normalized=False) for tok in plain])
+    ids = {
+        tok: _require_id(tokenizer.token_to_id(tok), tok)
+        for tok in (*special, *plain, *merged_words)
+    }
     total = tokenizer.get_vocab_size(with_added_tokens=True)
-    text_vocab_size = -(-total // 64) * 64
-
-    tokenizer_config = {
-        "tokenizer_class": "Qwen2Tokenizer",
-        "model_max_length": 131072,
-        "errors": "replace",
-        "bos_token": None,
-        "eos_token": "<|im_end|>",
-        "pad_token": "<|endoftext|>",
-        "unk_token": None,
-        "clean_up_tokenization_spaces": False,
-        "split_special_tokens": False,
-        "add_prefix_space": False,
-        "added_tokens_decoder": {
-            str(special_ids[tok]): {
-                "content": tok,
-                "lstrip": False,
-                "normalized": False,
-                "rstrip": False,
-                "single_word": False,
-                "special": True,
-            }
-            for tok in _SPECIAL_TOKENS
-        },
-        "additional_special_tokens": list(_SPECIAL_TOKENS[1:]),
-    }
-    files = {
-        "tokenizer.json": tokenizer.to_str(pretty=True).encode("utf-8") + b"\n",
-        "tokenizer_config.json": _json_bytes(tokenizer_config),
-        "vocab.json": (json.dumps(vocab, ensure_ascii=False) + "\n").encode("utf-8"),
-        "merges.txt": ("#version: 0.2\n" + "".join(f"{a} {b}\n" for a, b in merges)).encode(
-            "utf-8"
-        ),
-    }
-    return files, special_ids, text_vocab_size
+    return TinyTokenizer(
+        tokenizer=tokenizer,
+        vocab=vocab,
+        merges=tuple(merges),
+        special=special,
+        plain=plain,
+        ids=ids,
+        rows=-(-total // 64) * 64,
+    )
 
 
 def _byte_of(char: str) -> int:
@@ -516,7 +559,7 @@ def _model_weights(config: dict[str, Any]) -> bytes:
 
     model = Qwen3TTSForConditionalGeneration(Qwen3TTSConfig(**config)).eval()
     _make_talker_stop(model.talker, config["talker_config"]["codec_eos_token_id"])
-    return _safetensors_bytes(model.state_dict())
+    return safetensors_bytes(model.state_dict())
 
 
 def _make_talker_stop(talker: Qwen3TTSTalkerForConditionalGeneration, eos_id: int) -> None:
@@ -546,7 +589,7 @@ def _speech_tokenizer_weights(speech_config: dict[str, Any]) -> bytes:
         for name, buffer in model.encoder.named_buffers():
             if name.endswith("embed_sum"):
                 buffer.normal_(0.0, 1.0)
-    return _safetensors_bytes(model.state_dict())
+    return safetensors_bytes(model.state_dict())
 
 
 def _randomise_decoder(decoder: Qwen3TTSTokenizerV2Decoder) -> None:
@@ -588,7 +631,7 @@ def _randomise_decoder(decoder: Qwen3TTSTokenizerV2Decoder) -> None:
     last.weight.mul_(float(f"{0.1 / float(captured[0].std()):.3g}"))
 
 
-def _safetensors_bytes(state_dict: dict[str, torch.Tensor]) -> bytes:
+def safetensors_bytes(state_dict: dict[str, torch.Tensor]) -> bytes:
     from safetensors.torch import save
 
     tensors = {
