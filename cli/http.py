@@ -84,12 +84,46 @@ class Job:
 
 
 @dataclass(frozen=True, slots=True)
+class VerifySummary:
+    """An item's checks in numbers, as the manifest gives them."""
+
+    chunks: int
+    remade: int
+    below_threshold: tuple[int, ...]
+    """The indexes of its chunks whose kept audio still fails a check."""
+
+    @classmethod
+    def parse(cls, value: object) -> VerifySummary | None:
+        # Lenient: a gateway that checks nothing (or predates checks) sends none, and a
+        # summary of the wrong shape is only a line not printed, never a failed render.
+        if not isinstance(value, dict):
+            return None
+        chunks, remade, below = (
+            value.get("chunks"),
+            value.get("remade"),
+            value.get("below_threshold"),
+        )
+        if (
+            not isinstance(chunks, int)
+            or not isinstance(remade, int)
+            or not isinstance(below, list)
+        ):
+            return None
+        return cls(
+            chunks=chunks,
+            remade=remade,
+            below_threshold=tuple(i for i in below if isinstance(i, int)),
+        )
+
+
+@dataclass(frozen=True, slots=True)
 class ManifestItem:
     key: str | None
     job_id: str
     state: str
     audio_url: str | None
     error: JobError | None
+    verification: VerifySummary | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -122,6 +156,7 @@ def _manifest_item(entry: JsonObject) -> ManifestItem:
         state=_text(entry, "state"),
         audio_url=_optional_text(entry, "audio_url"),
         error=_job_error(entry.get("error")),
+        verification=VerifySummary.parse(entry.get("verification")),
     )
 
 
@@ -200,6 +235,13 @@ class Client:
 
     def manifest(self, job_id: str) -> Manifest:
         return Manifest.parse(self.get_json(f"/v1/jobs/{quote(job_id, safe='')}/manifest"))
+
+    def download_captions(self, job_id: str, *, fmt: str, dest: Path) -> int:
+        """Save the job's captions (``srt`` or ``vtt``) at ``dest`` (see
+        :func:`save_atomically`)."""
+        path = f"/v1/jobs/{quote(job_id, safe='')}/captions"
+        response = self.send("GET", path, params={"format": fmt})
+        return save_atomically([response.content], dest)
 
     def wait_for_job(
         self, job_id: str, *, poll_s: float, on_update: Callable[[Job], None] | None = None

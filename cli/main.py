@@ -51,6 +51,11 @@ class AudioFormat(StrEnum):
     pcm = "pcm"
 
 
+class CaptionFormat(StrEnum):
+    srt = "srt"
+    vtt = "vtt"
+
+
 EXTENSIONS = {
     ".wav": AudioFormat.wav,
     ".mp3": AudioFormat.mp3,
@@ -496,6 +501,21 @@ def render_command(
     gap_ms: Annotated[
         int, typer.Option("--gap-ms", min=0, max=10_000, help="Silence between items, joined.")
     ] = 0,
+    verify: Annotated[
+        bool,
+        typer.Option(
+            "--verify/--no-verify",
+            help="Have the gateway check every chunk, say a failing one again, and time the"
+            " words (needed for --captions).",
+        ),
+    ] = True,
+    captions: Annotated[
+        CaptionFormat | None,
+        typer.Option(
+            "--captions",
+            help="Also fetch the joined file's captions, STEM.srt or STEM.vtt (needs --join).",
+        ),
+    ] = None,
 ) -> None:
     """Render a chapter as one batch: one audio file per item in DIR, resumable.
 
@@ -510,6 +530,8 @@ def render_command(
         max_chars=max_chars,
         join=join,
         join_gap_ms=gap_ms,
+        verify=verify,
+        captions=captions.value if captions is not None else None,
     )
     outcome = render(
         sess.client,
@@ -525,14 +547,22 @@ def render_command(
         return
     if outcome.joined is not None:
         typer.echo(f"{book.stem}: joined into {outcome.joined}")
+    if outcome.captions is not None:
+        typer.echo(f"{book.stem}: captions in {outcome.captions}")
     for key, reason in sorted(outcome.failed.items()):
         note(f"{key}: {one_line(reason)}")
+    if outcome.captions_error is not None:
+        note(f"captions: {one_line(outcome.captions_error)}")
+    if outcome.checks is not None:
+        typer.echo(f"{book.stem}: {outcome.checks.line()}")
     typer.echo(
         f"{book.stem}: {len(outcome.succeeded)} succeeded, {len(outcome.failed)} failed"
         f" ({outcome.downloaded} downloaded now; batch {outcome.batch_id})"
     )
     if outcome.failed:
         note("a re-run finds the same batch; pass --new-batch to try the failed items again")
+        raise typer.Exit(1)
+    if outcome.captions_error is not None:
         raise typer.Exit(1)
 
 

@@ -26,7 +26,7 @@ from rich.progress import (
 )
 
 from cli.errors import QttsError
-from cli.http import ApiError, Client, Job, JsonObject, save_atomically
+from cli.http import ApiError, Client, Job, JsonObject, Manifest, save_atomically
 from cli.split import DEFAULT_MAX_CHARS, split_chapter
 
 # The CustomVoice model's speakers (README, "Limits and errors"). Anything else is taken for a
@@ -50,6 +50,32 @@ class RenderOptions:
     join: bool = False
     """Also fetch one file of the whole chapter, which the gateway joins from the items."""
     join_gap_ms: int = 0
+    verify: bool = True
+    """Have every chunk checked (and said again where it fails), and its words timed: the
+    gateway's default for batch items, so only ``False`` is sent."""
+    captions: str | None = None
+    """Also fetch the joined file's captions in this format (``srt`` or ``vtt``)."""
+
+
+@dataclass(frozen=True, slots=True)
+class Checks:
+    """What the gateway's checks found, over the items of the batch."""
+
+    chunks: int
+    remade: int
+    below_threshold: int
+    """Chunks whose kept audio still fails a check."""
+    items_below: tuple[int, ...]
+    """The chapter's item numbers (as in the file names) holding such chunks."""
+
+    def line(self) -> str:
+        text = (
+            f"{self.chunks} chunks, {self.remade} re-made, {self.below_threshold} below threshold"
+        )
+        if self.items_below:
+            noun = "item" if len(self.items_below) == 1 else "items"
+            text += f": {noun} {', '.join(map(str, self.items_below))}"
+        return text
 
 
 @dataclass(slots=True)
@@ -62,6 +88,12 @@ class Outcome:
     downloaded: int = 0
     joined: Path | None = None
     """The whole chapter in one file, when it was asked for and is on disk."""
+    captions: Path | None = None
+    """The joined file's captions, when they were asked for and are on disk."""
+    captions_error: str | None = None
+    """Why the captions asked for could not be had (the audio is made all the same)."""
+    checks: Checks | None = None
+    """What the checks found, when the gateway checked the items."""
 
 
 def speech_item(*, key: str, text: str, options: RenderOptions) -> JsonObject:
@@ -75,6 +107,10 @@ def speech_item(*, key: str, text: str, options: RenderOptions) -> JsonObject:
         item["speed"] = options.speed
     if options.language is not None:
         item["language"] = options.language
+    if not options.verify:
+        # Only the refusal is sent: a checked render's items (and so its batch's key) stay as
+        # they were before checks existed, and a re-run finds the batch it made then.
+        item["verify"] = False
     return item
 
 
@@ -109,18 +145,25 @@ def render(
     new_batch: bool,
     console: Console,
 ) -> Outcome:
+    if options.captions and not options.join:
+        raise QttsError("--captions are timed against the joined file: add --join")
     items = chapter_items(book.read_text(encoding="utf-8"), stem=book.stem, options=options)
     if not items:
         raise QttsError(f"{book} holds no text to render")
     out_dir.mkdir(parents=True, exist_ok=True)
     paths = {str(item["key"]): out_dir / f"{item['key']}.{options.format}" for item in items}
     joined_path = out_dir / f"{book.stem}.{options.format}"
+    captions_path = out_dir / f"{book.stem}.{options.captions}" if options.captions else None
     outcome = Outcome(total=len(items))
     outcome.succeeded = {key for key, path in paths.items() if path.exists()}
     missing = [item for item in items if str(item["key"]) not in outcome.succeeded]
     if options.join and joined_path.exists():
         outcome.joined = joined_path
-    if not missing and (outcome.joined or not options.join):
+    if captions_path is not None and captions_path.exists():
+        outcome.captions = captions_path
+    joined_done = outcome.joined is not None or not options.join
+    captions_done = outcome.captions is not None or captions_path is None
+    if not missing and joined_done and captions_done:
         return outcome
     if options.join and new_batch:
         # The joined file is of one batch's items: a new batch of some of them cannot make it.
@@ -215,13 +258,46 @@ def render(
                 break
             time.sleep(delay)
             delay = poll_s if changed else min(delay * 1.5, poll_s * 5)
+        outcome.checks = _checks(manifest, order=list(paths), submitted=submitted_keys)
         if options.join and not outcome.failed and outcome.joined is None:
             progress.update(task, status="joining")
             outcome.joined = _fetch_joined(
                 client, batch.id, joined_path, poll_s=poll_s, on_poll=progress.refresh
             )
             progress.update(task, advance=1, status="")
+    if options.captions and captions_path and outcome.joined and outcome.captions is None:
+        try:
+            client.download_captions(batch.id, fmt=options.captions, dest=captions_path)
+            outcome.captions = captions_path
+        except ApiError as exc:
+            if exc.status is None:
+                raise  # the connection broke: stop here, a re-run resumes
+            outcome.captions_error = str(exc)
     return outcome
+
+
+def _checks(manifest: Manifest, *, order: list[str], submitted: list[str]) -> Checks | None:
+    """The checks of every item the gateway checked; ``None`` when it checked none."""
+    chunks = remade = below = 0
+    items_below: list[int] = []
+    checked = False
+    for index, entry in enumerate(manifest.items):
+        summary = entry.verification
+        if summary is None:
+            continue
+        checked = True
+        chunks += summary.chunks
+        remade += summary.remade
+        below += len(summary.below_threshold)
+        if summary.below_threshold:
+            key = entry.key or (submitted[index] if index < len(submitted) else None)
+            # Numbered as the files are (chapter order, from 1), whichever batch made it.
+            items_below.append(order.index(key) + 1 if key in order else index + 1)
+    if not checked:
+        return None
+    return Checks(
+        chunks=chunks, remade=remade, below_threshold=below, items_below=tuple(items_below)
+    )
 
 
 def _fetch_joined(

@@ -23,9 +23,20 @@ from functions.api.parsing import (
     validated,
 )
 from functions.api.relay import relay_routes
+from shared.domain.captions import CaptionFormat
 from shared.domain.errors import InvalidRequest, PayloadTooLarge
 from shared.domain.jobs import Job, JobState, Progress
-from shared.usecases import batch, casting, delivery, intake, jobs, library, parents, webhooks
+from shared.usecases import (
+    batch,
+    captions,
+    casting,
+    delivery,
+    intake,
+    jobs,
+    library,
+    parents,
+    webhooks,
+)
 from shared.usecases.auth import authenticate
 from shared.usecases.debug import debug_view
 from shared.usecases.gateway import Gateway
@@ -44,6 +55,7 @@ from shared.wire.views import (
     JobView,
     ManifestItemView,
     ManifestView,
+    VerifySummaryView,
     VoiceListView,
     VoiceView,
 )
@@ -93,8 +105,8 @@ def create_api(gw: Gateway) -> Flask:
             limit = gw.settings.api.max_body_bytes
             raise PayloadTooLarge(f"the body exceeds {limit} bytes", details={"max_bytes": limit})
 
-    def _view(job: Job) -> JobView:
-        return JobView.of(job, progress=parents.progress(gw, job))
+    def _view(job: Job, *, brief: bool = False) -> JobView:
+        return JobView.of(job, progress=parents.progress(gw, job), brief=brief)
 
     @app.get("/healthz")
     def healthz() -> Response:
@@ -165,7 +177,7 @@ def create_api(gw: Gateway) -> Flask:
             page_size=int_arg("page_size", default=50),
             page_token=request.args.get("page_token"),
         )
-        views = tuple(_view(j) for j in page.jobs)
+        views = tuple(_view(j, brief=True) for j in page.jobs)
         return _json(JobListView(jobs=views, next_page_token=page.next_page_token))
 
     @app.post("/v1/jobs/<job_id>/cancel")
@@ -188,6 +200,16 @@ def create_api(gw: Gateway) -> Flask:
         url = jobs.audio_url(gw, principal=principal(), job_id=job_id)
         response = redirect(url, code=302)
         response.headers["Cache-Control"] = "no-store"
+        return response
+
+    @app.get("/v1/jobs/<job_id>/captions")
+    def get_captions(job_id: str) -> Response:
+        fmt = _caption_format()
+        text = captions.job_captions(gw, principal=principal(), job_id=job_id, fmt=fmt)
+        response = Response(text, content_type=fmt.content_type)
+        # The job was found, so its id is one of ours: letters and digits, safe in the header.
+        name = f"{job_id}{fmt.extension}"
+        response.headers["Content-Disposition"] = f'attachment; filename="{name}"'
         return response
 
     @app.get("/v1/voices")
@@ -298,6 +320,9 @@ def _manifest_item(item: batch.ManifestItem) -> ManifestItemView:
         audio_url=f"/v1/jobs/{item.job_id}/audio" if item.audio else None,
         duration_s=item.audio.duration_s if item.audio else None,
         error=ErrorView(code=item.error.code, message=item.error.message) if item.error else None,
+        verification=VerifySummaryView.of(item.audio.verification)
+        if item.audio and item.audio.verification
+        else None,
     )
 
 
@@ -346,6 +371,17 @@ def _stream_format() -> StreamFormat:
         valid = [s.value for s in StreamFormat]
         raise InvalidRequest(
             f"stream_format must be one of {valid}", field="stream_format"
+        ) from None
+
+
+def _caption_format() -> CaptionFormat:
+    raw = request.args.get("format", CaptionFormat.SRT.value)
+    try:
+        return CaptionFormat(raw)
+    except ValueError:
+        valid = [f.value for f in CaptionFormat]
+        raise api_errors.BadCaptionFormat(
+            f"format must be one of {valid}", field="format", details={"valid": valid}
         ) from None
 
 

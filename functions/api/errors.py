@@ -30,10 +30,18 @@ class BadResumePoint(errors.InvalidRequest):
     code = "invalid_resume_point"
 
 
+class BadCaptionFormat(errors.InvalidRequest):
+    """A ``format`` query parameter that names no caption format: a malformed request, as a
+    bad resume point is (the values are fixed by the contract, not by the job)."""
+
+    code = "invalid_caption_format"
+
+
 # Most specific first: the first matching class decides the status.
 STATUS: tuple[tuple[type[errors.GatewayError], int], ...] = (
     (MalformedBody, 400),
     (BadResumePoint, 400),
+    (BadCaptionFormat, 400),
     (UnsupportedMediaType, 415),
     (errors.PayloadTooLarge, 413),
     (errors.Unauthenticated, 401),

@@ -1,4 +1,5 @@
-"""OpenAI-compatible routes: ``POST /v1/audio/speech`` and ``GET /v1/models``.
+"""OpenAI-compatible routes: ``POST /v1/audio/speech`` and ``GET /v1/models``; and
+Kokoro-FastAPI's ``POST /dev/captioned_speech``, which takes the same body.
 
 Every call is an ordinary job (it can be looked up afterwards by the ``X-Job-Id`` it answers
 with). Errors here use OpenAI's envelope so its SDKs raise their typed exceptions.
@@ -6,6 +7,7 @@ with). Errors here use OpenAI's envelope so its SDKs raise their typed exception
 
 from __future__ import annotations
 
+import base64
 from typing import Any
 
 from flask import Blueprint, Response
@@ -16,9 +18,9 @@ from functions.api import streams
 from functions.api.parsing import idempotency_key, parse, principal
 from shared.domain.errors import StillRunning
 from shared.domain.jobs import Job
-from shared.usecases import delivery, speech
+from shared.usecases import captions, delivery, speech
 from shared.usecases.gateway import Gateway
-from shared.wire.openai import SpeechCreateBody, StreamFormat
+from shared.wire.openai import CaptionedSpeech, SpeechCreateBody, StreamFormat, WordTimestamp
 
 _SPEECH = TypeAdapter(SpeechCreateBody)
 
@@ -47,6 +49,35 @@ def openai_routes(gw: Gateway) -> Blueprint:
         if not job.state.terminal:
             raise _still_running(job, waited_s=wait_s)
         return streams.whole_audio(gw, job)
+
+    @bp.post("/dev/captioned_speech")
+    def captioned_speech() -> Response:
+        # Words are timed only where a job is checked; and the words come with the whole
+        # audio in one JSON answer, so the job is made whole (a stream asked for is not).
+        asked = parse(_SPEECH)
+        body = asked.model_copy(update={"verify": True, "stream": False, "stream_format": None})
+        job = speech.submit_speech(
+            gw, principal=principal(), body=body, idempotency_key=idempotency_key()
+        )
+        wait_s = gw.settings.api.max_wait_s
+        job = delivery.wait_for(gw, job, timeout_s=wait_s)
+        if not job.state.terminal:
+            raise _still_running(job, waited_s=wait_s)
+        made = captions.captioned_audio(gw, job)
+        assert job.result is not None  # captioned_audio refuses a job without audio
+        answer = CaptionedSpeech(
+            audio=base64.b64encode(made.data).decode(),
+            audio_format=job.result.format,
+            timestamps=tuple(
+                WordTimestamp(word=w.word, start_time=w.start_s, end_time=w.end_s)
+                for w in made.words
+            ),
+        )
+        return Response(
+            answer.model_dump_json(),
+            mimetype="application/json",
+            headers=streams.job_headers(job),
+        )
 
     @bp.get("/v1/models")
     def list_models() -> Response:

@@ -212,6 +212,27 @@ class StreamRestarted(Conflict):
     code = "job_restarted"
 
 
+class JobNotSucceeded(Conflict):
+    """What exists only once a job has succeeded (its captions) was asked of one that has not,
+    or that failed; ``details`` carry its state."""
+
+    code = "job_not_succeeded"
+
+
+class NoJoinedFile(Conflict):
+    """Captions of a batch are timed against its joined file, and this batch has none: it was
+    submitted without ``join``. Each item's own captions can still be asked for."""
+
+    code = "no_joined_file"
+
+
+class NoWordTimings(Conflict):
+    """The audio has no word timings to caption: it was made without ``verify: true``, or by a
+    worker that cannot align words (``details`` may name the items of a batch that lack them)."""
+
+    code = "no_word_timings"
+
+
 class StillRunning(TransientError):
     """A caller's wait ran out before its job finished (or before its next piece of audio)."""
 

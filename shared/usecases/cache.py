@@ -78,6 +78,10 @@ def cache_key(
         "max_new_tokens": request.max_new_tokens,
         "seed": request.seed,
         "scope": owner,
+        # A checked job's audio may have re-made chunks, and it carries a report and word
+        # timings an unchecked one lacks. Only named when asked, so unchecked keys stay as
+        # they were.
+        **({"verify": True} if request.verify else {}),
     }
     return hashlib.sha256(json.dumps(material, sort_keys=True).encode()).hexdigest()
 

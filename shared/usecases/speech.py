@@ -72,6 +72,7 @@ def speech_body(gw: Gateway, *, principal: Principal, body: SpeechCreateBody) ->
         "language": body.language,
         "format": body.response_format,
         "seed": body.seed,
+        "verify": body.verify,
         "speed": body.speed,
         "stream": body.streamed,
         "max_new_tokens": body.max_new_tokens,

@@ -87,7 +87,7 @@ def _send(gw: Gateway, job: Job, delivery: Delivery) -> str | None:
     assert gw.webhooks is not None
     event = delivery.event
     body = json.dumps(
-        {"type": f"job.{event.value}", "data": JobView.of(job).model_dump(mode="json")}
+        {"type": f"job.{event.value}", "data": JobView.of(job, brief=True).model_dump(mode="json")}
     )
     message_id = delivery.message_id(job.id)
     now = gw.clock()

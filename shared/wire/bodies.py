@@ -177,7 +177,10 @@ MAX_BATCH_ITEMS = 1000
 
 class BatchItem(_Body):
     """One item of a batch: a speech body, and the caller's key for it. On the wire the key
-    sits beside the body's own fields: ``{"key": "ch1-0001", "text": ..., "speaker": ...}``."""
+    sits beside the body's own fields: ``{"key": "ch1-0001", "text": ..., "speaker": ...}``.
+
+    An item is checked (``verify``) unless it says ``"verify": false``: a batch is long-form
+    audio, where one bad chunk in hundreds is what nobody listens for."""
 
     key: Annotated[str, Field(min_length=1, max_length=100)] | None = None
     request: SpeechBody
@@ -185,10 +188,15 @@ class BatchItem(_Body):
     @model_validator(mode="before")
     @classmethod
     def _flat_on_the_wire(cls, value: object) -> object:
-        if isinstance(value, dict) and "request" not in value:
-            fields = dict(value)
-            return {"key": fields.pop("key", None), "request": fields}
-        return value
+        if not isinstance(value, dict):
+            return value
+        fields = dict(value)
+        if "request" not in fields:
+            fields = {"key": fields.pop("key", None), "request": fields}
+        request = fields["request"]
+        if isinstance(request, dict):
+            fields["request"] = {"verify": True, **request}
+        return fields
 
 
 class BatchBody(_Body):

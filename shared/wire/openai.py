@@ -2,8 +2,8 @@
 
 The body takes OpenAI's fields, the extensions vLLM-Omni's Qwen3-TTS server accepts on the same
 route (``task_type``, ``language``, ``ref_audio`` / ``ref_text``, ``x_vector_only_mode``,
-``max_new_tokens``) and ours (``seed``), so clients of either work unchanged. The core turns it
-into one of the native speech bodies; nothing about it is stored as is.
+``max_new_tokens``) and ours (``seed``, ``verify``), so clients of either work unchanged. The
+core turns it into one of the native speech bodies; nothing about it is stored as is.
 """
 
 from __future__ import annotations
@@ -75,6 +75,9 @@ class SpeechCreateBody(_Body):
     x_vector_only_mode: bool = False
     max_new_tokens: MaxNewTokens | None = None
     seed: Seed | None = None
+    verify: bool = False
+    """Check every chunk, say a failing one again, and time the words (ours, as ``seed``);
+    ``/dev/captioned_speech`` sets it."""
 
     @field_validator("instructions")
     @classmethod
@@ -107,6 +110,27 @@ class ModelList(BaseModel):
 
     object: Literal["list"] = "list"
     data: tuple[ModelView, ...]
+
+
+class WordTimestamp(BaseModel):
+    """One word's time in Kokoro-FastAPI's shape, seconds from the start of the audio."""
+
+    model_config = ConfigDict(frozen=True)
+
+    word: str
+    start_time: float
+    end_time: float
+
+
+class CaptionedSpeech(BaseModel):
+    """Kokoro-FastAPI's answer to ``POST /dev/captioned_speech``, so its clients work: the
+    audio itself (base64) and when each word is said."""
+
+    model_config = ConfigDict(frozen=True)
+
+    audio: str
+    audio_format: AudioFormat
+    timestamps: tuple[WordTimestamp, ...]
 
 
 class OpenAIError(BaseModel):

@@ -10,6 +10,7 @@ from pydantic import BaseModel, ConfigDict
 from shared.domain.audio_formats import AudioFormat
 from shared.domain.jobs import Job, JobState, Progress
 from shared.domain.synthesis import children_of
+from shared.domain.verification import Check, ChunkReport, VerifyReport, WordTiming
 from shared.domain.voices import Voice, VoiceState
 from shared.domain.webhooks import DeliveryState, WebhookEvent
 
@@ -53,6 +54,113 @@ class DeliveryView(BaseModel):
     last_error: str | None
 
 
+class WordView(BaseModel):
+    model_config = ConfigDict(frozen=True)
+
+    word: str
+    start_s: float
+    end_s: float
+    """Seconds from the start of the job's audio."""
+
+    @classmethod
+    def of(cls, word: WordTiming) -> WordView:
+        return cls(word=word.word, start_s=word.start_s, end_s=word.end_s)
+
+
+class MeasureView(BaseModel):
+    model_config = ConfigDict(frozen=True)
+
+    check: Check
+    value: float
+    bound: float
+    low: float | None
+    passed: bool
+
+
+class AttemptView(BaseModel):
+    model_config = ConfigDict(frozen=True)
+
+    seed: int | None
+    duration_s: float
+    passed: bool
+    measures: tuple[MeasureView, ...]
+    transcript: str | None
+
+
+class ChunkView(BaseModel):
+    model_config = ConfigDict(frozen=True)
+
+    index: int
+    text: str
+    passed: bool
+    """Whether the audio kept passes every check."""
+    kept: int
+    """The index into ``attempts`` of the audio kept."""
+    attempts: tuple[AttemptView, ...]
+
+    @classmethod
+    def of(cls, chunk: ChunkReport) -> ChunkView:
+        return cls(
+            index=chunk.index,
+            text=chunk.text,
+            passed=chunk.passed,
+            kept=chunk.kept,
+            attempts=tuple(
+                AttemptView(
+                    seed=a.seed,
+                    duration_s=a.duration_s,
+                    passed=a.passed,
+                    measures=tuple(
+                        MeasureView(
+                            check=m.check, value=m.value, bound=m.bound, low=m.low, passed=m.passed
+                        )
+                        for m in a.measures
+                    ),
+                    transcript=a.transcript,
+                )
+                for a in chunk.attempts
+            ),
+        )
+
+
+class VerifySummaryView(BaseModel):
+    """A verified job's checks in three numbers: what a manifest shows per item."""
+
+    model_config = ConfigDict(frozen=True)
+
+    passed: bool
+    chunks: int
+    remade: int
+    """Chunks said again because an attempt failed a check."""
+    below_threshold: tuple[int, ...]
+    """The indexes of the chunks whose kept audio still fails a check."""
+
+    @classmethod
+    def of(cls, report: VerifyReport) -> VerifySummaryView:
+        return cls(
+            passed=report.passed,
+            chunks=len(report.chunks),
+            remade=report.remade,
+            below_threshold=report.below_threshold,
+        )
+
+
+class VerificationView(BaseModel):
+    model_config = ConfigDict(frozen=True)
+
+    checks: tuple[Check, ...]
+    summary: VerifySummaryView
+    chunks: tuple[ChunkView, ...]
+
+    @classmethod
+    def of(cls, report: VerifyReport, *, brief: bool = False) -> VerificationView:
+        return cls(
+            checks=report.checks,
+            summary=VerifySummaryView.of(report),
+            chunks=() if brief else tuple(ChunkView.of(c) for c in report.chunks),
+        )
+
+
 class JobView(BaseModel):
     model_config = ConfigDict(frozen=True)
 
@@ -72,14 +180,36 @@ class JobView(BaseModel):
     """The finished job whose audio answered this one: no GPU ran for it."""
     webhook_deliveries: tuple[DeliveryView, ...] = ()
     """How each webhook call went (``failed`` after its retries ran out)."""
+    timestamps: tuple[WordView, ...] = ()
+    """When each word of the audio is said (a job made with ``verify`` on a worker that
+    aligns words). Empty for a joined batch, whose words are served as its ``/captions``,
+    and in lists and webhook bodies (``brief``)."""
+    verification: VerificationView | None = None
+    """What the worker measured of each chunk, for a job made with ``verify``; in lists and
+    webhook bodies, the summary without the chunks."""
 
     @classmethod
-    def of(cls, job: Job, *, progress: Progress | None = None, base_path: str = "") -> JobView:
-        """``progress`` is a parent's count of its children (``shared.usecases.parents``)."""
+    def of(
+        cls,
+        job: Job,
+        *,
+        progress: Progress | None = None,
+        base_path: str = "",
+        brief: bool = False,
+    ) -> JobView:
+        """``progress`` is a parent's count of its children (``shared.usecases.parents``).
+        ``brief`` leaves out the word timings and each chunk's measures (a long job has
+        thousands): a page of jobs, or a webhook body, stays small."""
         status_url = f"{base_path}/v1/jobs/{job.id}"
         audio = None
+        timestamps: tuple[WordView, ...] = ()
+        verification = None
         if job.state is JobState.SUCCEEDED and job.result is not None:
             r = job.result
+            timestamps = () if brief else tuple(map(WordView.of, r.words))
+            verification = (
+                VerificationView.of(r.verification, brief=brief) if r.verification else None
+            )
             audio = AudioView(
                 url=f"{status_url}/audio",
                 format=r.format,
@@ -125,6 +255,8 @@ class JobView(BaseModel):
                 )
                 for d in (job.webhook.deliveries if job.webhook else ())
             ),
+            timestamps=timestamps,
+            verification=verification,
         )
 
 
@@ -138,6 +270,8 @@ class ManifestItemView(BaseModel):
     """The API route that redirects to the item's audio, once it has some."""
     duration_s: float | None
     error: ErrorView | None
+    verification: VerifySummaryView | None = None
+    """The item's checks in numbers, once it has succeeded with ``verify``."""
 
 
 class ManifestView(BaseModel):

@@ -89,6 +89,22 @@ def test_an_unseeded_request_may_opt_in(gateway: Gateway, fakes: Fakes) -> None:
     assert (gpu.runs, hit.state) == (1, JobState.SUCCEEDED)
 
 
+def test_a_checked_request_is_never_answered_by_unchecked_audio(
+    gateway: Gateway, fakes: Fakes
+) -> None:
+    """Unchecked audio has no report and no word timings, and may hold a chunk a check would
+    have said again: a request that asks for checks is its own entry."""
+    gpu = CountingGpu()
+    plain = CustomVoiceRequest(text="Checked or not.", speaker="ryan", seed=3)
+    submit_job(gateway, principal=ALICE, request=plain)
+    run_all(gateway, fakes, gpu)
+    checked = plain.model_copy(update={"verify": True})
+    submit_job(gateway, principal=ALICE, request=checked)
+    run_all(gateway, fakes, gpu)
+    hit = submit_job(gateway, principal=ALICE, request=checked)
+    assert (gpu.runs, hit.state) == (2, JobState.SUCCEEDED)
+
+
 def test_a_private_voices_audio_is_never_served_to_another_owner(
     gateway: Gateway, fakes: Fakes
 ) -> None:

@@ -19,6 +19,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+import webvtt
 from flask import Flask
 from hypothesis import given, settings
 from hypothesis import strategies as st
@@ -38,6 +39,7 @@ from shared.usecases.gateway import Gateway
 from tests.support.api import submit
 from tests.support.contracts import validate_response
 from tests.support.gateway import Fakes, add_voice
+from tests.support.timings import Aligner
 from tests.support.worker import ScriptedWorker
 
 NOW = "2025-01-01T00:00:00Z"
@@ -628,6 +630,59 @@ def test_render_join_fetches_the_whole_chapter_once_and_resumes_without_asking_a
     refused = render(served, book, out, "--join", "--new-batch")
     assert refused.exit_code != 0
     assert "--new-batch" in refused.output
+
+
+def test_render_captions_the_joined_file_beside_it_and_says_what_the_checks_found(
+    served: Served, tmp_path: Path
+) -> None:
+    Aligner(
+        served.fakes,
+        gap_s=0.3,
+        remade={"The first paragraph."},
+        failing={"The second one, a bit longer."},
+    )
+    book, out = write_chapter(tmp_path), tmp_path / "out"
+    result = render(served, book, out, "--join", "--gap-ms", "300", "--captions", "vtt")
+    assert result.exit_code == 0, result.output
+    (submitted,) = served.requests_to("POST", "/v1/tts/batch")
+    # Checked by default: the gateway's default for items, so nothing is sent for it.
+    assert all("verify" not in item for item in json.loads(submitted.body)["items"])
+    captions = out / f"{book.stem}.vtt"
+    assert f"captions in {captions}" in result.stdout
+    (fetched,) = served.requests_to("GET", r"/v1/jobs/[^/]+/captions")
+    assert fetched.query == {"format": "vtt"}
+    cues = webvtt.from_string(captions.read_text())
+    assert " ".join(c.text.replace("\n", " ") for c in cues) == " ".join(split_chapter(CHAPTER))
+    starts = [c.start_time.in_milliseconds() for c in cues]
+    assert starts == sorted(starts)
+    assert f"{book.stem}: 3 chunks, 2 re-made, 1 below threshold: item 2" in result.stdout
+
+    again = render(served, book, out, "--join", "--gap-ms", "300", "--captions", "vtt")
+    assert again.exit_code == 0, again.output
+    assert len(served.requests_to("POST", "/v1/tts/batch")) == 1  # all on disk: nothing asked
+    captions.unlink()
+    third = render(served, book, out, "--join", "--gap-ms", "300", "--captions", "vtt")
+    assert third.exit_code == 0, third.output
+    assert captions.exists()
+    assert len(served.jobs_of_mode("batch")) == 1  # the same batch, found again
+
+
+def test_render_captions_need_the_joined_file_and_checks(served: Served, tmp_path: Path) -> None:
+    book, out = write_chapter(tmp_path), tmp_path / "out"
+    refused = render(served, book, out, "--captions", "srt")
+    assert_one_line_error(refused, "--captions are timed against the joined file: add --join")
+    assert not served.requests_to("POST", "/v1/tts/batch")
+
+    # Unchecked items have no word times: the audio is made, the captions are refused.
+    result = render(served, book, out, "--join", "--no-verify", "--captions", "srt")
+    assert result.exit_code == 1, result.output
+    (submitted,) = served.requests_to("POST", "/v1/tts/batch")
+    assert {item["verify"] for item in json.loads(submitted.body)["items"]} == {False}
+    assert (out / f"{book.stem}.mp3").exists()
+    assert not (out / f"{book.stem}.srt").exists()
+    assert "captions: " in result.stderr
+    assert "verify: true" in result.stderr
+    assert "chunks" not in result.stdout  # nothing was checked: no line about it
 
 
 def test_render_keeps_the_clock_moving_while_the_gateway_joins(

@@ -34,7 +34,7 @@ SEMANTIC_REFUSALS = [
         "|/v1/voices/cast|/api/v1/tts/synthesize|/api/v1/tts/design|/v1/tts/batch)$",
         "422",
     ),
-    ("^/v1/audio/speech$", "400"),
+    ("^(/v1/audio/speech|/dev/captioned_speech)$", "400"),
 ]
 CONFIG = SchemathesisConfig.from_dict(
     {
