@@ -72,6 +72,7 @@ bench: venv
 	$(PY) bench/speech.py
 	$(PY) bench/cache.py
 	$(PY) bench/batch.py
+	$(PY) bench/verify.py
 	$(PY) bench/engine.py
 
 clean:
