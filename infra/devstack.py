@@ -333,6 +333,25 @@ def _model_sources(models: str) -> tuple[str, ...]:
     )
 
 
+def _listener_env(models: str) -> dict[str, str]:
+    """``tiny``: the offline tiny ASR and aligner as well, so the stack checks its audio and
+    times its words as a deployed worker would (their words are noise, as the audio is)."""
+    if models != "tiny":
+        return {}
+    from gpu_worker.tiny_asr import TinyListener, build_tiny_asr
+
+    built = {kind: build_tiny_asr(TINY_MODEL_DIR / kind, kind=kind) for kind in TinyListener}
+    return listener_env(asr=built[TinyListener.ASR], aligner=built[TinyListener.ALIGNER])
+
+
+def listener_env(*, asr: Path, aligner: Path) -> dict[str, str]:
+    """The worker settings that load these listening models."""
+    return {
+        "TTS_WORKER__VERIFY__ASR_MODEL": str(asr),
+        "TTS_WORKER__VERIFY__ALIGNER_MODEL": str(aligner),
+    }
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(prog="python -m infra.devstack")
     parser.add_argument(
@@ -350,7 +369,11 @@ def main() -> int:
     models = _model_sources(args.model or DEFAULT_MODEL)
     port = args.port if _port_free(args.port) else free_port()
     stack = DevStack(
-        models=models, api_port=port, runpod=args.runpod, env_file=REPO_ROOT / ENV_FILE
+        models=models,
+        api_port=port,
+        runpod=args.runpod,
+        env_file=REPO_ROOT / ENV_FILE,
+        extra_env=_listener_env(args.model),
     )
     signal.signal(signal.SIGTERM, _interrupt)
     try:

@@ -22,7 +22,8 @@ from pathlib import Path
 
 import pytest
 
-from infra.devstack import DevStack
+from gpu_worker.tiny_asr import TinyListener
+from infra.devstack import DevStack, listener_env
 
 SHARED_ENV = {"TTS_WORKER__HEARTBEAT_S": "1"}
 STOPS = "stops_shared_stack"
@@ -52,9 +53,16 @@ def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
 
 
 @pytest.fixture(scope="package")  # stopped after the last end-to-end test, not at the end
-def shared_stack(tiny_models_dir: dict[str, str]) -> Iterator[DevStack]:
+def shared_stack(
+    tiny_models_dir: dict[str, str], tiny_listeners_dir: dict[TinyListener, Path]
+) -> Iterator[DevStack]:
+    """Every model a deployed worker loads, tiny: the three TTS models, and the ASR model and
+    forced aligner that check the audio of jobs that ask and time their words."""
     models = tuple(tiny_models_dir.values())
-    with DevStack(models=models, extra_env=SHARED_ENV) as running:
+    listening = listener_env(
+        asr=tiny_listeners_dir[TinyListener.ASR], aligner=tiny_listeners_dir[TinyListener.ALIGNER]
+    )
+    with DevStack(models=models, extra_env={**SHARED_ENV, **listening}) as running:
         yield running
 
 
