@@ -207,6 +207,7 @@ def bootstrap(
         io=BucketIO(gateway=gw, prompts=prompts),
         limits=settings.voices,
         max_chunk_chars=w.max_chunk_chars,
+        first_chunk_chars=w.first_chunk_chars,
         max_join_s=w.max_join_s,
         stream=StageConfig.of(w),
         verifier=verifier,

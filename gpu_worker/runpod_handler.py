@@ -93,6 +93,7 @@ def build_handler(
             ),
             limits=settings.voices,
             max_chunk_chars=settings.worker.max_chunk_chars,
+            first_chunk_chars=settings.worker.first_chunk_chars,
             max_join_s=settings.worker.max_join_s,
             stream=StageConfig.of(settings.worker),
             verifier=verifier,

@@ -59,7 +59,7 @@ from shared.domain.synthesis import (
     VoiceDesignRequest,
     VoiceTraits,
 )
-from shared.domain.text_split import split_text
+from shared.domain.text_split import split_for_stream, split_text
 from shared.domain.verification import VerifyReport, WordTiming
 from shared.domain.voice_file import PromptItem, VoicePromptFile, check_fits, dumps, max_frames
 from shared.settings import VoiceSettings, WorkerSettings
@@ -153,6 +153,7 @@ class TaskExecutor:
         limits: VoiceSettings,
         max_chunk_chars: int,
         max_join_s: float,
+        first_chunk_chars: int | None = None,
         stream: StageConfig | None = None,
         verifier: Verifier | None = None,
     ) -> None:
@@ -161,6 +162,7 @@ class TaskExecutor:
         self._io = io
         self._limits = limits
         self._max_chunk_chars = max_chunk_chars
+        self._first_chunk_chars = first_chunk_chars or max_chunk_chars
         self._max_join_s = max_join_s
         self._stream_stage = stream or StageConfig.of(WorkerSettings())
 
@@ -194,10 +196,19 @@ class TaskExecutor:
     def _speak(self, task: Task, request: SpeechRequest) -> AudioResult:
         """Long text is spoken sentence group by sentence group and joined. A streamed job
         publishes audio as the engine makes it (every few frames on the accelerated engine,
-        every chunk on the baseline); a seeded one says its chunks one by one (chunk *i* with
-        ``seed + i``) so its audio depends on nothing else queued; any other hands all its
-        chunks to the model's batch queue at once, beside other jobs' lines."""
-        chunks = split_text(request.text, max_chars=self._max_chunk_chars)
+        every chunk on the baseline), its first chunk one sentence alone; a seeded one says
+        its chunks one by one (chunk *i* with ``seed + i``) so its audio depends on nothing
+        else queued; any other hands all its chunks to the model's batch queue at once, beside
+        other jobs' lines."""
+        chunks = (
+            split_for_stream(
+                request.text,
+                max_chars=self._max_chunk_chars,
+                first_max_chars=self._first_chunk_chars,
+            )
+            if request.stream
+            else split_text(request.text, max_chars=self._max_chunk_chars)
+        )
         synth, voice = self._voice(request)
         lines = [
             Line(

@@ -298,6 +298,9 @@ class WorkerSettings(BaseModel):
     max_new_tokens: int = Field(default=2048, gt=0)
     max_chunk_chars: int = Field(default=300, ge=20, le=5000)
     """Longer text is split at sentence boundaries and synthesized chunk by chunk."""
+    first_chunk_chars: int = Field(default=120, ge=10, le=5000)
+    """A streamed job's first chunk is its first sentence alone, cut at a clause or word to
+    this length if longer: its first audio waits for one short sentence, not a whole chunk."""
     prompt_cache_bytes: int = Field(default=256 * 1024 * 1024, ge=0)
     """Voice prompts kept in memory, keyed by GCS generation."""
     max_attempts: int = Field(default=3, ge=1, le=10)

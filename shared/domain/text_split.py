@@ -38,6 +38,22 @@ def split_text(text: str, *, max_chars: int) -> list[str]:
     return [text[start:end] for start, end in _split(text, whole, max_chars, level=0)]
 
 
+def split_for_stream(text: str, *, max_chars: int, first_max_chars: int) -> list[str]:
+    """``split_text``'s chunks, but the first is the text's first sentence alone (cut at a
+    clause, a word or at last hard to ``first_max_chars`` if it is longer): a stream's first
+    audio comes once one short sentence is said, not a whole chunk of them."""
+    if first_max_chars < 1:
+        raise ValueError(f"first_max_chars must be at least 1, got {first_max_chars}")
+    whole = _strip(text, 0, len(text))
+    if whole is None:
+        return []
+    first_sentence = _pieces(text, whole, _sentence_end)[0]
+    first = _split(text, first_sentence, min(first_max_chars, max_chars), level=1)[0]
+    rest = _strip(text, first[1], whole[1])
+    later = [] if rest is None else _split(text, rest, max_chars, level=0)
+    return [text[start:end] for start, end in (first, *later)]
+
+
 def _split(text: str, span: Span, max_chars: int, *, level: int) -> list[Span]:
     start, end = span
     if end - start <= max_chars:

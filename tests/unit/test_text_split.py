@@ -5,7 +5,7 @@ import random
 
 import pytest
 
-from shared.domain.text_split import split_text
+from shared.domain.text_split import split_for_stream, split_text
 
 
 def non_space(text: str) -> str:
@@ -136,3 +136,33 @@ def test_invariants_hold_for_random_text() -> None:
             assert chunk == chunk.strip()
             assert len(chunk) <= max_chars
             position = text.index(chunk, position) + len(chunk)  # an in-order substring
+
+
+# -- a stream's first chunk --------------------------------------------------------------------
+
+
+def test_a_streams_first_chunk_is_its_first_sentence_alone() -> None:
+    text = "The sun rose. Birds sang loudly! Did anyone hear them? Nobody did."
+    assert split_for_stream(text, max_chars=60, first_max_chars=100) == [
+        "The sun rose.",
+        "Birds sang loudly! Did anyone hear them? Nobody did.",
+    ]
+
+
+def test_a_long_first_sentence_is_cut_at_a_clause_then_the_rest_packs_as_usual() -> None:
+    text = "When the storm came in at last, the keeper lit the lamp, and waited. Dawn came."
+    assert split_for_stream(text, max_chars=300, first_max_chars=40) == [
+        "When the storm came in at last,",
+        "the keeper lit the lamp, and waited. Dawn came.",
+    ]
+
+
+@pytest.mark.parametrize("seed", range(20))
+def test_a_stream_split_keeps_every_character_in_order_within_the_caps(seed: int) -> None:
+    rng = random.Random(seed)
+    words = ["alpha", "beta,", "gamma.", "delta!", "epsilon", "zeta;", "eta?", "theta"]
+    text = " ".join(rng.choice(words) for _ in range(rng.randint(1, 80)))
+    chunks = split_for_stream(text, max_chars=50, first_max_chars=20)
+    assert non_space("".join(chunks)) == non_space(text)
+    assert len(chunks[0]) <= 20
+    assert all(len(c) <= 50 for c in chunks)
