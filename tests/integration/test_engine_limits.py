@@ -7,7 +7,6 @@ from __future__ import annotations
 
 from typing import Any
 
-import numpy as np
 import pytest
 import torch
 
@@ -21,7 +20,7 @@ from shared.domain.errors import PromptTooLong
 from shared.domain.modes import ModelType
 from shared.domain.voice_file import PromptItem, VoicePromptFile
 from shared.settings import EngineKind, WithoutCuda, WorkerSettings
-from tests.support.engines import ENGINES, STREAM_FRAMES
+from tests.support.engines import ENGINES, STREAM_FRAMES, tone_prompt
 
 LIMIT = 64
 """Prompt tokens the engines under test take: a second of reference (13 frames) and a short
@@ -52,14 +51,7 @@ def base(request: pytest.FixtureRequest, tiny_models_dir: dict[str, str]) -> Syn
 @pytest.fixture(scope="module")
 def made(base: Synthesizer) -> PromptItem:
     """An in-context prompt the model made from a second of a tone: 13 frames and a text."""
-    t = np.arange(24_000, dtype=np.float32) / 24_000
-    tone = (0.2 * np.sin(2 * np.pi * 180 * t)).astype(np.float32)
-    (item,) = base.create_voice_prompt(
-        reference=Waveform(samples=tone, sample_rate=24_000),
-        ref_text="A line.",
-        x_vector_only=False,
-    )
-    return item
+    return tone_prompt(base)
 
 
 def spoken(item: PromptItem, *, voice_id: str | None = "v0000000042", **changes: Any) -> Line:

@@ -11,10 +11,8 @@ from __future__ import annotations
 
 from collections.abc import Callable
 
-import numpy as np
 import pytest
 
-from gpu_worker.audio.encoding import Waveform
 from gpu_worker.bucket_io import BucketIO
 from gpu_worker.engine import Clone, Line
 from gpu_worker.prompt_cache import PromptCache
@@ -27,7 +25,7 @@ from shared.domain.synthesis import ClonePromptRequest
 from shared.domain.voice_file import PromptItem, VoicePromptFile, check_fits, dumps, max_frames
 from shared.settings import EngineKind
 from shared.usecases.gateway import Gateway
-from tests.support.engines import tiny_synthesizer
+from tests.support.engines import tiny_synthesizer, tone_prompt
 from tests.support.gateway import Fakes, add_voice
 
 VOICE_ID = "v0000000042"
@@ -48,14 +46,7 @@ def base(tmp_path_factory: pytest.TempPathFactory) -> Synthesizer:
 @pytest.fixture(scope="module")
 def made(base: Synthesizer) -> PromptItem:
     """A prompt the model itself made, from a second of a tone (in-context: codes and text)."""
-    t = np.arange(24_000, dtype=np.float32) / 24_000
-    tone = (0.2 * np.sin(2 * np.pi * 180 * t)).astype(np.float32)
-    (item,) = base.create_voice_prompt(
-        reference=Waveform(samples=tone, sample_rate=24_000),
-        ref_text="A line.",
-        x_vector_only=False,
-    )
-    return item
+    return tone_prompt(base)
 
 
 def test_the_facts_come_from_the_loaded_models_config_and_its_own_prompts_fit(

@@ -6,8 +6,12 @@ these machines, so its graphs are replayed as plain calls (``gpu_worker/eager_gr
 
 from __future__ import annotations
 
+import numpy as np
+
+from gpu_worker.audio.encoding import Waveform
 from gpu_worker.bootstrap import build_engine
 from gpu_worker.synthesizer import Synthesizer
+from shared.domain.voice_file import PromptItem
 from shared.settings import EngineKind, WithoutCuda, WorkerSettings
 
 ENGINES = (EngineKind.QWEN, EngineKind.FASTER)
@@ -42,3 +46,15 @@ def tiny_synthesizer(
         batch_size=batch_size,
         batch_window_s=batch_window_s,
     )
+
+
+def tone_prompt(base: Synthesizer) -> PromptItem:
+    """An in-context prompt a Base model makes from a second of a tone: its codes and a text."""
+    t = np.arange(24_000, dtype=np.float32) / 24_000
+    tone = (0.2 * np.sin(2 * np.pi * 180 * t)).astype(np.float32)
+    (item,) = base.create_voice_prompt(
+        reference=Waveform(samples=tone, sample_rate=24_000),
+        ref_text="A line.",
+        x_vector_only=False,
+    )
+    return item
