@@ -10,7 +10,7 @@ resource "google_cloudfunctions2_function" "function" {
     entry_point = each.value.entry_point
     # Named, or new projects build with the Compute Engine default account, which organisations
     # with the default-grants policy leave without roles: every build would fail (iam.tf).
-    service_account = google_service_account.build.id
+    service_account = google_service_account.account["build"].id
     source {
       storage_source {
         bucket = google_storage_bucket.sources.name
@@ -23,7 +23,7 @@ resource "google_cloudfunctions2_function" "function" {
   }
 
   service_config {
-    service_account_email = google_service_account.functions.email
+    service_account_email = google_service_account.account["functions"].email
     available_memory      = each.value.memory
     available_cpu         = each.value.cpu
     timeout_seconds       = each.value.timeout_s
@@ -58,7 +58,7 @@ resource "google_cloudfunctions2_function" "function" {
       trigger_region        = local.region
       event_type            = "google.cloud.storage.object.v1.${event_trigger.value.trigger_target}"
       retry_policy          = event_trigger.value.retry ? "RETRY_POLICY_RETRY" : "RETRY_POLICY_DO_NOT_RETRY"
-      service_account_email = google_service_account.eventarc.email
+      service_account_email = google_service_account.account["eventarc"].email
       event_filters {
         attribute = "bucket"
         value     = google_storage_bucket.voices.name
@@ -73,7 +73,7 @@ resource "google_cloudfunctions2_function" "function" {
       event_type            = "google.cloud.pubsub.topic.v1.messagePublished"
       pubsub_topic          = google_pubsub_topic.topic[event_trigger.value.trigger_target].id
       retry_policy          = event_trigger.value.retry ? "RETRY_POLICY_RETRY" : "RETRY_POLICY_DO_NOT_RETRY"
-      service_account_email = google_service_account.eventarc.email
+      service_account_email = google_service_account.account["eventarc"].email
     }
   }
 

@@ -20,5 +20,5 @@ output "runpod_webhook_url" {
 
 output "home_worker_service_account" {
   description = "The account the home 4090 worker runs as."
-  value       = google_service_account.home_worker.email
+  value       = google_service_account.account["home_worker"].email
 }

@@ -45,7 +45,7 @@ resource "google_pubsub_subscription" "subscription" {
     content {
       push_endpoint = google_cloudfunctions2_function.function[push_config.value].service_config[0].uri
       oidc_token {
-        service_account_email = google_service_account.push.email
+        service_account_email = google_service_account.account["push"].email
         audience              = google_cloudfunctions2_function.function[push_config.value].service_config[0].uri
       }
     }

@@ -7,6 +7,7 @@ tool fails instead of skipping.
 
 from __future__ import annotations
 
+import functools
 import json
 import os
 import re
@@ -59,6 +60,7 @@ def _unquote(key: str) -> str:
     return key.strip('"')
 
 
+@functools.cache  # the .tf files do not change during a run; read-only to the tests
 def _parsed() -> dict[str, list[dict[str, Any]]]:
     hcl2 = pytest.importorskip("hcl2")
     merged: dict[str, list[dict[str, Any]]] = {}
@@ -115,6 +117,11 @@ def test_checkov_finds_nothing_and_every_skip_says_why() -> None:
     failed = [(c["check_id"], c["resource"]) for c in report["results"]["failed_checks"]]
     assert summary["failed"] == 0, failed
     assert summary["passed"] > 0
+    # Checkov expands each grant of a map (it cannot while a map entry reads a variable or
+    # local.member): each is checked with its own role.
+    checked = {c["resource"] for c in report["results"]["passed_checks"]}
+    for rtype, name in GRANT_MAPS.items():
+        assert {f'{rtype}.grant["{key}"]' for key in _local_map(name)} <= checked, rtype
     for skipped in report["results"]["skipped_checks"]:
         reason = skipped["check_result"].get("suppress_comment", "")
         assert len(reason) > 20, skipped["check_id"]
@@ -308,15 +315,44 @@ def _block(body: dict[str, Any], name: str) -> dict[str, Any]:
     return dict(block)
 
 
+def _local_map(name: str) -> dict[str, dict[str, Any]]:
+    """A ``locals`` map of objects written out in HCL (grants keyed by what each is for)."""
+    (found,) = [block[name] for block in _parsed()["locals"] if name in block]
+    return {key: value for key, value in found.items() if not key.startswith("__")}
+
+
+# The grants with fixed names: one resource per kind, over the locals map of that kind.
+GRANT_MAPS = {
+    "google_project_iam_member": "project_grants",
+    "google_storage_bucket_iam_member": "bucket_grants",
+}
+
+
+def _grants(rtype: str) -> dict[str, dict[str, Any]]:
+    """Every grant of one kind by name: each separate resource, and each entry of the map its
+    ``grant`` resource iterates over (role and condition from the entry, the member named by its
+    ``who``, given here as the ``local.member`` reference a separate resource would write)."""
+    grants = {name: body for name, body in _resources()[rtype].items() if name != "grant"}
+    if rtype in GRANT_MAPS:
+        grant = _resource(rtype, "grant")
+        assert grant["for_each"] == "${local." + GRANT_MAPS[rtype] + "}"
+        assert grant["role"] == "${each.value.role}"
+        assert grant["member"] == "${local.member[each.value.who]}"
+        for name, entry in _local_map(GRANT_MAPS[rtype]).items():
+            grants[name] = {**entry, "member": "${local.member." + _text(entry["who"]) + "}"}
+    return grants
+
+
 def test_functions_build_as_a_named_account_with_the_roles_a_build_needs() -> None:
     function = _resource("google_cloudfunctions2_function", "function")
     build = _block(function, "build_config")
-    assert build["service_account"] == "${google_service_account.build.id}"
+    assert build["service_account"] == '${google_service_account.account["build"].id}'
+    assert "build" in _local_map("service_accounts")
     roles = {
         _text(body["role"])
         for rtype in ("google_project_iam_member", "google_storage_bucket_iam_member")
-        for body in _resources()[rtype].values()
-        if "google_service_account.build.email" in str(body["member"])
+        for body in _grants(rtype).values()
+        if str(body["member"]) == "${local.member.build}"
     }
     # Google's list for a custom build account: logs, images, the source objects.
     assert roles == {
@@ -346,24 +382,57 @@ def test_pubsub_pushes_to_the_run_app_url_and_signs_for_it() -> None:
 
 
 def test_functions_wait_for_the_agents_and_grants_of_a_first_apply() -> None:
-    identity = _resource("google_project_service_identity", "eventarc")
-    assert _text(identity["service"]) == "eventarc.googleapis.com"
+    identity = _resource("google_project_service_identity", "agent")
+    assert "eventarc" in identity["for_each"]
+    assert _text(identity["service"]) == "${each.key}.googleapis.com"
     agent = _resource("google_project_iam_member", "eventarc_agent")
     assert _text(agent["role"]) == "roles/eventarc.serviceAgent"
-    assert "google_project_service_identity.eventarc.email" in agent["member"]
+    assert agent["member"] == "${local.member.eventarc_agent}"
+    (members,) = [block["member"] for block in _parsed()["locals"] if "member" in block]
+    assert 'eventarc_agent = "serviceAccount:${google_project_service_identity.agent' in members
     wait = _resource("time_sleep", "grants_propagate")
     waited = {str(d).strip("${}") for d in wait["depends_on"]}
+    # The grant resources whole: each waits for every entry of its map.
     assert {
         "google_project_iam_member.eventarc_agent",
-        "google_project_iam_member.gcs_agent_publisher",
-        "google_project_iam_member.build_logs",
-        "google_project_iam_member.build_images",
-        "google_project_iam_member.build_staging",
-        "google_storage_bucket_iam_member.build_sources",
+        "google_project_iam_member.grant",
+        "google_storage_bucket_iam_member.grant",
+        "google_service_account_iam_member.grant",
         "google_secret_manager_secret_iam_member.functions_secret",
     } <= waited
+    assert {"gcs_agent_publisher", "build_logs", "build_images", "build_staging"} <= set(
+        _local_map("project_grants")
+    )
+    assert "build_sources" in _local_map("bucket_grants")
     function = _resource("google_cloudfunctions2_function", "function")
     assert "${time_sleep.grants_propagate}" in function["depends_on"]
+
+
+def test_each_moved_block_leads_a_removed_resource_to_an_entry_of_its_family() -> None:
+    """moved.tf: what iam.tf made as separate resources (or instances keyed otherwise) is moved
+    to its entry of the one resource over a map, so an applied state is moved, not destroyed and
+    made again. Each old address is gone, each new one is an entry that exists."""
+    resources = _resources()
+    address = re.compile(r'\$\{(\w+)\.(\w+)(?:\["(\w+)"\])?\}')
+    moves = [(str(m["from"]), str(m["to"])) for m in _parsed()["moved"]]
+    assert (
+        len({source for source, _ in moves}) == len({target for _, target in moves}) == len(moves)
+    )
+    for source, target in moves:
+        old, new = address.fullmatch(source), address.fullmatch(target)
+        assert old, source
+        assert new, target
+        assert old[1] == new[1], source  # same type
+        assert old[2] not in resources[old[1]], f"{source} is still declared"
+        assert new[3] is not None, target  # an entry of a for_each
+        keys: Any = str(resources[new[1]][new[2]]["for_each"])
+        if local := re.fullmatch(r"\$\{local\.(\w+)\}", keys):
+            (keys,) = [block[local[1]] for block in _parsed()["locals"] if local[1] in block]
+        if isinstance(keys, dict):  # a map written out
+            assert new[3] in keys, target
+        else:  # an expression: the key, or the account a for over the accounts makes it of
+            key = new[3].removeprefix("deployer_act_as_")
+            assert f"{key} = " in keys or f'"{key}"' in keys, target
 
 
 def test_no_unused_project_data_source() -> None:
@@ -389,16 +458,23 @@ def test_public_functions_can_do_without_all_users() -> None:
 def _home_worker_grants() -> list[tuple[str, str, dict[str, Any]]]:
     return [
         (rtype, name, body)
-        for rtype, named in _resources().items()
-        for name, body in named.items()
-        if "google_service_account.home_worker.email" in str(body.get("member", ""))
+        for rtype in _resources()
+        for name, body in _grants(rtype).items()
+        if "local.member.home_worker" in str(body.get("member", ""))
     ]
 
 
 def test_the_home_worker_reaches_the_default_database_only() -> None:
-    firestore = _resource("google_project_iam_member", "home_worker_firestore")
-    expression = _text(_block(firestore, "condition")["expression"])
-    assert expression == 'resource.name == "projects/${var.project_id}/databases/(default)"'
+    firestore = _grants("google_project_iam_member")["home_worker_firestore"]
+    expression = _text(firestore["condition"]["expression"])
+    assert expression == 'resource.name == "${local.default_database}"'
+    assert _text(_locals()["default_database"]) == "projects/${var.project_id}/databases/(default)"
+    # The grant resource writes an entry's condition, whole, where the entry has one.
+    (condition,) = _dynamic(_resource("google_project_iam_member", "grant"), "condition")["content"]
+    assert {k: v for k, v in condition.items() if not k.startswith("__")} == {
+        field: "${condition.value." + field + "}"
+        for field in ("title", "description", "expression")
+    }
     keys = _resource("google_firestore_database", "keys")
     assert keys["name"] == "${local.keys_database}"
     # Every project-wide grant of the worker is conditioned, but the trace and log writers'.
@@ -481,7 +557,7 @@ def test_the_deployer_holds_no_broad_role_and_grants_only_what_terraform_grants(
     roles = array("ROLES")
     assert not roles & {"roles/editor", "roles/owner", "roles/iam.securityAdmin"}
     assert "roles/iam.serviceAccountUser" not in roles  # act-as is per account (iam.tf)
-    granted = {_text(body["role"]) for body in _resources()["google_project_iam_member"].values()}
+    granted = {_text(body["role"]) for body in _grants("google_project_iam_member").values()}
     assert array("GRANTABLE") == granted
     assert "modifiedGrantsByRole" in script
     readme = (ROOT / "README.md").read_text()
