@@ -108,6 +108,9 @@ def spoken_audio(fakes: Fakes, job: Job) -> np.ndarray:
         "duration_s": pytest.approx(len(samples) / RATE),
         "bytes": 44 + 2 * len(samples),  # the RIFF header, then two bytes a sample
         "parts": 0,
+        "verification": None,  # not asked for (``verify``)
+        "words": [],
+        "starts_s": [],
     }
     assert len(samples) >= FRAME
     assert len(samples) % FRAME == 0
