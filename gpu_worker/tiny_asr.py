@@ -172,6 +172,9 @@ def _render(kind: TinyListener, seed: int) -> dict[str, bytes]:
 
 
 def _model_config(kind: TinyListener, ids: dict[str, int], vocab_size: int) -> dict[str, Any]:
+    from gpu_worker.verify.listening import import_qwen_asr
+
+    import_qwen_asr()  # first, for the floating-point environment it keeps
     from qwen_asr.inference.utils import SUPPORTED_LANGUAGES
 
     thinker: dict[str, Any] = {
@@ -257,6 +260,9 @@ def _feature_extractor_config() -> dict[str, Any]:
 
 
 def _model_weights(config: dict[str, Any]) -> bytes:
+    from gpu_worker.verify.listening import import_qwen_asr
+
+    import_qwen_asr()  # first, for the floating-point environment it keeps
     from qwen_asr.core.transformers_backend import (
         Qwen3ASRConfig,
         Qwen3ASRForConditionalGeneration,

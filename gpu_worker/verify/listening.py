@@ -10,10 +10,14 @@ torch and qwen_asr are imported when a model is loaded, not with this module.
 
 from __future__ import annotations
 
+import ctypes
+import ctypes.util
+import importlib
 import math
 import threading
 import unicodedata
 from collections.abc import Callable, Iterable, Sequence
+from types import ModuleType
 from typing import TYPE_CHECKING, Final, Self, TypeVar
 
 from gpu_worker.audio.encoding import Waveform
@@ -67,7 +71,7 @@ class Transcriber:
         on ``device`` (``auto``: ``cuda:0`` when present, else ``cpu``)."""
 
         def build() -> Qwen3ASRModel:
-            from qwen_asr import Qwen3ASRModel
+            Qwen3ASRModel = import_qwen_asr().Qwen3ASRModel  # noqa: N806 - the library's class
 
             target, dtype = _placement(device)
             return Qwen3ASRModel.from_pretrained(
@@ -106,7 +110,7 @@ class Aligner:
         directory, on ``device`` (``auto``: ``cuda:0`` when present, else ``cpu``)."""
 
         def build() -> Qwen3ForcedAligner:
-            from qwen_asr import Qwen3ForcedAligner
+            Qwen3ForcedAligner = import_qwen_asr().Qwen3ForcedAligner  # noqa: N806 - the library's class
 
             target, dtype = _placement(device)
             return Qwen3ForcedAligner.from_pretrained(source, device_map=target, dtype=dtype)
@@ -131,6 +135,29 @@ class Aligner:
             ((str(item.text), item.start_time, item.end_time) for item in results[0].items),
             duration_s=wave.duration_s,
         )
+
+
+def import_qwen_asr() -> ModuleType:
+    """The ``qwen_asr`` package, imported with the process's floating-point arithmetic left as
+    it was.
+
+    qwen-asr imports nagisa (Japanese word splitting), whose network library, dynet, is built
+    with ``-ffast-math``: loading it switches the loading thread's SSE unit to flush subnormal
+    numbers to zero (FTZ and DAZ), for every computation that thread and the threads it starts
+    make afterwards, the TTS model's and numpy's included. The default floating-point
+    environment is put back at once (``fesetenv(FE_DFL_ENV)``, glibc's "the state at start")."""
+    package = importlib.import_module("qwen_asr")
+    _default_float_environment()
+    return package
+
+
+def _default_float_environment() -> None:
+    name = ctypes.util.find_library("m")
+    if name is None:
+        return  # no C maths library to ask (not glibc): nothing loaded one that changed it
+    libm = ctypes.CDLL(name)
+    libm.fesetenv.argtypes = [ctypes.c_void_p]
+    libm.fesetenv(ctypes.c_void_p(-1))  # FE_DFL_ENV is ((const fenv_t *) -1) in glibc
 
 
 def token_budget(duration_s: float) -> int:
