@@ -5,6 +5,9 @@ from __future__ import annotations
 
 import json
 import logging
+import threading
+from collections import OrderedDict
+from datetime import datetime, timedelta
 
 from gpu_worker.audio.encoding import EncodedAudio
 from gpu_worker.prompt_cache import PromptCache
@@ -16,7 +19,7 @@ from shared.domain.audio_formats import (
     audio_object_name,
     part_object_name,
 )
-from shared.domain.errors import NotFound, SynthesisFailed
+from shared.domain.errors import NotFound, SynthesisFailed, TransientError
 from shared.domain.jobs import AudioResult
 from shared.domain.synthesis import AudioRef, JoinSource
 from shared.domain.voice_file import VoicePromptFile
@@ -28,10 +31,18 @@ from shared.usecases.registry import Registration, StoredObject, on_object_final
 log = logging.getLogger(__name__)
 
 
+_ANNOUNCED_RUNS = 256
+"""Runs whose last announcement time is kept (for the interval between announcements): far
+more than one worker streams at once; the oldest is forgotten first."""
+
+
 class BucketIO:
     def __init__(self, *, gateway: Gateway, prompts: PromptCache) -> None:
         self._gw = gateway
         self._prompts = prompts
+        self._announced: OrderedDict[tuple[str, int], datetime] = OrderedDict()
+        """When each streaming run last announced its pieces, by (job, attempt)."""
+        self._announcing = threading.Lock()  # the jobs of a batch publish from their own threads
 
     def reference(self, ref: AudioRef) -> bytes:
         try:
@@ -66,6 +77,8 @@ class BucketIO:
             fmt=audio.format,
         )
         stored = self._gw.blobs.put(path, audio.data, content_type=audio.content_type)
+        with self._announcing:
+            self._announced.pop((task.id, task.attempt), None)  # its pieces are all out
         return AudioResult(
             uri=stored.uri,
             format=audio.format,
@@ -94,6 +107,7 @@ class BucketIO:
             fmt=fmt,
         )
         self._gw.blobs.put(path, data, content_type=FORMATS[fmt].content_type)
+        self._announce(task, parts=index + 1)
         if index == 0 and task.created_at is not None:
             # A streamed job's first audio is there for the caller: the time-to-first-audio
             # log-based metric (an unstreamed job's is its "job ended" line's).
@@ -106,6 +120,31 @@ class BucketIO:
                     "ttfa_s": round((self._gw.clock() - task.created_at).total_seconds(), 3),
                 },
             )
+
+    def _announce(self, task: Task, *, parts: int) -> None:
+        """Tell the job's document how many pieces this run has published, so a stream that
+        listens to it reads the new piece at once (see ``stream_announce_interval_s`` for how
+        often). Best effort: a stream finds every piece by looking anyway, so a failed
+        announcement only costs it a fallback interval, and never fails the job."""
+        now = self._gw.clock()
+        run = (task.id, task.attempt)
+        interval = timedelta(seconds=self._gw.settings.worker.stream_announce_interval_s)
+        with self._announcing:
+            last = self._announced.get(run)
+            if parts > 1 and last is not None and now - last < interval:
+                return  # the first piece always goes: it is the one a caller waits on
+            self._announced[run] = now
+            self._announced.move_to_end(run)
+            while len(self._announced) > _ANNOUNCED_RUNS:
+                self._announced.popitem(last=False)
+        try:
+            self._gw.jobs.announce_parts(task.id, attempt=task.attempt, parts=parts)
+        except (NotFound, TransientError) as exc:
+            log.warning(
+                "pieces not announced",
+                extra={"job_id": task.id, "attempt": task.attempt, "parts": parts,
+                       "error": exc.code},
+            )  # fmt: skip
 
     def publish_voice(self, task: Task, voice: NewVoice) -> str:
         """Write reference, sidecar and prompt, then register without waiting for the event.

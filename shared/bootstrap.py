@@ -11,16 +11,20 @@ from google.cloud import firestore
 
 from shared.adapters import clients
 from shared.adapters.backend_cache import CachedBackendStore
+from shared.adapters.background import ThreadedRunner
+from shared.adapters.cache_entries import CachedAudioEntries
 from shared.adapters.firestore import (
     FirestoreApiKeyStore,
     FirestoreAudioCache,
     FirestoreBackendStore,
     FirestoreEventLog,
     FirestoreJobStore,
+    FirestoreJobWatcher,
     FirestoreVoiceStore,
 )
 from shared.adapters.key_cache import CachedApiKeyStore
 from shared.adapters.pubsub import PubSubPublisher, low_latency_publisher
+from shared.adapters.watching import Unwatched
 from shared.adapters.webhooks import HttpWebhookSender
 from shared.settings import Settings
 from shared.usecases.gateway import Gateway
@@ -32,8 +36,10 @@ from shared.usecases.ports import (
     Clock,
     EventLog,
     JobStore,
+    JobWatcher,
     Publisher,
     Sleep,
+    TaskRunner,
     VoiceStore,
     WebhookSender,
 )
@@ -57,6 +63,8 @@ def build_gateway(
     sleep: Sleep | None = None,
     webhooks: WebhookSender | None = None,
     cache: AudioCache | None = None,
+    tasks: TaskRunner | None = None,
+    watcher: JobWatcher | None = None,
 ) -> Gateway:
     @functools.cache
     def db() -> firestore.Client:
@@ -68,9 +76,19 @@ def build_gateway(
         return clients.firestore_client(settings, database=settings.keys_database)
 
     prefix = settings.collection_prefix
+    sleep = sleep or time.sleep
+    if watcher is None:
+        # A listener hears only the store it listens to: jobs kept elsewhere (a fake given
+        # without its own watcher) are waited on by polling alone.
+        watcher = (
+            FirestoreJobWatcher(db(), collection=f"{prefix}jobs")
+            if jobs is None
+            else Unwatched(sleep)
+        )
     return Gateway(
         settings=settings,
         jobs=jobs or FirestoreJobStore(db(), collection=f"{prefix}jobs"),
+        watcher=watcher,
         blobs=blobs or clients.blob_store(settings),
         publisher=publisher
         or PubSubPublisher(low_latency_publisher(), project_id=settings.project_id),
@@ -95,11 +113,19 @@ def build_gateway(
             allow_private=settings.webhooks.allow_private,
         ),
         cache=cache
-        or FirestoreAudioCache(
-            db(),
-            collection=f"{prefix}audio_cache",
-            keep=timedelta(days=settings.retention.audio_days),
+        or CachedAudioEntries(
+            FirestoreAudioCache(
+                db(),
+                collection=f"{prefix}audio_cache",
+                keep=timedelta(days=settings.retention.audio_days),
+            ),
+            ttl_s=settings.api.cache_entry_ttl_s,
+            max_entries=settings.api.cache_entries_max,
         ),
         clock=clock or utc_now,
-        sleep=sleep or time.sleep,
+        tasks=tasks
+        or ThreadedRunner(
+            workers=settings.api.beside_threads, max_pending=settings.api.beside_max_pending
+        ),
+        sleep=sleep,
     )

@@ -49,6 +49,16 @@ class ApiSettings(BaseModel):
     """How long a process routes on backend documents it has read (0: read every time)."""
     key_cache_ttl_s: float = Field(default=30.0, ge=0)
     """How long a verified API key is trusted before it is read again (revocation delay)."""
+    cache_entry_ttl_s: float = Field(default=300.0, ge=0)
+    """How long a process reuses an audio-cache entry it has read (0: read every time). An
+    entry only changes when its key's audio is made again, and either audio answers the key."""
+    cache_entries_max: int = Field(default=4096, gt=0)
+    """Audio-cache entries one process keeps (a few hundred bytes each), least used first out."""
+    beside_threads: int = Field(default=4, gt=0, le=64)
+    """Threads per process for work beside a request (a cache hit's audio read while its job
+    is written, its announcement after the answer)."""
+    beside_max_pending: int = Field(default=256, gt=0)
+    """Tasks handed to those threads and not yet done; past it the request does them itself."""
     max_wait_s: float = Field(default=120.0, gt=0, le=3600)
     """The longest a synchronous call (``/v1/audio/speech``, ``Prefer: wait``) or a stream waits
     for its job; past it the caller gets ``202`` and the job. Keep it under the function's
@@ -320,6 +330,12 @@ class WorkerSettings(BaseModel):
     stream_queue_pieces: int = Field(default=32, ge=1, le=4096)
     """Streamed pieces a job's upload stage may fall behind the engine; past that the engine
     waits for it (under its lock, within the deadline)."""
+    stream_announce_interval_s: float = Field(default=1.0, ge=0, le=60)
+    """The shortest time between two announcements of a streamed job's published pieces on its
+    document (``parts_published``, what wakes its streams): Firestore sustains about one write
+    a second to one document, and the job's lease renewals and finish write it too. A job's
+    first piece is announced at once; a later one that comes sooner is found by the stream's
+    own fallback look, and counted by the next announcement. 0 announces every piece."""
     stream_pipeline: bool = True
     """False stretches, encodes and uploads each piece inline, under the engine's lock, with
     no deadline: the old way, kept to compare against (``bench/engine.py``)."""

@@ -39,9 +39,9 @@ def accepted(job: Job) -> tuple[Response, int, dict[str, str]]:
     return body, 202, {"Location": view.status_url, "X-Job-Id": job.id}
 
 
-def whole_audio(gw: Gateway, job: Job) -> Response:
+def whole_audio(gw: Gateway, job: Job, *, ahead: delivery.AudioAhead | None = None) -> Response:
     """A finished job's audio in one response; ``JobFailed`` when it did not succeed."""
-    data = delivery.finished_audio(gw, job)
+    data = delivery.finished_audio(gw, job, ahead=ahead)
     assert job.result is not None
     return Response(data, mimetype=job.result.content_type, headers=job_headers(job))
 

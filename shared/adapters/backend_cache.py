@@ -3,15 +3,17 @@
 Every submit routes, and routing reads each configured backend's document; heartbeats arrive
 every 15 s and staleness is judged in tens of seconds, so reading them once every ``ttl_s``
 per process changes no decision that matters and takes a Firestore read off each request.
-Writes go straight through and drop the cached copy.
+Those that have run out are read again together (one round trip for all of them, not one
+each). Writes go straight through and drop the cached copy. Bounded: only configured backends
+are looked up, but an id from anywhere (a job's ``backend``) must not grow it without end.
 """
 
 from __future__ import annotations
 
-import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 
+from shared.adapters.ttl_cache import TtlCache
 from shared.domain.backends import BackendHeartbeat, BackendStatus
 from shared.usecases.ports import BackendStore
 
@@ -22,37 +24,42 @@ class CachedBackendStore:
         inner: BackendStore,
         *,
         ttl_s: float,
+        max_entries: int = 64,
         monotonic: Callable[[], float] = time.monotonic,
     ) -> None:
         self._inner = inner
-        self._ttl_s = ttl_s
-        self._monotonic = monotonic
-        self._entries: dict[str, tuple[float, BackendHeartbeat | None]] = {}
-        self._lock = threading.Lock()
+        # ``None`` is cached too: a backend that never reported stays unreported for ``ttl_s``.
+        self._entries: TtlCache[str, BackendHeartbeat | None] = TtlCache(
+            ttl_s=ttl_s, max_entries=max_entries, monotonic=monotonic
+        )
 
     def get(self, backend_id: str) -> BackendHeartbeat | None:
-        now = self._monotonic()
-        with self._lock:
-            hit = self._entries.get(backend_id)
-            if hit is not None and hit[0] > now:
-                return hit[1]
-        beat = self._inner.get(backend_id)
-        with self._lock:
-            self._entries[backend_id] = (now + self._ttl_s, beat)
-        return beat
+        return self.get_many([backend_id]).get(backend_id)
+
+    def get_many(self, backend_ids: Sequence[str]) -> dict[str, BackendHeartbeat]:
+        found: dict[str, BackendHeartbeat] = {}
+        missing: list[str] = []
+        for backend_id in dict.fromkeys(backend_ids):
+            fresh, beat = self._entries.get(backend_id)
+            if not fresh:
+                missing.append(backend_id)
+            elif beat is not None:
+                found[backend_id] = beat
+        if missing:
+            read = self._inner.get_many(missing)
+            for backend_id in missing:
+                self._entries.put(backend_id, read.get(backend_id))
+            found.update(read)
+        return found
 
     def heartbeat(self, beat: BackendHeartbeat) -> None:
         self._inner.heartbeat(beat)
-        self._forget(beat.id)
+        self._entries.forget(beat.id)
 
     def set_queue_depth(self, backend_id: str, depth: int) -> None:
         self._inner.set_queue_depth(backend_id, depth)
-        self._forget(backend_id)
+        self._entries.forget(backend_id)
 
     def set_status(self, backend_id: str, status: BackendStatus) -> None:
         self._inner.set_status(backend_id, status)
-        self._forget(backend_id)
-
-    def _forget(self, backend_id: str) -> None:
-        with self._lock:
-            self._entries.pop(backend_id, None)
+        self._entries.forget(backend_id)

@@ -2,15 +2,19 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping, Sequence
-from contextlib import suppress
+import logging
+import threading
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from contextlib import contextmanager, suppress
 from datetime import datetime, timedelta
 from enum import Enum
 from typing import Any
 
 from google.api_core import exceptions as gexc
 from google.api_core.retry import Retry, if_exception_type
+from google.auth import exceptions as auth_exc
 from google.cloud import firestore
+from google.cloud.firestore_v1.field_path import FieldPath
 
 from shared.adapters.errors import translated
 from shared.domain.backends import BackendHeartbeat, BackendStatus, HealthEvent
@@ -18,7 +22,9 @@ from shared.domain.errors import NotFound
 from shared.domain.jobs import AudioResult, Job, JobState
 from shared.domain.keys import ApiKey
 from shared.domain.voices import Voice, VoiceState
-from shared.usecases.ports import CachedAudio
+from shared.usecases.ports import CachedAudio, Changes
+
+log = logging.getLogger(__name__)
 
 
 def to_document(value: Any) -> Any:
@@ -42,6 +48,12 @@ _CONTENDED = Retry(
 """Firestore answers ABORTED to a write that meets a transaction holding the same document (a
 worker finishing the job a resubmission creates again). Nothing was written, so it is retried;
 create-if-absent then finds the document, or makes it."""
+
+
+_ANNOUNCE = Retry(predicate=if_exception_type(gexc.Aborted), initial=0.05, maximum=0.2, timeout=1.0)
+"""A piece's announcement that meets a transaction on the job is tried again briefly, no more:
+it only hastens a stream, which finds the piece by looking anyway, and the next piece's
+announcement carries the count."""
 
 
 class FirestoreJobStore:
@@ -208,6 +220,15 @@ class FirestoreJobStore:
         query = self._jobs.where(filter=firestore.FieldFilter("runpod_cancel_due", "==", True))
         return self._page(query, None, limit=limit, start_after=start_after, op="runpod cancels")
 
+    def announce_parts(self, job_id: str, *, attempt: int, parts: int) -> None:
+        # One key of one map, written with ``update`` (which never creates the document) and no
+        # transaction: a transaction would read the job first and hold it against the worker's
+        # own lease renewals. ``updated_at`` stays as it is: it dates the job's moves, which the
+        # monitor's queries select on, and a piece is not one.
+        key = FieldPath("parts_published", str(attempt)).to_api_repr()
+        with translated("announce parts"):
+            self._jobs.document(job_id).update({key: parts}, retry=_ANNOUNCE)
+
     def _pending(
         self, flag: str, updated_before: datetime, *, limit: int, start_after: Job | None
     ) -> list[Job]:
@@ -253,6 +274,69 @@ def _field(job: Job, path: str) -> object:
     for part in path.split("."):
         value = value[part]
     return to_document(value)
+
+
+class FirestoreJobWatcher:
+    """``JobWatcher`` over a real-time listener (``DocumentReference.on_snapshot``) on the job's
+    document: one Listen stream per watch, closed when the watch ends.
+
+    The listener is a shortcut, never the only way a waiter learns anything: one that cannot
+    start is logged and its waits only time out, and one the server ends later (the client
+    gives up on an error it cannot resume from, and tells no one) falls silent the same way.
+    Either way the caller's own polling, which every wait keeps, carries on alone."""
+
+    def __init__(self, client: firestore.Client, *, collection: str = "jobs") -> None:
+        self._jobs = client.collection(collection)
+
+    @contextmanager
+    def watch(self, job_id: str) -> Iterator[Changes]:
+        changes = _Snapshots()
+        listener: Any = None
+        try:
+            listener = self._jobs.document(job_id).on_snapshot(changes.arrived)
+        except _LISTENER_FAILURES as exc:  # a waiter without a listener polls: not fatal
+            log.warning(
+                "job listener did not start; waits poll",
+                extra={"job_id": job_id, "error": type(exc).__name__},
+            )
+        try:
+            yield changes
+        finally:
+            if listener is not None:
+                _unsubscribe(listener, job_id)
+
+
+_LISTENER_FAILURES = (gexc.GoogleAPIError, auth_exc.GoogleAuthError, RuntimeError, OSError)
+"""What opening or closing a listener may raise (the client starts a thread and a Listen
+stream; a stream's later errors stay on its own thread)."""
+
+
+class _Snapshots:
+    """Snapshots arrive on the listener's thread and set the event; ``wait`` clears it when it
+    returns ``True``. A snapshot that lands between the two is not lost to the caller: it was
+    committed before the event was set, so the read the caller makes next sees it."""
+
+    def __init__(self) -> None:
+        self._changed = threading.Event()
+
+    def arrived(self, docs: object, changes: object, read_time: object) -> None:
+        self._changed.set()
+
+    def wait(self, timeout_s: float) -> bool:
+        if not self._changed.wait(max(timeout_s, 0.0)):
+            return False
+        self._changed.clear()
+        return True
+
+
+def _unsubscribe(listener: Any, job_id: str) -> None:
+    try:
+        listener.unsubscribe()
+    except _LISTENER_FAILURES as exc:  # the wait is over: a failed close must not undo it
+        log.warning(
+            "job listener did not close cleanly",
+            extra={"job_id": job_id, "error": type(exc).__name__},
+        )
 
 
 class FirestoreApiKeyStore:
@@ -307,6 +391,7 @@ class FirestoreApiKeyStore:
 
 class FirestoreBackendStore:
     def __init__(self, client: firestore.Client, *, collection: str = "backends") -> None:
+        self._client = client
         self._backends = client.collection(collection)
 
     def heartbeat(self, beat: BackendHeartbeat) -> None:
@@ -326,6 +411,14 @@ class FirestoreBackendStore:
         with translated("read backend"):
             snap = self._backends.document(backend_id).get()
         return BackendHeartbeat.model_validate(snap.to_dict()) if snap.exists else None
+
+    def get_many(self, backend_ids: Sequence[str]) -> dict[str, BackendHeartbeat]:
+        # One BatchGetDocuments for all of them: routing reads every configured backend.
+        refs = [self._backends.document(backend_id) for backend_id in backend_ids]
+        with translated("read backends"):
+            snaps = list(self._client.get_all(refs)) if refs else []
+        beats = (BackendHeartbeat.model_validate(s.to_dict()) for s in snaps if s.exists)
+        return {beat.id: beat for beat in beats}
 
 
 class FirestoreVoiceStore:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import io
 from collections.abc import Mapping
 from datetime import timedelta
 
@@ -60,16 +61,17 @@ class GcsBlobStore:
         )
 
     def get(self, path: str, *, max_bytes: int | None = None) -> bytes:
+        # One request, the media download itself: no metadata read first to learn the size.
+        # The limit is held while the body arrives instead (the download stops at the first
+        # chunk past it), which also leaves no gap for an overwrite between sizing and reading.
         limit = min(max_bytes or MAX_DOWNLOAD_BYTES, MAX_DOWNLOAD_BYTES)
+        sink = _Bounded(path, limit=limit)
         with translated(f"download {path}"):
-            blob = self._bucket(path).get_blob(path)
-            if blob is None:
-                raise NotFound(f"no object {path!r}")
-            if (blob.size or 0) > limit:
-                raise PayloadTooLarge(f"{path} is {blob.size} bytes; the limit is {limit}")
-            # Pin the generation we sized, so a concurrent overwrite cannot slip a bigger body in.
-            data: bytes = blob.download_as_bytes(if_generation_match=blob.generation)
-            return data
+            try:
+                self._bucket(path).blob(path).download_to_file(sink)
+            except google.api_core.exceptions.NotFound:
+                raise NotFound(f"no object {path!r}") from None
+        return sink.getvalue()
 
     def copy(self, source: str, destination: str) -> StoredBlob:
         with translated(f"copy {source} to {destination}"):
@@ -115,3 +117,21 @@ class GcsBlobStore:
                 options["access_token"] = credentials.token
             url: str = blob.generate_signed_url(**options)
         return url
+
+
+class _Bounded:
+    """A download's sink that refuses to hold more than ``limit`` bytes (the client writes
+    each chunk it receives; a file object's ``write`` is all it uses)."""
+
+    def __init__(self, path: str, *, limit: int) -> None:
+        self._buffer = io.BytesIO()
+        self._path = path
+        self._limit = limit
+
+    def write(self, data: bytes, /) -> int:
+        if self._buffer.tell() + len(data) > self._limit:
+            raise PayloadTooLarge(f"{self._path} is over {self._limit} bytes, the limit")
+        return self._buffer.write(data)
+
+    def getvalue(self) -> bytes:
+        return self._buffer.getvalue()

@@ -6,12 +6,11 @@ exist are cached, so a new key works at once; disabling a key takes effect withi
 
 from __future__ import annotations
 
-import threading
 import time
-from collections import OrderedDict
 from collections.abc import Callable
 from datetime import datetime
 
+from shared.adapters.ttl_cache import TtlCache
 from shared.domain.keys import ApiKey
 from shared.usecases.ports import ApiKeyStore
 
@@ -26,26 +25,17 @@ class CachedApiKeyStore:
         monotonic: Callable[[], float] = time.monotonic,
     ) -> None:
         self._inner = inner
-        self._ttl_s = ttl_s
-        self._max_entries = max_entries
-        self._monotonic = monotonic
-        self._entries: OrderedDict[str, tuple[float, ApiKey]] = OrderedDict()
-        self._lock = threading.Lock()
+        self._entries: TtlCache[str, ApiKey] = TtlCache(
+            ttl_s=ttl_s, max_entries=max_entries, monotonic=monotonic
+        )
 
     def get(self, key_hash: str) -> ApiKey | None:
-        now = self._monotonic()
-        with self._lock:
-            hit = self._entries.get(key_hash)
-            if hit is not None and hit[0] > now:
-                self._entries.move_to_end(key_hash)
-                return hit[1]
+        fresh, cached = self._entries.get(key_hash)
+        if fresh:
+            return cached
         key = self._inner.get(key_hash)
         if key is not None:
-            with self._lock:
-                self._entries[key_hash] = (now + self._ttl_s, key)
-                self._entries.move_to_end(key_hash)
-                while len(self._entries) > self._max_entries:
-                    self._entries.popitem(last=False)
+            self._entries.put(key_hash, key)
         return key
 
     def find_by_id(self, key_id: str) -> ApiKey | None:
@@ -53,8 +43,7 @@ class CachedApiKeyStore:
 
     def put(self, key: ApiKey) -> None:
         self._inner.put(key)
-        with self._lock:
-            self._entries.pop(key.key_hash, None)
+        self._entries.forget(key.key_hash)
 
     def list_keys(self, *, owner: str | None) -> list[ApiKey]:
         return self._inner.list_keys(owner=owner)

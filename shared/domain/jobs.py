@@ -135,6 +135,12 @@ class Job(BaseModel):
     lease: Lease | None = None
     idempotency_key: str | None = None
     result: AudioResult | None = None
+    parts_published: dict[int, int] = Field(default_factory=dict)
+    """Pieces of its audio each run has published so far, by attempt: a streamed job on a
+    worker that can write the job (the home one; RunPod's pieces are never announced). Written
+    after each piece outside the job's transactions (``JobStore.announce_parts``), so a stream
+    listening to the document hears of the piece at once; keyed by attempt, so a stale run's
+    late count lands under its own key and misleads no one."""
     voice_id: str | None = None
     """The voice a ``create_voice`` or ``design_voice`` job registered."""
     error: JobError | None = None
@@ -445,6 +451,11 @@ class Job(BaseModel):
         )
 
     # -- helpers ----------------------------------------------------------------------------
+
+    @property
+    def announced_parts(self) -> int:
+        """Pieces the current run has announced (``parts_published``)."""
+        return self.parts_published.get(self.attempts, 0)
 
     def wanted(self, *, attempt: int) -> bool:
         """Whether the run holding claim ``attempt`` should go on (checked between pieces)."""

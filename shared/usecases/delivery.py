@@ -3,19 +3,22 @@
 Nothing here bypasses the job: a synchronous call is a job created as usual plus a bounded wait
 for it, and a stream reads the pieces a worker publishes into the bucket while it works.
 
-How a waiting call learns of progress: it polls. A wait reads the job document every
-``api.poll_initial_s`` at first, doubling to ``api.poll_max_s``; a stream first looks for its
-next piece (one object read), then reads the job document only when the piece is not there yet,
-and starts the backoff over at every piece. With the defaults (0.1 s doubling to 1 s) a job that
-takes a minute costs a synchronous call about 64 document reads; a stream of the same job costs
-about as many again in object reads, plus one read per piece. Firestore listeners would cost
-fewer reads, but hold a stream open per waiting request and are not reliable on the emulator
-the tests run against; polling is bounded and the same everywhere.
+How a waiting call learns of progress: it is told. It watches the job's document
+(``gw.watcher``, a Firestore listener) and looks again the moment the document changes: the
+job moves, or the home worker announces another published piece (``parts_published``), which a
+stream then reads at once. Polling stays, as the fallback only: between changes a waiter still
+looks every ``api.poll_initial_s``, doubling to ``api.poll_max_s`` (started over at every piece
+and every move), so a listener that broke or never started costs latency, never an answer, and
+RunPod's pieces, which nobody announces (its worker cannot write the job), are found by
+looking. Every wait ends by its deadline, and a stream by its idle timeout, whatever the
+listener does; a finished job is answered without one. Each wait holds one listener (a Listen
+stream) while it lasts.
 """
 
 from __future__ import annotations
 
 from collections.abc import Iterator
+from concurrent.futures import Future
 from dataclasses import dataclass
 from datetime import timedelta
 
@@ -31,9 +34,10 @@ from shared.domain.errors import (
     StillRunning,
     StreamRestarted,
 )
-from shared.domain.jobs import Job, JobState
+from shared.domain.jobs import AudioResult, Job, JobState
 from shared.domain.synthesis import output_format
 from shared.usecases.gateway import Gateway
+from shared.usecases.ports import Changes
 
 MAX_RETURNED_BYTES = 32 * 1024 * 1024
 """Cloud Functions answer at most 32 MiB in one response; longer audio is fetched by URL."""
@@ -47,14 +51,17 @@ class Piece:
 
 def wait_for(gw: Gateway, job: Job, *, timeout_s: float) -> Job:
     """The job once it is finished, or as it stands when ``timeout_s`` has passed."""
+    if job.state.terminal:
+        return job  # answered already (a cache hit): nothing to listen for
     deadline = gw.clock() + timedelta(seconds=timeout_s)
     backoff = _Backoff(gw)
-    while not job.state.terminal:
-        remaining = (deadline - gw.clock()).total_seconds()
-        if remaining <= 0:
-            return job
-        gw.sleep(min(backoff.next(), remaining))
-        job = backoff.seen(_reread(gw, job))
+    with gw.watcher.watch(job.id) as changes:
+        while not job.state.terminal:
+            remaining = (deadline - gw.clock()).total_seconds()
+            if remaining <= 0:
+                return job
+            backoff.wait(changes, remaining)
+            job = backoff.seen(_reread(gw, job))
     return job
 
 
@@ -64,8 +71,9 @@ def require_success(job: Job) -> None:
         raise _failure(job)
 
 
-def finished_audio(gw: Gateway, job: Job) -> bytes:
-    """The bytes of a job's audio; ``JobFailed`` when the job did not succeed."""
+def finished_audio(gw: Gateway, job: Job, *, ahead: AudioAhead | None = None) -> bytes:
+    """The bytes of a job's audio; ``JobFailed`` when the job did not succeed. ``ahead``: the
+    audio already read (a cache hit's), used when it is of the object the job names."""
     require_success(job)
     if job.result is None:
         raise Conflict(f"job {job.id} produced no audio", details={"job_id": job.id})
@@ -75,7 +83,27 @@ def finished_audio(gw: Gateway, job: Job) -> bytes:
             f"fetch it from /v1/jobs/{job.id}/audio",
             details={"job_id": job.id, "max_bytes": MAX_RETURNED_BYTES},
         )
+    if ahead is not None and ahead.uri == job.result.uri:
+        return ahead.data.result()  # its failure (the object gone) is the read's, as below
     return gw.blobs.get(gw.object_path(job.result.uri), max_bytes=MAX_RETURNED_BYTES)
+
+
+@dataclass(frozen=True, slots=True)
+class AudioAhead:
+    """A finished audio object being read beside other work (a cache hit's job write)."""
+
+    uri: str
+    data: Future[bytes]
+
+
+def read_ahead(gw: Gateway, result: AudioResult) -> AudioAhead | None:
+    """Start reading ``result``'s audio on ``gw.tasks``; ``None`` for audio too long to be
+    answered whole (``finished_audio`` refuses it unread)."""
+    if result.bytes > MAX_RETURNED_BYTES:
+        return None
+    path = gw.object_path(result.uri)
+    read = gw.tasks.submit(lambda: gw.blobs.get(path, max_bytes=MAX_RETURNED_BYTES))
+    return AudioAhead(uri=result.uri, data=read)
 
 
 def pieces(gw: Gateway, job: Job, *, start: int = 0, idle_s: float) -> Iterator[Piece]:
@@ -89,36 +117,43 @@ def pieces(gw: Gateway, job: Job, *, start: int = 0, idle_s: float) -> Iterator[
     if start < 0:
         raise InvalidRequest("a stream starts at piece 0 or later", field="start")
     fmt = output_format(job.request)
+    if job.state.terminal:
+        # Finished already (a cache hit, a resumed stream): read what is there, listen to nothing.
+        yield from _finished_pieces(gw, job, start=start, fmt=fmt, attempt=None)
+        return
     index = start
     backoff = _Backoff(gw)
     quiet_until = gw.clock() + timedelta(seconds=idle_s)
     # The pieces of one attempt only: once one is sent, a later attempt's are another audio.
     attempt: int | None = None
-    # Polled only while the job runs, and every turn gives a piece, sleeps, or leaves the loop
-    # (finished, or quiet for ``idle_s``): no turn comes round again having done none of these.
-    while not job.state.terminal:
-        # A queued job has no current attempt to read pieces of (it is between runs).
-        running = job.state is JobState.RUNNING
-        data = _part(gw, job, index=index, fmt=fmt) if running else None
-        if data is not None:
-            attempt = _same_attempt(job, attempt)
-            yield Piece(index, data)
-            index += 1
-            backoff.reset()
-            quiet_until = gw.clock() + timedelta(seconds=idle_s)
-            continue
-        job = backoff.seen(_reread(gw, job))
-        if attempt is not None:
-            _same_attempt(job, attempt)
-        if job.state.terminal or (job.state is JobState.RUNNING and not running):
-            continue  # ended, or just started: look for its pieces again before sleeping
-        remaining = (quiet_until - gw.clock()).total_seconds()
-        if remaining <= 0:
-            raise StillRunning(
-                f"job {job.id} is {job.state}; no audio for {idle_s:g} s",
-                details={"job_id": job.id, "next_piece": index},
-            )
-        gw.sleep(min(backoff.next(), remaining))
+    with gw.watcher.watch(job.id) as changes:
+        # Looked at only while the job runs, and every turn gives a piece, waits, or leaves the
+        # loop (finished, or quiet for ``idle_s``): no turn comes round again having done none
+        # of these, whatever the listener says.
+        while not job.state.terminal:
+            # A queued job has no current attempt to read pieces of (it is between runs).
+            running = job.state is JobState.RUNNING
+            data = _part(gw, job, index=index, fmt=fmt) if running else None
+            if data is not None:
+                attempt = _same_attempt(job, attempt)
+                yield Piece(index, data)
+                index += 1
+                backoff.reset()
+                quiet_until = gw.clock() + timedelta(seconds=idle_s)
+                continue
+            job = backoff.seen(_reread(gw, job))
+            if attempt is not None:
+                _same_attempt(job, attempt)
+            if job.state.terminal or (job.state is JobState.RUNNING and not running):
+                continue  # ended, or just started: look for its pieces again before waiting
+            remaining = (quiet_until - gw.clock()).total_seconds()
+            if remaining <= 0:
+                raise StillRunning(
+                    f"job {job.id} is {job.state}; no audio for {idle_s:g} s",
+                    details={"job_id": job.id, "next_piece": index},
+                )
+            # Woken by the next piece's announcement (or any move); else the fallback look.
+            backoff.wait(changes, remaining)
     yield from _finished_pieces(gw, job, start=index, fmt=fmt, attempt=attempt)
 
 
@@ -126,7 +161,9 @@ def pieces(gw: Gateway, job: Job, *, start: int = 0, idle_s: float) -> Iterator[
 
 
 class _Backoff:
-    """Polls ease off while nothing happens, and start short again when the job moves: a job
+    """How long a waiter goes without looking when nothing tells it of a change: the fallback
+    for a listener that fell silent, and for pieces nobody announces (RunPod's). It eases off
+    while nothing happens, and starts short again when the job moves or a piece comes: a job
     that has just started running makes its first audio soon, and a wait that had eased off
     while it queued would see that audio up to ``poll_max_s`` late."""
 
@@ -142,10 +179,12 @@ class _Backoff:
         self._state = job.state
         return job
 
-    def next(self) -> float:
-        delay = self._delay
-        self._delay = min(self._delay * 2, self._max)
-        return delay
+    def wait(self, changes: Changes, limit_s: float) -> None:
+        """Until the job's document changes, or the next fallback look is due (at most
+        ``limit_s``). Only a wait that ran out eases the looks off: a change is news, not a
+        look that found nothing."""
+        if not changes.wait(min(self._delay, limit_s)):
+            self._delay = min(self._delay * 2, self._max)
 
     def reset(self) -> None:
         self._delay = self._initial

@@ -17,8 +17,10 @@ from shared.usecases.ports import (
     Clock,
     EventLog,
     JobStore,
+    JobWatcher,
     Publisher,
     Sleep,
+    TaskRunner,
     VoiceStore,
     WebhookSender,
 )
@@ -34,6 +36,8 @@ class Gateway:
 
     settings: Settings
     jobs: JobStore
+    watcher: JobWatcher
+    """Tells a waiting call that its job's document changed (a listener on ``jobs``)."""
     blobs: BlobStore
     publisher: Publisher
     keys: ApiKeyStore
@@ -45,6 +49,8 @@ class Gateway:
     its webhook deliveries stay due on the job for the monitor."""
     cache: AudioCache
     clock: Clock
+    tasks: TaskRunner
+    """Where work beside a request runs (a read beside a write, what may follow an answer)."""
     sleep: Sleep = field(default=time.sleep)
     new_id: Callable[[], str] = field(default=random_id)
 

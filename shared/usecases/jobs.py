@@ -36,9 +36,11 @@ from shared.domain.synthesis import (
     wants_checks,
 )
 from shared.domain.voices import Voice, prompt_object_name, voice_id_for
-from shared.usecases import cache, completion
+from shared.usecases import beside, cache, completion, delivery
+from shared.usecases.delivery import AudioAhead
 from shared.usecases.gateway import Gateway
 from shared.usecases.new_jobs import NO_OPTIONS, new_job
+from shared.usecases.per_call import per_call
 from shared.usecases.routing import publish_job, route
 from shared.wire.bodies import (
     ClonePromptBody,
@@ -61,6 +63,7 @@ def submit_job(
     options: JobOptions = NO_OPTIONS,
 ) -> Job:
     """Turn a speech body into a job: store its reference audio, resolve its voice, submit."""
+    gw = per_call(gw)  # its voice is read once, for the request and for the cache key
     job_id = job_id_for(gw, owner=principal.owner, idempotency_key=idempotency_key)
     stored = prepare_speech(gw, principal=principal, body=request, job_id=job_id)
     return _submit(
@@ -70,6 +73,50 @@ def submit_job(
         request=stored,
         key=idempotency_key,
         options=options,
+    ).job
+
+
+@dataclass(frozen=True, kw_only=True)
+class Submitted:
+    job: Job
+    audio: AudioAhead | None = None
+    """A cache hit's audio, read while its job was written; ``None`` for anything else (its
+    audio is read once the job has finished, as ever)."""
+
+
+def submit_for_audio(
+    gw: Gateway,
+    *,
+    principal: Principal,
+    request: SpeechBody,
+    idempotency_key: str | None = None,
+) -> Submitted:
+    """``submit_job`` for a caller that waits in this call for the whole audio (the synchronous
+    speech route): a cache hit is then answered in as few round trips as its data allows.
+
+    A hit's audio is read while its job document is written (the read needs only the cache
+    entry; the write needs only the request and the entry), and the answer waits for both, so
+    ``GET /v1/jobs/{id}`` finds the job the moment the caller has its audio: a crash before
+    the write lands answers nothing, and leaves nothing but a read thrown away. Its
+    announcement (the results and reply topics, a webhook) goes out after the answer, on
+    ``gw.tasks``: the job is written owing all of them (``result_pending``, ``reply_pending``,
+    a webhook delivery due), so a process that dies before sending them, or is frozen after
+    answering (Cloud Functions throttles an idle instance), leaves them owed on the record,
+    and the monitor sends what is still owed after ``monitor.announce_grace_s``: late, never
+    lost (subscribers dedupe on ``announcement_id`` already). Only where the caller has its
+    answer from the response itself: the intake's callers hear of a job by its announcement,
+    and that path still announces before it returns.
+    """
+    gw = per_call(gw)
+    job_id = job_id_for(gw, owner=principal.owner, idempotency_key=idempotency_key)
+    stored = prepare_speech(gw, principal=principal, body=request, job_id=job_id)
+    return _submit(
+        gw,
+        job_id=job_id,
+        principal=principal,
+        request=stored,
+        key=idempotency_key,
+        for_audio=True,
     )
 
 
@@ -281,7 +328,7 @@ def _submit_upload(
     request = build(job_id, ref)
     return _submit(
         gw, job_id=job_id, principal=principal, request=request, key=key, options=options
-    )
+    ).job
 
 
 def _submit(
@@ -292,11 +339,12 @@ def _submit(
     request: JobRequest,
     key: str | None,
     options: JobOptions = NO_OPTIONS,
-) -> Job:
+    for_audio: bool = False,
+) -> Submitted:
     """Persist a job, then route and publish it. The job exists before anyone hears 'accepted'.
 
     A failed publish does not lose the job: it stays ``queued`` and the monitor re-publishes
-    queued jobs that no worker picked up.
+    queued jobs that no worker picked up. ``for_audio``: see ``submit_for_audio``.
     """
     backend = route(gw, mode=request.mode, verify=wants_checks(request))
     candidate = new_job(
@@ -309,17 +357,32 @@ def _submit(
         options=options,
     )
     hit = cache.lookup(gw, candidate.cache_key) if candidate.cache_key else None
+    ahead: AudioAhead | None = None
     if hit is not None:
         candidate = candidate.from_cache(result=hit.result, source=hit.job_id, now=gw.clock())
+        if for_audio:
+            ahead = delivery.read_ahead(gw, hit.result)  # beside the write below
     job, created = gw.jobs.create(candidate)
     if not created:
+        # An idempotent retry: its job may be another than this hit (the read is then unused:
+        # ``finished_audio`` takes it only for the object the job names).
         job = existing_job(job, request=request)
     elif hit is not None:
-        completion.finished(gw, job)  # answered without a worker: announce it all the same
+        # Answered without a worker: announce it all the same.
+        if for_audio:
+            done = job
+            beside.after_answer(
+                gw,
+                lambda: completion.finished(gw, done),
+                what="announcing a cache hit",
+                job_id=done.id,
+            )
+        else:
+            completion.finished(gw, job)
     if job.state is not JobState.QUEUED:
-        return job
+        return Submitted(job=job, audio=ahead)
     publish_job(gw, job)
-    return job
+    return Submitted(job=job)
 
 
 def existing_job(job: Job, *, request: JobRequest) -> Job:

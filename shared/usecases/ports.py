@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 from collections.abc import Callable, Mapping, Sequence
+from concurrent.futures import Future
+from contextlib import AbstractContextManager
 from dataclasses import dataclass
 from datetime import datetime
-from typing import Protocol
+from typing import Protocol, TypeVar
 
 from shared.domain.backends import BackendHeartbeat, BackendStatus, HealthEvent
 from shared.domain.jobs import AudioResult, Job, JobState
@@ -119,6 +121,42 @@ class JobStore(Protocol):
         id."""
         ...
 
+    def announce_parts(self, job_id: str, *, attempt: int, parts: int) -> None:
+        """Record that run ``attempt`` of the job has published ``parts`` pieces of its audio
+        (``Job.parts_published``), so a stream watching the job hears of them at once.
+
+        A plain write of that one field, outside any transaction: cheap enough to follow every
+        piece, and fenced by being keyed by the attempt, so a stale run's count lands under its
+        own key and misleads no one. It never creates the job: ``NotFound`` when it is gone.
+        """
+        ...
+
+
+class Changes(Protocol):
+    """What a watch on one job document hears (see ``JobWatcher``)."""
+
+    def wait(self, timeout_s: float) -> bool:
+        """``True`` as soon as the document has changed since the last wait returned ``True``
+        (since the watch began, for the first: the document as the watch first finds it counts,
+        because the watcher cannot know what the caller read before), ``False`` once
+        ``timeout_s`` has passed without that. It never waits much past ``timeout_s``.
+
+        A ``True`` says only that something changed: the caller reads the job again (after the
+        wait, so it sees at least that change). A watch whose listener broke or never started
+        returns ``False`` at every timeout, which is why every caller also polls.
+        """
+        ...
+
+
+class JobWatcher(Protocol):
+    """Tells a waiting call that a job document changed, instead of it asking repeatedly."""
+
+    def watch(self, job_id: str) -> AbstractContextManager[Changes]:
+        """Listen to ``job_id``'s document for as long as the context is open (the listener
+        is closed on exit). Never raises for a listener that cannot start: its ``Changes``
+        then only time out."""
+        ...
+
 
 @dataclass(frozen=True, slots=True)
 class StoredBlob:
@@ -173,6 +211,10 @@ class BackendStore(Protocol):
         ...
 
     def get(self, backend_id: str) -> BackendHeartbeat | None: ...
+
+    def get_many(self, backend_ids: Sequence[str]) -> dict[str, BackendHeartbeat]:
+        """The backends that have reported among ``backend_ids``, by id, read together."""
+        ...
 
     def set_queue_depth(self, backend_id: str, depth: int) -> None: ...
 
@@ -256,3 +298,16 @@ class AudioCache(Protocol):
     def get(self, key: str) -> CachedAudio | None: ...
 
     def put(self, entry: CachedAudio) -> None: ...
+
+
+T = TypeVar("T")
+
+
+class TaskRunner(Protocol):
+    """Runs work beside the caller's own: a read that overlaps a write, or what may follow an
+    answer instead of holding it (a cache hit's announcement)."""
+
+    def submit(self, task: Callable[[], T], /) -> Future[T]:
+        """Start ``task``; its outcome (value or exception) is the future's. A runner that is
+        full, or inline by design, runs it before returning: never dropped, only not beside."""
+        ...

@@ -86,7 +86,8 @@ def route(
     return choose_backend(
         configured,
         mode=mode,
-        seen={b.id: gw.backends.get(b.id) for b in configured},
+        # Read together: one round trip for every configured backend (none while cached).
+        seen=gw.backends.get_many([b.id for b in configured]),
         now=gw.clock(),
         stale_after_s=gw.settings.monitor.stale_after_s,
         exclude=exclude,

@@ -21,7 +21,8 @@ from shared.domain.jobs import Job
 from shared.domain.keys import Principal
 from shared.domain.synthesis import CustomVoiceRequest, VoiceDesignRequest
 from shared.usecases.gateway import Gateway
-from shared.usecases.jobs import find_voice, submit_job
+from shared.usecases.jobs import Submitted, find_voice, submit_for_audio, submit_job
+from shared.usecases.per_call import per_call
 from shared.wire.bodies import ClonePromptBody, SpeechBody, VoiceCloneBody
 from shared.wire.openai import ModelList, ModelView, SpeechCreateBody, TaskType
 
@@ -57,7 +58,25 @@ def submit_speech(
     body: SpeechCreateBody,
     idempotency_key: str | None = None,
 ) -> Job:
+    gw = per_call(gw)  # a voice named is read once, however often the call looks at it
     return submit_job(
+        gw,
+        principal=principal,
+        request=speech_body(gw, principal=principal, body=body),
+        idempotency_key=idempotency_key,
+    )
+
+
+def submit_speech_for_audio(
+    gw: Gateway,
+    *,
+    principal: Principal,
+    body: SpeechCreateBody,
+    idempotency_key: str | None = None,
+) -> Submitted:
+    """``submit_speech`` for a call that answers with the whole audio (``submit_for_audio``)."""
+    gw = per_call(gw)
+    return submit_for_audio(
         gw,
         principal=principal,
         request=speech_body(gw, principal=principal, body=body),

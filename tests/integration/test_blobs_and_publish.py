@@ -7,10 +7,12 @@ import re
 import urllib.request
 from collections.abc import Callable
 
+import pytest
 from google.cloud import pubsub_v1
 from google.pubsub_v1.types import ReceivedMessage
 
 from infra import topology
+from shared.domain.errors import NotFound, PayloadTooLarge
 from shared.domain.keys import Principal, Scope
 from shared.domain.modes import Mode
 from shared.domain.synthesis import CustomVoiceRequest
@@ -34,6 +36,18 @@ def test_put_get_and_signed_url(cloud_gateway: Gateway) -> None:
     assert "X-Goog-Expires=60" in url
     with urllib.request.urlopen(url, timeout=10) as response:  # loopback emulator
         assert response.read() == b"RIFF...."
+
+
+def test_a_get_is_one_bounded_download(cloud_gateway: Gateway) -> None:
+    """No metadata read first: the limit is held as the body arrives, and a missing object is
+    the gateway's ``NotFound`` all the same."""
+    blobs = cloud_gateway.blobs
+    blobs.put("audio/big.wav", b"x" * 5000, content_type="audio/wav")
+    assert blobs.get("audio/big.wav", max_bytes=5000) == b"x" * 5000
+    with pytest.raises(PayloadTooLarge):
+        blobs.get("audio/big.wav", max_bytes=4999)
+    with pytest.raises(NotFound, match="no object"):
+        blobs.get("audio/absent.wav")
 
 
 def drain(

@@ -14,9 +14,18 @@ from shared.domain.jobs import AudioResult, Job, JobState
 from shared.domain.synthesis import CustomVoiceRequest
 from shared.domain.voices import Voice, VoiceState
 from shared.usecases.gateway import Gateway
-from shared.usecases.ports import AudioCache, CachedAudio, EventLog, JobStore, VoiceStore
+from shared.usecases.ports import (
+    AudioCache,
+    BackendStore,
+    CachedAudio,
+    EventLog,
+    JobStore,
+    VoiceStore,
+)
+from tests.support.backends import heartbeat
 from tests.support.fakes import (
     InMemoryAudioCache,
+    InMemoryBackendStore,
     InMemoryEventLog,
     InMemoryJobStore,
     InMemoryVoiceStore,
@@ -75,6 +84,25 @@ def test_the_cache_answers_what_was_put_and_a_later_put_replaces_it(cache: Audio
     cache.put(second)
     assert cache.get("k1") == second
     assert cache.get("k2") is None
+
+
+@pytest.fixture(params=["fake", "firestore"])
+def backends(request: pytest.FixtureRequest) -> Iterator[BackendStore]:
+    if request.param == "fake":
+        yield InMemoryBackendStore()
+    else:
+        gateway: Gateway = request.getfixturevalue("cloud_gateway")
+        yield gateway.backends
+
+
+def test_backends_are_read_together_and_only_those_that_reported_are_named(
+    backends: BackendStore,
+) -> None:
+    assert backends.get_many([]) == {}
+    beat = heartbeat(backend_id="b1", at=T0)
+    backends.heartbeat(beat)
+    assert backends.get_many(["b1", "b2"]) == {"b1": beat}
+    assert backends.get_many(["b2"]) == {}
 
 
 def test_the_event_log_answers_the_newest_first_up_to_the_limit(events: EventLog) -> None:

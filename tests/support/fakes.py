@@ -9,7 +9,8 @@ from __future__ import annotations
 import itertools
 import threading
 from collections import Counter
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 
@@ -18,26 +19,52 @@ from shared.domain.errors import NotFound, PayloadTooLarge, StorageUnavailable, 
 from shared.domain.jobs import Job, JobState
 from shared.domain.keys import ApiKey
 from shared.domain.voices import Voice
-from shared.usecases.ports import CachedAudio, StoredBlob
+from shared.usecases.ports import CachedAudio, Changes, StoredBlob
 from shared.wire.runpod_status import EndpointHealth, RunPodStatus
 
 
 class InMemoryJobStore:
-    """``writes`` counts the updates each job took; ``contended`` names jobs whose updates fail
-    as Firestore's do when transactions keep meeting on one document (nothing is written)."""
+    """``writes`` counts the updates each job took (``announcements`` the piece counts it was
+    told); ``contended`` names jobs whose updates fail as Firestore's do when transactions keep
+    meeting on one document (nothing is written). Every write tells the job's listeners
+    (``listen``), as Firestore tells a document's ``on_snapshot`` listeners."""
 
     def __init__(self) -> None:
         self._jobs: dict[str, Job] = {}
         self._lock = threading.RLock()  # update_reading holds it around update
+        self._listeners: dict[str, list[Callable[[], None]]] = {}
         self.writes: Counter[str] = Counter()
+        self.announcements: Counter[str] = Counter()
         self.contended: set[str] = set()
+
+    def listen(self, job_id: str, changed: Callable[[], None]) -> Callable[[], None]:
+        """Call ``changed`` after every write to the job; returns what stops it."""
+        with self._lock:
+            self._listeners.setdefault(job_id, []).append(changed)
+
+        def stop() -> None:
+            with self._lock:
+                listeners = self._listeners.get(job_id, [])
+                if changed in listeners:
+                    listeners.remove(changed)
+                if not listeners:
+                    self._listeners.pop(job_id, None)
+
+        return stop
+
+    def _written(self, job_id: str) -> None:
+        with self._lock:
+            listeners = list(self._listeners.get(job_id, ()))
+        for changed in listeners:
+            changed()
 
     def create(self, job: Job) -> tuple[Job, bool]:
         with self._lock:
             if job.id in self._jobs:
                 return self._jobs[job.id], False
             self._jobs[job.id] = job
-            return job, True
+        self._written(job.id)
+        return job, True
 
     def get(self, job_id: str) -> Job | None:
         with self._lock:
@@ -53,7 +80,18 @@ class InMemoryJobStore:
             updated = change(current)
             self._jobs[job_id] = updated
             self.writes[job_id] += 1
-            return updated
+        self._written(job_id)
+        return updated
+
+    def announce_parts(self, job_id: str, *, attempt: int, parts: int) -> None:
+        with self._lock:
+            current = self._jobs.get(job_id)
+            if current is None:
+                raise NotFound(f"announce parts: no job {job_id!r}")
+            published = {**current.parts_published, attempt: parts}
+            self._jobs[job_id] = current.model_copy(update={"parts_published": published})
+            self.announcements[job_id] += 1
+        self._written(job_id)
 
     def update_reading(
         self,
@@ -202,6 +240,53 @@ class InMemoryJobStore:
             return list(self._jobs.values())
 
 
+class InMemoryJobWatcher:
+    """``JobWatcher`` over the in-memory store: a watch hears every write to its job.
+
+    With ``sleep`` (a fake clock's), a wait that has heard nothing sleeps its whole timeout
+    through it, so a worker played from the clock's hooks moves meanwhile and the wait reports
+    what it did: no threads, no timing. Without, it blocks on a real event, woken by a write
+    from another thread the moment it happens."""
+
+    def __init__(self, store: InMemoryJobStore, *, sleep: Callable[[float], None] | None = None):
+        self._store = store
+        self._sleep = sleep
+        self.watching: Counter[str] = Counter()
+        """Watches open now, by job: a test sees that every watch was closed."""
+
+    @contextmanager
+    def watch(self, job_id: str) -> Iterator[Changes]:
+        changes = _HeardWrites(self._sleep)
+        stop = self._store.listen(job_id, changes.heard)
+        self.watching[job_id] += 1
+        try:
+            yield changes
+        finally:
+            stop()
+            self.watching[job_id] -= 1
+
+
+class _HeardWrites:
+    def __init__(self, sleep: Callable[[float], None] | None) -> None:
+        self._sleep = sleep
+        self._changed = threading.Event()
+        self._changed.set()  # the document as first found: Firestore's first snapshot
+
+    def heard(self) -> None:
+        self._changed.set()
+
+    def wait(self, timeout_s: float) -> bool:
+        if self._sleep is None:
+            changed = self._changed.wait(max(timeout_s, 0.0))
+        else:
+            if not self._changed.is_set() and timeout_s > 0:
+                self._sleep(timeout_s)
+            changed = self._changed.is_set()
+        if changed:
+            self._changed.clear()
+        return changed
+
+
 _NO_ORDER = datetime.min.replace(tzinfo=UTC)
 """Stands in for a query ordered by id alone."""
 
@@ -314,6 +399,11 @@ class InMemoryBackendStore:
 
     def get(self, backend_id: str) -> BackendHeartbeat | None:
         return self.beats.get(backend_id)
+
+    def get_many(self, backend_ids: Sequence[str]) -> dict[str, BackendHeartbeat]:
+        # Through ``get``, so a subclass that counts or fails reads sees these reads too.
+        beats = {backend_id: self.get(backend_id) for backend_id in backend_ids}
+        return {backend_id: beat for backend_id, beat in beats.items() if beat is not None}
 
     def set_queue_depth(self, backend_id: str, depth: int) -> None:
         if backend_id in self.beats:

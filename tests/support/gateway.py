@@ -9,6 +9,7 @@ from shared.bootstrap import build_gateway
 from shared.domain.keys import Scope, new_api_key
 from shared.domain.voices import Voice
 from shared.settings import Settings
+from shared.usecases.beside import InlineRunner
 from shared.usecases.gateway import Gateway
 from shared.usecases.ports import WebhookSender
 from tests.support.fakes import (
@@ -19,6 +20,7 @@ from tests.support.fakes import (
     InMemoryBlobStore,
     InMemoryEventLog,
     InMemoryJobStore,
+    InMemoryJobWatcher,
     InMemoryVoiceStore,
     RecordingPublisher,
     RecordingWebhooks,
@@ -37,20 +39,25 @@ class Fakes:
     clock: FakeClock
     webhooks: RecordingWebhooks
     cache: InMemoryAudioCache
+    watcher: InMemoryJobWatcher
 
 
 def make_fakes(bucket: str = "test-bucket") -> Fakes:
+    jobs = InMemoryJobStore()
+    clock = FakeClock()
     return Fakes(
-        jobs=InMemoryJobStore(),
+        jobs=jobs,
         blobs=InMemoryBlobStore(bucket),
         publisher=RecordingPublisher(),
         keys=InMemoryApiKeyStore(),
         backends=InMemoryBackendStore(),
         voices=InMemoryVoiceStore(),
         events=InMemoryEventLog(),
-        clock=FakeClock(),
+        clock=clock,
         webhooks=RecordingWebhooks(),
         cache=InMemoryAudioCache(),
+        # Waits told of writes, sleeping on the fake clock (which plays the worker) meanwhile.
+        watcher=InMemoryJobWatcher(jobs, sleep=clock.sleep),
     )
 
 
@@ -71,6 +78,9 @@ def fake_gateway(
         sleep=fakes.clock.sleep,
         webhooks=webhooks or fakes.webhooks,
         cache=fakes.cache,
+        # Work beside a request runs at once, in order: what a test asserts has happened.
+        tasks=InlineRunner(),
+        watcher=fakes.watcher,
     )
 
 

@@ -51,6 +51,9 @@ class ScriptedWorker:
     capacity: int | None = None
     """At most this many jobs running at once (one GPU: 1); ``None``: every queued job is
     claimed at the next step."""
+    announce: bool = True
+    """Announce each piece on the job (``parts_published``), as the home worker does; false:
+    pieces are found only by looking, as RunPod's are."""
 
     def __post_init__(self) -> None:
         self.fakes.clock.on_sleep.append(self.step)
@@ -109,6 +112,8 @@ class ScriptedWorker:
             )
             self.fakes.blobs.put(path, data, content_type=FORMATS[fmt].content_type)
             done.append(data)
+            if self.announce:
+                self.fakes.jobs.announce_parts(job.id, attempt=job.attempts, parts=len(done))
             self.log.append(f"piece {len(done) - 1}")
             return
         data = b"".join(done) or f"<{job.id}:whole>".encode()
