@@ -63,16 +63,8 @@ def submit_job(
     options: JobOptions = NO_OPTIONS,
 ) -> Job:
     """Turn a speech body into a job: store its reference audio, resolve its voice, submit."""
-    gw = per_call(gw)  # its voice is read once, for the request and for the cache key
-    job_id = job_id_for(gw, owner=principal.owner, idempotency_key=idempotency_key)
-    stored = prepare_speech(gw, principal=principal, body=request, job_id=job_id)
-    return _submit(
-        gw,
-        job_id=job_id,
-        principal=principal,
-        request=stored,
-        key=idempotency_key,
-        options=options,
+    return _speech(
+        gw, principal=principal, request=request, idempotency_key=idempotency_key, options=options
     ).job
 
 
@@ -107,7 +99,21 @@ def submit_for_audio(
     answer from the response itself: the intake's callers hear of a job by its announcement,
     and that path still announces before it returns.
     """
-    gw = per_call(gw)
+    return _speech(
+        gw, principal=principal, request=request, idempotency_key=idempotency_key, for_audio=True
+    )
+
+
+def _speech(
+    gw: Gateway,
+    *,
+    principal: Principal,
+    request: SpeechBody,
+    idempotency_key: str | None,
+    options: JobOptions = NO_OPTIONS,
+    for_audio: bool = False,
+) -> Submitted:
+    gw = per_call(gw)  # its voice is read once, for the request and for the cache key
     job_id = job_id_for(gw, owner=principal.owner, idempotency_key=idempotency_key)
     stored = prepare_speech(gw, principal=principal, body=request, job_id=job_id)
     return _submit(
@@ -116,7 +122,8 @@ def submit_for_audio(
         principal=principal,
         request=stored,
         key=idempotency_key,
-        for_audio=True,
+        options=options,
+        for_audio=for_audio,
     )
 
 
