@@ -29,7 +29,7 @@ $(STAMP): $(REQUIREMENTS)
 
 iac-venv: $(IAC_STAMP)
 
-$(IAC_STAMP):
+$(IAC_STAMP): requirements-iac.txt
 	@test -x $(IAC_VENV)/bin/python || $(PYTHON) -m venv $(IAC_VENV)
 	$(IAC_VENV)/bin/python -m pip install --quiet --upgrade pip
 	$(IAC_VENV)/bin/python -m pip install --quiet -r requirements-iac.txt
