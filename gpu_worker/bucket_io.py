@@ -19,7 +19,7 @@ from shared.domain.audio_formats import (
     audio_object_name,
     part_object_name,
 )
-from shared.domain.errors import NotFound, SynthesisFailed, TransientError
+from shared.domain.errors import InvalidVoice, NotFound, SynthesisFailed, TransientError
 from shared.domain.jobs import AudioResult
 from shared.domain.synthesis import AudioRef, JoinSource
 from shared.domain.voice_file import VoicePromptFile
@@ -59,8 +59,12 @@ class BucketIO:
     def prompt(self, voice_id: str) -> VoicePromptFile:
         voice = self._gw.voices.get(voice_id)
         if voice is None or not voice.active:
+            # Deleted or quarantined since the job was accepted: the caller's voice is at
+            # fault, not the synthesis (the job fails with a 4xx naming the voice).
             state = "unknown" if voice is None else voice.state.value
-            raise SynthesisFailed(f"voice {voice_id} is {state}", field="voice")
+            raise InvalidVoice(
+                f"voice {voice_id} is {state}", field="voice", details={"voice_id": voice_id}
+            )
         limit = self._gw.settings.voices.max_prompt_bytes
         return self._prompts.fetch(
             voice.object_name,

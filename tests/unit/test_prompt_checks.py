@@ -168,3 +168,15 @@ def test_a_synthesis_refused_for_its_voice_answers_the_caller_400_naming_the_voi
         "invalid_voice",
         "voice",
     )
+
+
+def test_a_voice_gone_before_its_job_runs_is_the_callers_invalid_voice(gateway: Gateway) -> None:
+    """Deleted (or quarantined) between acceptance and the run: a 422 naming the voice, never
+    a failed synthesis."""
+    from gpu_worker.bucket_io import BucketIO
+    from gpu_worker.prompt_cache import PromptCache
+
+    io = BucketIO(gateway=gateway, prompts=PromptCache(max_bytes=0, max_file_bytes=1 << 20))
+    with pytest.raises(InvalidVoice, match="v-gone is unknown") as raised:
+        io.prompt("v-gone")
+    assert status_of(raised.value) == 422
