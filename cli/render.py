@@ -281,6 +281,7 @@ def _checks(manifest: Manifest, *, order: list[str], submitted: list[str]) -> Ch
     chunks = remade = below = 0
     items_below: list[int] = []
     checked = False
+    number = {key: place for place, key in enumerate(order, start=1)}
     for index, entry in enumerate(manifest.items):
         summary = entry.verification
         if summary is None:
@@ -292,7 +293,7 @@ def _checks(manifest: Manifest, *, order: list[str], submitted: list[str]) -> Ch
         if summary.below_threshold:
             key = entry.key or (submitted[index] if index < len(submitted) else None)
             # Numbered as the files are (chapter order, from 1), whichever batch made it.
-            items_below.append(order.index(key) + 1 if key in order else index + 1)
+            items_below.append(number.get(key, index + 1) if key is not None else index + 1)
     if not checked:
         return None
     return Checks(

@@ -9,6 +9,7 @@ values: waveforms, prompt files, text.
 
 from __future__ import annotations
 
+import itertools
 import logging
 from collections.abc import Sequence
 from contextlib import closing
@@ -27,7 +28,14 @@ from gpu_worker.audio.encoding import (
     stretch,
 )
 from gpu_worker.audio.loudness import normalize
-from gpu_worker.audio.ops import StreamedClip, concatenate, decode, join_waves, joint
+from gpu_worker.audio.ops import (
+    JOINT_GAP_S,
+    StreamedClip,
+    concatenate,
+    decode,
+    join_waves,
+    joint,
+)
 from gpu_worker.engine import Clone, Design, Line, Speaker, Voice
 from gpu_worker.pipeline import Stage, StageConfig
 from gpu_worker.verify.checker import Chunk, Remake, Verifier, place_words
@@ -493,17 +501,12 @@ def _with_checks(
     the ones before it and their pauses (``joint``), all stretched to the asked speed."""
     if checked is None:
         return result
-    last = len(checked.waves) - 1
-    lengths = [
-        joint(wave, first=i == 0, last=i == last).duration_s / request.speed
-        for i, wave in enumerate(checked.waves)
-    ]
-    starts = [sum(lengths[:i]) for i in range(len(lengths))]
+    # A chunk's place in the whole is its length plus the pause ``joint`` puts after all but
+    # the last; derived from the lengths, not by joining the audio a second time.
+    spans = [wave.duration_s + JOINT_GAP_S for wave in checked.waves[:-1]]
+    starts = [start / request.speed for start in itertools.accumulate(spans, initial=0.0)]
     words = place_words(
-        checked.words,
-        starts_s=starts,
-        scales=[1 / request.speed] * len(starts),
-        duration_s=result.duration_s,
+        checked.words, starts_s=starts, scale=1 / request.speed, duration_s=result.duration_s
     )
     return result.model_copy(update={"verification": checked.report, "words": words})
 

@@ -208,19 +208,22 @@ def place_words(
     words: Sequence[Sequence[WordTiming]],
     *,
     starts_s: Sequence[float],
-    scales: Sequence[float],
+    scale: float,
     duration_s: float,
 ) -> tuple[WordTiming, ...]:
-    """Each chunk's words moved to where the chunk sits in the whole (its start, and its
-    stretch when the job asked for another speed), kept in order and inside the audio."""
+    """Each chunk's words moved to where the chunk sits in the whole (its start, and the
+    stretch of the speed the job asked for), kept in order, inside the audio and inside their
+    own chunk: a word never overlaps the one before it nor runs into the next chunk."""
     placed: list[WordTiming] = []
     floor = 0.0
-    for chunk, start, scale in zip(words, starts_s, scales, strict=True):
+    limits = [*starts_s[1:], duration_s]
+    for chunk, start, limit in zip(words, starts_s, limits, strict=True):
+        ceiling = min(limit, duration_s)
         for word in chunk:
-            begin = min(max(start + word.start_s * scale, floor), duration_s)
-            end = min(max(start + word.end_s * scale, begin), duration_s)
+            begin = min(max(start + word.start_s * scale, floor), ceiling)
+            end = min(max(start + word.end_s * scale, begin), ceiling)
             placed.append(WordTiming(word=word.word, start_s=begin, end_s=end))
-            floor = begin
+            floor = end
     return tuple(placed)
 
 

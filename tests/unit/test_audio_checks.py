@@ -104,15 +104,15 @@ def test_character_error_rate_is_measured_after_normalisation(
     assert character_error_rate(text, heard) == pytest.approx(expected, abs=1e-6)
 
 
-def test_placed_words_stay_in_order_and_inside_the_audio() -> None:
+def test_placed_words_stay_in_order_inside_their_chunk_and_the_audio() -> None:
     first = (
         WordTiming(word="a", start_s=0.0, end_s=0.5),
         WordTiming(word="b", start_s=0.4, end_s=9),
     )
     second = (WordTiming(word="c", start_s=0.0, end_s=0.3),)
-    words = place_words([first, second], starts_s=[0.0, 1.0], scales=[0.5, 0.5], duration_s=1.2)
+    words = place_words([first, second], starts_s=[0.0, 1.0], scale=0.5, duration_s=1.2)
     assert [w.word for w in words] == ["a", "b", "c"]
-    assert [(w.start_s, w.end_s) for w in words] == [(0.0, 0.25), (0.2, 1.2), (1.0, 1.15)]
+    assert [(w.start_s, w.end_s) for w in words] == [(0.0, 0.25), (0.25, 1.0), (1.0, 1.15)]
 
 
 # -- re-making through the worker's task executor ---------------------------------------------
