@@ -95,12 +95,6 @@ class Verifier:
     def aligns(self) -> bool:
         return self._listeners.aligner is not None
 
-    def reference(self, wave: Waveform) -> Embedding | None:
-        """The embedding chunks are held to when the voice has no reference of its own (a
-        built-in or designed voice): the job's first chunk, so drift between chunks shows."""
-        encoder = self._listeners.encoder
-        return None if encoder is None else encoder.speaker_embedding(wave)
-
     def check(
         self,
         chunks: Sequence[Chunk],
@@ -112,9 +106,20 @@ class Verifier:
     ) -> tuple[list[Waveform], VerifyReport]:
         """Measure every chunk; say each failing one again with the next seed (``remake``; none
         for audio already streamed to a listener) until it passes or ``max_attempts`` are
-        spent. Returns the audio to keep, chunk by chunk, and the report."""
+        spent. Returns the audio to keep, chunk by chunk, and the report. The voice is held
+        to ``reference`` (a clone's prompt); without one (a built-in or designed voice), to
+        the job's first chunk, so drift between chunks shows."""
+        first_wave = None
+        encoder = self._listeners.encoder
+        if reference is None and encoder is not None and chunks:
+            first_wave = chunks[0].wave
+            reference = encoder.speaker_embedding(first_wave)
         first = self._measure(
-            chunks, language=language, target_lufs=target_lufs, reference=reference
+            chunks,
+            language=language,
+            target_lufs=target_lufs,
+            reference=reference,
+            reference_wave=first_wave,
         )
         kept: list[Waveform] = []
         reports: list[ChunkReport] = []
@@ -157,7 +162,9 @@ class Verifier:
         language: Language,
         target_lufs: float | None,
         reference: Embedding | None,
+        reference_wave: Waveform | None = None,
     ) -> list[ChunkAttempt]:
+        """``reference_wave``: the wave ``reference`` was taken from, not embedded again."""
         bounds = self._settings
         target = bounds.target_lufs if target_lufs is None else target_lufs
         transcriber = self._listeners.transcriber
@@ -174,7 +181,8 @@ class Verifier:
             if transcript is not None:
                 measures.append(self._intelligibility(chunk.text, transcript))
             if self._listeners.encoder is not None and reference is not None:
-                measures.append(self._voice(chunk.wave, reference))
+                known = reference if chunk.wave is reference_wave else None
+                measures.append(self._voice(chunk.wave, reference, embedding=known))
             attempts.append(
                 ChunkAttempt(
                     seed=chunk.seed,
@@ -192,9 +200,13 @@ class Verifier:
             check=Check.INTELLIGIBILITY, value=round(error, 4), bound=bound, passed=error <= bound
         )
 
-    def _voice(self, wave: Waveform, reference: Embedding) -> Measure:
+    def _voice(
+        self, wave: Waveform, reference: Embedding, *, embedding: Embedding | None
+    ) -> Measure:
         assert self._listeners.encoder is not None
-        similarity = cosine(self._listeners.encoder.speaker_embedding(wave), reference)
+        if embedding is None:
+            embedding = self._listeners.encoder.speaker_embedding(wave)
+        similarity = cosine(embedding, reference)
         bound = self._settings.min_similarity
         return Measure(
             check=Check.VOICE,

@@ -83,6 +83,8 @@ class SeededEngine(FakeEngine):
     bad_seeds: set[int] = field(default_factory=set)
     always_bad: bool = False
     said: list[tuple[str, int]] = field(default_factory=list)
+    embedded: int = 0
+    """Speaker embeddings it was asked for."""
     model_type: ModelType = ModelType.CUSTOM_VOICE
     facts: ModelFacts = field(default_factory=lambda: FACTS)
     model_source: str = "seeded"
@@ -100,6 +102,7 @@ class SeededEngine(FakeEngine):
         return waves
 
     def speaker_embedding(self, wave: Waveform) -> npt.NDArray[np.float32]:
+        self.embedded += 1
         spectrum = np.abs(np.fft.rfft(wave.samples[: RATE // 2], n=RATE // 2))
         bands = np.add.reduceat(spectrum, [0, 50, 100, 200])
         return np.asarray(bands / max(float(bands.sum()), 1e-9), dtype=np.float32)

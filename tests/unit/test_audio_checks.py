@@ -165,6 +165,8 @@ def test_a_failing_chunk_is_made_again_with_the_next_seed_and_both_attempts_are_
     assert report.remade == 1
     assert report.below_threshold == ()
     assert Check.VOICE in report.checks
+    # One embedding per attempt: the first chunk's, which the others are held to, only once.
+    assert engine.embedded == sum(len(c.attempts) for c in report.chunks)
     # The job's audio is the re-made chunk's: as long as both good chunks and their pause.
     kept = sum(a.attempts[a.kept].duration_s for a in report.chunks)
     assert audio.duration_s == pytest.approx(kept + JOINT_GAP_S, abs=0.01)
