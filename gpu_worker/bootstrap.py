@@ -130,6 +130,7 @@ def build_engine(w: WorkerSettings, *, source: str) -> Engine:
             max_prompt_tokens=w.max_prompt_tokens,
             device=w.device,
             dtype=w.dtype,
+            stream_frames=w.stream_frames,
         )
 
     import torch
@@ -147,6 +148,7 @@ def build_engine(w: WorkerSettings, *, source: str) -> Engine:
             max_prompt_tokens=w.max_prompt_tokens,
             device=w.device,
             dtype=w.dtype,
+            stream_frames=w.stream_frames,
         )
     eager = not has_cuda and w.without_cuda is WithoutCuda.EAGER
     if w.engine is EngineKind.BATCHED:

@@ -1,7 +1,8 @@
 """The baseline engine: qwen-tts's ``Qwen3TTSModel`` itself, on any device.
 
 Its generate methods take lists, so a batch is one call (the GPU runs it for little more than
-the price of one). It has no streaming generation: a streamed line is one piece, made whole.
+the price of one). It has no streaming call: a streamed line is heard frame by frame from the
+library's own generation and decoded every ``stream_frames`` frames (``frame_stream.py``).
 """
 
 from __future__ import annotations
@@ -29,6 +30,7 @@ from gpu_worker.engine import (
     model_language,
     same_voice_kind,
 )
+from gpu_worker.frame_stream import stream_frames
 from shared.domain.backends import ModelFacts
 from shared.domain.catalog import Language
 from shared.domain.errors import ModelLoadError, SynthesisFailed
@@ -63,7 +65,8 @@ def resolve_dtype(dtype: str, *, device: str) -> torch.dtype:
 
 class QwenEngine:
     """Owns one ``Qwen3TTSModel``. ``load()`` is idempotent and safe from many threads.
-    ``max_prompt_tokens`` bounds a voice prompt (``TTS_WORKER__MAX_PROMPT_TOKENS``)."""
+    ``max_prompt_tokens`` bounds a voice prompt (``TTS_WORKER__MAX_PROMPT_TOKENS``); a streamed
+    line comes in pieces of ``stream_frames`` codec frames (``TTS_WORKER__STREAM_FRAMES``)."""
 
     NAME = "qwen"
     LIBRARY = "qwen-tts"
@@ -75,9 +78,11 @@ class QwenEngine:
         max_prompt_tokens: int,
         device: str = "auto",
         dtype: str = "auto",
+        stream_frames: int = 8,
     ) -> None:
         self._source = model_source
         self._max_prompt_tokens = max_prompt_tokens
+        self._stream_frames = stream_frames
         self._device = resolve_device(device)
         self._dtype = resolve_dtype(dtype, device=self._device)
         self._model: Qwen3TTSModel | None = None
@@ -171,7 +176,21 @@ class QwenEngine:
         return self._call(self.model, lines, max_new_tokens=max_new_tokens)
 
     def stream(self, line: Line, *, max_new_tokens: int) -> Iterator[Waveform]:
-        yield from self.synthesize([line], max_new_tokens=max_new_tokens)
+        model = self.model
+        inner = model.model
+        # A clone is decoded after its reference codes, as the library decodes it whole.
+        context = line.voice.prompt.items[0].ref_code if isinstance(line.voice, Clone) else None
+        pieces = stream_frames(
+            lambda: self._call(model, [line], max_new_tokens=max_new_tokens),
+            talker=inner.talker,
+            codec=inner.speech_tokenizer,
+            eos_id=int(inner.config.talker_config.codec_eos_token_id),
+            piece_frames=self._stream_frames,
+            context=context,
+        )
+        for samples, rate in pieces:
+            if samples.size:
+                yield waveform(samples, rate)
 
     def create_voice_prompt(
         self, *, reference: Waveform, ref_text: str | None, x_vector_only: bool

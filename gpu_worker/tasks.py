@@ -203,11 +203,10 @@ class TaskExecutor:
 
     def _speak(self, task: Task, request: SpeechRequest) -> AudioResult:
         """Long text is spoken sentence group by sentence group and joined. A streamed job
-        publishes audio as the engine makes it (every few frames on the accelerated engine,
-        every chunk on the baseline), its first chunk one sentence alone; a seeded one says
-        its chunks one by one (chunk *i* with ``seed + i``) so its audio depends on nothing
-        else queued; any other hands all its chunks to the model's batch queue at once, beside
-        other jobs' lines."""
+        publishes audio as the engine makes it (every few frames), its first chunk one
+        sentence alone; a seeded one says its chunks one by one (chunk *i* with ``seed + i``)
+        so its audio depends on nothing else queued; any other hands all its chunks to the
+        model's batch queue at once, beside other jobs' lines."""
         chunks = (
             split_for_stream(
                 request.text,

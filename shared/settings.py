@@ -226,7 +226,8 @@ class EngineKind(StrEnum):
     """Which implementation runs the model (the worker README says which to pick on which card)."""
 
     QWEN = "qwen"
-    """qwen-tts itself: any device; batches in one list call; streams one sentence chunk a piece."""
+    """qwen-tts itself: any device; batches in one list call; streams every ``stream_frames``
+    frames, heard from its own generation."""
     FASTER = "faster"
     """faster-qwen3-tts: CUDA graphs, streams every ``stream_frames`` frames; one item at a time."""
     BATCHED = "batched"
@@ -322,7 +323,7 @@ class WorkerSettings(BaseModel):
     without_cuda: WithoutCuda = WithoutCuda.FAIL
     """For ``engine=faster`` where CUDA is absent (or ``device`` is not a CUDA device)."""
     stream_frames: int = Field(default=8, ge=1, le=250)
-    """Codec frames (12.5 a second) per streamed piece on the ``faster`` engine: 8 is 0.64 s."""
+    """Codec frames (12.5 a second) per streamed piece, on every engine: 8 is 0.64 s."""
     stream_upload_deadline_s: float = Field(default=30.0, gt=0, le=600)
     """The longest a streamed piece's stretch, encode and upload may take; past it the job
     fails as transient (released) and the stuck upload is abandoned: the engine never waits
