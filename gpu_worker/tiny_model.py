@@ -123,13 +123,19 @@ _SPECIAL_TOKENS: Final = (
 
 _TALKER_HIDDEN: Final = 32
 _EOS_CARRIER_DIM: Final = 0
-_EOS_LOGIT: Final = 2.25
+EOS_LOGIT: Final = 2.25
 """Nominal EOS logit at each decode step (about 2.1 in practice, the code logits sit near 0).
 
 Against the 49 codes that top-k 50 keeps, at temperature 0.9, that is p(EOS) ~ 0.17 a step:
 speech lasts 2 frames (``min_new_tokens``) plus a geometric tail, median 5 frames, and reaches
 50 frames with probability ~1e-4.
 """
+SPEAKING_EOS_LOGIT: Final = 0.7
+"""An EOS logit for lines nearer speech's length: a median of 14 frames (1.1 s; a voice takes
+about three times that for a short sentence), one line in sixty past 90 frames, far inside the
+token budget of a 40-character line (240 frames). For benchmarks that weigh a line's generation
+against fixed costs (``bench/speech.py``): the default's half-second lines make any fixed cost
+look some three times larger than it would beside real speech."""
 _GENERATION_DEFAULTS: Final[dict[str, Any]] = {
     "do_sample": True,
     "top_k": 50,
@@ -163,6 +169,7 @@ def build_tiny_model(
     *,
     model_type: ModelType = ModelType.CUSTOM_VOICE,
     seed: int = 0,
+    eos_logit: float = EOS_LOGIT,
 ) -> pathlib.Path:
     """Write a tiny random Qwen3-TTS model of ``model_type`` into ``target_dir``.
 
@@ -170,6 +177,7 @@ def build_tiny_model(
     generate method matching its type (``generate_custom_voice``, ``generate_voice_design``,
     or ``create_voice_clone_prompt`` + ``generate_voice_clone``). The output is audible noise.
 
+    ``eos_logit`` sets how soon a line ends (``SPEAKING_EOS_LOGIT``: about as long as speech).
     The build is deterministic for a given ``seed`` and leaves global RNG state untouched.
     If ``target_dir`` already holds a complete tiny model of the same type and seed it is
     returned as is; otherwise the model files are (re)written there, each one atomically,
@@ -177,11 +185,11 @@ def build_tiny_model(
     """
     model_type = ModelType(model_type)  # a plain string from a caller raises ValueError here
     target = pathlib.Path(target_dir)
-    marker = _marker(model_type, seed)
+    marker = _marker(model_type, seed, eos_logit)
     if _is_complete(target, marker):
         return target
 
-    files = _render(model_type, seed)
+    files = _render(model_type, seed, eos_logit)
     # Drop any stale marker first, so an interrupted rewrite never looks complete.
     (target / _MARKER).unlink(missing_ok=True)
     files[_MARKER] = json_bytes(marker)
@@ -190,13 +198,16 @@ def build_tiny_model(
     return target
 
 
-def _marker(model_type: ModelType, seed: int) -> dict[str, Any]:
-    return {
+def _marker(model_type: ModelType, seed: int, eos_logit: float) -> dict[str, Any]:
+    marker: dict[str, Any] = {
         "builder": "gpu_worker.tiny_model",
         "version": _BUILDER_VERSION,
         "model_type": model_type,
         "seed": seed,
     }
+    if eos_logit != EOS_LOGIT:  # the default's marker is the one already on disk
+        marker["eos_logit"] = eos_logit
+    return marker
 
 
 def _is_complete(target: pathlib.Path, marker: dict[str, Any]) -> bool:
@@ -223,7 +234,7 @@ def json_bytes(obj: Any) -> bytes:
     return (json.dumps(obj, indent=2, ensure_ascii=False) + "\n").encode("utf-8")
 
 
-def _render(model_type: ModelType, seed: int) -> dict[str, bytes]:
+def _render(model_type: ModelType, seed: int, eos_logit: float) -> dict[str, bytes]:
     """Every file of the model directory, keyed by its relative path."""
     import torch
 
@@ -249,7 +260,7 @@ def _render(model_type: ModelType, seed: int) -> dict[str, bytes]:
 
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(seed)
-        files["model.safetensors"] = _model_weights(config)
+        files["model.safetensors"] = _model_weights(config, eos_logit=eos_logit)
         files["speech_tokenizer/model.safetensors"] = _speech_tokenizer_weights(speech_config)
     return files
 
@@ -554,16 +565,20 @@ def _require_id(token_id: int | None, token: str) -> int:
     return token_id
 
 
-def _model_weights(config: dict[str, Any]) -> bytes:
+def _model_weights(config: dict[str, Any], *, eos_logit: float) -> bytes:
     from qwen_tts.core.models import Qwen3TTSConfig, Qwen3TTSForConditionalGeneration
 
     model = Qwen3TTSForConditionalGeneration(Qwen3TTSConfig(**config)).eval()
-    _make_talker_stop(model.talker, config["talker_config"]["codec_eos_token_id"])
+    _make_talker_stop(
+        model.talker, config["talker_config"]["codec_eos_token_id"], eos_logit=eos_logit
+    )
     return safetensors_bytes(model.state_dict())
 
 
-def _make_talker_stop(talker: Qwen3TTSTalkerForConditionalGeneration, eos_id: int) -> None:
-    """Give the talker a steady EOS logit of about ``_EOS_LOGIT``, so that the noise ends soon.
+def _make_talker_stop(
+    talker: Qwen3TTSTalkerForConditionalGeneration, eos_id: int, *, eos_logit: float
+) -> None:
+    """Give the talker a steady EOS logit of about ``eos_logit``, so that the noise ends soon.
 
     Random weights leave EOS no likelier than any code (~1/50 a step), so generation ran on to
     ``max_new_tokens``. Every talker input carries a text projection (a text, pad or eos
@@ -575,7 +590,7 @@ def _make_talker_stop(talker: Qwen3TTSTalkerForConditionalGeneration, eos_id: in
     with torch.no_grad():
         talker.text_projection.linear_fc2.bias[_EOS_CARRIER_DIM] = 1.0
         talker.codec_head.weight[:, _EOS_CARRIER_DIM] = 0.0
-        talker.codec_head.weight[eos_id, _EOS_CARRIER_DIM] = _EOS_LOGIT / _TALKER_HIDDEN**0.5
+        talker.codec_head.weight[eos_id, _EOS_CARRIER_DIM] = eos_logit / _TALKER_HIDDEN**0.5
 
 
 def _speech_tokenizer_weights(speech_config: dict[str, Any]) -> bytes:

@@ -7,6 +7,7 @@ type must end its noise after a few frames, for every generate method, under any
 from __future__ import annotations
 
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -115,3 +116,32 @@ def test_a_seed_fixes_the_audio_and_another_changes_it(loaded: Callable[[str], A
     first, again, other = run(7), run(7), run(8)
     np.testing.assert_array_equal(first, again)
     assert first.shape != other.shape or not np.array_equal(first, other)
+
+
+def test_a_speaking_model_says_longer_lines_still_inside_the_budget(
+    tmp_path: Path, loaded: Callable[[str], Any]
+) -> None:
+    """``SPEAKING_EOS_LOGIT`` (the benchmarks' model) ends lines later, nearer speech's length,
+    and still far inside a short line's token budget; it is its own build, not the default's."""
+    from qwen_tts import Qwen3TTSModel
+
+    from gpu_worker.tiny_model import SPEAKING_EOS_LOGIT, build_tiny_model
+
+    speaking = Qwen3TTSModel.from_pretrained(
+        str(build_tiny_model(tmp_path / "speaking", eos_logit=SPEAKING_EOS_LOGIT)),
+        device_map="cpu",
+    )
+
+    def frames(model: Any) -> list[float]:
+        lengths = []
+        for seed in range(RUNS):
+            torch.manual_seed(seed)
+            wavs, rate = model.generate_custom_voice(
+                text="Hello there, this is a short test.", speaker="vivian", max_new_tokens=240
+            )
+            lengths.append(len(wavs[0]) / rate * FRAME_RATE)
+        return lengths
+
+    default, longer = frames(loaded("custom_voice")), frames(speaking)
+    assert float(np.median(longer)) >= 1.5 * float(np.median(default)), (default, longer)
+    assert max(longer) < 240, longer
