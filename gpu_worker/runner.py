@@ -30,6 +30,7 @@ from shared.domain.errors import (
 )
 from shared.domain.jobs import Job, JobError, JobOutput
 from shared.usecases import completion
+from shared.usecases.claims import claim_named
 from shared.usecases.gateway import Gateway
 from shared.usecases.ports import Clock, JobStore
 from shared.wire.messages import JobMessage
@@ -152,7 +153,8 @@ class JobRunner:
     @tracing.traced("job claim")
     def _claim(self, job_id: str) -> Job:
         cfg = self._config
-        return self._jobs.update(
+        return claim_named(
+            self._gw,
             job_id,
             lambda j: j.claim(
                 cfg.worker_id, backend=cfg.backend_id, now=self._clock(), lease_s=cfg.lease_s

@@ -51,6 +51,7 @@ from shared.domain.synthesis import (
 )
 from shared.domain.voices import PROMPT_SUFFIX, REFERENCE_SUFFIX, SIDECAR_SUFFIX
 from shared.usecases import completion
+from shared.usecases.claims import claim_named
 from shared.usecases.gateway import Gateway
 from shared.usecases.ports import RunPodApi
 from shared.usecases.routing import publish_job
@@ -90,7 +91,8 @@ def dispatch(gw: Gateway, runpod: RunPodApi, message: JobMessage) -> Dispatch:
     rp = gw.settings.runpod
     worker = dispatcher_id(gw)
     try:
-        job = gw.jobs.update(
+        job = claim_named(
+            gw,
             message.job_id,
             lambda j: j.claim(
                 worker,

@@ -348,10 +348,15 @@ def _submit(
     options: JobOptions = NO_OPTIONS,
     for_audio: bool = False,
 ) -> Submitted:
-    """Persist a job, then route and publish it. The job exists before anyone hears 'accepted'.
+    """Persist a job and publish it. The job exists before anyone hears 'accepted'.
 
-    A failed publish does not lose the job: it stays ``queued`` and the monitor re-publishes
-    queued jobs that no worker picked up. ``for_audio``: see ``submit_for_audio``.
+    The message goes out beside the document's write, not after it: a caller who waits for the
+    audio pays the longer of the two round trips, not their sum. A worker that hears of the job
+    before the write lands looks again until it does (``claims.claim_named``); a write that
+    fails leaves a message for a job that never was, which workers drop after that grace (the
+    caller was answered with the error, and an idempotent retry writes the same job). A failed
+    publish does not lose the job: it stays ``queued`` and the monitor re-publishes queued jobs
+    that no worker picked up. ``for_audio``: see ``submit_for_audio``.
     """
     backend = route(gw, mode=request.mode, verify=wants_checks(request))
     candidate = new_job(
@@ -364,32 +369,33 @@ def _submit(
         options=options,
     )
     hit = cache.lookup(gw, candidate.cache_key) if candidate.cache_key else None
-    ahead: AudioAhead | None = None
-    if hit is not None:
-        candidate = candidate.from_cache(result=hit.result, source=hit.job_id, now=gw.clock())
-        if for_audio:
-            ahead = delivery.read_ahead(gw, hit.result)  # beside the write below
+    if hit is None:
+        writing = gw.tasks.submit(lambda: gw.jobs.create(candidate))
+        publish_job(gw, candidate)
+        job, created = writing.result()
+        # An idempotent retry finds its job: its message went out again, which a worker that
+        # has the job already drops (a claim is taken once).
+        return Submitted(job=job if created else existing_job(job, request=request))
+    # A cache hit: the job is written finished, and answered without a worker.
+    candidate = candidate.from_cache(result=hit.result, source=hit.job_id, now=gw.clock())
+    ahead = delivery.read_ahead(gw, hit.result) if for_audio else None  # beside the write
     job, created = gw.jobs.create(candidate)
     if not created:
         # An idempotent retry: its job may be another than this hit (the read is then unused:
-        # ``finished_audio`` takes it only for the object the job names).
+        # ``finished_audio`` takes it only for the object the job names), and may still be
+        # queued, its first message perhaps lost: it goes out again.
         job = existing_job(job, request=request)
-    elif hit is not None:
-        # Answered without a worker: announce it all the same.
-        if for_audio:
-            done = job
-            beside.after_answer(
-                gw,
-                lambda: completion.finished(gw, done),
-                what="announcing a cache hit",
-                job_id=done.id,
-            )
-        else:
-            completion.finished(gw, job)
-    if job.state is not JobState.QUEUED:
-        return Submitted(job=job, audio=ahead)
-    publish_job(gw, job)
-    return Submitted(job=job)
+        if job.state is JobState.QUEUED:
+            publish_job(gw, job)
+            return Submitted(job=job)
+    elif for_audio:
+        done = job
+        beside.after_answer(
+            gw, lambda: completion.finished(gw, done), what="announcing a cache hit", job_id=done.id
+        )
+    else:
+        completion.finished(gw, job)
+    return Submitted(job=job, audio=ahead)
 
 
 def existing_job(job: Job, *, request: JobRequest) -> Job:
