@@ -287,6 +287,8 @@ class SlowUploads:
         self._lock = threading.Lock()
         self.parts = 0
 
+    max_parts = None
+
     def publish_part(self, task: Any, *, index: int, data: bytes, fmt: Any) -> None:
         time.sleep(self._delay_s)
         with self._lock:

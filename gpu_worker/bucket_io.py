@@ -125,6 +125,10 @@ class BucketIO:
                 },
             )
 
+    @property
+    def max_parts(self) -> int | None:
+        return None  # an object per piece, as many as come
+
     def _announce(self, task: Task, *, parts: int) -> None:
         """Tell the job's document how many pieces this run has published, so a stream that
         listens to it reads the new piece at once (see ``stream_announce_interval_s`` for how

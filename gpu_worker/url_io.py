@@ -87,6 +87,10 @@ class SignedUrlIO:
         # RunPod's own /cancel by the monitor, and its result is refused if it arrives anyway.
         return True
 
+    @property
+    def max_parts(self) -> int | None:
+        return len(self._input.urls.parts)  # one signed URL each; the last takes the rest
+
     def publish_part(self, task: Task, *, index: int, data: bytes, fmt: AudioFormat) -> None:
         urls = self._input.urls.parts
         if not urls:

@@ -136,6 +136,10 @@ class MemoryIO:
     def publish_part(self, task: Task, *, index: int, data: bytes, fmt: AudioFormat) -> None:
         self.parts.append(data)
 
+    @property
+    def max_parts(self) -> int | None:
+        return None
+
     def join_source(self, source: JoinSource, *, index: int) -> bytes:
         raise AssertionError("no joins here")
 
