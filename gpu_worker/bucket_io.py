@@ -74,6 +74,7 @@ class BucketIO:
 
     @tracing.traced("job upload")
     def store_audio(self, task: Task, audio: EncodedAudio, *, parts: int) -> AudioResult:
+        task.wait_claimed()
         path = audio_object_name(
             prefix=self._gw.settings.audio_prefix,
             job_id=task.id,
@@ -94,6 +95,7 @@ class BucketIO:
         )
 
     def still_wanted(self, task: Task) -> bool:
+        task.wait_claimed()
         job = self._gw.jobs.get(task.id)
         if job is None or not job.wanted(attempt=task.attempt):
             return False
@@ -103,6 +105,7 @@ class BucketIO:
         return True
 
     def publish_part(self, task: Task, *, index: int, data: bytes, fmt: AudioFormat) -> None:
+        task.wait_claimed()  # the first piece may be made before the claim has committed
         path = part_object_name(
             prefix=self._gw.settings.audio_prefix,
             job_id=task.id,
@@ -159,6 +162,7 @@ class BucketIO:
 
         The storage event for the same generation arrives later and finds it registered.
         """
+        task.wait_claimed()
         gw = self._gw
         stem = f"{gw.settings.voices.prefix}{task.id}"
         ref = voice.reference

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import logging
 import threading
+from concurrent.futures import Future
 from dataclasses import dataclass
 from enum import StrEnum
 from types import TracebackType
@@ -21,6 +22,7 @@ from typing import Protocol
 from gpu_worker.tasks import Task
 from shared.adapters import tracing
 from shared.domain.errors import (
+    GatewayError,
     InvalidTransition,
     JobCanceled,
     NotFound,
@@ -29,6 +31,7 @@ from shared.domain.errors import (
     WorkerPoisoned,
 )
 from shared.domain.jobs import Job, JobError, JobOutput
+from shared.domain.synthesis import SpeechFields
 from shared.usecases import completion
 from shared.usecases.claims import claim_named
 from shared.usecases.gateway import Gateway
@@ -104,20 +107,110 @@ class JobRunner:
 
     def _run(self, message: JobMessage) -> RunResult:
         job_id = message.job_id
-        cfg = self._config
+        ahead = self._claim_ahead(job_id)
+        if ahead is not None:
+            expected, claim = ahead
+            return self._execute(expected, claim=claim)
         try:
             job = self._claim(job_id)
-        except NotFound:
-            return self._skip(job_id, "unknown job")
-        except InvalidTransition as exc:
-            if completion.cancel_overdue(self._gw, job_id):
-                return self._skip(job_id, "past its deadline: canceled, not run late")
-            return self._skip(job_id, exc.message)
+        except (NotFound, InvalidTransition) as exc:
+            return self._not_claimed(job_id, exc)
+        self._claimed(job)
+        return self._execute(job)
 
+    def _claim_ahead(self, job_id: str) -> tuple[Job, Future[Job]] | None:
+        """For a streamed speech job, still queued: the job as its claim will make it, and that
+        claim, started beside the run, so that the first piece's generation overlaps the
+        claim's round trips (a transaction: three on Firestore) instead of waiting for them.
+        The run writes nothing before the claim commits (``Task.wait_claimed``), so a claim
+        that fails costs a piece's generation, never a write. Anything else, and a job not
+        yet written, is claimed first, as ever."""
+        seen = self._jobs.get(job_id)
+        if seen is None or not (isinstance(seen.request, SpeechFields) and seen.request.stream):
+            return None
+        cfg = self._config
+        try:
+            expected = seen.claim(
+                cfg.worker_id, backend=cfg.backend_id, now=self._clock(), lease_s=cfg.lease_s
+            )
+        except InvalidTransition:
+            return None  # the claim itself says why
+        return expected, self._gw.tasks.submit(lambda: self._claim(job_id))
+
+    def _execute(self, job: Job, *, claim: Future[Job] | None = None) -> RunResult:
+        """Run ``job``'s task and finish it; ``claim``: still committing (``_claim_ahead``),
+        and settled before the job is finished, failed or given back."""
+        try:
+            return self._execute_held(job, claim)
+        except _NotClaimed as exc:
+            return self._not_claimed(job.id, exc.cause)
+        except _ClaimedAgain as exc:
+            # Claimed as a later attempt than the one run (another worker took the job and
+            # gave it back in between): nothing of that run went out; run the claim held.
+            self._claimed(exc.job)
+            return self._execute(exc.job)
+
+    def _execute_held(self, job: Job, claim: Future[Job] | None) -> RunResult:
+        cfg = self._config
+        # The claim queued the "start" webhook, if the caller asked for one: the monitor sends
+        # it, since the worker never calls out from the home network.
+        try:
+            with (
+                _LeaseKeeper(self._jobs, job, config=cfg, clock=self._clock),
+                tracing.span("job synthesis", job_id=job.id, attempt=job.attempts),
+            ):
+                result = self._executor.execute(Task.of(job, claim=claim))
+        except WorkerPoisoned as exc:
+            try:
+                held = self._held(job, claim)
+            except _ClaimedAgain as again:
+                held = again.job
+            except _NotClaimed:
+                raise exc from None  # not this worker's job to give back; the process stops
+            self._give_back(held, exc)
+            raise
+        except JobCanceled as exc:
+            self._held(job, claim)  # a claim that failed is the reason, if there is one
+            return self._skip(job.id, exc.message)
+        except PermanentError as exc:
+            return self._finish_failed(self._held(job, claim), exc.code, exc.message)
+        except TransientError as exc:
+            held = self._held(job, claim)
+            if held.tries >= cfg.max_attempts:
+                return self._finish_failed(
+                    held, exc.code, f"gave up after {held.tries} attempts: {exc.message}"
+                )
+            return self._release(held, exc)
+        return self._finish_succeeded(self._held(job, claim), result)
+
+    def _held(self, expected: Job, claim: Future[Job] | None) -> Job:
+        """The job as this run holds it, once its claim has committed. Raises ``_NotClaimed``
+        where the claim failed, ``_ClaimedAgain`` where it holds another attempt."""
+        if claim is None:
+            return expected
+        try:
+            job = claim.result()
+        except (NotFound, InvalidTransition, TransientError) as exc:
+            raise _NotClaimed(exc) from exc
+        if job.attempts != expected.attempts:
+            raise _ClaimedAgain(job)
+        self._claimed(job)
+        return job
+
+    def _not_claimed(self, job_id: str, exc: GatewayError) -> RunResult:
+        if isinstance(exc, NotFound):
+            return self._skip(job_id, "unknown job")
+        if isinstance(exc, TransientError):
+            raise exc  # ``run`` answers a store that is down: the message comes back
+        if completion.cancel_overdue(self._gw, job_id):
+            return self._skip(job_id, "past its deadline: canceled, not run late")
+        return self._skip(job_id, exc.message)
+
+    def _claimed(self, job: Job) -> None:
         log.info(
             "job claimed",
             extra={
-                "job_id": job_id,
+                "job_id": job.id,
                 "attempt": job.attempts,
                 "mode": job.request.mode.value,
                 "backend": job.backend,
@@ -125,28 +218,6 @@ class JobRunner:
                 "queue_s": round((self._clock() - job.created_at).total_seconds(), 3),
             },
         )
-        # The claim queued the "start" webhook, if the caller asked for one: the monitor sends
-        # it, since the worker never calls out from the home network.
-        try:
-            with (
-                _LeaseKeeper(self._jobs, job, config=cfg, clock=self._clock),
-                tracing.span("job synthesis", job_id=job_id, attempt=job.attempts),
-            ):
-                result = self._executor.execute(Task.of(job))
-        except JobCanceled as exc:
-            return self._skip(job_id, exc.message)
-        except WorkerPoisoned as exc:
-            self._give_back(job, exc)
-            raise
-        except PermanentError as exc:
-            return self._finish_failed(job, exc.code, exc.message)
-        except TransientError as exc:
-            if job.tries >= cfg.max_attempts:
-                return self._finish_failed(
-                    job, exc.code, f"gave up after {job.tries} attempts: {exc.message}"
-                )
-            return self._release(job, exc)
-        return self._finish_succeeded(job, result)
 
     # -- steps ------------------------------------------------------------------------------
 
@@ -202,6 +273,22 @@ class JobRunner:
     def _skip(self, job_id: str, reason: str) -> RunResult:
         log.info("job message skipped", extra={"job_id": job_id, "reason": reason})
         return RunResult(job_id, Outcome.SKIPPED, reason)
+
+
+class _NotClaimed(Exception):
+    """A run started beside its claim, and the claim failed: ``cause`` says why."""
+
+    def __init__(self, cause: GatewayError) -> None:
+        super().__init__(cause.message)
+        self.cause = cause
+
+
+class _ClaimedAgain(Exception):
+    """A run started beside its claim, which committed as another attempt (``job``)."""
+
+    def __init__(self, job: Job) -> None:
+        super().__init__(f"claimed as attempt {job.attempts}")
+        self.job = job
 
 
 class _LeaseKeeper:

@@ -12,6 +12,7 @@ from __future__ import annotations
 import itertools
 import logging
 from collections.abc import Sequence
+from concurrent.futures import Future
 from contextlib import closing
 from dataclasses import dataclass, field
 from enum import Enum
@@ -43,9 +44,11 @@ from shared.domain.audio_formats import AudioFormat
 from shared.domain.audio_input import CONTENT_TYPES
 from shared.domain.errors import (
     GatewayError,
+    InvalidTransition,
     InvalidVoice,
     InvalidVoiceFile,
     JobCanceled,
+    NotFound,
     SynthesisFailed,
 )
 from shared.domain.jobs import AudioResult, Job, JobOutput
@@ -93,16 +96,37 @@ class Task:
     created_at: datetime | None = field(default=None, compare=False)
     """When the job was submitted: time to first audio is measured from it (not part of what
     the task is)."""
+    claim: Future[Job] | None = field(default=None, compare=False, repr=False)
+    """The claim this run is under, while it may still be committing; ``None``: committed."""
 
     @classmethod
-    def of(cls, job: Job) -> Task:
+    def of(cls, job: Job, *, claim: Future[Job] | None = None) -> Task:
+        """``job``'s task; ``claim``: the claim that makes ``job`` (claimed) true, still on its
+        way: the run may start, and must not write, before it commits."""
         return cls(
             id=job.id,
             owner=job.owner,
             request=job.request,
             attempt=job.attempts,
             created_at=job.created_at,
+            claim=claim,
         )
+
+    def wait_claimed(self) -> None:
+        """Return once this run's claim has committed; raise ``JobCanceled`` where it did not
+        (the job is another worker's, canceled, gone, or on another attempt). A streamed job's
+        generation starts beside its claim (``runner``), so nothing it writes may go out, and
+        nothing it reads may be trusted, before this returns. A store that failed is raised."""
+        if self.claim is None:
+            return
+        try:
+            claimed = self.claim.result()
+        except (NotFound, InvalidTransition) as exc:
+            raise JobCanceled(f"job {self.id} was not claimed: {exc.message}") from exc
+        if claimed.attempts != self.attempt:
+            raise JobCanceled(
+                f"job {self.id} was claimed as attempt {claimed.attempts}, not {self.attempt}"
+            )
 
 
 @dataclass(frozen=True, kw_only=True)
