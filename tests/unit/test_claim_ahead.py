@@ -102,6 +102,12 @@ def submit(gw: Gateway, *, stream: bool = True) -> Job:
     return submit_job(gw, principal=ALICE, request=request)
 
 
+def state_of(gw: Gateway, job: Job) -> JobState:
+    current = gw.jobs.get(job.id)
+    assert current is not None
+    return current.state
+
+
 def parts_written(fakes: Fakes, job: Job) -> list[str]:
     return [name for name in fakes.blobs.objects if name.startswith(f"audio/{job.id}/")]
 
@@ -118,36 +124,33 @@ def test_the_run_starts_before_its_claim_commits(gw: Gateway, store: ClaimsHeld)
     assert done.attempts == 1
 
 
-def test_a_job_canceled_before_its_claim_writes_nothing(
-    gw: Gateway, store: ClaimsHeld, fakes: Fakes
+@pytest.mark.parametrize(
+    ("failure", "outcome", "left"),
+    [
+        # Canceled by its owner between the run's start and its claim: dropped, acked.
+        ("canceled", Outcome.SKIPPED, JobState.CANCELED),
+        # The store failed the claim: the message comes back, the job still queued.
+        ("store down", Outcome.RETRY, JobState.QUEUED),
+    ],
+)
+def test_a_claim_that_fails_writes_nothing(
+    gw: Gateway, store: ClaimsHeld, fakes: Fakes, failure: str, outcome: Outcome, left: JobState
 ) -> None:
     job = submit(gw)
-    store.before_claim = lambda: InMemoryJobStore.update(
-        store, job.id, lambda j: j.cancel(now=gw.clock(), reason="by its owner")
-    )
+    if failure == "canceled":
+        store.before_claim = lambda: InMemoryJobStore.update(
+            store, job.id, lambda j: j.cancel(now=gw.clock(), reason="by its owner")
+        )
+    else:
+        store.claim_error = StorageUnavailable("update job: unavailable (test)")
     store.let_claim.clear()
     executor = Streaming(gw, started=store.let_claim.set)
     result = runner(gw, executor).run(JobMessage(job_id=job.id))
-    assert (result.outcome, result.ack) == (Outcome.SKIPPED, True)
-    assert "canceled" in result.reason
-    assert executor.runs == [(1, JobState.QUEUED)]
+    assert result.outcome is outcome
+    assert result.ack is (outcome is Outcome.SKIPPED)
+    assert executor.runs == [(1, JobState.QUEUED)]  # it had started
     assert parts_written(fakes, job) == []
-    ended = gw.jobs.get(job.id)
-    assert ended is not None
-    assert ended.state is JobState.CANCELED
-
-
-def test_a_claim_the_store_fails_writes_nothing_and_comes_back(
-    gw: Gateway, store: ClaimsHeld, fakes: Fakes
-) -> None:
-    job = submit(gw)
-    store.claim_error = StorageUnavailable("update job: unavailable (test)")
-    result = runner(gw, Streaming(gw)).run(JobMessage(job_id=job.id))
-    assert (result.outcome, result.ack) == (Outcome.RETRY, False)
-    assert parts_written(fakes, job) == []
-    queued = gw.jobs.get(job.id)
-    assert queued is not None
-    assert queued.state is JobState.QUEUED
+    assert state_of(gw, job) is left
 
 
 def test_a_claim_that_commits_as_another_attempt_runs_that_attempt(
