@@ -3,6 +3,8 @@
 Every delivery of a job message ends in one ``RunResult``; the entrypoint only turns it into
 an ack or a nack. A message for a job that cannot be claimed (finished, leased by a live
 worker, routed elsewhere) is acked with no work, which makes duplicate delivery harmless.
+A streamed job is claimed beside its run rather than before it (``_claim_ahead``): its first
+piece is generated while the claim commits, and nothing of the run is written until it has.
 
 A CUDA fault is not a result: the job goes back to the queue without spending a try, and the
 runner raises ``WorkerPoisoned`` for the entrypoint to stop the process (nothing more may run
