@@ -5,14 +5,12 @@ from __future__ import annotations
 
 import json
 import logging
-import threading
-from collections import OrderedDict
-from datetime import datetime, timedelta
 
 from gpu_worker.audio.encoding import EncodedAudio
 from gpu_worker.prompt_cache import PromptCache
 from gpu_worker.tasks import NewVoice, Task
 from shared.adapters import tracing
+from shared.adapters.ttl_cache import TtlCache
 from shared.domain.audio_formats import (
     FORMATS,
     AudioFormat,
@@ -40,9 +38,12 @@ class BucketIO:
     def __init__(self, *, gateway: Gateway, prompts: PromptCache) -> None:
         self._gw = gateway
         self._prompts = prompts
-        self._announced: OrderedDict[tuple[str, int], datetime] = OrderedDict()
-        """When each streaming run last announced its pieces, by (job, attempt)."""
-        self._announcing = threading.Lock()  # the jobs of a batch publish from their own threads
+        self._announced: TtlCache[tuple[str, int], bool] = TtlCache(
+            ttl_s=gateway.settings.worker.stream_announce_interval_s,
+            max_entries=_ANNOUNCED_RUNS,
+            monotonic=lambda: gateway.clock().timestamp(),
+        )
+        """The streaming runs, by (job, attempt), that announced within the interval."""
 
     def reference(self, ref: AudioRef) -> bytes:
         try:
@@ -82,8 +83,7 @@ class BucketIO:
             fmt=audio.format,
         )
         stored = self._gw.blobs.put(path, audio.data, content_type=audio.content_type)
-        with self._announcing:
-            self._announced.pop((task.id, task.attempt), None)  # its pieces are all out
+        self._announced.forget((task.id, task.attempt))  # its pieces are all out
         return AudioResult(
             uri=stored.uri,
             format=audio.format,
@@ -137,17 +137,10 @@ class BucketIO:
         listens to it reads the new piece at once (see ``stream_announce_interval_s`` for how
         often). Best effort: a stream finds every piece by looking anyway, so a failed
         announcement only costs it a fallback interval, and never fails the job."""
-        now = self._gw.clock()
         run = (task.id, task.attempt)
-        interval = timedelta(seconds=self._gw.settings.worker.stream_announce_interval_s)
-        with self._announcing:
-            last = self._announced.get(run)
-            if parts > 1 and last is not None and now - last < interval:
-                return  # the first piece always goes: it is the one a caller waits on
-            self._announced[run] = now
-            self._announced.move_to_end(run)
-            while len(self._announced) > _ANNOUNCED_RUNS:
-                self._announced.popitem(last=False)
+        if parts > 1 and self._announced.get(run)[0]:
+            return  # the first piece always goes: it is the one a caller waits on
+        self._announced.put(run, True)
         try:
             self._gw.jobs.announce_parts(task.id, attempt=task.attempt, parts=parts)
         except (NotFound, TransientError) as exc:

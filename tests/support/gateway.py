@@ -62,9 +62,15 @@ def make_fakes(bucket: str = "test-bucket") -> Fakes:
 
 
 def fake_gateway(
-    settings: Settings, fakes: Fakes, *, webhooks: WebhookSender | None = None
+    settings: Settings,
+    fakes: Fakes,
+    *,
+    webhooks: WebhookSender | None = None,
+    real_time: bool = False,
 ) -> Gateway:
-    """The real bootstrap, every port a fake (or ``webhooks`` a real sender)."""
+    """The real bootstrap, every port a fake (or ``webhooks`` a real sender). ``real_time``:
+    the bootstrap's own clock, sleep and beside pool instead of the fake clock and inline work
+    (for waits that must really wait)."""
     return build_gateway(
         settings,
         jobs=fakes.jobs,
@@ -74,12 +80,12 @@ def fake_gateway(
         backends=fakes.backends,
         voices=fakes.voices,
         events=fakes.events,
-        clock=fakes.clock,
-        sleep=fakes.clock.sleep,
+        clock=None if real_time else fakes.clock,
+        sleep=None if real_time else fakes.clock.sleep,
         webhooks=webhooks or fakes.webhooks,
         cache=fakes.cache,
         # Work beside a request runs at once, in order: what a test asserts has happened.
-        tasks=InlineRunner(),
+        tasks=None if real_time else InlineRunner(),
         watcher=fakes.watcher,
     )
 

@@ -18,7 +18,6 @@ from datetime import UTC, datetime, timedelta
 import pytest
 
 from shared.adapters.watching import Unwatched
-from shared.bootstrap import build_gateway
 from shared.domain.audio_formats import FORMATS, AudioFormat, audio_object_name, part_object_name
 from shared.domain.errors import StillRunning
 from shared.domain.jobs import AudioResult, Job, JobState
@@ -28,7 +27,7 @@ from shared.usecases.delivery import Piece, pieces, wait_for
 from shared.usecases.gateway import Gateway
 from shared.usecases.ports import Changes
 from tests.support.fakes import FakeClock, InMemoryJobWatcher
-from tests.support.gateway import Fakes
+from tests.support.gateway import Fakes, fake_gateway
 from tests.support.worker import ScriptedWorker
 
 T0 = datetime(2026, 1, 1, tzinfo=UTC)
@@ -90,19 +89,7 @@ def succeed(fakes: Fakes, job: Job, *, parts: int) -> None:
 def in_real_time(fakes: Fakes, api: ApiSettings) -> Gateway:
     """The fakes, a real clock, and a watcher that blocks until a write wakes it."""
     fakes.watcher = InMemoryJobWatcher(fakes.jobs)
-    return build_gateway(
-        Settings(bucket="test-bucket", api=api),
-        jobs=fakes.jobs,
-        blobs=fakes.blobs,
-        publisher=fakes.publisher,
-        keys=fakes.keys,
-        backends=fakes.backends,
-        voices=fakes.voices,
-        events=fakes.events,
-        webhooks=fakes.webhooks,
-        cache=fakes.cache,
-        watcher=fakes.watcher,
-    )
+    return fake_gateway(Settings(bucket="test-bucket", api=api), fakes, real_time=True)
 
 
 def soon(*steps: tuple[float, Callable[[], object]]) -> threading.Thread:
